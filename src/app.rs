@@ -1,0 +1,173 @@
+//! Builds the daemon from its configuration, runs it, and stops it cleanly.
+//!
+//! The only module that knows every other one. It owns the cancellation token that
+//! every task watches and the deadline within which in-flight turns must finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bot::{Bot, BotSettings};
+use crate::clock::{Clock, SystemClock};
+use crate::command::Limits;
+use crate::config::Config;
+use crate::connector::{Connector, ConnectorConfig};
+use crate::http::{routes, Endpoint};
+use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(
+        "bot.app_id is set, but this build cannot yet check the Bot Framework tokens that \
+         production channels send; refusing to run unauthenticated. Leave bot.app_id empty \
+         for local development (Emulator)"
+    )]
+    AuthenticationUnavailable,
+    #[error(
+        "local-development mode (no bot.app_id) accepts unauthenticated activities, so it \
+         binds loopback only; server.bind is {0}. Use 127.0.0.1 or [::1]"
+    )]
+    DevModeNotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the Connector client: {0}")]
+    Connector(#[from] crate::connector::ConnectorError),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The running daemon.
+pub struct App {
+    addr: SocketAddr,
+    store: Arc<SledStore>,
+    cancel: CancellationToken,
+    server: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Checks the mode rules of the design (§5) before anything is opened.
+pub fn check_mode(config: &Config) -> Result<(), AppError> {
+    if !config.bot.is_local_development() {
+        return Err(AppError::AuthenticationUnavailable);
+    }
+    if !config.server.bind.ip().is_loopback() {
+        return Err(AppError::DevModeNotLoopback(config.server.bind));
+    }
+    Ok(())
+}
+
+impl App {
+    /// Opens the store, binds the listener and starts serving. Returns once the daemon
+    /// accepts activities.
+    pub async fn start(config: &Config) -> Result<App, AppError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        check_mode(config)?;
+        let store_config = SledStoreConfig {
+            path: config.storage.path.clone(),
+            cache_capacity: config.storage.cache_capacity,
+            flush_every: config.storage.flush_every,
+        };
+        // Opening sled replays its log: blocking work, kept off the runtime's workers.
+        let store =
+            Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??);
+        let connector = Connector::new(&ConnectorConfig {
+            timeout: config.bot.reply_timeout,
+            connect_timeout: config.bot.connect_timeout,
+            user_agent: format!("pricewatch/{}", env!("CARGO_PKG_VERSION")),
+        })?;
+        let bot = Bot::new(
+            store.clone(),
+            clock,
+            BotSettings {
+                name: config.bot.name.clone(),
+                default_drop: config.alerts.default_drop,
+                max_watches_per_conversation: config.alerts.max_watches_per_conversation,
+                limits: Limits::default(),
+            },
+        );
+        let endpoint = Arc::new(Endpoint {
+            bot,
+            connector,
+            body_limit: config.server.body_limit,
+        });
+        let listener = tokio::net::TcpListener::bind(config.server.bind)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.server.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: config.server.bind,
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let server = warp::serve(routes(endpoint))
+            .incoming(listener)
+            .graceful(cancel.clone().cancelled_owned())
+            .run();
+        let server = tokio::spawn(server);
+        tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");
+        Ok(App {
+            addr,
+            store,
+            cancel,
+            server,
+            grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits until the token is cancelled, lets in-flight turns finish within the grace
+    /// period, then flushes the store.
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        let App {
+            store,
+            cancel,
+            mut server,
+            grace,
+            ..
+        } = self;
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            // The server only ends by itself if it failed; shut down the rest with it.
+            _ = &mut server => cancel.cancel(),
+        }
+        tracing::info!(grace = ?grace, "shutting down: no new activities, finishing turns in flight");
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!("turns still running after the grace period were cut off");
+            server.abort();
+        }
+        store.flush().await?;
+        tracing::info!("store flushed; stopped");
+        Ok(())
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub async fn stop(self) -> Result<(), AppError> {
+        self.cancel.cancel();
+        self.run_until_stopped().await
+    }
+}

@@ -1,0 +1,188 @@
+//! One turn of the conversation: an authenticated activity in, the replies out.
+//!
+//! The bot stores the conversation reference and the watches, and decides what to answer.
+//! It never talks to a channel: the caller delivers the replies (through the connector, or
+//! in the HTTP response for `expectReplies`).
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::activity::{OutboundActivity, ValidActivity};
+use crate::clock::Clock;
+use crate::command::{self, AlertRule, Command, Limits, UnwatchTarget};
+use crate::domain::{NewWatch, Rule, Watch};
+use crate::replies::{self, Lang};
+use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
+
+/// What the bot needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    /// The bot's display name, used in the welcome.
+    pub name: String,
+    /// The drop a `watch` without one gets, in percent.
+    pub default_drop: Decimal,
+    pub max_watches_per_conversation: usize,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error("storing the conversation reference failed: {0}")]
+    Reference(#[source] StoreError),
+}
+
+/// The result of a turn.
+#[derive(Debug)]
+pub struct Turn {
+    pub replies: Vec<OutboundActivity>,
+    pub reference: ReferenceChange,
+}
+
+pub struct Bot {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: BotSettings,
+}
+
+impl Bot {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: BotSettings) -> Self {
+        Bot {
+            store,
+            clock,
+            settings,
+        }
+    }
+
+    /// Handles one activity. Only a failure to store the reference is an error: command
+    /// failures become replies that explain them.
+    pub async fn turn(&self, activity: &ValidActivity) -> Result<Turn, BotError> {
+        let reference = self
+            .store
+            .upsert_reference(&activity.reference())
+            .await
+            .map_err(BotError::Reference)?;
+        let lang = Lang::from_locale(activity.activity.locale.as_deref());
+        let text = match activity.kind.as_str() {
+            "message" => match activity.command_text() {
+                Some(text) => Some(self.on_command(activity, lang, text).await),
+                // An attachment or a reaction without text: nothing to answer.
+                None => None,
+            },
+            "conversationUpdate" if activity.humans_added().next().is_some() => {
+                Some(replies::welcome(lang, &self.settings.name))
+            }
+            _ => None,
+        };
+        Ok(Turn {
+            replies: text
+                .map(|t| OutboundActivity::reply(activity, t))
+                .into_iter()
+                .collect(),
+            reference,
+        })
+    }
+
+    async fn on_command(&self, activity: &ValidActivity, lang: Lang, text: &str) -> String {
+        let command = match command::parse(text, &self.settings.limits) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "command refused");
+                return replies::command_error(lang, &e);
+            }
+        };
+        match self.execute(activity, lang, text, command).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::error!(error = %e, "storage failed during a command");
+                replies::storage_failed(lang)
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        activity: &ValidActivity,
+        lang: Lang,
+        text: &str,
+        command: Command,
+    ) -> Result<String, StoreError> {
+        let conversation = activity.reference().key();
+        Ok(match command {
+            Command::Help => replies::help(lang),
+            Command::Unknown { suggestion } => {
+                replies::unknown(lang, &command::clean_text(text), suggestion)
+            }
+            Command::Watch { url, rule } => {
+                let rule = match rule {
+                    None => Rule::Drop {
+                        percent: self.settings.default_drop,
+                    },
+                    Some(AlertRule::Drop(percent)) => Rule::Drop { percent },
+                    Some(AlertRule::Below(amount)) => Rule::Below { amount },
+                };
+                let new = NewWatch {
+                    conversation: conversation.clone(),
+                    user: activity.from().cloned(),
+                    url,
+                    rule,
+                    created_at_ms: self.clock.now_ms(),
+                };
+                match self
+                    .store
+                    .add_watch(new, self.settings.max_watches_per_conversation)
+                    .await?
+                {
+                    AddWatch::Added(w) => {
+                        let all = self.store.watches(&conversation).await?;
+                        replies::watch_added(lang, number_of(&all, &w), &w)
+                    }
+                    AddWatch::Duplicate(w) => {
+                        let all = self.store.watches(&conversation).await?;
+                        replies::duplicate(lang, number_of(&all, &w), &w)
+                    }
+                    AddWatch::LimitReached { max } => replies::limit_reached(lang, max),
+                }
+            }
+            Command::List => replies::list(lang, &self.store.watches(&conversation).await?),
+            Command::Unwatch(target) => {
+                let all = self.store.watches(&conversation).await?;
+                let chosen: Vec<(usize, &Watch)> = match &target {
+                    UnwatchTarget::All => all.iter().enumerate().map(|(i, w)| (i + 1, w)).collect(),
+                    UnwatchTarget::Index(n) => match all.get(n.wrapping_sub(1)) {
+                        Some(w) => vec![(*n, w)],
+                        None => return Ok(replies::no_such_number(lang, *n, all.len())),
+                    },
+                    UnwatchTarget::Url(url) => match all.iter().position(|w| &w.url == url) {
+                        Some(i) => vec![(i + 1, &all[i])],
+                        None => return Ok(replies::not_watching_url(lang, url.as_str())),
+                    },
+                };
+                let ids: Vec<u64> = chosen.iter().map(|(_, w)| w.id).collect();
+                let gone = self.store.remove_watches(&conversation, &ids).await?;
+                // Report what was really removed: a concurrent `unwatch` may have won.
+                let removed: Vec<(usize, Watch)> = chosen
+                    .into_iter()
+                    .filter(|(_, w)| gone.iter().any(|g| g.id == w.id))
+                    .map(|(n, w)| (n, w.clone()))
+                    .collect();
+                replies::removed(lang, &removed)
+            }
+            Command::History(n) => {
+                let all = self.store.watches(&conversation).await?;
+                match all.get(n.wrapping_sub(1)) {
+                    Some(w) => replies::history_empty(lang, n, w),
+                    None => replies::no_such_number(lang, n, all.len()),
+                }
+            }
+        })
+    }
+}
+
+/// The 1-based number `list` shows for `watch`.
+fn number_of(all: &[Watch], watch: &Watch) -> usize {
+    all.iter()
+        .position(|w| w.id == watch.id)
+        .map(|i| i + 1)
+        .unwrap_or(all.len())
+}

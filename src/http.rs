@@ -1,0 +1,229 @@
+//! The bot endpoint: `POST /api/messages`, as the Bot Framework SDKs answer it.
+//!
+//! Checks run cheapest first: method (405), content type (415), size (413), then the
+//! activity itself (400). Every error has a Bot Framework `ErrorResponse` JSON body.
+//! A handled activity is 200 with an empty body, or 200 with `{"activities": [...]}` for
+//! `expectReplies`.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde_json::json;
+use tracing::Instrument;
+use warp::http::{header, HeaderMap, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::activity::{Activity, ValidActivity};
+use crate::bot::Bot;
+use crate::connector::Connector;
+
+/// What the endpoint needs, shared by every request.
+pub struct Endpoint {
+    pub bot: Bot,
+    pub connector: Connector,
+    /// Largest accepted body in bytes.
+    pub body_limit: u64,
+}
+
+/// The whole HTTP surface of the daemon.
+pub fn routes(
+    endpoint: Arc<Endpoint>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
+    let messages = warp::path!("api" / "messages")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method, headers, body| {
+            let endpoint = endpoint.clone();
+            async move { messages(&endpoint, method, headers, body).await }
+        });
+    let not_found = warp::any().map(|| {
+        error_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "no such endpoint; the bot listens on POST /api/messages",
+        )
+    });
+    messages.or(not_found).unify()
+}
+
+async fn messages<S, B>(
+    endpoint: &Endpoint,
+    method: Method,
+    headers: HeaderMap,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    if method != Method::POST {
+        let mut r = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "use POST to send activities",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return r;
+    }
+    if !is_json(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "activities must be sent as application/json",
+        );
+    }
+    let body = match read_limited(&headers, body, endpoint.body_limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let activity = match Activity::parse(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(error = %e, "activity refused");
+            return error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+        }
+    };
+    let span = tracing::info_span!(
+        "turn",
+        channel = %activity.channel_id,
+        conversation = %activity.conversation.id,
+        activity_type = %activity.kind,
+    );
+    turn(endpoint, activity).instrument(span).await
+}
+
+async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
+    let turn = match endpoint.bot.turn(&activity).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "turn failed");
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StorageFailed",
+                "the activity could not be stored; try again",
+            );
+        }
+    };
+    tracing::debug!(reference = ?turn.reference, replies = turn.replies.len(), "turn handled");
+    if activity.expects_replies() {
+        return warp::reply::json(&json!({ "activities": turn.replies })).into_response();
+    }
+    // Sequential, so replies arrive in the order the bot wrote them.
+    for reply in &turn.replies {
+        match endpoint.connector.send(reply).await {
+            Ok(d) => tracing::debug!(status = d.status, activity_id = ?d.activity_id, "reply sent"),
+            // The user's activity was handled and stored; a channel failure must not make
+            // the channel retry it, so the turn still answers 200.
+            Err(e) => tracing::warn!(error = %e, status = ?e.status(), "reply failed"),
+        }
+    }
+    if activity.kind == "invoke" {
+        // As the SDKs do when the bot produced no invokeResponse.
+        return error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "pricewatch does not handle invoke activities",
+        );
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `application/json` or any `+json` type, parameters allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence
+                .get(essence.len() - 5..)
+                .is_some_and(|s| s.eq_ignore_ascii_case("+json"))
+            && essence
+                .get(..12)
+                .is_some_and(|s| s.eq_ignore_ascii_case("application/")))
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit`: from the
+/// `Content-Length` header when there is one, else while streaming a chunked body.
+async fn read_limited<S, B>(
+    headers: &HeaderMap,
+    mut body: S,
+    limit: u64,
+) -> Result<BytesMut, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            &format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit) as usize);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "BodyReadFailed",
+                &format!("the body could not be read: {e}"),
+            )
+        })?;
+        if buf.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            buf.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(buf)
+}
+
+/// A Bot Framework `ErrorResponse`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "error": { "code": code, "message": message } });
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(&headers("application/json")));
+        assert!(is_json(&headers("application/json; charset=utf-8")));
+        assert!(is_json(&headers("Application/JSON")));
+        assert!(is_json(&headers("application/activity+json")));
+        assert!(!is_json(&headers("text/plain")));
+        assert!(!is_json(&headers("text/+json")));
+        assert!(!is_json(&headers("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

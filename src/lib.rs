@@ -1,0 +1,33 @@
+//! pricewatch: a price-watch alert daemon that speaks the Bot Framework protocol.
+//!
+//! # Layout
+//! - [`app`]: builds every component from the config, serves, shuts down within a deadline.
+//! - [`config`]: the TOML configuration, environment overrides, secrets, `check-config`.
+//! - [`telemetry`]: the tracing subscriber.
+//! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
+//! - [`http`]: `POST /api/messages`, status codes and JSON errors as the SDKs answer.
+//! - [`activity`]: Bot Framework Activity JSON, conversation references (no I/O).
+//! - [`command`]: what a user types, parsed into a command; product URL normalisation (no I/O).
+//! - [`replies`]: every sentence the bot says, in English and French (no I/O).
+//! - [`domain`]: watches and alert rules (no I/O).
+//! - [`bot`]: one turn: store the reference, run the command, produce replies.
+//! - [`store`]: the durable store behind a narrow trait; the sled backend.
+//! - [`connector`]: the adapter, the only module that talks to channels.
+//! - [`clock`]: wall-clock time as a dependency.
+//!
+//! # Errors
+//! Each module has its own `thiserror` enum; only `main` uses `anyhow`.
+
+pub mod activity;
+pub mod app;
+pub mod bot;
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod connector;
+pub mod domain;
+pub mod http;
+pub mod replies;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

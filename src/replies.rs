@@ -1,0 +1,380 @@
+//! Everything the bot says, in English and French. Pure functions: data in, text out.
+//!
+//! A user never sees a Rust error: every failure the bot can explain has a sentence here
+//! that says what was wrong and what to type instead.
+
+use rust_decimal::Decimal;
+
+use crate::clock::format_ms;
+use crate::command::CommandError;
+use crate::domain::{Rule, Watch};
+
+/// The reply language, from the activity's `locale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Fr,
+}
+
+impl Lang {
+    /// English unless the locale asks for French (`fr`, `fr-FR`, `fr_CA`, …).
+    pub fn from_locale(locale: Option<&str>) -> Lang {
+        match locale {
+            Some(l) if l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("fr")) => Lang::Fr,
+            _ => Lang::En,
+        }
+    }
+}
+
+pub fn help(lang: Lang) -> String {
+    match lang {
+        Lang::En => "Here is what I can do:\n\n\
+            - `watch <link>`: watch a product and tell you when its price drops 20% below today's\n\
+            - `watch <link> 15%`: the same with your own drop\n\
+            - `watch <link> below 149.99`: tell you when it costs 149.99 or less\n\
+            - `list`: your watches, numbered\n\
+            - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
+            - `history 2`: lowest, highest and latest price of watch 2\n\
+            - `help`: this message\n\n\
+            Example: `watch https://shop.example/p/123 15%`"
+            .to_owned(),
+        Lang::Fr => "Voici ce que je sais faire :\n\n\
+            - `watch <lien>` : surveiller un produit et vous prévenir quand son prix baisse de 20 % par rapport à aujourd'hui\n\
+            - `watch <lien> 15%` : la même chose avec votre propre baisse\n\
+            - `watch <lien> below 149,99` : vous prévenir quand il coûte 149,99 ou moins\n\
+            - `list` : vos surveillances, numérotées\n\
+            - `unwatch 2`, `unwatch <lien>` ou `unwatch all` : arrêter de surveiller\n\
+            - `history 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
+            - `help` : ce message\n\n\
+            Exemple : `watch https://shop.example/p/123 15%`"
+            .to_owned(),
+    }
+}
+
+pub fn welcome(lang: Lang, bot_name: &str) -> String {
+    match lang {
+        Lang::En => format!(
+            "Hello! I am {bot_name}. Give me a product link and I will tell you here when its price drops.\n\n{}",
+            help(lang)
+        ),
+        Lang::Fr => format!(
+            "Bonjour ! Je suis {bot_name}. Donnez-moi le lien d'un produit et je vous préviendrai ici quand son prix baissera.\n\n{}",
+            help(lang)
+        ),
+    }
+}
+
+/// A decimal as the user's language writes it (`149.99` / `149,99`).
+fn amount(lang: Lang, d: &Decimal) -> String {
+    let s = d.normalize().to_string();
+    match lang {
+        Lang::En => s,
+        Lang::Fr => s.replace('.', ","),
+    }
+}
+
+fn rule_text(lang: Lang, rule: &Rule) -> String {
+    match (lang, rule) {
+        (Lang::En, Rule::Drop { percent }) => {
+            format!("a drop of {}% or more", amount(lang, percent))
+        }
+        (Lang::Fr, Rule::Drop { percent }) => {
+            format!("une baisse de {} % ou plus", amount(lang, percent))
+        }
+        (Lang::En, Rule::Below { amount: a }) => format!("a price of {} or less", amount(lang, a)),
+        (Lang::Fr, Rule::Below { amount: a }) => {
+            format!("un prix de {} ou moins", amount(lang, a))
+        }
+    }
+}
+
+pub fn watch_added(lang: Lang, number: usize, watch: &Watch) -> String {
+    let rule = rule_text(lang, &watch.rule);
+    match lang {
+        Lang::En => format!(
+            "Watch #{number} stored: {url}\nI will tell you here on {rule}. Its first price will follow as soon as I have read it.",
+            url = watch.url
+        ),
+        Lang::Fr => format!(
+            "Surveillance n°{number} enregistrée : {url}\nJe vous préviendrai ici pour {rule}. Son premier prix suivra dès que je l'aurai lu.",
+            url = watch.url
+        ),
+    }
+}
+
+pub fn duplicate(lang: Lang, number: usize, watch: &Watch) -> String {
+    match lang {
+        Lang::En => format!(
+            "You already watch this product as #{number}: {}. Type `list` to see your watches.",
+            watch.url
+        ),
+        Lang::Fr => format!(
+            "Vous surveillez déjà ce produit (n°{number}) : {}. Tapez `list` pour voir vos surveillances.",
+            watch.url
+        ),
+    }
+}
+
+pub fn limit_reached(lang: Lang, max: usize) -> String {
+    match lang {
+        Lang::En => format!(
+            "This conversation already has {max} watches, the most I keep. Remove one with `unwatch <number>` first."
+        ),
+        Lang::Fr => format!(
+            "Cette conversation a déjà {max} surveillances, le maximum. Supprimez-en une avec `unwatch <numéro>` d'abord."
+        ),
+    }
+}
+
+pub fn list(lang: Lang, watches: &[Watch]) -> String {
+    if watches.is_empty() {
+        return no_watches(lang);
+    }
+    let mut out = match lang {
+        Lang::En => format!("Your watches ({}):\n", watches.len()),
+        Lang::Fr => format!("Vos surveillances ({}) :\n", watches.len()),
+    };
+    for (i, w) in watches.iter().enumerate() {
+        let (state, since) = match lang {
+            Lang::En => ("waiting for its first price", "added"),
+            Lang::Fr => ("en attente de son premier prix", "ajoutée le"),
+        };
+        out.push_str(&format!(
+            "\n{n}. {url}\n   {alert}: {rule} · {state} · {since} {date}",
+            n = i + 1,
+            url = w.url,
+            alert = if lang == Lang::En {
+                "alert on"
+            } else {
+                "alerte"
+            },
+            rule = rule_text(lang, &w.rule),
+            date = format_ms(w.created_at_ms),
+        ));
+    }
+    out
+}
+
+pub fn no_watches(lang: Lang) -> String {
+    match lang {
+        Lang::En => {
+            "You are not watching anything yet. Try `watch https://shop.example/p/123`.".to_owned()
+        }
+        Lang::Fr => {
+            "Vous ne surveillez rien pour l'instant. Essayez `watch https://shop.example/p/123`."
+                .to_owned()
+        }
+    }
+}
+
+pub fn removed(lang: Lang, removed: &[(usize, Watch)]) -> String {
+    match removed {
+        [] => no_watches(lang),
+        [(n, w)] => match lang {
+            Lang::En => format!("Stopped watching #{n}: {}", w.url),
+            Lang::Fr => format!("Surveillance n°{n} arrêtée : {}", w.url),
+        },
+        many => {
+            let mut out = match lang {
+                Lang::En => format!("Stopped watching {} products:", many.len()),
+                Lang::Fr => format!("{} surveillances arrêtées :", many.len()),
+            };
+            for (n, w) in many {
+                out.push_str(&format!("\n- #{n}: {}", w.url));
+            }
+            out
+        }
+    }
+}
+
+pub fn not_watching_url(lang: Lang, url: &str) -> String {
+    match lang {
+        Lang::En => format!("You are not watching {url}. Type `list` to see your watches."),
+        Lang::Fr => {
+            format!("Vous ne surveillez pas {url}. Tapez `list` pour voir vos surveillances.")
+        }
+    }
+}
+
+pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
+    match (lang, count) {
+        (_, 0) => no_watches(lang),
+        (Lang::En, _) => format!(
+            "There is no watch #{n}: you have {count}. Type `list` to see their numbers."
+        ),
+        (Lang::Fr, _) => format!(
+            "Il n'y a pas de surveillance n°{n} : vous en avez {count}. Tapez `list` pour voir leurs numéros."
+        ),
+    }
+}
+
+pub fn history_empty(lang: Lang, n: usize, watch: &Watch) -> String {
+    match lang {
+        Lang::En => format!(
+            "No price has been recorded yet for #{n} ({}). I will have its history once I have read its price.",
+            watch.url
+        ),
+        Lang::Fr => format!(
+            "Aucun prix n'est encore enregistré pour n°{n} ({}). Son historique viendra dès que j'aurai lu son prix.",
+            watch.url
+        ),
+    }
+}
+
+pub fn unknown(lang: Lang, text: &str, suggestion: Option<&str>) -> String {
+    let shown: String = text.chars().take(60).collect();
+    match (lang, suggestion) {
+        (Lang::En, Some(s)) => {
+            format!("I did not understand “{shown}”. Did you mean `{s}`? Type `help` for the commands.")
+        }
+        (Lang::En, None) => {
+            format!("I did not understand “{shown}”. Type `help` for the commands.")
+        }
+        (Lang::Fr, Some(s)) => format!(
+            "Je n'ai pas compris « {shown} ». Vouliez-vous dire `{s}` ? Tapez `help` pour la liste des commandes."
+        ),
+        (Lang::Fr, None) => {
+            format!("Je n'ai pas compris « {shown} ». Tapez `help` pour la liste des commandes.")
+        }
+    }
+}
+
+pub fn storage_failed(lang: Lang) -> String {
+    match lang {
+        Lang::En => "Sorry, I could not save that just now, so nothing changed. Please try again in a minute.".to_owned(),
+        Lang::Fr => "Désolé, je n'ai pas pu l'enregistrer, rien n'a changé. Réessayez dans une minute.".to_owned(),
+    }
+}
+
+/// Explains a command the parser refused, with what to type instead.
+pub fn command_error(lang: Lang, error: &CommandError) -> String {
+    use CommandError as E;
+    let fr = lang == Lang::Fr;
+    match error {
+        E::MissingUrl => {
+            if fr {
+                "Il manque le lien du produit. Exemple : `watch https://shop.example/p/123`"
+                    .to_owned()
+            } else {
+                "Which product? Add its link, for example `watch https://shop.example/p/123`."
+                    .to_owned()
+            }
+        }
+        E::NotHttp { scheme } => {
+            if fr {
+                format!("Je ne surveille que des liens http ou https, pas « {scheme}: ». Copiez le lien depuis la barre d'adresse du navigateur.")
+            } else {
+                format!("I only watch http or https links, not “{scheme}:”. Copy the link from your browser's address bar.")
+            }
+        }
+        E::UrlTooLong { len, max } => {
+            if fr {
+                format!("Ce lien fait {len} caractères, le maximum est {max}. Essayez le lien court de la page produit.")
+            } else {
+                format!("That link is {len} characters long; the most I accept is {max}. Try the product page's short link.")
+            }
+        }
+        E::Credentials => {
+            if fr {
+                "Ce lien contient un identifiant ou un mot de passe : je ne le surveille pas. Envoyez le lien sans `utilisateur:motdepasse@`.".to_owned()
+            } else {
+                "That link contains a user name or password, so I will not watch it. Send the link without the `user:password@` part.".to_owned()
+            }
+        }
+        E::InvalidUrl { reason } => {
+            if fr {
+                format!("Ce lien n'est pas valide ({reason}). Exemple : `watch https://shop.example/p/123`")
+            } else {
+                format!("That link is not valid ({reason}). Example: `watch https://shop.example/p/123`")
+            }
+        }
+        E::InvalidDrop { text } => {
+            if fr {
+                format!("« {text} » n'est pas un pourcentage. Exemple : `watch <lien> 15%`")
+            } else {
+                format!("“{text}” is not a percentage. Example: `watch <link> 15%`")
+            }
+        }
+        E::DropOutOfRange { percent, min, max } => {
+            if fr {
+                format!(
+                    "Une baisse de {} % n'est pas possible : choisissez entre {} et {} %.",
+                    amount(lang, percent),
+                    amount(lang, min),
+                    amount(lang, max)
+                )
+            } else {
+                format!(
+                    "A drop of {}% is not possible: choose between {}% and {}%.",
+                    amount(lang, percent),
+                    amount(lang, min),
+                    amount(lang, max)
+                )
+            }
+        }
+        E::InvalidTarget { text } => {
+            if fr {
+                format!(
+                    "« {text} » n'est pas un prix positif. Exemple : `watch <lien> below 149,99`"
+                )
+            } else {
+                format!("“{text}” is not a positive price. Example: `watch <link> below 149.99`")
+            }
+        }
+        E::UnexpectedWords { words } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`) ou un prix (`below 149,99`), ou rien.")
+            } else {
+                format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`) or a price (`below 149.99`), or nothing.")
+            }
+        }
+        E::MissingUnwatchTarget => {
+            if fr {
+                "Laquelle ? Tapez `unwatch 2` (le numéro vient de `list`), `unwatch <lien>` ou `unwatch all`.".to_owned()
+            } else {
+                "Which one? Type `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.".to_owned()
+            }
+        }
+        E::InvalidIndex { text } => {
+            if fr {
+                format!("« {text} » n'est pas un numéro de surveillance. Tapez `list` pour voir les numéros.")
+            } else {
+                format!("“{text}” is not a watch number. Type `list` to see the numbers.")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locale_picks_the_language() {
+        assert_eq!(Lang::from_locale(Some("fr-FR")), Lang::Fr);
+        assert_eq!(Lang::from_locale(Some("FR")), Lang::Fr);
+        assert_eq!(Lang::from_locale(Some("en-US")), Lang::En);
+        assert_eq!(Lang::from_locale(Some("f")), Lang::En);
+        assert_eq!(Lang::from_locale(Some("é")), Lang::En);
+        assert_eq!(Lang::from_locale(Some("aé")), Lang::En);
+        assert_eq!(Lang::from_locale(None), Lang::En);
+    }
+
+    #[test]
+    fn amounts_follow_the_language() {
+        let d = Decimal::new(14999, 2);
+        assert_eq!(amount(Lang::En, &d), "149.99");
+        assert_eq!(amount(Lang::Fr, &d), "149,99");
+        assert_eq!(amount(Lang::En, &Decimal::new(2000, 2)), "20");
+    }
+
+    #[test]
+    fn help_names_every_command_in_both_languages() {
+        for lang in [Lang::En, Lang::Fr] {
+            let h = help(lang);
+            for c in ["watch", "list", "unwatch", "history", "help"] {
+                assert!(h.contains(&format!("`{c}")), "{lang:?} help lacks {c}");
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Key layout and value encoding of the sled backend.
+//!
+//! Keys are length-prefixed so that no byte of a channel or conversation id (Teams and
+//! Emulator ids contain `:`, `@`, `;`, `|`) can make two conversations share a prefix.
+//! Values are JSON wrapped in a version envelope so a later schema can read old records.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::StoreError;
+use crate::activity::ConversationKey;
+
+/// `u16 len ‖ channelId ‖ u32 len ‖ conversation.id`.
+pub fn conversation_key(key: &ConversationKey) -> Vec<u8> {
+    let c = key.channel_id.as_bytes();
+    let v = key.conversation_id.as_bytes();
+    let mut out = Vec::with_capacity(6 + c.len() + v.len() + 8);
+    // Channel ids are short names; a longer one is truncated in the length, never the bytes,
+    // so clamp rather than silently wrap.
+    out.extend_from_slice(&(c.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&c[..c.len().min(u16::MAX as usize)]);
+    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    out.extend_from_slice(v);
+    out
+}
+
+/// `conversation_key ‖ u64 BE watch id`: a prefix scan lists a conversation's watches in
+/// creation order.
+pub fn watch_key(conversation: &ConversationKey, id: u64) -> Vec<u8> {
+    let mut k = conversation_key(conversation);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a, T> {
+    v: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&EnvelopeRef {
+        v: super::SCHEMA_VERSION,
+        body: value,
+    })
+    .map_err(|e| StoreError::Io(format!("encoding failed: {e}")))
+}
+
+pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice::<Envelope<T>>(bytes)
+        .map(|e| e.body)
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: &str, v: &str) -> ConversationKey {
+        ConversationKey {
+            channel_id: c.into(),
+            conversation_id: v.into(),
+        }
+    }
+
+    #[test]
+    fn keys_of_different_conversations_never_share_a_prefix() {
+        let a = conversation_key(&key("msteams", "19:a"));
+        let b = conversation_key(&key("msteams", "19:a@thread"));
+        assert!(!b.starts_with(&a));
+        let c = conversation_key(&key("ms", "teams19:a"));
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn watch_keys_sort_by_id() {
+        let k = key("slack", "C1");
+        assert!(watch_key(&k, 2) < watch_key(&k, 10));
+        assert!(watch_key(&k, 2).starts_with(&conversation_key(&k)));
+    }
+
+    #[test]
+    fn envelope_round_trip() {
+        let bytes = encode(&key("a", "b")).unwrap();
+        assert!(std::str::from_utf8(&bytes).unwrap().contains("\"v\":1"));
+        let back: ConversationKey = decode("key", &bytes).unwrap();
+        assert_eq!(back, key("a", "b"));
+        assert!(decode::<ConversationKey>("key", b"garbage").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Test harness: the real daemon on a loopback port, a temporary data directory, and a
+//! fake channel (a real HTTP server) that records every activity the bot sends.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use pricewatch::app::App;
+use pricewatch::config::Config;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::Filter;
+
+/// One request the bot made to the fake channel.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The path exactly as sent, still percent-encoded.
+    pub path: String,
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or("")
+    }
+}
+
+/// A Connector stand-in that accepts both the send and the reply endpoints.
+pub struct FakeChannel {
+    pub url: String,
+    received: Arc<Mutex<Vec<Recorded>>>,
+    status: Arc<Mutex<StatusCode>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeChannel {
+    pub async fn start() -> FakeChannel {
+        let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let status = Arc::new(Mutex::new(StatusCode::OK));
+        let (rec, st) = (received.clone(), status.clone());
+        let route = warp::post()
+            .and(warp::path::full())
+            .and(warp::body::json())
+            .map(move |path: warp::path::FullPath, body: Value| {
+                let path = path.as_str().to_owned();
+                assert!(
+                    path.starts_with("/v3/conversations/") && path.contains("/activities"),
+                    "unexpected path {path}"
+                );
+                let mut all = rec.lock().unwrap();
+                all.push(Recorded { path, body });
+                let id = format!("act-{}", all.len());
+                warp::reply::with_status(
+                    warp::reply::json(&json!({ "id": id })),
+                    *st.lock().unwrap(),
+                )
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = rx.await;
+                })
+                .run(),
+        );
+        FakeChannel {
+            url: format!("http://{addr}/"),
+            received,
+            status,
+            _shutdown: tx,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Everything received so far, emptying the record.
+    pub fn take(&self) -> Vec<Recorded> {
+        std::mem::take(&mut *self.received.lock().unwrap())
+    }
+
+    pub fn answer_with(&self, status: StatusCode) {
+        *self.status.lock().unwrap() = status;
+    }
+}
+
+/// The configuration every test starts from: port 0 and the given data directory.
+pub fn test_config(data: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.storage.path = data.to_owned();
+    config
+}
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub url: String,
+    pub channel: FakeChannel,
+    pub client: reqwest::Client,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut app = Self::spawn_with(test_config(&data)).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    pub async fn spawn_with(config: Config) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            pricewatch::telemetry::init(&config.log);
+        }
+        let data = config.storage.path.clone();
+        let app = App::start(&config).await.expect("daemon starts");
+        TestApp {
+            url: format!("http://{}/api/messages", app.local_addr()),
+            app: Some(app),
+            channel: FakeChannel::start().await,
+            client: reqwest::Client::new(),
+            data,
+            _dir: None,
+        }
+    }
+
+    /// Stops the daemon gracefully, keeping the data directory and the fake channel.
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await.expect("clean stop");
+        }
+    }
+
+    /// Starts a new daemon on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let app = App::start(&test_config(&self.data)).await.expect("restart");
+        self.url = format!("http://{}/api/messages", app.local_addr());
+        self.app = Some(app);
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("running")
+    }
+
+    pub async fn post_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let r = self
+            .client
+            .post(&self.url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    pub async fn post(&self, activity: &Value) -> (u16, String) {
+        self.post_raw("application/json", serde_json::to_vec(activity).unwrap())
+            .await
+    }
+
+    /// A message in `conversation` from user `u1`, on the emulator channel.
+    pub fn message(&self, conversation: &str, text: &str) -> Value {
+        json!({
+            "type": "message",
+            "id": format!("in-{}", text.len()),
+            "timestamp": "2026-11-25T12:00:00.000Z",
+            "channelId": "emulator",
+            "serviceUrl": self.channel.url,
+            "from": {"id": "u1", "name": "Ada", "role": "user"},
+            "recipient": {"id": "bot1", "name": "pricewatch", "role": "bot"},
+            "conversation": {"id": conversation},
+            "locale": "en-US",
+            "text": text,
+        })
+    }
+
+    /// Sends a message and returns the text of the single reply it produced.
+    pub async fn say(&self, conversation: &str, text: &str) -> String {
+        self.channel.take();
+        let (status, body) = self.post(&self.message(conversation, text)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, "", "a handled activity has an empty body");
+        let got = self.channel.take();
+        assert_eq!(got.len(), 1, "one reply to {text:?}, got {got:?}");
+        got[0].text().to_owned()
+    }
+}

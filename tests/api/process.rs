@@ -1,0 +1,140 @@
+//! The `pricewatch` binary as an operator runs it: signals, exit codes, start-up errors.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pricewatch::store::{SledStore, SledStoreConfig, Store};
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let file = dir.join("pricewatch.toml");
+    let data = dir.join("data");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{extra}",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Kills the daemon if the test fails before stopping it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no listening line in:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    assert!(log.contains("LOCAL-DEVELOPMENT MODE"), "{log}");
+
+    let channel = super::helpers::FakeChannel::start().await;
+    let activity = serde_json::json!({
+        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
+        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
+        "text": "watch https://shop.example/p/1",
+    });
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/messages"))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let mut child = child.0.take().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
+
+    let store = SledStore::open(&SledStoreConfig {
+        path: dir.path().join("data"),
+        cache_capacity: 1 << 20,
+        flush_every: Duration::from_millis(500),
+    })
+    .unwrap();
+    assert_eq!(store.stats().await.unwrap().watches, 1);
+}
+
+#[test]
+fn serve_refuses_a_bad_config_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "\n[alerts]\nmax_watches_per_conversation = 0\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pricewatch.toml")
+            && stderr.contains("alerts.max_watches_per_conversation"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_unusable_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[storage]\npath = {:?}\n",
+            blocker.join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not-a-dir/data"), "{stderr}");
+}
