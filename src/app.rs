@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::InboundAuth;
 use crate::bot::{Bot, BotSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::command::Limits;
@@ -97,6 +98,7 @@ impl App {
             },
         );
         let endpoint = Arc::new(Endpoint {
+            auth: InboundAuth::LocalDevelopment,
             bot,
             connector,
             body_limit: config.server.body_limit,

@@ -16,11 +16,13 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::activity::{Activity, ValidActivity};
+use crate::auth::InboundAuth;
 use crate::bot::Bot;
 use crate::connector::Connector;
 
 /// What the endpoint needs, shared by every request.
 pub struct Endpoint {
+    pub auth: InboundAuth,
     pub bot: Bot,
     pub connector: Connector,
     /// Largest accepted body in bytes.
@@ -88,6 +90,13 @@ where
             return error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
     };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = endpoint.auth.verify(authorization, &activity) {
+        tracing::info!(error = %e, channel = %activity.channel_id, "activity not authenticated");
+        return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", &e.to_string());
+    }
     let span = tracing::info_span!(
         "turn",
         channel = %activity.channel_id,

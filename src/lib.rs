@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML configuration, environment overrides, secrets, `check-config`.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
+//! - [`auth`]: inbound authentication, checked before anything is stored.
 //! - [`http`]: `POST /api/messages`, status codes and JSON errors as the SDKs answer.
 //! - [`activity`]: Bot Framework Activity JSON, conversation references (no I/O).
 //! - [`command`]: what a user types, parsed into a command; product URL normalisation (no I/O).
@@ -20,6 +21,7 @@
 
 pub mod activity;
 pub mod app;
+pub mod auth;
 pub mod bot;
 pub mod clock;
 pub mod command;

@@ -35,18 +35,16 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::CheckConfig { file } => {
-            match pricewatch::config::load(Some(&file), std::env::vars()) {
-                Ok(_) => {
-                    println!("{}: OK", file.display());
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    ExitCode::from(2)
-                }
+        Cmd::CheckConfig { file } => match pricewatch::config::load(Some(&file), env_vars()) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
             }
-        }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,7 +56,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = pricewatch::config::load(config_path.as_deref(), std::env::vars())?;
+    let config = pricewatch::config::load(config_path.as_deref(), env_vars())?;
     pricewatch::telemetry::init(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -74,4 +72,10 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         app.run_until_stopped().await?;
         anyhow::Ok(())
     })
+}
+
+/// The environment as UTF-8 pairs. `std::env::vars` panics on a non-UTF-8 variable;
+/// such a variable cannot be a `PRICEWATCH__` override anyway, so it is skipped.
+fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }

@@ -466,3 +466,17 @@ fn example_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn invoke_without_a_handler_answers_501_like_the_sdks() {
+    let t = TestApp::spawn().await;
+    let mut m = t.message("c1", "");
+    m["type"] = "invoke".into();
+    m["name"] = "adaptiveCard/action".into();
+    let (status, body) = t.post(&m).await;
+    assert_eq!(status, 501, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "NotImplemented");
+    // The reference is stored all the same: the activity was authenticated.
+    assert_eq!(t.app().store().stats().await.unwrap().references, 1);
+}
