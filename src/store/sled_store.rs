@@ -26,6 +26,8 @@ pub struct SledStoreConfig {
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
+    /// Flush requests for the group-commit thread (see [`Flusher`]).
+    flusher: Flusher,
     references: sled::Tree,
     watches: sled::Tree,
     /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
@@ -67,8 +69,10 @@ impl SledStore {
             .map_err(|e| open_err(e.to_string()))?;
         check_schema(&path, &meta)?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
+        let flusher = Flusher::start(db.clone()).map_err(|e| open_err(e.to_string()))?;
         Ok(SledStore {
             path,
+            flusher,
             db,
             references,
             watches,
@@ -158,7 +162,7 @@ impl SledStore {
     }
 
     async fn flush_now(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(|_| ()).map_err(io)
+        self.flusher.flush().await
     }
 }
 
@@ -235,6 +239,70 @@ impl Store for SledStore {
     }
 }
 
+/// Makes writes durable by group commit on one dedicated thread.
+///
+/// sled 0.34's `flush_async` deadlocks when several tasks call it at once
+/// (spacejam/sled#1308, #1241: seen here as a daemon that stopped answering when 8 new
+/// conversations wrote at the same moment). So every flush goes through this thread, which
+/// runs the blocking `Db::flush` one at a time. A request is answered by a flush that
+/// started after it arrived, so it covers every write its caller made before asking; the
+/// requests that queue up during one fsync share the next one, which keeps many
+/// simultaneous first turns at the cost of one or two fsyncs.
+struct Flusher {
+    /// `None` only while dropping.
+    requests: Option<std::sync::mpsc::Sender<FlushRequest>>,
+    /// Joined on drop, so that the thread's `Db` handle (and sled's directory lock) is gone
+    /// when the store is: a restart in the same process can then reopen the directory.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type FlushRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<FlushRequest>();
+        let thread = std::thread::Builder::new()
+            .name("pricewatch-flush".to_owned())
+            .spawn(move || {
+                // Ends when the store (the only sender) is dropped.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for w in waiting {
+                        // The caller may have given up (its turn was cut off); fine.
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(Flusher {
+            requests: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.requests
+            .as_ref()
+            .and_then(|r| r.send(tx).ok())
+            .ok_or_else(|| StoreError::Io("the flush thread has stopped".to_owned()))?;
+        match rx.await {
+            Ok(result) => result.map_err(StoreError::Io),
+            Err(_) => Err(StoreError::Io("the flush thread has stopped".to_owned())),
+        }
+    }
+}
+
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
@@ -286,6 +354,7 @@ mod tests {
     use crate::command::ProductUrl;
     use crate::domain::Rule;
     use rust_decimal::Decimal;
+    use std::sync::Arc;
 
     fn config(dir: &Path) -> SledStoreConfig {
         SledStoreConfig {
@@ -464,6 +533,30 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("/proc/pricewatch-cannot-exist"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_simultaneous_durable_writes_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&config(dir.path())).unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let r = reference(&format!("c{i}"), "http://x/");
+                    store.upsert_reference(&r).await
+                })
+            })
+            .collect();
+        let all = async {
+            for t in tasks {
+                assert_eq!(t.await.unwrap().unwrap(), ReferenceChange::New);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("concurrent flushes must not deadlock");
+        assert_eq!(store.stats().await.unwrap().references, 64);
     }
 
     #[test]
