@@ -137,6 +137,11 @@ impl Connector {
     fn transport_error(&self, e: reqwest::Error) -> ConnectorError {
         if e.is_timeout() {
             ConnectorError::Timeout(self.timeout)
+        } else if e.is_builder() {
+            ConnectorError::ServiceUrl {
+                url: e.url().map(|u| u.to_string()).unwrap_or_default(),
+                reason: error_chain(&e),
+            }
         } else {
             ConnectorError::Transport(error_chain(&e))
         }
@@ -145,20 +150,27 @@ impl Connector {
 
 /// `{serviceUrl}/v3/conversations/{id}/activities[/{replyToId}]`, joined without doubling
 /// the slash that serviceUrls usually end with.
+///
+/// Built as text and parsed once, by the HTTP client: this runs on every reply, and the
+/// serviceUrl was already parsed when its activity was accepted.
 pub fn activity_url(
     service_url: &str,
     conversation_id: &str,
     reply_to_id: Option<&str>,
-) -> Result<url::Url, ConnectorError> {
-    let bad = |reason: &str| ConnectorError::ServiceUrl {
-        url: service_url.to_owned(),
-        reason: reason.to_owned(),
+) -> Result<String, ConnectorError> {
+    let has_scheme = |scheme: &str| {
+        service_url
+            .get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
     };
-    let base = url::Url::parse(service_url).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return Err(bad("not an http(s) URL"));
+    if !(has_scheme("http://") || has_scheme("https://")) {
+        return Err(ConnectorError::ServiceUrl {
+            url: service_url.to_owned(),
+            reason: "not an http(s) URL".to_owned(),
+        });
     }
-    let mut text = base.as_str().trim_end_matches('/').to_owned();
+    let mut text = String::with_capacity(service_url.len() + conversation_id.len() + 64);
+    text.push_str(service_url.trim_end_matches('/'));
     text.push_str("/v3/conversations/");
     text.extend(utf8_percent_encode(conversation_id, SEGMENT));
     text.push_str("/activities");
@@ -166,7 +178,7 @@ pub fn activity_url(
         text.push('/');
         text.extend(utf8_percent_encode(id, SEGMENT));
     }
-    url::Url::parse(&text).map_err(|e| bad(&e.to_string()))
+    Ok(text)
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -198,12 +210,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            u.as_str(),
+            u,
             "https://smba.trafficmanager.net/teams/v3/conversations/19%3Aabc%40thread.skype%3Bmessageid%3D1/activities/1%7C2"
         );
         let u = activity_url("http://localhost:5000", "a b/c?d#e", None).unwrap();
         assert_eq!(
-            u.as_str(),
+            u,
             "http://localhost:5000/v3/conversations/a%20b%2Fc%3Fd%23e/activities"
         );
     }
@@ -213,5 +225,6 @@ mod tests {
         assert!(activity_url("ftp://x/", "c", None).is_err());
         assert!(activity_url("not a url", "c", None).is_err());
         assert!(activity_url("mailto:a@b", "c", None).is_err());
+        assert!(activity_url("HTTPS://x/", "c", None).is_ok());
     }
 }

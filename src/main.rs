@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+// glibc malloc took about a sixth of the daemon's CPU per turn in the turn benchmark
+// (BENCHMARKS.md); mimalloc's thread-local free lists suit tokio's many short allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pricewatch",
