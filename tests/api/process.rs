@@ -97,17 +97,26 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
     assert_eq!(store.stats().await.unwrap().watches, 1);
 }
 
+/// Runs `pricewatch serve --config FILE`, expects it to exit non-zero, returns its stderr.
+fn serve_must_fail(file: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "serve must refuse {}",
+        file.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn serve_refuses_a_bad_config_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "\n[alerts]\nmax_watches_per_conversation = 0\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_must_fail(&file);
     assert!(
         stderr.contains("pricewatch.toml")
             && stderr.contains("alerts.max_watches_per_conversation"),
@@ -129,12 +138,6 @@ fn serve_refuses_an_unusable_data_directory() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_must_fail(&file);
     assert!(stderr.contains("not-a-dir/data"), "{stderr}");
 }
