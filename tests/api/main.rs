@@ -480,3 +480,28 @@ async fn invoke_without_a_handler_answers_501_like_the_sdks() {
     // The reference is stored all the same: the activity was authenticated.
     assert_eq!(t.app().store().stats().await.unwrap().references, 1);
 }
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_and_the_daemon_keeps_answering() {
+    let t = TestApp::spawn().await;
+    let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let deep_in_field = format!(
+        r#"{{"type":"message","channelData":{}1{}}}"#,
+        "{\"a\":".repeat(20_000),
+        "}".repeat(20_000)
+    );
+    let bodies: Vec<Vec<u8>> = vec![
+        deep.into_bytes(),
+        deep_in_field.into_bytes(),
+        vec![0xff, 0xfe, 0x00, 0x7b],
+        b"{\"type\":\"message\",\"text\":\"\\ud800\"}".to_vec(),
+        b"null".to_vec(),
+        b"{\"type\":\"message\",\"conversation\":{\"id\":7}}".to_vec(),
+    ];
+    for body in bodies {
+        let (status, text) = t.post_raw("application/json", body).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("\"error\""), "{text}");
+    }
+    assert!(t.say("c1", "help").await.contains("watch"));
+}
