@@ -152,13 +152,18 @@ impl App {
             grace,
             ..
         } = self;
-        tokio::select! {
-            _ = cancel.cancelled() => {}
+        // Both branches can be ready at once (a cancel makes the graceful server finish
+        // quickly); a JoinHandle must not be polled again after it completed.
+        let server_done = tokio::select! {
+            _ = cancel.cancelled() => false,
             // The server only ends by itself if it failed; shut down the rest with it.
-            _ = &mut server => cancel.cancel(),
-        }
+            _ = &mut server => {
+                cancel.cancel();
+                true
+            }
+        };
         tracing::info!(grace = ?grace, "shutting down: no new activities, finishing turns in flight");
-        if tokio::time::timeout(grace, &mut server).await.is_err() {
+        if !server_done && tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("turns still running after the grace period were cut off");
             server.abort();
         }

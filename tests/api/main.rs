@@ -505,3 +505,18 @@ async fn hostile_bodies_are_refused_and_the_daemon_keeps_answering() {
     }
     assert!(t.say("c1", "help").await.contains("watch"));
 }
+
+#[tokio::test]
+async fn stopping_after_the_server_already_finished_is_clean() {
+    // A cancel makes the idle server finish at once, so by the time the drain starts both
+    // the cancellation and the server's end are ready; this must never panic.
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..10 {
+        let app = pricewatch::app::App::start(&test_config(&dir.path().join("data")))
+            .await
+            .unwrap();
+        app.shutdown_token().cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        app.run_until_stopped().await.expect("clean stop");
+    }
+}
