@@ -1,0 +1,275 @@
+//! ISO 4217 currencies and the signs shops write for them. Pure data, no I/O.
+
+use std::fmt;
+
+/// An ISO 4217 alphabetic code, checked to be three ASCII capitals.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// Accepts `eur`, `EUR`; refuses anything that is not three ASCII letters.
+    pub fn parse(code: &str) -> Option<Currency> {
+        let b = code.as_bytes();
+        if b.len() != 3 || !b.iter().all(u8::is_ascii_alphabetic) {
+            return None;
+        }
+        Some(Currency([
+            b[0].to_ascii_uppercase(),
+            b[1].to_ascii_uppercase(),
+            b[2].to_ascii_uppercase(),
+        ]))
+    }
+
+    /// A code this module knows shops to use (so `THE` in running text is not a currency).
+    pub fn known(code: &str) -> Option<Currency> {
+        let c = Currency::parse(code)?;
+        KNOWN_CODES.contains(&c.as_str()).then_some(c)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructed from ASCII letters only.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+
+    /// Digits after the decimal point in the currency's minor unit.
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "HUF" | "TWD" | "IDR" | "PYG" | "UGX" => 0,
+            "KWD" | "BHD" | "OMR" | "JOD" | "TND" | "LYD" | "IQD" => 3,
+            _ => 2,
+        }
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Currency({})", self.as_str())
+    }
+}
+
+const KNOWN_CODES: &[&str] = &[
+    "AED", "ARS", "AUD", "BGN", "BHD", "BRL", "CAD", "CHF", "CLP", "CNY", "COP", "CZK", "DKK",
+    "EGP", "EUR", "GBP", "HKD", "HUF", "IDR", "ILS", "INR", "IQD", "ISK", "JOD", "JPY", "KRW",
+    "KWD", "LYD", "MAD", "MXN", "MYR", "NGN", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN",
+    "PYG", "QAR", "RON", "RSD", "RUB", "SAR", "SEK", "SGD", "THB", "TND", "TRY", "TWD", "UAH",
+    "UGX", "USD", "VND", "ZAR",
+];
+
+/// The code as a `&'static str` when it is one this module knows.
+pub fn static_code(c: Currency) -> Option<&'static str> {
+    KNOWN_CODES.iter().copied().find(|k| *k == c.as_str())
+}
+
+/// What a sign in the text says about the currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Only one currency writes it this way.
+    Exact(&'static str),
+    /// Several do; a hint must choose, the first is the default when `defaulted`.
+    Ambiguous {
+        candidates: &'static [&'static str],
+        /// Whether the first candidate may be assumed without a hint (`¥` is JPY unless
+        /// the page says China; `$` and `kr` have no safe default).
+        defaulted: bool,
+    },
+}
+
+/// Signs longest first, so `US$` is found before `$` and `R$` before `$`.
+/// Matching is case-sensitive except for the ASCII words, which are compared lower-cased.
+pub const SIGNS: &[(&str, Sign)] = &[
+    ("US$", Sign::Exact("USD")),
+    ("CA$", Sign::Exact("CAD")),
+    ("AU$", Sign::Exact("AUD")),
+    ("NZ$", Sign::Exact("NZD")),
+    ("HK$", Sign::Exact("HKD")),
+    ("MX$", Sign::Exact("MXN")),
+    ("R$", Sign::Exact("BRL")),
+    ("C$", Sign::Exact("CAD")),
+    ("A$", Sign::Exact("AUD")),
+    ("S$", Sign::Exact("SGD")),
+    ("Rs.", Sign::Exact("INR")),
+    ("Rs", Sign::Exact("INR")),
+    ("руб.", Sign::Exact("RUB")),
+    ("руб", Sign::Exact("RUB")),
+    ("lei", Sign::Exact("RON")),
+    ("zł", Sign::Exact("PLN")),
+    ("Kč", Sign::Exact("CZK")),
+    ("Ft", Sign::Exact("HUF")),
+    ("TL", Sign::Exact("TRY")),
+    ("Fr.", Sign::Exact("CHF")),
+    (
+        "kr.",
+        Sign::Ambiguous {
+            candidates: &["DKK", "SEK", "NOK", "ISK"],
+            defaulted: false,
+        },
+    ),
+    (
+        "kr",
+        Sign::Ambiguous {
+            candidates: &["SEK", "NOK", "DKK", "ISK"],
+            defaulted: false,
+        },
+    ),
+    (
+        "Kr",
+        Sign::Ambiguous {
+            candidates: &["SEK", "NOK", "DKK", "ISK"],
+            defaulted: false,
+        },
+    ),
+    ("€", Sign::Exact("EUR")),
+    ("£", Sign::Exact("GBP")),
+    ("₹", Sign::Exact("INR")),
+    ("₩", Sign::Exact("KRW")),
+    ("원", Sign::Exact("KRW")),
+    ("₽", Sign::Exact("RUB")),
+    ("₺", Sign::Exact("TRY")),
+    ("₪", Sign::Exact("ILS")),
+    ("฿", Sign::Exact("THB")),
+    ("₫", Sign::Exact("VND")),
+    ("円", Sign::Exact("JPY")),
+    ("元", Sign::Exact("CNY")),
+    (
+        "¥",
+        Sign::Ambiguous {
+            candidates: &["JPY", "CNY"],
+            defaulted: true,
+        },
+    ),
+    (
+        "￥",
+        Sign::Ambiguous {
+            candidates: &["JPY", "CNY"],
+            defaulted: true,
+        },
+    ),
+    (
+        "$",
+        Sign::Ambiguous {
+            candidates: &[
+                "USD", "CAD", "AUD", "NZD", "MXN", "SGD", "HKD", "ARS", "CLP", "COP",
+            ],
+            defaulted: false,
+        },
+    ),
+];
+
+/// The currency a locale (`de-CH`, `fr_CA`, `ja`) normally prices in.
+pub fn for_locale(locale: &str) -> Option<Currency> {
+    let l = locale.replace('_', "-").to_ascii_lowercase();
+    let region = l.split('-').nth(1).unwrap_or("");
+    let code = match region {
+        "us" => "USD",
+        "gb" | "uk" => "GBP",
+        "ch" | "li" => "CHF",
+        "ca" => "CAD",
+        "au" => "AUD",
+        "nz" => "NZD",
+        "in" => "INR",
+        "jp" => "JPY",
+        "cn" => "CNY",
+        "kr" => "KRW",
+        "br" => "BRL",
+        "mx" => "MXN",
+        "pl" => "PLN",
+        "se" => "SEK",
+        "no" => "NOK",
+        "dk" => "DKK",
+        "cz" => "CZK",
+        "hu" => "HUF",
+        "tr" => "TRY",
+        "ru" => "RUB",
+        "ro" => "RON",
+        "sg" => "SGD",
+        "hk" => "HKD",
+        "de" | "at" | "fr" | "be" | "it" | "es" | "nl" | "pt" | "fi" | "ie" | "gr" | "sk"
+        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" => "EUR",
+        _ => match l.split('-').next().unwrap_or("") {
+            "ja" => "JPY",
+            "ko" => "KRW",
+            "zh" => "CNY",
+            "pl" => "PLN",
+            "sv" => "SEK",
+            "da" => "DKK",
+            "nb" | "nn" | "no" => "NOK",
+            "cs" => "CZK",
+            "hu" => "HUF",
+            "tr" => "TRY",
+            "ru" => "RUB",
+            "ro" => "RON",
+            "de" | "fr" | "it" | "es" | "nl" | "fi" | "el" | "sk" | "sl" => "EUR",
+            _ => return None,
+        },
+    };
+    Currency::parse(code)
+}
+
+/// The currency a host's top-level domain suggests (`.com.au`, `.de`, `.co.uk`).
+pub fn for_tld(host_or_tld: &str) -> Option<Currency> {
+    let h = host_or_tld.trim_end_matches('.').to_ascii_lowercase();
+    let last = h.rsplit('.').next().unwrap_or("");
+    let code = match last {
+        "uk" => "GBP",
+        "ch" | "li" => "CHF",
+        "ca" => "CAD",
+        "au" => "AUD",
+        "nz" => "NZD",
+        "in" => "INR",
+        "jp" => "JPY",
+        "cn" => "CNY",
+        "kr" => "KRW",
+        "br" => "BRL",
+        "mx" => "MXN",
+        "pl" => "PLN",
+        "se" => "SEK",
+        "no" => "NOK",
+        "dk" => "DKK",
+        "cz" => "CZK",
+        "hu" => "HUF",
+        "tr" => "TRY",
+        "ru" => "RUB",
+        "ro" => "RON",
+        "sg" => "SGD",
+        "hk" => "HKD",
+        "us" => "USD",
+        "de" | "at" | "fr" | "be" | "it" | "es" | "nl" | "pt" | "fi" | "ie" | "gr" | "sk"
+        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" | "eu" => "EUR",
+        _ => return None,
+    };
+    Currency::parse(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_checked_and_normalised() {
+        assert_eq!(Currency::parse("eur").unwrap().as_str(), "EUR");
+        assert!(Currency::parse("EU").is_none());
+        assert!(Currency::parse("E1R").is_none());
+        assert!(Currency::parse("ÉUR").is_none());
+        assert!(Currency::known("THE").is_none());
+        assert_eq!(Currency::known("chf").unwrap().as_str(), "CHF");
+        assert_eq!(Currency::parse("JPY").unwrap().minor_digits(), 0);
+        assert_eq!(Currency::parse("KWD").unwrap().minor_digits(), 3);
+    }
+
+    #[test]
+    fn hints_from_locales_and_hosts() {
+        assert_eq!(for_locale("de-CH").unwrap().as_str(), "CHF");
+        assert_eq!(for_locale("fr_CA").unwrap().as_str(), "CAD");
+        assert_eq!(for_locale("ja").unwrap().as_str(), "JPY");
+        assert_eq!(for_locale("en").map(|c| c.to_string()), None);
+        assert_eq!(for_tld("shop.example.com.au").unwrap().as_str(), "AUD");
+        assert_eq!(for_tld(".co.uk").unwrap().as_str(), "GBP");
+        assert_eq!(for_tld("shop.example.com"), None);
+    }
+}

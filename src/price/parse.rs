@@ -1,0 +1,700 @@
+//! Price strings as shops write them (`1.234,56 €`, `CHF 1'049.95`, `Save $200! Now $799`)
+//! into an exact decimal amount and an ISO 4217 currency. Pure: no I/O, no floats.
+//!
+//! Written by hand: the locale crates format numbers but none reads the mixed, decorated
+//! strings shops print (savings, ranges, "from", "was/now", signs before or after).
+//!
+//! The rules, in order:
+//! 1. Numbers are found with their grouping: `.` `,` `'` `’` and single spaces between digit
+//!    groups; `12,-` means 12. Full-width digits count as digits.
+//! 2. Numbers that are not the price are set aside: percentages, counts in parentheses,
+//!    amounts right after a saving word ("save", "spare", "économisez", …), and old prices
+//!    ("was", "statt", …) when another amount exists. After a "now" word the next amount wins;
+//!    otherwise the first amount next to a currency sign, otherwise the first amount. A range
+//!    therefore gives its first price.
+//! 3. The currency comes from the sign next to the chosen amount (or any sign in the text).
+//!    An unambiguous sign wins over every hint; an ambiguous one (`$`, `kr`, `¥`) is resolved
+//!    by the hints in order (priceCurrency, locale, host), and `$`/`kr` without a fitting hint
+//!    stay ambiguous. Without any sign, the hints give the currency.
+//! 4. Separators: when both `.` and `,` appear, the last is the decimal point. A lone
+//!    separator followed by exactly three digits groups thousands (`1.299 kr` is 1299) unless
+//!    the currency has three minor digits (`KWD 1.250`); any other lone separator is the
+//!    decimal point (`149,99`). A repeated separator always groups (`1,23,456`).
+//! 5. Zero, negative amounts, "2 for $5" offers and scientific notation are not prices.
+
+use rust_decimal::Decimal;
+
+use super::currency::{for_locale, for_tld, Currency, Sign, SIGNS};
+
+/// Longest text looked at; a price string is short, and this bounds the work on hostile input.
+pub const MAX_INPUT_CHARS: usize = 512;
+
+/// What the page says about the currency, from the most to the least trustworthy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    /// `priceCurrency` or another explicit code on the page.
+    pub currency: Option<Currency>,
+    /// The page's or the site's locale (`de-DE`).
+    pub locale: Option<&'a str>,
+    /// The product URL's host, for its top-level domain (`shop.example.com.au`).
+    pub host: Option<&'a str>,
+}
+
+/// What could be said about the currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CurrencyFound {
+    Known(Currency),
+    /// A sign several currencies share, with no hint to choose: the candidates.
+    Ambiguous(Vec<Currency>),
+    /// No sign and no hint.
+    Unstated,
+}
+
+/// A parsed price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedPrice {
+    /// Positive, with the precision the text gave (`12.00` stays `12.00`).
+    pub amount: Decimal,
+    pub currency: CurrencyFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PriceError {
+    #[error("no amount in the text")]
+    NoAmount,
+    #[error("the amount is zero or negative, which is not a price")]
+    NotPositive,
+    #[error("a multi-buy offer (\"2 for 5\") is not a unit price")]
+    MultiBuy,
+    #[error("the amount is not a plain decimal number: {0}")]
+    Malformed(String),
+}
+
+/// Parses one price string. See the module documentation for the rules.
+pub fn parse_price(text: &str, hints: &Hints<'_>) -> Result<ParsedPrice, PriceError> {
+    let chars = normalise(text);
+    let signs = find_signs(&chars);
+    let numbers = find_numbers(&chars);
+    if numbers.is_empty() {
+        return Err(PriceError::NoAmount);
+    }
+    if is_multi_buy(&chars, &numbers) {
+        return Err(PriceError::MultiBuy);
+    }
+    let chosen = choose(&chars, &numbers, &signs).ok_or(PriceError::NoAmount)?;
+    if chosen.scientific {
+        return Err(PriceError::Malformed(chosen.raw.clone()));
+    }
+    if is_negative(&chars, chosen, &signs) {
+        return Err(PriceError::NotPositive);
+    }
+    let sign = adjacent_sign(chosen, &signs).or_else(|| signs.first());
+    let currency = resolve_currency(sign.map(|s| s.sign), hints);
+    let minor_digits = match &currency {
+        CurrencyFound::Known(c) => Some(c.minor_digits()),
+        _ => None,
+    };
+    let amount = to_decimal(chosen, minor_digits)?;
+    if amount <= Decimal::ZERO {
+        return Err(PriceError::NotPositive);
+    }
+    Ok(ParsedPrice { amount, currency })
+}
+
+/// Full-width digits and punctuation to ASCII, every kind of space to one space.
+fn normalise(text: &str) -> Vec<char> {
+    text.chars()
+        .take(MAX_INPUT_CHARS)
+        .map(|c| match c {
+            '\u{FF10}'..='\u{FF19}' => char::from(b'0' + (c as u32 - 0xFF10) as u8),
+            '\u{FF0C}' => ',',
+            '\u{FF0E}' => '.',
+            '\u{FF04}' => '$',
+            c if c.is_whitespace() || matches!(c, '\u{00A0}' | '\u{202F}' | '\u{2007}') => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SignAt {
+    start: usize,
+    end: usize,
+    sign: Sign,
+}
+
+fn find_signs(chars: &[char]) -> Vec<SignAt> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    'outer: while i < chars.len() {
+        for (text, sign) in SIGNS {
+            let len = text.chars().count();
+            if i + len <= chars.len() && chars[i..i + len].iter().copied().eq(text.chars()) {
+                // A sign made of letters must stand alone: `Rs` in "Rs. 100", not in "Mrs".
+                let alphabetic =
+                    text.chars().next().is_some_and(char::is_alphabetic) && text.is_ascii();
+                let before = i.checked_sub(1).map(|j| chars[j]);
+                let after = chars.get(i + len).copied();
+                if alphabetic
+                    && (before.is_some_and(char::is_alphabetic)
+                        || after.is_some_and(char::is_alphabetic))
+                {
+                    continue;
+                }
+                found.push(SignAt {
+                    start: i,
+                    end: i + len,
+                    sign: *sign,
+                });
+                i += len;
+                continue 'outer;
+            }
+        }
+        // ISO codes in capitals (`EUR 12,50`, `12.50USD`), alone as a word.
+        if i + 3 <= chars.len()
+            && chars[i..i + 3].iter().all(char::is_ascii_uppercase)
+            && !i.checked_sub(1).is_some_and(|j| chars[j].is_alphabetic())
+            && !chars.get(i + 3).is_some_and(|c| c.is_alphabetic())
+        {
+            let code: String = chars[i..i + 3].iter().collect();
+            if let Some(c) = Currency::known(&code) {
+                found.push(SignAt {
+                    start: i,
+                    end: i + 3,
+                    sign: Sign::Exact(leak_code(c)),
+                });
+                i += 3;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The static code string for a known currency (signs carry `&'static str`).
+fn leak_code(c: Currency) -> &'static str {
+    // Every known code is in the static table, so this always finds it.
+    super::currency::static_code(c).unwrap_or("XXX")
+}
+
+#[derive(Debug, Clone)]
+struct NumberAt {
+    start: usize,
+    end: usize,
+    /// Digits and separators as written (spaces and apostrophes included).
+    raw: String,
+    /// `12,-`: a whole amount.
+    whole: bool,
+    /// Followed by an exponent (`1e3`).
+    scientific: bool,
+}
+
+fn is_group_char(c: char) -> bool {
+    matches!(c, '.' | ',' | '\'' | '’')
+}
+
+fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let leading_point = matches!(c, '.' | ',')
+            && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+            && !i.checked_sub(1).is_some_and(|j| chars[j].is_ascii_digit());
+        if !c.is_ascii_digit() && !leading_point {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut raw = String::new();
+        if leading_point {
+            raw.push('0');
+        }
+        while i < chars.len() {
+            let c = chars[i];
+            if c.is_ascii_digit()
+                || (is_group_char(c) && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+            {
+                raw.push(c);
+                i += 1;
+            } else if c == ' ' && is_space_group(chars, i) {
+                raw.push(' ');
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        let mut whole = false;
+        // `12,-` and `12.–`: no minor part.
+        if matches!(chars.get(i), Some(',' | '.'))
+            && matches!(chars.get(i + 1), Some('-' | '–' | '—'))
+        {
+            whole = true;
+            i += 2;
+        }
+        let scientific = matches!(chars.get(i), Some('e' | 'E'))
+            && chars
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_digit() || matches!(c, '+' | '-'));
+        out.push(NumberAt {
+            start,
+            end: i,
+            raw,
+            whole,
+            scientific,
+        });
+    }
+    out
+}
+
+/// A space inside a number groups thousands only between one to three digits and exactly
+/// three (`1 234,56`), so "2 for 5" or "Size 42 299" stay apart as far as possible.
+fn is_space_group(chars: &[char], at: usize) -> bool {
+    let before = chars[..at]
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let after = chars[at + 1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    before >= 1 && after == 3
+}
+
+fn lower_window(chars: &[char], from: usize, to: usize) -> String {
+    chars[from.min(chars.len())..to.min(chars.len())]
+        .iter()
+        .collect::<String>()
+        .to_lowercase()
+}
+
+const SAVING_WORDS: &[&str] = &[
+    "save",
+    "saving",
+    "spare",
+    "sparen",
+    "sparst",
+    "ersparnis",
+    "économisez",
+    "economisez",
+    "économie",
+    "ahorra",
+    "ahorro",
+    "risparmi",
+    "bespaar",
+    "oszczędzasz",
+    "spar ",
+    "sparer",
+    "økonomi",
+    "off",
+];
+const OLD_PRICE_WORDS: &[&str] = &[
+    "was",
+    "statt",
+    "uvp",
+    "rrp",
+    "list price",
+    "avant",
+    "au lieu de",
+    "antes",
+    "prima",
+    "vorher",
+    "before",
+    "tidigare",
+    "før",
+    "przed",
+];
+const NOW_WORDS: &[&str] = &[
+    "now",
+    "jetzt",
+    "nur",
+    "maintenant",
+    "ahora",
+    "ora",
+    "nu ",
+    "teraz",
+    "nyt",
+    "nå",
+    "agora",
+];
+
+/// The amount the text means as the price.
+fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Option<&'a NumberAt> {
+    let eligible: Vec<&NumberAt> = numbers
+        .iter()
+        .filter(|n| !is_percentage(chars, n) && !is_count(chars, n) && !follows_saving(chars, n))
+        .collect();
+    let text = lower_window(chars, 0, chars.len());
+    // After the last "now" word, the next amount is the current price.
+    let now_at = NOW_WORDS.iter().filter_map(|w| find_word(&text, w)).max();
+    if let Some(at) = now_at {
+        if let Some(n) = eligible.iter().find(|n| n.start >= at) {
+            return Some(n);
+        }
+    }
+    let current: Vec<&NumberAt> = eligible
+        .iter()
+        .copied()
+        .filter(|n| !follows_old_price(chars, n))
+        .collect();
+    let pool = if current.is_empty() {
+        &eligible
+    } else {
+        &current
+    };
+    pool.iter()
+        .find(|n| adjacent_sign(n, signs).is_some())
+        .or_else(|| pool.first())
+        .copied()
+}
+
+/// Byte offsets in `text` are char offsets here because `text` came from `chars`; find the
+/// char index of a word that starts a word.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let chars: Vec<char> = text.chars().collect();
+    let w: Vec<char> = word.chars().collect();
+    (0..chars.len().saturating_sub(w.len() - 1)).find(|&i| {
+        chars[i..].starts_with(&w)
+            && !i.checked_sub(1).is_some_and(|j| chars[j].is_alphabetic())
+            && !chars
+                .get(i + w.len())
+                .is_some_and(|c| c.is_alphabetic() && !word.ends_with(' '))
+    })
+}
+
+fn is_percentage(chars: &[char], n: &NumberAt) -> bool {
+    chars[n.end..]
+        .iter()
+        .find(|c| **c != ' ')
+        .is_some_and(|c| *c == '%')
+}
+
+/// `(8)` or `(8 offers)`: a count, not an amount.
+fn is_count(chars: &[char], n: &NumberAt) -> bool {
+    let before = chars[..n.start].iter().rev().find(|c| **c != ' ');
+    before == Some(&'(') && !n.raw.contains(['.', ','])
+}
+
+fn follows_saving(chars: &[char], n: &NumberAt) -> bool {
+    let window = lower_window(chars, n.start.saturating_sub(14), n.start);
+    SAVING_WORDS.iter().any(|w| window.contains(w))
+}
+
+fn follows_old_price(chars: &[char], n: &NumberAt) -> bool {
+    let window = lower_window(chars, n.start.saturating_sub(14), n.start);
+    OLD_PRICE_WORDS.iter().any(|w| window.contains(w))
+}
+
+/// A sign right before (a space allowed) or right after the number.
+fn adjacent_sign<'s>(n: &NumberAt, signs: &'s [SignAt]) -> Option<&'s SignAt> {
+    signs
+        .iter()
+        .find(|s| s.end <= n.start && n.start - s.end <= 1)
+        .or_else(|| {
+            signs
+                .iter()
+                .find(|s| s.start >= n.end && s.start - n.end <= 1)
+        })
+}
+
+/// `-$5.00`, `- 5 €`: a minus right before the amount or its sign, not a range dash.
+fn is_negative(chars: &[char], n: &NumberAt, signs: &[SignAt]) -> bool {
+    let mut at = n.start;
+    if let Some(s) = signs.iter().find(|s| s.end <= at && at - s.end <= 1) {
+        at = s.start;
+    }
+    let mut j = at;
+    while j > 0 && chars[j - 1] == ' ' {
+        j -= 1;
+    }
+    if j == 0 || !matches!(chars[j - 1], '-' | '−') {
+        return false;
+    }
+    // A dash after another amount is a range: `$10 - $20`.
+    !chars[..j - 1]
+        .iter()
+        .rev()
+        .find(|c| **c != ' ')
+        .is_some_and(|c| c.is_ascii_digit() || signs.iter().any(|s| s.end == j - 1))
+}
+
+/// `2 for $5`, `3 für 10 €`, `2 pour 5 €`.
+fn is_multi_buy(chars: &[char], numbers: &[NumberAt]) -> bool {
+    numbers.iter().any(|n| {
+        if n.raw.contains(['.', ',', ' ']) {
+            return false;
+        }
+        let rest = lower_window(chars, n.end, n.end + 7);
+        ["for ", "für ", "pour ", "per "]
+            .iter()
+            .any(|w| rest.trim_start().starts_with(w))
+            && numbers.iter().any(|m| m.start > n.end)
+    })
+}
+
+fn resolve_currency(sign: Option<Sign>, hints: &Hints<'_>) -> CurrencyFound {
+    let hinted = [
+        hints.currency,
+        hints.locale.and_then(for_locale),
+        hints.host.and_then(for_tld),
+    ];
+    match sign {
+        Some(Sign::Exact(code)) => Currency::parse(code)
+            .map(CurrencyFound::Known)
+            .unwrap_or(CurrencyFound::Unstated),
+        Some(Sign::Ambiguous {
+            candidates,
+            defaulted,
+        }) => {
+            let cands: Vec<Currency> = candidates
+                .iter()
+                .filter_map(|c| Currency::parse(c))
+                .collect();
+            if let Some(c) = hinted.iter().flatten().find(|h| cands.contains(h)) {
+                CurrencyFound::Known(*c)
+            } else if defaulted {
+                CurrencyFound::Known(cands[0])
+            } else {
+                CurrencyFound::Ambiguous(cands)
+            }
+        }
+        None => hinted
+            .iter()
+            .flatten()
+            .next()
+            .map(|c| CurrencyFound::Known(*c))
+            .unwrap_or(CurrencyFound::Unstated),
+    }
+}
+
+/// Applies the separator rules (module documentation, rule 4).
+fn to_decimal(n: &NumberAt, minor_digits: Option<u32>) -> Result<Decimal, PriceError> {
+    let cleaned: String = n
+        .raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\'' | '’'))
+        .collect();
+    let digits_only = || {
+        cleaned
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    };
+    let text = if n.whole {
+        digits_only()
+    } else {
+        let dots = cleaned.matches('.').count();
+        let commas = cleaned.matches(',').count();
+        let decimal_sep = match (dots, commas) {
+            (0, 0) => None,
+            (_, 0) | (0, _) => {
+                let sep = if dots > 0 { '.' } else { ',' };
+                let (before, after) = cleaned.rsplit_once(sep).unwrap_or((&cleaned, ""));
+                let three_minor = minor_digits == Some(3);
+                // A repeated separator, or a lone one before exactly three digits
+                // (unless the currency has three minor digits), groups thousands.
+                let groups =
+                    after.len() == 3 && !three_minor && !before.trim_start_matches('0').is_empty();
+                if dots + commas > 1 || groups {
+                    None
+                } else {
+                    Some(sep)
+                }
+            }
+            _ => cleaned.chars().rev().find(|c| matches!(c, '.' | ',')),
+        };
+        match decimal_sep {
+            None => digits_only(),
+            Some(sep) => {
+                let (int, frac) = cleaned.rsplit_once(sep).unwrap_or((&cleaned, ""));
+                let int: String = int.chars().filter(char::is_ascii_digit).collect();
+                format!("{}.{}", if int.is_empty() { "0" } else { &int }, frac)
+            }
+        }
+    };
+    text.parse::<Decimal>()
+        .map_err(|_| PriceError::Malformed(n.raw.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> (String, String) {
+        p_hint(text, Hints::default())
+    }
+
+    fn p_hint(text: &str, hints: Hints<'_>) -> (String, String) {
+        match parse_price(text, &hints) {
+            Ok(ParsedPrice { amount, currency }) => (
+                amount.to_string(),
+                match currency {
+                    CurrencyFound::Known(c) => c.to_string(),
+                    CurrencyFound::Ambiguous(_) => "AMBIGUOUS".into(),
+                    CurrencyFound::Unstated => "NONE".into(),
+                },
+            ),
+            Err(_) => ("ERROR".into(), "ERROR".into()),
+        }
+    }
+
+    #[test]
+    fn the_issue_examples() {
+        let au = Hints {
+            host: Some("shop.example.com.au"),
+            ..Default::default()
+        };
+        let cases: &[(&str, Hints, &str, &str)] = &[
+            ("$1,234.56", au, "1234.56", "AUD"),
+            ("$1,234.56", Hints::default(), "1234.56", "AMBIGUOUS"),
+            ("1.234,56 €", Hints::default(), "1234.56", "EUR"),
+            ("1 234,56 zł", Hints::default(), "1234.56", "PLN"),
+            (
+                "1\u{202F}234,56\u{00A0}zł",
+                Hints::default(),
+                "1234.56",
+                "PLN",
+            ),
+            ("1\u{00A0}234,56 zł", Hints::default(), "1234.56", "PLN"),
+            ("CHF 1'049.95", Hints::default(), "1049.95", "CHF"),
+            ("¥1,234", Hints::default(), "1234", "JPY"),
+            ("12,- €", Hints::default(), "12", "EUR"),
+            ("€ 0,99", Hints::default(), "0.99", "EUR"),
+            ("R$ 1.234,56", Hints::default(), "1234.56", "BRL"),
+            ("US$ 99", Hints::default(), "99", "USD"),
+            ("Rs. 1,23,456.00", Hints::default(), "123456.00", "INR"),
+            ("$10 – $20", au, "10", "AUD"),
+            ("from $9.99", au, "9.99", "AUD"),
+            ("Save $200! Now $799", au, "799", "AUD"),
+        ];
+        for (text, hints, amount, currency) in cases {
+            assert_eq!(
+                p_hint(text, *hints),
+                (amount.to_string(), currency.to_string()),
+                "{text:?}"
+            );
+        }
+        let se = Hints {
+            locale: Some("sv-SE"),
+            ..Default::default()
+        };
+        assert_eq!(p_hint("1.299 kr", se), ("1299".into(), "SEK".into()));
+        assert_eq!(p("1.299 kr"), ("1299".into(), "AMBIGUOUS".into()));
+    }
+
+    #[test]
+    fn not_prices() {
+        for text in [
+            "",
+            "Call for price",
+            "0,00 €",
+            "-$5.00",
+            "2 for $5",
+            "$1e3",
+            "20%",
+            "Free",
+        ] {
+            assert_eq!(p(text).0, "ERROR", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn traps_from_other_trackers() {
+        assert_eq!(p("New (8) from $93.99").0, "93.99");
+        assert_eq!(p("Was $999 Now $799").0, "799");
+        assert_eq!(p("$ .75").0, "0.75");
+        assert_eq!(p("179,95 €").0, "179.95");
+        assert_eq!(p("1 770 €").0, "1770");
+        assert_eq!(p("$1,600.00").0, "1600.00");
+        assert_eq!(p("KWD 1.250"), ("1.250".into(), "KWD".into()));
+        assert_eq!(p("１，９８０円"), ("1980".into(), "JPY".into()));
+        let cn = Hints {
+            locale: Some("zh-CN"),
+            ..Default::default()
+        };
+        assert_eq!(p_hint("¥99.00", cn), ("99.00".into(), "CNY".into()));
+        // An unambiguous sign wins over a contradicting hint.
+        let usd = Hints {
+            currency: Currency::parse("USD"),
+            ..Default::default()
+        };
+        assert_eq!(p_hint("12,50 €", usd).1, "EUR");
+        assert_eq!(p_hint("12.50", usd), ("12.50".into(), "USD".into()));
+        assert_eq!(p("12.50"), ("12.50".into(), "NONE".into()));
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let long = "9".repeat(10_000);
+        for text in [
+            long.as_str(),
+            "$$$$",
+            "...,,,''",
+            "-",
+            "€-",
+            "1,-",
+            ",5",
+            "Rs.",
+            "( )",
+            "99999999999999999999999999999999999999 €",
+            "\u{FF10}",
+            "e5",
+        ] {
+            let _ = parse_price(text, &Hints::default());
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Groups the integer digits by `sizes` (the last group first: 3, then `rest`).
+    fn group(int: &str, sep: &str, rest: usize) -> String {
+        let mut groups = Vec::new();
+        let mut end = int.len();
+        let mut size = 3;
+        while end > size {
+            groups.push(&int[end - size..end]);
+            end -= size;
+            size = rest;
+        }
+        groups.push(&int[..end]);
+        groups.reverse();
+        groups.join(sep)
+    }
+
+    /// A locale's way of writing `cents / 100`, with its currency sign.
+    fn format(cents: u64, style: usize) -> String {
+        let int = (cents / 100).to_string();
+        let frac = format!("{:02}", cents % 100);
+        match style {
+            0 => format!("${}.{frac}", group(&int, ",", 3)),
+            1 => format!("{},{frac} €", group(&int, ".", 3)),
+            2 => format!("{},{frac}\u{00A0}€", group(&int, "\u{202F}", 3)),
+            3 => format!("CHF {}.{frac}", group(&int, "'", 3)),
+            4 => format!("₹{}.{frac}", group(&int, ",", 2)),
+            5 => format!("{},{frac} zł", group(&int, " ", 3)),
+            6 => format!("R$ {},{frac}", group(&int, ".", 3)),
+            7 => format!("£{}.{frac}", int),
+            _ => format!("{}.{frac} USD", group(&int, ",", 3)),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_locale_style_reads_back_the_same_amount(cents in 1u64..100_000_000_000, style in 0usize..9) {
+            let text = format(cents, style);
+            let parsed = parse_price(&text, &Hints::default()).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+            prop_assert_eq!(parsed.amount, Decimal::new(cents as i64, 2), "{:?}", text);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,80}") {
+            let _ = parse_price(&text, &Hints::default());
+        }
+    }
+}
