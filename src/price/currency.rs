@@ -83,6 +83,9 @@ pub enum Sign {
 /// Signs longest first, so `US$` is found before `$` and `R$` before `$`.
 /// Matching is case-sensitive except for the ASCII words, which are compared lower-cased.
 pub const SIGNS: &[(&str, Sign)] = &[
+    ("SFr.", Sign::Exact("CHF")),
+    ("CN¥", Sign::Exact("CNY")),
+    ("RMB", Sign::Exact("CNY")),
     ("US$", Sign::Exact("USD")),
     ("CA$", Sign::Exact("CAD")),
     ("AU$", Sign::Exact("AUD")),
@@ -132,6 +135,7 @@ pub const SIGNS: &[(&str, Sign)] = &[
     ("₽", Sign::Exact("RUB")),
     ("₺", Sign::Exact("TRY")),
     ("₪", Sign::Exact("ILS")),
+    ("₱", Sign::Exact("PHP")),
     ("฿", Sign::Exact("THB")),
     ("₫", Sign::Exact("VND")),
     ("円", Sign::Exact("JPY")),

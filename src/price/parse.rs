@@ -82,19 +82,30 @@ pub fn parse_price(text: &str, hints: &Hints<'_>) -> Result<ParsedPrice, PriceEr
         return Err(PriceError::MultiBuy);
     }
     let chosen = choose(&chars, &numbers, &signs).ok_or(PriceError::NoAmount)?;
-    if chosen.scientific {
-        return Err(PriceError::Malformed(chosen.raw.clone()));
+    if let Some(n) = numbers.iter().find(|n| n.scientific) {
+        return Err(PriceError::Malformed(n.raw.clone()));
     }
-    if is_negative(&chars, chosen, &signs) {
+    if is_negative(&chars, chosen, &signs, &numbers) {
         return Err(PriceError::NotPositive);
     }
-    let sign = adjacent_sign(chosen, &signs).or_else(|| signs.first());
+    let sign = adjacent_sign(chosen, &signs, &numbers).or_else(|| signs.first());
     let currency = resolve_currency(sign.map(|s| s.sign), hints);
     let minor_digits = match &currency {
         CurrencyFound::Known(c) => Some(c.minor_digits()),
         _ => None,
     };
-    let amount = to_decimal(chosen, minor_digits)?;
+    let mut amount = to_decimal(chosen, minor_digits)?;
+    let mut currency = currency;
+    if chosen.pence {
+        amount = Decimal::new(
+            amount
+                .trunc()
+                .try_into()
+                .map_err(|_| PriceError::Malformed(chosen.raw.clone()))?,
+            2,
+        );
+        currency = CurrencyFound::Known(Currency::parse("GBP").ok_or(PriceError::NoAmount)?);
+    }
     if amount <= Decimal::ZERO {
         return Err(PriceError::NotPositive);
     }
@@ -186,6 +197,8 @@ struct NumberAt {
     raw: String,
     /// `12,-`: a whole amount.
     whole: bool,
+    /// `99p`: hundredths of a pound.
+    pence: bool,
     /// Followed by an exponent (`1e3`).
     scientific: bool,
 }
@@ -201,7 +214,9 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
         let c = chars[i];
         let leading_point = matches!(c, '.' | ',')
             && chars.get(i + 1).is_some_and(char::is_ascii_digit)
-            && !i.checked_sub(1).is_some_and(|j| chars[j].is_ascii_digit());
+            && !i
+                .checked_sub(1)
+                .is_some_and(|j| chars[j].is_ascii_digit() || chars[j].is_alphabetic());
         if !c.is_ascii_digit() && !leading_point {
             i += 1;
             continue;
@@ -226,12 +241,29 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
             }
         }
         let mut whole = false;
-        // `12,-` and `12.–`: no minor part.
-        if matches!(chars.get(i), Some(',' | '.'))
+        let mut pence = false;
+        // `12,-`, `12.–`, Swedish `299:-`, Indian `1,499/-`: no minor part.
+        if matches!(chars.get(i), Some(',' | '.' | ':' | '/'))
             && matches!(chars.get(i + 1), Some('-' | '–' | '—'))
         {
             whole = true;
             i += 2;
+        } else if chars.get(i) == Some(&'€')
+            && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+            && chars.get(i + 2).is_some_and(char::is_ascii_digit)
+            && !chars.get(i + 3).is_some_and(char::is_ascii_digit)
+        {
+            // French retail writes `19€99`: the sign stands for the decimal comma.
+            raw.push(',');
+            raw.extend(&chars[i + 1..i + 3]);
+            i += 3;
+        } else if chars.get(i) == Some(&'p')
+            && !chars.get(i + 1).is_some_and(|c| c.is_alphanumeric())
+            && !raw.contains(['.', ',', ' '])
+        {
+            // British `99p`: pence.
+            pence = true;
+            i += 1;
         }
         let scientific = matches!(chars.get(i), Some('e' | 'E'))
             && chars
@@ -242,6 +274,7 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
             end: i,
             raw,
             whole,
+            pence,
             scientific,
         });
     }
@@ -263,11 +296,12 @@ fn is_space_group(chars: &[char], at: usize) -> bool {
     before >= 1 && after == 3
 }
 
+/// Lower-cased text of `chars[from..to]`, one char per char so indexes stay aligned.
 fn lower_window(chars: &[char], from: usize, to: usize) -> String {
-    chars[from.min(chars.len())..to.min(chars.len())]
+    chars[from.min(chars.len())..to.min(chars.len()).max(from.min(chars.len()))]
         .iter()
-        .collect::<String>()
-        .to_lowercase()
+        .map(|c| c.to_lowercase().next().unwrap_or(*c))
+        .collect()
 }
 
 const SAVING_WORDS: &[&str] = &[
@@ -286,9 +320,26 @@ const SAVING_WORDS: &[&str] = &[
     "bespaar",
     "oszczędzasz",
     "spar ",
+    "spara ",
     "sparer",
     "økonomi",
+    "скидка",
+    "экономия",
+    "réduction",
+    "rabatt",
+    "korting",
+    "sconto",
+    "descuento",
+    "desconto",
+];
+/// Words after an amount that make it a saving (`5 € de réduction`).
+const SAVING_AFTER_WORDS: &[&str] = &[
+    "de réduction",
     "off",
+    "de descuento",
+    "di sconto",
+    "korting",
+    "rabatt",
 ];
 const OLD_PRICE_WORDS: &[&str] = &[
     "was",
@@ -305,6 +356,19 @@ const OLD_PRICE_WORDS: &[&str] = &[
     "tidigare",
     "før",
     "przed",
+    "consigliato",
+    "adviesprijs",
+    "veil. pris",
+    "veil.pris",
+    "m.r.p",
+    "mrp",
+    "参考価格",
+    "정가",
+    "原价",
+    "vechi",
+    "lowest price",
+    "niedrigster preis",
+    "prix le plus bas",
 ];
 const NOW_WORDS: &[&str] = &[
     "now",
@@ -318,13 +382,56 @@ const NOW_WORDS: &[&str] = &[
     "nyt",
     "nå",
     "agora",
+    "por ",
+    "voor ",
+    "nou ",
+    "现价",
+    "할인가",
 ];
+/// Between two amounts, these make the pair a range: the first is the price.
+const RANGE_WORDS: &[&str] = &["-", "–", "—", "~", "〜", "～", "to", "bis", "à", "a", "až"];
+
+/// The text between the end of the previous amount (or the start) and `n`.
+fn before_window(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> String {
+    let from = numbers
+        .iter()
+        .filter(|m| m.end <= n.start)
+        .map(|m| m.end)
+        .max()
+        .unwrap_or(0)
+        .max(n.start.saturating_sub(24));
+    lower_window(chars, from, n.start)
+}
+
+/// The text between `n` and the next amount (or the end).
+fn after_window(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> String {
+    let to = numbers
+        .iter()
+        .filter(|m| m.start >= n.end)
+        .map(|m| m.start)
+        .min()
+        .unwrap_or(chars.len())
+        .min(n.end + 24);
+    lower_window(chars, n.end, to)
+}
 
 /// The amount the text means as the price.
 fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Option<&'a NumberAt> {
     let eligible: Vec<&NumberAt> = numbers
         .iter()
-        .filter(|n| !is_percentage(chars, n) && !is_count(chars, n) && !follows_saving(chars, n))
+        .filter(|n| {
+            let before = before_window(chars, numbers, n);
+            let after = after_window(chars, numbers, n);
+            !is_percentage(chars, n)
+                && !is_count(chars, n)
+                && !is_instalment(chars, numbers, n)
+                && !SAVING_WORDS.iter().any(|w| before.contains(w))
+                && !SAVING_AFTER_WORDS.iter().any(|w| {
+                    after
+                        .trim_start_matches(|c: char| !c.is_alphabetic())
+                        .starts_with(w)
+                })
+        })
         .collect();
     let text = lower_window(chars, 0, chars.len());
     // After the last "now" word, the next amount is the current price.
@@ -337,17 +444,47 @@ fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Opti
     let current: Vec<&NumberAt> = eligible
         .iter()
         .copied()
-        .filter(|n| !follows_old_price(chars, n))
+        .filter(|n| {
+            let before = before_window(chars, numbers, n);
+            !OLD_PRICE_WORDS.iter().any(|w| before.contains(w))
+        })
         .collect();
     let pool = if current.is_empty() {
         &eligible
     } else {
         &current
     };
-    pool.iter()
-        .find(|n| adjacent_sign(n, signs).is_some())
-        .or_else(|| pool.first())
-        .copied()
+    let mut at = pool
+        .iter()
+        .position(|n| adjacent_sign(n, signs, numbers).is_some())
+        .unwrap_or(0);
+    // `199 – 299 kr`: the sign sits on the second amount of a range; the first is the price.
+    while at > 0 && is_range_gap(chars, signs, pool[at - 1], pool[at]) {
+        at -= 1;
+    }
+    pool.get(at).copied()
+}
+
+fn is_range_gap(chars: &[char], signs: &[SignAt], a: &NumberAt, b: &NumberAt) -> bool {
+    // Signs between the two amounts do not matter (`$10 – $20`).
+    let gap: String = (a.end..b.start)
+        .filter(|i| !signs.iter().any(|s| s.start <= *i && *i < s.end))
+        .map(|i| chars[i].to_lowercase().next().unwrap_or(chars[i]))
+        .collect();
+    let gap = gap.trim();
+    RANGE_WORDS.contains(&gap)
+}
+
+/// `12x de R$ 10,83`: the count of an instalment plan and the instalment itself.
+fn is_instalment(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> bool {
+    let times = |m: &NumberAt| matches!(chars.get(m.end), Some('x' | 'X' | '×'));
+    if times(n) {
+        return true;
+    }
+    numbers
+        .iter()
+        .filter(|m| m.end <= n.start && n.start - m.end <= 10)
+        .any(times)
 }
 
 /// Byte offsets in `text` are char offsets here because `text` came from `chars`; find the
@@ -377,30 +514,46 @@ fn is_count(chars: &[char], n: &NumberAt) -> bool {
     before == Some(&'(') && !n.raw.contains(['.', ','])
 }
 
-fn follows_saving(chars: &[char], n: &NumberAt) -> bool {
-    let window = lower_window(chars, n.start.saturating_sub(14), n.start);
-    SAVING_WORDS.iter().any(|w| window.contains(w))
-}
-
-fn follows_old_price(chars: &[char], n: &NumberAt) -> bool {
-    let window = lower_window(chars, n.start.saturating_sub(14), n.start);
-    OLD_PRICE_WORDS.iter().any(|w| window.contains(w))
-}
-
-/// A sign right before (a space allowed) or right after the number.
-fn adjacent_sign<'s>(n: &NumberAt, signs: &'s [SignAt]) -> Option<&'s SignAt> {
-    signs
+/// The sign of `n`: right before it (a space allowed) or right after it, unless the sign
+/// after it starts the next amount (`Pack of 2 $18.99`). When both sides have one
+/// (`$49.99 CAD`), the unambiguous one.
+fn adjacent_sign<'s>(
+    n: &NumberAt,
+    signs: &'s [SignAt],
+    numbers: &[NumberAt],
+) -> Option<&'s SignAt> {
+    let before = signs
         .iter()
-        .find(|s| s.end <= n.start && n.start - s.end <= 1)
-        .or_else(|| {
-            signs
+        .find(|s| s.end <= n.start && n.start - s.end <= 1);
+    let after = signs.iter().find(|s| {
+        s.start >= n.end
+            && s.start - n.end <= 1
+            && !numbers
                 .iter()
-                .find(|s| s.start >= n.end && s.start - n.end <= 1)
-        })
+                .any(|m| m.start >= s.end && m.start - s.end <= 1)
+    });
+    match (before, after) {
+        (Some(b), Some(a)) if !matches!(a.sign, Sign::Ambiguous { .. }) => {
+            if matches!(b.sign, Sign::Ambiguous { .. }) {
+                Some(a)
+            } else {
+                Some(b)
+            }
+        }
+        (Some(b), _) => Some(b),
+        (None, a) => a,
+    }
 }
 
 /// `-$5.00`, `- 5 €`: a minus right before the amount or its sign, not a range dash.
-fn is_negative(chars: &[char], n: &NumberAt, signs: &[SignAt]) -> bool {
+fn is_negative(chars: &[char], n: &NumberAt, signs: &[SignAt], numbers: &[NumberAt]) -> bool {
+    // `$-5.00`: the minus between the sign and the digits.
+    if n.start > 0
+        && matches!(chars[n.start - 1], '-' | '−')
+        && signs.iter().any(|s| s.end == n.start - 1)
+    {
+        return true;
+    }
     let mut at = n.start;
     if let Some(s) = signs.iter().find(|s| s.end <= at && at - s.end <= 1) {
         at = s.start;
@@ -409,7 +562,11 @@ fn is_negative(chars: &[char], n: &NumberAt, signs: &[SignAt]) -> bool {
     while j > 0 && chars[j - 1] == ' ' {
         j -= 1;
     }
-    if j == 0 || !matches!(chars[j - 1], '-' | '−') {
+    // The dash of a previous `200,-` belongs to that amount.
+    if j == 0
+        || !matches!(chars[j - 1], '-' | '−')
+        || numbers.iter().any(|m| m.start < j && j <= m.end)
+    {
         return false;
     }
     // A dash after another amount is a range: `$10 - $20`.
@@ -427,6 +584,10 @@ fn is_multi_buy(chars: &[char], numbers: &[NumberAt]) -> bool {
             return false;
         }
         let rest = lower_window(chars, n.end, n.end + 7);
+        let lead = lower_window(chars, n.start.saturating_sub(5), n.start);
+        if lead.ends_with("buy ") && rest.trim_start().starts_with("get") {
+            return true;
+        }
         ["for ", "für ", "pour ", "per "]
             .iter()
             .any(|w| rest.trim_start().starts_with(w))
@@ -696,5 +857,63 @@ mod properties {
         fn arbitrary_text_never_panics(text in "\\PC{0,80}") {
             let _ = parse_price(&text, &Hints::default());
         }
+    }
+}
+
+#[cfg(test)]
+mod table {
+    use super::*;
+
+    /// `tests/fixtures/price_strings.tsv`: input, hint, amount, currency, note.
+    const TABLE: &str = include_str!("../../tests/fixtures/price_strings.tsv");
+
+    fn hints(hint: &str) -> Hints<'_> {
+        let mut h = Hints::default();
+        if hint.starts_with('.') {
+            h.host = Some(hint);
+        } else if hint.len() == 3 && hint.chars().all(|c| c.is_ascii_uppercase()) {
+            h.currency = Currency::parse(hint);
+        } else if !hint.is_empty() {
+            h.locale = Some(hint);
+        }
+        h
+    }
+
+    #[test]
+    fn every_row_of_the_price_string_table() {
+        let mut failures = Vec::new();
+        let mut rows = 0;
+        for line in TABLE.lines().skip(1) {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 5, "malformed row {line:?}");
+            rows += 1;
+            let got = match parse_price(f[0], &hints(f[1])) {
+                Ok(p) => (
+                    p.amount.to_string(),
+                    match p.currency {
+                        CurrencyFound::Known(c) => c.to_string(),
+                        CurrencyFound::Ambiguous(_) => "AMBIGUOUS".to_owned(),
+                        CurrencyFound::Unstated => "NONE".to_owned(),
+                    },
+                ),
+                Err(_) => ("ERROR".to_owned(), "ERROR".to_owned()),
+            };
+            if (got.0.as_str(), got.1.as_str()) != (f[2], f[3]) {
+                failures.push(format!(
+                    "{:?} [{}] → {:?}, want {} {} ({})",
+                    f[0], f[1], got, f[2], f[3], f[4]
+                ));
+            }
+        }
+        assert!(rows >= 300, "only {rows} rows");
+        assert!(
+            failures.is_empty(),
+            "{} of {rows} rows differ:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
