@@ -31,6 +31,19 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Read a price the way the price engine does (today: from a price string).
+    Probe {
+        /// Parse this price text alone, e.g. "1.234,56 €", to check a site rule's output.
+        #[arg(long, required = true)]
+        price_text: String,
+        /// What the page says about the currency: an ISO code (EUR), a locale (de-DE) or a
+        /// host or top-level domain (.com.au).
+        #[arg(long)]
+        currency_hint: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
@@ -50,6 +63,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Probe {
+            price_text,
+            currency_hint,
+            json,
+        } => probe(&price_text, currency_hint.as_deref(), json),
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -57,6 +75,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn probe(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
+    let report = pricewatch::price::TextProbe::run(text, hint);
+    if json {
+        match serde_json::to_string(&report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("pricewatch: cannot print the report: {e}"),
+        }
+    } else {
+        println!("amount: {}", report.amount.as_deref().unwrap_or("none"));
+        match (&report.currency, report.currency_candidates.is_empty()) {
+            (Some(c), _) => println!("currency: {c}"),
+            (None, false) => println!("currency: one of {}", report.currency_candidates.join(", ")),
+            (None, true) => println!("currency: unknown"),
+        }
+        if let Some(p) = &report.problem {
+            eprintln!("note: {p}");
+        }
+    }
+    if report.found() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

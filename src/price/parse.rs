@@ -40,6 +40,22 @@ pub struct Hints<'a> {
     pub host: Option<&'a str>,
 }
 
+impl<'a> Hints<'a> {
+    /// One hint as an operator or a fixture writes it: an ISO code (`EUR`), a top-level
+    /// domain or host (`.com.au`), or a locale (`de-DE`).
+    pub fn from_text(hint: &'a str) -> Hints<'a> {
+        let mut h = Hints::default();
+        if hint.starts_with('.') || hint.contains('.') {
+            h.host = Some(hint);
+        } else if hint.len() == 3 && hint.chars().all(|c| c.is_ascii_uppercase()) {
+            h.currency = Currency::parse(hint);
+        } else if !hint.is_empty() {
+            h.locale = Some(hint);
+        }
+        h
+    }
+}
+
 /// What could be said about the currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CurrencyFound {
@@ -867,18 +883,6 @@ mod table {
     /// `tests/fixtures/price_strings.tsv`: input, hint, amount, currency, note.
     const TABLE: &str = include_str!("../../tests/fixtures/price_strings.tsv");
 
-    fn hints(hint: &str) -> Hints<'_> {
-        let mut h = Hints::default();
-        if hint.starts_with('.') {
-            h.host = Some(hint);
-        } else if hint.len() == 3 && hint.chars().all(|c| c.is_ascii_uppercase()) {
-            h.currency = Currency::parse(hint);
-        } else if !hint.is_empty() {
-            h.locale = Some(hint);
-        }
-        h
-    }
-
     #[test]
     fn every_row_of_the_price_string_table() {
         let mut failures = Vec::new();
@@ -890,7 +894,7 @@ mod table {
             let f: Vec<&str> = line.split('\t').collect();
             assert_eq!(f.len(), 5, "malformed row {line:?}");
             rows += 1;
-            let got = match parse_price(f[0], &hints(f[1])) {
+            let got = match parse_price(f[0], &Hints::from_text(f[1])) {
                 Ok(p) => (
                     p.amount.to_string(),
                     match p.currency {

@@ -141,3 +141,27 @@ fn serve_refuses_an_unusable_data_directory() {
     let stderr = serve_must_fail(&file);
     assert!(stderr.contains("not-a-dir/data"), "{stderr}");
 }
+
+#[test]
+fn probe_parses_a_price_text_and_fails_without_a_price() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+            .arg("probe")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--price-text", "CHF 1'049.95", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["amount"], "1049.95");
+    assert_eq!(v["currency"], "CHF");
+
+    let out = run(&["--price-text", "$19.99", "--currency-hint", ".com.au"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("currency: AUD"));
+
+    let out = run(&["--price-text", "Call for price"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no amount"));
+}
