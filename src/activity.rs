@@ -200,6 +200,14 @@ impl ValidActivity {
         }
     }
 
+    /// The conversation's identity, without building the whole reference.
+    pub fn key(&self) -> ConversationKey {
+        ConversationKey {
+            channel_id: self.channel_id.clone(),
+            conversation_id: self.conversation.id.clone(),
+        }
+    }
+
     /// Members added other than the bot itself, for the welcome message.
     pub fn humans_added(&self) -> impl Iterator<Item = &ChannelAccount> {
         let bot_id = self.recipient().map(|r| r.id.as_str()).unwrap_or("");

@@ -107,7 +107,7 @@ impl Bot {
         text: &str,
         command: Command,
     ) -> Result<String, StoreError> {
-        let conversation = activity.reference().key();
+        let conversation = activity.key();
         Ok(match command {
             Command::Help => replies::help(lang),
             Command::Unknown { suggestion } => {

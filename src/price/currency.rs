@@ -165,11 +165,10 @@ pub const SIGNS: &[(&str, Sign)] = &[
     ),
 ];
 
-/// The currency a locale (`de-CH`, `fr_CA`, `ja`) normally prices in.
-pub fn for_locale(locale: &str) -> Option<Currency> {
-    let l = locale.replace('_', "-").to_ascii_lowercase();
-    let region = l.split('-').nth(1).unwrap_or("");
-    let code = match region {
+/// The currency of a country (ISO 3166 alpha-2, lower-case), as a locale's region or a
+/// top-level domain names it (`uk` is the domain, `gb` the region; `eu` the domain).
+fn for_country(code: &str) -> Option<&'static str> {
+    Some(match code {
         "us" => "USD",
         "gb" | "uk" => "GBP",
         "ch" | "li" => "CHF",
@@ -194,60 +193,41 @@ pub fn for_locale(locale: &str) -> Option<Currency> {
         "sg" => "SGD",
         "hk" => "HKD",
         "de" | "at" | "fr" | "be" | "it" | "es" | "nl" | "pt" | "fi" | "ie" | "gr" | "sk"
-        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" => "EUR",
-        _ => match l.split('-').next().unwrap_or("") {
-            "ja" => "JPY",
-            "ko" => "KRW",
-            "zh" => "CNY",
-            "pl" => "PLN",
-            "sv" => "SEK",
-            "da" => "DKK",
-            "nb" | "nn" | "no" => "NOK",
-            "cs" => "CZK",
-            "hu" => "HUF",
-            "tr" => "TRY",
-            "ru" => "RUB",
-            "ro" => "RON",
-            "de" | "fr" | "it" | "es" | "nl" | "fi" | "el" | "sk" | "sl" => "EUR",
-            _ => return None,
-        },
-    };
+        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" | "eu" => "EUR",
+        _ => return None,
+    })
+}
+
+/// The currency a locale (`de-CH`, `fr_CA`, `ja`) normally prices in: its region's, or
+/// for a bare language, the currency of the country that language is mostly priced in.
+pub fn for_locale(locale: &str) -> Option<Currency> {
+    let l = locale.replace('_', "-").to_ascii_lowercase();
+    let mut parts = l.split('-');
+    let language = parts.next().unwrap_or("");
+    let region = parts.next().unwrap_or("");
+    let code = for_country(region).or(match language {
+        "ja" => Some("JPY"),
+        "ko" => Some("KRW"),
+        "zh" => Some("CNY"),
+        "pl" => Some("PLN"),
+        "sv" => Some("SEK"),
+        "da" => Some("DKK"),
+        "nb" | "nn" | "no" => Some("NOK"),
+        "cs" => Some("CZK"),
+        "hu" => Some("HUF"),
+        "tr" => Some("TRY"),
+        "ru" => Some("RUB"),
+        "ro" => Some("RON"),
+        "de" | "fr" | "it" | "es" | "nl" | "fi" | "el" | "sk" | "sl" => Some("EUR"),
+        _ => None,
+    })?;
     Currency::parse(code)
 }
 
 /// The currency a host's top-level domain suggests (`.com.au`, `.de`, `.co.uk`).
 pub fn for_tld(host_or_tld: &str) -> Option<Currency> {
     let h = host_or_tld.trim_end_matches('.').to_ascii_lowercase();
-    let last = h.rsplit('.').next().unwrap_or("");
-    let code = match last {
-        "uk" => "GBP",
-        "ch" | "li" => "CHF",
-        "ca" => "CAD",
-        "au" => "AUD",
-        "nz" => "NZD",
-        "in" => "INR",
-        "jp" => "JPY",
-        "cn" => "CNY",
-        "kr" => "KRW",
-        "br" => "BRL",
-        "mx" => "MXN",
-        "pl" => "PLN",
-        "se" => "SEK",
-        "no" => "NOK",
-        "dk" => "DKK",
-        "cz" => "CZK",
-        "hu" => "HUF",
-        "tr" => "TRY",
-        "ru" => "RUB",
-        "ro" => "RON",
-        "sg" => "SGD",
-        "hk" => "HKD",
-        "us" => "USD",
-        "de" | "at" | "fr" | "be" | "it" | "es" | "nl" | "pt" | "fi" | "ie" | "gr" | "sk"
-        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" | "eu" => "EUR",
-        _ => return None,
-    };
-    Currency::parse(code)
+    Currency::parse(for_country(h.rsplit('.').next().unwrap_or(""))?)
 }
 
 #[cfg(test)]

@@ -503,8 +503,8 @@ fn is_instalment(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> bool {
         .any(times)
 }
 
-/// Byte offsets in `text` are char offsets here because `text` came from `chars`; find the
-/// char index of a word that starts a word.
+/// The char index where `word` first stands at the start of a word in `text` (which
+/// `lower_window` built one char per char, so the index is valid in `chars` too).
 fn find_word(text: &str, word: &str) -> Option<usize> {
     let chars: Vec<char> = text.chars().collect();
     let w: Vec<char> = word.chars().collect();
