@@ -33,6 +33,7 @@ const ENV_PREFIX: &str = "PRICEWATCH__";
 const ENV_SEPARATOR: &str = "__";
 const MIB: u64 = 1024 * 1024;
 const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
+const MAX_REDIRECTS: usize = 10;
 const MIN_CACHE_CAPACITY: u64 = MIB;
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
@@ -44,6 +45,7 @@ pub struct Config {
     pub bot: BotConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
+    pub fetch: FetchConfig,
     pub log: LogConfig,
 }
 
@@ -173,6 +175,84 @@ impl Default for AlertsConfig {
             default_drop: Decimal::from(20),
             max_watches_per_conversation: 50,
         }
+    }
+}
+
+/// `[fetch]`: how product pages are fetched, and the SSRF guard's exceptions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// `User-Agent` of every page request; shops block empty or browser-faking ones.
+    pub user_agent: String,
+    /// `Accept-Language`: shops pick the currency and number format from it.
+    /// Empty: not sent.
+    pub accept_language: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Total time for one page: connection, redirects and the whole body.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Redirects followed before giving up; each hop is checked again.
+    pub max_redirects: usize,
+    /// Largest page accepted, in bytes after decompression (a gzip bomb is
+    /// small on the wire).
+    pub max_body: u64,
+    /// Ports a URL may name; allowlisted hosts and networks may use any.
+    pub ports: Vec<u16>,
+    /// Host names exempt from the SSRF guard, wherever they resolve to.
+    pub allow_hosts: Vec<String>,
+    /// CIDR networks exempt from the SSRF guard (kept as text so that a bad
+    /// entry is reported by `validate` with the others, not by serde alone).
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: "pricewatch/0.1 (price-watch bot)".to_owned(),
+            accept_language: "en-US,en;q=0.8".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            max_redirects: 5,
+            max_body: 5 * MIB,
+            ports: vec![80, 443],
+            allow_hosts: Vec::new(),
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
+impl FetchConfig {
+    /// `allow_networks` parsed; a bare address is a one-address network.
+    /// Never fails on a configuration that passed validation.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, InvalidNetwork> {
+        self.allow_networks
+            .iter()
+            .map(|text| parse_network(text))
+            .collect()
+    }
+}
+
+/// An `allow_networks` entry that is not a network; `Display` is the message
+/// `validate` reports.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a CIDR network ({reason}; expected e.g. \"10.0.0.0/8\" or \"::1/128\")")]
+pub struct InvalidNetwork {
+    pub text: String,
+    reason: ipnet::AddrParseError,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, InvalidNetwork> {
+    let trimmed = text.trim();
+    match trimmed.parse::<ipnet::IpNet>() {
+        Ok(net) => Ok(net),
+        Err(reason) => match trimmed.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => Err(InvalidNetwork {
+                text: text.to_owned(),
+                reason,
+            }),
+        },
     }
 }
 
@@ -692,6 +772,8 @@ fn validate(config: &Config) -> Vec<Violation> {
         ("bot.reply_timeout", config.bot.reply_timeout),
         ("bot.connect_timeout", config.bot.connect_timeout),
         ("storage.flush_every", config.storage.flush_every),
+        ("fetch.connect_timeout", config.fetch.connect_timeout),
+        ("fetch.timeout", config.fetch.timeout),
     ] {
         if duration.is_zero() {
             fail(key, "must be greater than zero".to_owned());
@@ -720,6 +802,7 @@ fn validate(config: &Config) -> Vec<Violation> {
             "must be at least 1".to_owned(),
         );
     }
+    validate_fetch(&config.fetch, &mut fail);
     if let Err(message) = check_log_level(&config.log.level) {
         fail("log.level", message);
     }
@@ -731,6 +814,67 @@ fn validate(config: &Config) -> Vec<Violation> {
         });
     }
     out
+}
+
+fn validate_fetch(fetch: &FetchConfig, fail: &mut impl FnMut(&'static str, String)) {
+    for (key, value) in [
+        ("fetch.user_agent", &fetch.user_agent),
+        ("fetch.accept_language", &fetch.accept_language),
+    ] {
+        if let Some(bad) = value
+            .chars()
+            .find(|&c| c != '\t' && !(' '..='~').contains(&c))
+        {
+            fail(
+                key,
+                format!("{bad:?} cannot be sent in an HTTP header (printable ASCII only)"),
+            );
+        }
+    }
+    if fetch.user_agent.trim().is_empty() {
+        fail("fetch.user_agent", "must not be empty".to_owned());
+    }
+    if fetch.max_redirects > MAX_REDIRECTS {
+        fail(
+            "fetch.max_redirects",
+            format!(
+                "must be between 0 and {MAX_REDIRECTS}, got {}",
+                fetch.max_redirects
+            ),
+        );
+    }
+    if !BODY_LIMIT_RANGE.contains(&fetch.max_body) {
+        fail(
+            "fetch.max_body",
+            format!(
+                "must be between {} and {} bytes (64 MiB), got {}",
+                BODY_LIMIT_RANGE.start(),
+                BODY_LIMIT_RANGE.end(),
+                fetch.max_body
+            ),
+        );
+    }
+    if fetch.ports.is_empty() {
+        fail(
+            "fetch.ports",
+            "must name at least one port, e.g. [80, 443]".to_owned(),
+        );
+    } else if fetch.ports.contains(&0) {
+        fail("fetch.ports", "port 0 cannot be fetched".to_owned());
+    }
+    for host in &fetch.allow_hosts {
+        if crate::fetch::guard::Allowlist::new(std::slice::from_ref(host), &[]).is_err() {
+            fail(
+                "fetch.allow_hosts",
+                format!("{host:?} is not a host name (write the name alone, without scheme, port or path)"),
+            );
+        }
+    }
+    for network in &fetch.allow_networks {
+        if let Err(err) = parse_network(network) {
+            fail("fetch.allow_networks", err.to_string());
+        }
+    }
 }
 
 /// A deliberately simple subset of tracing's `EnvFilter` syntax:
@@ -962,6 +1106,70 @@ mod tests {
                 "test.toml:12 log.format",
             ]
         );
+    }
+
+    #[test]
+    fn fetch_section_is_validated() {
+        let text = "[fetch]\nuser_agent = \"bot\u{e9}\"\nconnect_timeout = \"0s\"\n\
+                    max_redirects = 11\nmax_body = 100\nports = []\n\
+                    allow_hosts = [\"ok.test\", \"http://shop.test/\"]\n\
+                    allow_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"lan\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:2 fetch.user_agent",
+                "test.toml:3 fetch.connect_timeout",
+                "test.toml:4 fetch.max_redirects",
+                "test.toml:5 fetch.max_body",
+                "test.toml:6 fetch.ports",
+                "test.toml:7 fetch.allow_hosts",
+                "test.toml:8 fetch.allow_networks",
+                "test.toml:8 fetch.allow_networks",
+            ]
+        );
+        assert!(errs[2].message.contains("between 0 and 10"), "{}", errs[2]);
+        assert!(
+            errs[5].message.contains("\"http://shop.test/\""),
+            "{}",
+            errs[5]
+        );
+        assert!(
+            errs[7]
+                .to_string()
+                .starts_with("test.toml:8: fetch.allow_networks: \"lan\" is not a CIDR network ("),
+            "{}",
+            errs[7]
+        );
+        assert_eq!(
+            places(&errors("[fetch]\nports = [80, 0]\n", &[])),
+            ["test.toml:2 fetch.ports"]
+        );
+    }
+
+    #[test]
+    fn fetch_allowlist_from_the_environment() {
+        let vars = env(&[
+            (
+                "PRICEWATCH__FETCH__ALLOW_NETWORKS",
+                "[\"127.0.0.0/8\", \"::1\"]",
+            ),
+            ("PRICEWATCH__FETCH__ALLOW_HOSTS", "[\"shop.lan\"]"),
+            ("PRICEWATCH__FETCH__TIMEOUT", "300ms"),
+            ("PRICEWATCH__FETCH__ACCEPT_LANGUAGE", ""),
+        ]);
+        let config = load_str("test.toml", "", vars).unwrap();
+        let networks = config.fetch.networks().unwrap();
+        assert_eq!(
+            networks,
+            [
+                "127.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        assert_eq!(config.fetch.allow_hosts, ["shop.lan"]);
+        assert_eq!(config.fetch.timeout, Duration::from_millis(300));
+        assert_eq!(config.fetch.accept_language, "");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`command`]: what a user types, parsed into a command; product URL normalisation (no I/O).
 //! - [`replies`]: every sentence the bot says, in English and French (no I/O).
 //! - [`price`]: currencies and price strings parsed into exact amounts (no I/O).
+//! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
 //! - [`domain`]: watches and alert rules (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
 //! - [`store`]: the durable store behind a narrow trait; the sled backend.
@@ -29,6 +30,7 @@ pub mod command;
 pub mod config;
 pub mod connector;
 pub mod domain;
+pub mod fetch;
 pub mod http;
 pub mod price;
 pub mod replies;
