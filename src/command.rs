@@ -237,7 +237,7 @@ impl ProductUrl {
                 scheme: url.scheme().to_owned(),
             });
         }
-        if url.host_str().map_or(true, str::is_empty) {
+        if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("missing host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -810,7 +810,7 @@ fn suggest(word: &str) -> Option<&'static str> {
             _ => 2,
         };
         let distance = edit_distance(&typed, candidate);
-        if distance <= allowed && best.map_or(true, |(d, _)| distance < d) {
+        if distance <= allowed && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, canonical));
         }
     }

@@ -2,6 +2,8 @@
 //! extraction build on it.
 
 pub mod currency;
+pub mod decode;
+pub mod html;
 pub mod parse;
 
 pub use currency::Currency;
