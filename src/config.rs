@@ -47,6 +47,47 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub fetch: FetchConfig,
     pub log: LogConfig,
+    /// `[[site_rule]]` entries, in file order.
+    pub site_rule: Vec<SiteRuleConfig>,
+    /// `[[json_api]]` entries, in file order.
+    pub json_api: Vec<JsonApiConfig>,
+}
+
+/// `[[site_rule]]`: where the price is on the pages of a shop without structured data.
+/// Used only when a page gives no JSON-LD, microdata or meta price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRuleConfig {
+    /// The shop's host; its subdomains match too.
+    pub host: String,
+    /// CSS selector of the element holding the price; the first match counts.
+    pub selector: String,
+    /// Attribute to read instead of the element's text.
+    #[serde(default)]
+    pub attribute: Option<String>,
+}
+
+/// `[[json_api]]`: where the price is in a shop's product JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonApiConfig {
+    /// The API's host (and subdomains); or give `url`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A URL pattern where `*` matches anything, query included.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// RFC 6901 JSON pointer to the price.
+    pub price_pointer: String,
+    /// Pointer to the ISO 4217 code, when the response has one.
+    #[serde(default)]
+    pub currency_pointer: Option<String>,
+    /// The currency when the response does not say.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The price is an integer in the currency's minor unit (cents).
+    #[serde(default)]
+    pub minor_units: bool,
 }
 
 /// `[server]`: the HTTP endpoint the channel posts activities to.
@@ -803,6 +844,15 @@ fn validate(config: &Config) -> Vec<Violation> {
         );
     }
     validate_fetch(&config.fetch, &mut fail);
+    if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
+        for e in errors {
+            let key = match e {
+                crate::price::rules::RuleError::Site { .. } => "site_rule",
+                crate::price::rules::RuleError::Api { .. } => "json_api",
+            };
+            fail(key, e.to_string());
+        }
+    }
     if let Err(message) = check_log_level(&config.log.level) {
         fail("log.level", message);
     }
@@ -1002,8 +1052,10 @@ mod tests {
     #[test]
     fn example_file_sets_every_key() {
         let keys = |table: toml::Table| -> BTreeSet<String> {
+            // Top-level arrays are the rule lists, empty by default.
             let sections = table
                 .into_iter()
+                .filter(|(_, v)| !v.is_array())
                 .map(|(s, v)| (s, v.try_into::<toml::Table>().unwrap()));
             sections
                 .flat_map(|(s, t)| t.into_iter().map(move |(k, _)| format!("{s}.{k}")))
@@ -1014,8 +1066,10 @@ mod tests {
             example,
             keys(toml::Table::try_from(Config::default()).unwrap())
         );
-        // The one key unset by default is shown commented out.
+        // The one key unset by default, and the rule lists, are shown commented out.
         assert!(EXAMPLE_TOML.contains("\n# app_password_file = "));
+        assert!(EXAMPLE_TOML.contains("\n# [[site_rule]]\n# host = "));
+        assert!(EXAMPLE_TOML.contains("\n# [[json_api]]\n# url = "));
     }
 
     #[test]
@@ -1105,6 +1159,36 @@ mod tests {
                 "test.toml:11 log.level",
                 "test.toml:12 log.format",
             ]
+        );
+    }
+
+    #[test]
+    fn site_and_api_rules_are_compiled_and_checked() {
+        let good = "[[site_rule]]\nhost = \"shop.example\"\nselector = \"span.price\"\n\n\
+                    [[json_api]]\nurl = \"https://shop.example/products/*.js\"\n\
+                    price_pointer = \"/variants/0/price\"\ncurrency = \"USD\"\nminor_units = true\n";
+        let config = load_str("test.toml", good, []).unwrap();
+        assert_eq!(config.site_rule[0].selector, "span.price");
+        assert_eq!(config.site_rule[0].attribute, None);
+        assert!(config.json_api[0].minor_units);
+
+        let bad = "[server]\nbind = \"127.0.0.1:1\"\n\n[[site_rule]]\nhost = \"shop.example\"\nselector = \"span[\"\n\n\
+                   [[json_api]]\nhost = \"api.example\"\nprice_pointer = \"price\"\n";
+        let text = load_str("test.toml", bad, []).unwrap_err().to_string();
+        assert!(
+            text.contains("test.toml:4: site_rule: site rule 1:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("json_api: JSON API rule 1: price_pointer"),
+            "{text}"
+        );
+
+        let unknown = "[[site_rule]]\nhost = \"a.example\"\nselector = \"b\"\nattr = \"c\"\n";
+        let text = load_str("test.toml", unknown, []).unwrap_err().to_string();
+        assert!(
+            text.contains("test.toml:1: site_rule") && text.contains("attr"),
+            "{text}"
         );
     }
 

@@ -10,7 +10,9 @@
 //! - [`activity`]: Bot Framework Activity JSON, conversation references (no I/O).
 //! - [`command`]: what a user types, parsed into a command; product URL normalisation (no I/O).
 //! - [`replies`]: every sentence the bot says, in English and French (no I/O).
-//! - [`price`]: currencies and price strings parsed into exact amounts (no I/O).
+//! - [`price`]: page bytes to a price: charsets, HTML scan, JSON-LD, microdata, meta, site
+//!   and JSON API rules, the choice among offers, price strings (no I/O).
+//! - [`engine`]: fetch then extract: the one way a price is read (probe and the daemon).
 //! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
 //! - [`domain`]: watches and alert rules (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
@@ -30,6 +32,7 @@ pub mod command;
 pub mod config;
 pub mod connector;
 pub mod domain;
+pub mod engine;
 pub mod fetch;
 pub mod http;
 pub mod price;

@@ -31,24 +31,43 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Read a price the way the price engine does (today: from a price string).
-    Probe {
-        /// Parse this price text alone, e.g. "1.234,56 €", to check a site rule's output.
-        #[arg(long, required = true)]
-        price_text: String,
-        /// What the page says about the currency: an ISO code (EUR), a locale (de-DE) or a
-        /// host or top-level domain (.com.au).
-        #[arg(long)]
-        currency_hint: Option<String>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Read a product's price the way the daemon does: from its URL, from a saved page, or
+    /// from one price string. Exit status 0 when a price with its currency was found, 1 when
+    /// not (the reason is printed), 2 on bad input.
+    Probe(ProbeArgs),
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["target", "html", "price_text"])))]
+struct ProbeArgs {
+    /// The product page to fetch (through the same SSRF guard and limits as the daemon).
+    #[arg(value_name = "URL")]
+    target: Option<String>,
+    /// Read a saved page instead of fetching one.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// With --html: the URL the page came from (for site rules, `?variant=` and the
+    /// currency hint of its domain).
+    #[arg(long = "url", value_name = "URL", requires = "html")]
+    page_url: Option<String>,
+    /// Parse this price text alone, e.g. "1.234,56 €", to check a site rule's output.
+    #[arg(long)]
+    price_text: Option<String>,
+    /// With --price-text: what the page says about the currency: an ISO code (EUR), a
+    /// locale (de-DE) or a host or top-level domain (.com.au).
+    #[arg(long, requires = "price_text")]
+    currency_hint: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// TOML configuration whose [fetch] settings and site rules to use.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -63,11 +82,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Probe {
-            price_text,
-            currency_hint,
-            json,
-        } => probe(&price_text, currency_hint.as_deref(), json),
+        Cmd::Probe(args) => match &args.price_text {
+            Some(text) => probe_text(text, args.currency_hint.as_deref(), args.json),
+            None => probe_page(&args),
+        },
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -78,7 +96,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn probe(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
+fn probe_text(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
     let report = pricewatch::price::TextProbe::run(text, hint);
     if json {
         match serde_json::to_string(&report) {
@@ -101,6 +119,89 @@ fn probe(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn probe_page(args: &ProbeArgs) -> ExitCode {
+    let config = match pricewatch::config::load(args.config.as_deref(), env_vars()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let (url, report) = match read_page(args, &config) {
+        Ok(found) => found,
+        Err(message) => {
+            eprintln!("pricewatch: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match report {
+        Err(fetch_error) => {
+            if args.json {
+                let line = serde_json::json!({
+                    "url": url.as_str(), "amount": null, "currency": null,
+                    "error": "fetch_failed", "problem": fetch_error,
+                });
+                println!("{line}");
+            }
+            eprintln!("pricewatch: cannot read {url}: {fetch_error}");
+            ExitCode::from(1)
+        }
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report.to_json(url.as_str())) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("pricewatch: cannot print the report: {e}"),
+                }
+            } else {
+                print!("{}", report.to_text(url.as_str()));
+            }
+            if report.price().is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+type Probed = (url::Url, Result<pricewatch::price::extract::Report, String>);
+
+/// Fetches or reads the page; `Err` is a usage problem (exit 2), the inner `Err` a page
+/// that could not be fetched (exit 1).
+fn read_page(args: &ProbeArgs, config: &pricewatch::config::Config) -> Result<Probed, String> {
+    let parse = |text: &str| {
+        url::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))
+    };
+    if let Some(file) = &args.html {
+        let body =
+            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let url = parse(
+            args.page_url
+                .as_deref()
+                .unwrap_or("https://saved-page.invalid/"),
+        )?;
+        let extractor =
+            pricewatch::engine::extractor_from_config(config).map_err(|e| e.to_string())?;
+        let report = extractor.extract(&url, &body, None);
+        return Ok((url, Ok(report)));
+    }
+    let url = parse(args.target.as_deref().unwrap_or_default())?;
+    let engine = pricewatch::engine::PriceEngine::from_config(config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let checked = runtime.block_on(engine.check(&url, &Default::default()));
+    let report = match checked {
+        Ok(pricewatch::engine::Check::Read { report, .. }) => Ok(report),
+        Ok(pricewatch::engine::Check::Unchanged { .. }) => {
+            Err("the site answered 304 Not Modified to an unconditional request".to_owned())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Ok((url, report))
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -168,12 +168,20 @@ fn scan_within(
     // Handlers run only for the elements that matter: a handler on every element (`*`) and on all
     // text halves lol_html's speed (benchmark in the issue). The site rule's element is added to
     // both lists, so its handler always runs before the collector sees the element.
+    // Most pages carry only JSON-LD. Without microdata, lol_html need not read the attributes
+    // of every tag nor report list, paragraph and table elements, which makes such pages about
+    // a third faster to scan (BENCHMARKS.md).
+    let (base_tracked, base_text) = if mentions_microdata(html.as_bytes()) {
+        (TRACKED, TEXT)
+    } else {
+        (TRACKED_NO_MICRODATA, TEXT_NO_MICRODATA)
+    };
     let (tracked, text) = match site {
         Some(s) => (
-            Cow::Owned(format!("{TRACKED}, {}", s.source)),
-            Cow::Owned(format!("{TEXT}, {}", s.source)),
+            Cow::Owned(format!("{base_tracked}, {}", s.source)),
+            Cow::Owned(format!("{base_text}, {}", s.source)),
         ),
-        None => (Cow::Borrowed(TRACKED), Cow::Borrowed(TEXT)),
+        None => (Cow::Borrowed(base_tracked), Cow::Borrowed(base_text)),
     };
     let parse = |sel: &str| {
         sel.parse::<Selector>().map_err(|e| HtmlError::BadSelector {
@@ -338,6 +346,21 @@ impl LolState {
 const TRACKED: &str = "[itemscope], [itemprop], meta, script, title, h1, li, ul, ol, p, dd, dt, dl, tr, td, th, table";
 /// The elements whose text (including descendants') the collector may need.
 const TEXT: &str = "[itemprop], title, h1, script[type*=\"ld+json\" i]";
+
+/// The same, for pages in which no microdata attribute occurs.
+const TRACKED_NO_MICRODATA: &str = "meta, script, title, h1";
+const TEXT_NO_MICRODATA: &str = "title, h1, script[type*=\"ld+json\" i]";
+
+/// Whether `itemprop` or `itemscope` occurs anywhere, in any letter case (attribute names are
+/// case-insensitive). A mention in text or a script only costs the slower selector set.
+fn mentions_microdata(html: &[u8]) -> bool {
+    memchr::memchr2_iter(b'i', b'I', html).any(|at| {
+        let rest = &html[at..];
+        let starts =
+            |word: &[u8]| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word);
+        starts(b"itemprop") || starts(b"itemscope")
+    })
+}
 
 /// How much of the page lol_html gets per call; between calls `scan` checks its deadline.
 const SLICE_BYTES: usize = 16 * 1024;
@@ -1016,6 +1039,31 @@ mod tests {
 
     fn prop<'a>(item: &'a MicroItem, name: &str) -> Option<&'a MicroValue> {
         item.props.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn microdata_is_noticed_in_any_letter_case() {
+        assert!(mentions_microdata(b"<div ITEMSCOPE>"));
+        assert!(mentions_microdata(b"<span ItemProp=price>"));
+        assert!(!mentions_microdata(b"<div item scope><i>item</i> props"));
+        assert!(!mentions_microdata(b"itempro"));
+        // A page without microdata reads its metas, scripts, title and h1 all the same.
+        let f = scan(
+            "<title>T</title><meta property=og:title content=O><h1>H</h1>\
+             <script type=application/ld+json>{}</script>",
+            None,
+            LIMIT,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                f.title.as_deref(),
+                f.h1.as_deref(),
+                f.metas.len(),
+                f.json_ld.len()
+            ),
+            (Some("T"), Some("H"), 1, 1)
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 
 pub mod currency;
 pub mod decode;
+pub mod extract;
 pub mod html;
+pub mod jsonld;
 pub mod parse;
+pub mod rules;
 
 pub use currency::Currency;
 pub use parse::{parse_price, CurrencyFound, Hints, ParsedPrice, PriceError};

@@ -3,6 +3,7 @@
 mod fetch;
 mod helpers;
 mod process;
+mod shop;
 
 use helpers::{test_config, TestApp};
 use serde_json::json;

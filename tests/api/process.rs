@@ -165,3 +165,118 @@ fn probe_parses_a_price_text_and_fails_without_a_price() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no amount"));
 }
+
+fn probe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .arg("probe")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/pages/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn probe_reads_a_saved_page_with_its_candidates() {
+    let page = fixture("shopify-variant-selected.html");
+    let url =
+        "https://www.northfield-outfitters.com/products/cast-iron-skillet?variant=44012345678902";
+    let out = probe(&["--html", &page, "--url", url, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["amount"], "42.00");
+    assert_eq!(v["currency"], "USD");
+    assert_eq!(v["method"], "json-ld");
+    assert_eq!(v["availability"], "in_stock");
+    assert_eq!(v["title"], "Cast Iron Skillet");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 4);
+    assert_eq!(v["error"], serde_json::Value::Null);
+
+    // Text output, without the variant: the lowest in-stock offer, every candidate listed.
+    let out = probe(&[
+        "--html",
+        &page,
+        "--url",
+        "https://www.northfield-outfitters.com/products/cast-iron-skillet",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("price:        34.00 USD"), "{text}");
+    assert!(
+        text.contains("candidates:   4") && text.contains("* 34.00 USD"),
+        "{text}"
+    );
+}
+
+#[test]
+fn probe_says_why_there_is_no_price_and_exits_1() {
+    let out = probe(&[
+        "--html",
+        &fixture("marketplace-spans-no-site-rule.html"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["amount"], serde_json::Value::Null);
+    assert_eq!(v["error"], "no_price");
+    assert!(
+        v["problem"]
+            .as_str()
+            .unwrap()
+            .contains("looked for JSON-LD"),
+        "{v}"
+    );
+
+    // The same page with a site rule from a config file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "[[site_rule]]\nhost = \"marketplace.example\"\nselector = \"#no-such-element\"\n",
+    )
+    .unwrap();
+    let out = probe(&[
+        "--html",
+        &fixture("marketplace-spans-no-site-rule.html"),
+        "--url",
+        "https://www.marketplace.example/dp/1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("the site rule #no-such-element"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = probe(&["--html", "/nonexistent/page.html"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/page.html"));
+}
+
+#[test]
+fn probe_refuses_private_addresses_before_any_request() {
+    for url in [
+        "http://127.0.0.1:9/p",
+        "http://0x7f.1/",
+        "http://169.254.169.254/latest",
+    ] {
+        let out = probe(&[url, "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"], "fetch_failed", "{url}");
+        assert!(
+            v["problem"]
+                .as_str()
+                .unwrap()
+                .contains("only fetches public addresses"),
+            "{url}: {v}"
+        );
+    }
+}

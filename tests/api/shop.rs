@@ -1,0 +1,284 @@
+//! The price engine end to end: the fixture corpus served by a real local shop over HTTP
+//! (gzip-encoded, with validators, behind redirects), read through the SSRF-guarded
+//! fetcher and the extractor exactly as the daemon reads product pages.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pricewatch::config::FetchConfig;
+use pricewatch::engine::{Check, EngineError, PriceEngine};
+use pricewatch::fetch::guard::Lookup;
+use pricewatch::fetch::{FetchError, Fetcher, Validators};
+use pricewatch::price::rules::Rules;
+use url::Url;
+use warp::http::{Response, StatusCode};
+use warp::Filter;
+
+#[path = "../common/fixtures.rs"]
+mod fixtures;
+
+use fixtures::Fixture;
+
+/// Every fixture host resolves to loopback, where the shop listens.
+struct ShopNames;
+
+impl Lookup for ShopNames {
+    fn lookup(
+        &self,
+        _host: String,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>> {
+        Box::pin(async { Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]) })
+    }
+}
+
+struct Shop {
+    port: u16,
+    /// Requests answered with a body, and with 304.
+    full: Arc<AtomicUsize>,
+    not_modified: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+impl Shop {
+    /// Serves each fixture under its own host and path, gzip-encoded, with an ETag; also
+    /// `/moved/<name>` redirecting to a fixture and `/huge` (6 MiB).
+    async fn start(fixtures: &[Fixture]) -> Shop {
+        let pages: HashMap<String, (Vec<u8>, String)> = fixtures
+            .iter()
+            .map(|f| {
+                let key = format!("{}{}", f.url.host_str().unwrap(), f.url.path());
+                (key, (gzip(&f.body), f.content_type.clone()))
+            })
+            .collect();
+        let by_name: HashMap<String, String> = fixtures
+            .iter()
+            .map(|f| (f.name.clone(), f.url.path().to_owned()))
+            .collect();
+        let pages = Arc::new(pages);
+        let full = Arc::new(AtomicUsize::new(0));
+        let not_modified = Arc::new(AtomicUsize::new(0));
+        let (f2, n2) = (full.clone(), not_modified.clone());
+        let route = warp::path::full()
+            .and(warp::header::<String>("host"))
+            .and(warp::header::optional::<String>("if-none-match"))
+            .map(
+                move |path: warp::path::FullPath, host: String, inm: Option<String>| {
+                    let host = host.split(':').next().unwrap_or("").to_owned();
+                    let path = path.as_str();
+                    if let Some(name) = path.strip_prefix("/moved/") {
+                        let target = by_name.get(name).cloned().unwrap_or_default();
+                        return Response::builder()
+                            .status(StatusCode::MOVED_PERMANENTLY)
+                            .header("location", target)
+                            .body(Vec::new())
+                            .unwrap();
+                    }
+                    if path == "/huge" {
+                        let mut body = b"<html><body>".to_vec();
+                        body.resize(6 << 20, b'x');
+                        return Response::builder()
+                            .header("content-type", "text/html")
+                            .body(body)
+                            .unwrap();
+                    }
+                    let Some((body, content_type)) = pages.get(&format!("{host}{path}")) else {
+                        return Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Vec::new())
+                            .unwrap();
+                    };
+                    let etag = format!("\"{}\"", body.len());
+                    if inm.as_deref() == Some(etag.as_str()) {
+                        n2.fetch_add(1, Ordering::SeqCst);
+                        return Response::builder()
+                            .status(StatusCode::NOT_MODIFIED)
+                            .header("etag", etag)
+                            .body(Vec::new())
+                            .unwrap();
+                    }
+                    f2.fetch_add(1, Ordering::SeqCst);
+                    Response::builder()
+                        .header("content-type", content_type.as_str())
+                        .header("content-encoding", "gzip")
+                        .header("etag", etag)
+                        .header("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")
+                        .body(body.clone())
+                        .unwrap()
+                },
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = rx.await;
+                })
+                .run()
+                .await;
+        });
+        Shop {
+            port,
+            full,
+            not_modified,
+            _stop: tx,
+        }
+    }
+
+    /// The fixture's URL, over plain HTTP on the shop's port.
+    fn url(&self, f: &Fixture) -> Url {
+        let mut url = f.url.clone();
+        url.set_scheme("http").unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        url
+    }
+}
+
+/// The fixture hosts are allowed by name (they resolve to loopback here); everything
+/// else keeps the production guard.
+fn engine(fixtures: &[Fixture], rules: Rules) -> PriceEngine {
+    let config = FetchConfig {
+        allow_hosts: fixtures
+            .iter()
+            .map(|f| f.url.host_str().unwrap().to_owned())
+            .collect(),
+        timeout: Duration::from_secs(10),
+        ..FetchConfig::default()
+    };
+    let fetcher = Fetcher::with_lookup(&config, Arc::new(ShopNames)).unwrap();
+    PriceEngine::new(
+        fetcher,
+        pricewatch::price::extract::Extractor::new(rules, fixtures::MAX_BYTES),
+    )
+}
+
+#[tokio::test]
+async fn every_fixture_served_over_http_reads_as_expected() {
+    let all: Vec<Fixture> = fixtures::names().iter().map(|n| Fixture::load(n)).collect();
+    let shop = Shop::start(&all).await;
+    for f in &all {
+        let engine = engine(std::slice::from_ref(f), f.rules());
+        let url = shop.url(f);
+        let Check::Read {
+            report,
+            validators,
+            final_url,
+        } = engine.check(&url, &Validators::default()).await.unwrap()
+        else {
+            panic!("{}: an unconditional request got 304", f.name);
+        };
+        f.assert_report(&report);
+        assert_eq!(final_url, url);
+        assert!(validators.etag.is_some() && validators.last_modified.is_some());
+    }
+    assert_eq!(shop.full.load(Ordering::SeqCst), all.len());
+}
+
+#[tokio::test]
+async fn an_unchanged_page_costs_a_304_and_no_parsing() {
+    let f = Fixture::load("shopify-variant-selected");
+    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let engine = engine(std::slice::from_ref(&f), Rules::default());
+    let url = shop.url(&f);
+    let Check::Read { validators, .. } = engine.check(&url, &Validators::default()).await.unwrap()
+    else {
+        panic!("first check must read the page");
+    };
+    match engine.check(&url, &validators).await.unwrap() {
+        Check::Unchanged { validators: kept } => assert_eq!(kept, validators),
+        other => panic!("expected 304, got {other:?}"),
+    }
+    assert_eq!(shop.full.load(Ordering::SeqCst), 1);
+    assert_eq!(shop.not_modified.load(Ordering::SeqCst), 1);
+
+    // A validator the shop no longer recognises gets the page again.
+    let stale = Validators {
+        etag: Some("\"old\"".into()),
+        last_modified: None,
+    };
+    assert!(matches!(
+        engine.check(&url, &stale).await.unwrap(),
+        Check::Read { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_redirected_product_is_read_at_its_new_address() {
+    let f = Fixture::load("jsonld-out-of-stock");
+    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let engine = engine(std::slice::from_ref(&f), Rules::default());
+    let mut moved = shop.url(&f);
+    moved.set_path("/moved/jsonld-out-of-stock");
+    let Check::Read {
+        report, final_url, ..
+    } = engine.check(&moved, &Validators::default()).await.unwrap()
+    else {
+        panic!("expected a page");
+    };
+    assert_eq!(final_url.path(), f.url.path());
+    let (amount, currency) = report.price().unwrap();
+    assert_eq!(
+        (amount.to_string(), currency.to_string()),
+        ("189.00".into(), "USD".into())
+    );
+}
+
+#[tokio::test]
+async fn a_huge_page_is_refused_not_parsed() {
+    let f = Fixture::load("jsonld-out-of-stock");
+    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let engine = engine(std::slice::from_ref(&f), Rules::default());
+    let mut url = shop.url(&f);
+    url.set_path("/huge");
+    let err = engine
+        .check(&url, &Validators::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Fetch(FetchError::TooLarge { limit }) if limit == 5 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+#[tokio::test]
+async fn private_addresses_stay_refused_with_the_engine() {
+    let engine = PriceEngine::new(
+        Fetcher::new(&FetchConfig::default()).unwrap(),
+        pricewatch::price::extract::Extractor::new(Rules::default(), fixtures::MAX_BYTES),
+    );
+    for target in [
+        "http://127.0.0.1/p",
+        "http://2130706433/p",
+        "http://0x7f.1/p",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://10.0.0.1/p",
+        "http://localhost/p",
+    ] {
+        let err = engine
+            .check(&Url::parse(target).unwrap(), &Validators::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::Fetch(FetchError::Refused(_))),
+            "{target}: {err}"
+        );
+        assert!(
+            err.to_string().contains("address") || err.to_string().contains("local"),
+            "{target}: {err}"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Every page of the fixture corpus (`tests/fixtures/pages/`) is one test: the extractor
+//! must return what the fixture's side file expects. The corpus README states the rules.
+
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
+use fixtures::Fixture;
+
+/// Reads the fixture offline, with the content type it would be served with.
+fn check(name: &str) {
+    let f = Fixture::load(name);
+    let report = f
+        .extractor()
+        .extract(&f.url, &f.body, Some(&f.content_type));
+    f.assert_report(&report);
+}
+
+macro_rules! fixtures {
+    ($($test:ident => $name:literal,)*) => {
+        $(#[test] fn $test() { check($name); })*
+
+        /// A fixture added to the folder without a test here would silently not run.
+        #[test]
+        fn every_fixture_in_the_folder_is_a_test() {
+            let mut listed = vec![$($name),*];
+            listed.sort_unstable();
+            assert_eq!(listed, fixtures::names());
+            assert!(listed.len() >= 40);
+        }
+    };
+}
+
+fixtures! {
+    au_dollar_tld_hint => "au-dollar-tld-hint",
+    bare_dollar_no_currency_hint => "bare-dollar-no-currency-hint",
+    bigcommerce_cornerstone => "bigcommerce-cornerstone",
+    br_brl_vtex_aggregate_offer => "br-brl-vtex-aggregate-offer",
+    broken_jsonld_control_characters => "broken-jsonld-control-characters",
+    broken_jsonld_html_comment => "broken-jsonld-html-comment",
+    broken_jsonld_quot_entities => "broken-jsonld-quot-entities",
+    broken_jsonld_trailing_commas => "broken-jsonld-trailing-commas",
+    broken_jsonld_truncated_microdata_fallback => "broken-jsonld-truncated-microdata-fallback",
+    call_for_price_text_only => "call-for-price-text-only",
+    ch_chf_apostrophe_microdata => "ch-chf-apostrophe-microdata",
+    conflicting_prices_jsonld_meta_related => "conflicting-prices-jsonld-meta-related",
+    de_de_microdata_comma_decimal => "de-de-microdata-comma-decimal",
+    electronics_retailer_large_state_blob => "electronics-retailer-large-state-blob",
+    es_es_jsonld_comma_price_string => "es-es-jsonld-comma-price-string",
+    fr_fr_prestashop_narrow_nbsp => "fr-fr-prestashop-narrow-nbsp",
+    in_inr_lakh_jsonld => "in-inr-lakh-jsonld",
+    it_it_jsonld_eur => "it-it-jsonld-eur",
+    jp_shift_jis_microdata => "jp-shift-jis-microdata",
+    jp_yen_jsonld => "jp-yen-jsonld",
+    jsonld_aggregate_offer_price_only => "jsonld-aggregate-offer-price-only",
+    jsonld_aggregate_offer_price_range => "jsonld-aggregate-offer-price-range",
+    jsonld_graph_with_related_itemlist => "jsonld-graph-with-related-itemlist",
+    jsonld_multiple_scripts_array => "jsonld-multiple-scripts-array",
+    jsonld_multiple_sellers_lowest_in_stock => "jsonld-multiple-sellers-lowest-in-stock",
+    jsonld_nested_related_products_trap => "jsonld-nested-related-products-trap",
+    jsonld_out_of_stock => "jsonld-out-of-stock",
+    jsonld_preorder => "jsonld-preorder",
+    magento2_luma_microdata_and_jsonld => "magento2-luma-microdata-and-jsonld",
+    magento2_special_price_microdata => "magento2-special-price-microdata",
+    marketplace_spans_no_site_rule => "marketplace-spans-no-site-rule",
+    marketplace_spans_site_rule_uk => "marketplace-spans-site-rule-uk",
+    microdata_content_attribute_wins => "microdata-content-attribute-wins",
+    microdata_multiple_offers_variant_url => "microdata-multiple-offers-variant-url",
+    microdata_only_nested_itemlist => "microdata-only-nested-itemlist",
+    nl_nl_meta_itemprop_only => "nl-nl-meta-itemprop-only",
+    no_price_product_without_offers => "no-price-product-without-offers",
+    opengraph_og_price_only => "opengraph-og-price-only",
+    opengraph_product_price_only => "opengraph-product-price-only",
+    pl_pl_site_rule_zloty => "pl-pl-site-rule-zloty",
+    productgroup_variant_sku_param => "productgroup-variant-sku-param",
+    sap_commerce_occ_product => "sap-commerce-occ-product",
+    shopify_no_variant_lowest_in_stock => "shopify-no-variant-lowest-in-stock",
+    shopify_productgroup_hasvariant => "shopify-productgroup-hasvariant",
+    shopify_products_handle_js => "shopify-products-handle-js",
+    shopify_variant_param_unknown => "shopify-variant-param-unknown",
+    shopify_variant_selected => "shopify-variant-selected",
+    squarespace_commerce_mxn => "squarespace-commerce-mxn",
+    twitter_card_site_rule_attribute => "twitter-card-site-rule-attribute",
+    windows_1252_de_microdata_euro_byte => "windows-1252-de-microdata-euro-byte",
+    windows_1252_fr_header_charset_only => "windows-1252-fr-header-charset-only",
+    wix_stores_jsonld => "wix-stores-jsonld",
+    woocommerce_pricespecification_sale => "woocommerce-pricespecification-sale",
+    woocommerce_yoast_graph_gbp => "woocommerce-yoast-graph-gbp",
+    zero_price_jsonld_call_for_price => "zero-price-jsonld-call-for-price",
+}
