@@ -15,14 +15,12 @@
 //! `cargo test --benches` runs it) it does one quick pass as a smoke test.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pricewatch::price::extract::{Extractor, Method};
-use pricewatch::price::rules::{JsonApiRule, Rules, UrlMatch};
-use pricewatch::price::Currency;
+use pricewatch::price::rules::Rules;
 
 const TARGET_MB_PER_S: f64 = 100.0;
 const TARGET_PEAK_RATIO: f64 = 3.0;
@@ -67,6 +65,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+
+use fixtures::Fixture;
+
 struct Page {
     name: String,
     url: url::Url,
@@ -75,63 +78,19 @@ struct Page {
     extractor: Extractor,
 }
 
+/// The fixture corpus, each page with the site or JSON API rule its side file names.
 fn load_corpus() -> Vec<Page> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pages");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("fixture folder")
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".expected.json").map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
-        .into_iter()
+    fixtures::names()
+        .iter()
         .map(|name| {
-            let side: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join(format!("{name}.expected.json"))).expect("side file"),
-            )
-            .expect("side file JSON");
-            let url = url::Url::parse(side["url"].as_str().expect("url")).expect("url");
-            let host = url.host_str().unwrap_or("").to_owned();
-            let mut rules = Rules::default();
-            if let Some(r) = side.get("site_rule").filter(|r| !r.is_null()) {
-                let selector = r["selector"].as_str().expect("selector");
-                let sel =
-                    pricewatch::price::html::SiteSelector::new(selector, r["attribute"].as_str())
-                        .expect("selector compiles");
-                rules
-                    .sites
-                    .push((UrlMatch::Host(host.clone()), sel, selector.to_owned()));
-            }
-            let api = side.get("json_api").filter(|r| !r.is_null());
-            if let Some(a) = api {
-                rules.apis.push((
-                    UrlMatch::Host(host),
-                    JsonApiRule {
-                        price_pointer: a["price_pointer"].as_str().unwrap_or("").to_owned(),
-                        currency_pointer: a["currency_pointer"].as_str().map(str::to_owned),
-                        currency: a["currency"].as_str().and_then(Currency::parse),
-                        minor_units: a["minor_units"].as_bool().unwrap_or(false),
-                    },
-                ));
-            }
-            let ext = if api.is_some() { "json" } else { "html" };
-            let body = std::fs::read(dir.join(format!("{name}.{ext}"))).expect("fixture body");
-            let content_type = side["content_type"]
-                .as_str()
-                .unwrap_or(if api.is_some() {
-                    "application/json"
-                } else {
-                    "text/html; charset=utf-8"
-                })
-                .to_owned();
+            let f = Fixture::load(name);
+            let extractor = f.extractor();
             Page {
-                name,
-                url,
-                body,
-                content_type,
-                extractor: Extractor::new(rules, MAX_BYTES),
+                name: f.name,
+                url: f.url,
+                body: f.body,
+                content_type: f.content_type,
+                extractor,
             }
         })
         .collect()

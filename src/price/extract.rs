@@ -698,7 +698,11 @@ fn same_page(candidate: &str, page: &Url) -> bool {
 
 fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
     let docs: Vec<Value> = scripts.iter().filter_map(|s| parse_lenient(s)).collect();
-    let broken = scripts.iter().filter(|s| !s.trim().is_empty()).count() - docs.len();
+    let broken = scripts
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .count()
+        .saturating_sub(docs.len());
     let mut nodes = Vec::new();
     for d in &docs {
         top_nodes(d, 0, &mut nodes);
@@ -918,36 +922,40 @@ fn itemprop_meta<'a>(facts: &'a PageFacts, key: &str) -> Option<&'a str> {
 
 fn from_meta(facts: &PageFacts, host: &str) -> Found {
     let mut found = Found::default();
-    for prefix in ["product:price", "og:price"] {
-        if let Some(amount) = meta_content(facts, &format!("{prefix}:amount")) {
-            let code = meta_content(facts, &format!("{prefix}:currency"));
-            let avail_key = if prefix == "og:price" {
-                "og:availability"
-            } else {
-                "product:availability"
-            };
-            let availability = meta_content(facts, avail_key)
-                .map_or(Availability::Unknown, Availability::from_text);
+    type Get = for<'a> fn(&'a PageFacts, &str) -> Option<&'a str>;
+    let sets: [(Get, &str, [&str; 3]); 3] = [
+        (
+            meta_content,
+            "meta product:price:amount",
+            [
+                "product:price:amount",
+                "product:price:currency",
+                "product:availability",
+            ],
+        ),
+        (
+            meta_content,
+            "meta og:price:amount",
+            ["og:price:amount", "og:price:currency", "og:availability"],
+        ),
+        (
+            itemprop_meta,
+            "meta itemprop=price",
+            ["price", "pricecurrency", "availability"],
+        ),
+    ];
+    for (get, label, [amount_key, currency_key, availability_key]) in sets {
+        if let Some(amount) = get(facts, amount_key) {
+            let availability =
+                get(facts, availability_key).map_or(Availability::Unknown, Availability::from_text);
             found.offers.push(machine_offer(
                 amount,
-                code,
+                get(facts, currency_key),
                 host,
                 availability,
-                format!("meta {prefix}:amount"),
+                label.to_owned(),
             ));
         }
-    }
-    if let Some(amount) = itemprop_meta(facts, "price") {
-        let code = itemprop_meta(facts, "pricecurrency");
-        let availability = itemprop_meta(facts, "availability")
-            .map_or(Availability::Unknown, Availability::from_text);
-        found.offers.push(machine_offer(
-            amount,
-            code,
-            host,
-            availability,
-            "meta itemprop=price".to_owned(),
-        ));
     }
     found
 }
