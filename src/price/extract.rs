@@ -614,6 +614,9 @@ fn clean_text(s: &str) -> String {
 
 /// How deep the top-level walk goes into arrays and `@graph`s; real pages use two levels.
 const MAX_GRAPH_DEPTH: usize = 4;
+/// Largest JSON-LD script read, and most JSON-LD read from one page.
+const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+const MAX_JSON_LD_BYTES: usize = 2 * 1024 * 1024;
 /// Bounds the offers read from one product (marketplaces list a few hundred at most).
 const MAX_OFFERS: usize = 1000;
 
@@ -697,12 +700,28 @@ fn same_page(candidate: &str, page: &Url) -> bool {
 }
 
 fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
-    let docs: Vec<Value> = scripts.iter().filter_map(|s| parse_lenient(s)).collect();
+    // A JSON tree takes about fourteen times its text in memory, so the JSON-LD read from one
+    // page is bounded; real product scripts are a few kilobytes, marketplaces' a few hundred.
+    let mut budget = MAX_JSON_LD_BYTES;
+    let mut skipped = 0;
+    let docs: Vec<Value> = scripts
+        .iter()
+        .filter(|s| {
+            let fits = s.len() <= MAX_SCRIPT_BYTES && s.len() <= budget;
+            if fits {
+                budget -= s.len();
+            } else {
+                skipped += 1;
+            }
+            fits
+        })
+        .filter_map(|s| parse_lenient(s))
+        .collect();
     let broken = scripts
         .iter()
         .filter(|s| !s.trim().is_empty())
         .count()
-        .saturating_sub(docs.len());
+        .saturating_sub(docs.len() + skipped);
     let mut nodes = Vec::new();
     for d in &docs {
         top_nodes(d, 0, &mut nodes);
@@ -731,9 +750,17 @@ fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
 
     let mut found = Found::default();
     let Some(product) = main else {
+        let mut notes = Vec::new();
         if broken > 0 {
-            found.note = Some(format!("{broken} JSON-LD script(s) could not be parsed"));
+            notes.push(format!("{broken} JSON-LD script(s) could not be parsed"));
         }
+        if skipped > 0 {
+            notes.push(format!(
+                "{skipped} JSON-LD script(s) were too large to read (over {} KiB)",
+                MAX_SCRIPT_BYTES / 1024
+            ));
+        }
+        found.note = (!notes.is_empty()).then(|| notes.join("; "));
         return found;
     };
     found.title = str_of(product.get("name")).map(|n| clean_text(&n));
@@ -1038,4 +1065,200 @@ fn from_offers(method: Method, offers: Vec<Offer>, title: Option<String>) -> Opt
         candidates: vec![candidate(&offers[i], method)],
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> Url {
+        Url::parse(u).unwrap()
+    }
+
+    fn json_ld(page_url: &str, script: &str) -> Report {
+        let facts = PageFacts {
+            json_ld: vec![script.to_owned()],
+            ..PageFacts::default()
+        };
+        from_facts(&url(page_url), &facts, None)
+    }
+
+    #[test]
+    fn availability_spellings() {
+        for (text, want) in [
+            ("https://schema.org/InStock", Availability::InStock),
+            (
+                "http://schema.org/LimitedAvailability",
+                Availability::InStock,
+            ),
+            ("in stock", Availability::InStock),
+            ("schema:SoldOut", Availability::OutOfStock),
+            ("Discontinued", Availability::OutOfStock),
+            ("PreOrder", Availability::Preorder),
+            ("", Availability::Unknown),
+            ("whatever", Availability::Unknown),
+        ] {
+            assert_eq!(Availability::from_text(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn machine_prices_are_schema_org_decimals_and_text_is_read_as_shown() {
+        let o = machine_offer(
+            "1.299",
+            Some("EUR"),
+            "shop.de",
+            Availability::Unknown,
+            String::new(),
+        );
+        assert_eq!(o.price.unwrap().0, Decimal::from_str("1.299").unwrap());
+        let o = machine_offer(
+            "1.299,00",
+            Some("EUR"),
+            "shop.de",
+            Availability::Unknown,
+            String::new(),
+        );
+        assert_eq!(o.price.unwrap().0, Decimal::from_str("1299.00").unwrap());
+        let o = text_offer(
+            "1.299 €",
+            None,
+            "shop.de",
+            Availability::Unknown,
+            String::new(),
+        );
+        assert_eq!(o.price.unwrap().0, Decimal::from(1299));
+        let o = machine_offer(
+            "0.00",
+            Some("EUR"),
+            "shop.de",
+            Availability::Unknown,
+            String::new(),
+        );
+        assert!(o.price.is_none() && o.zero);
+        // No currency anywhere, but the domain names a country.
+        let o = machine_offer(
+            "19.90",
+            None,
+            "shop.de",
+            Availability::Unknown,
+            String::new(),
+        );
+        assert_eq!(
+            o.price.unwrap().1,
+            CurrencyFound::Known(Currency::parse("EUR").unwrap())
+        );
+    }
+
+    #[test]
+    fn the_choice_follows_variant_then_main_offer_then_lowest_in_stock() {
+        let script = r#"{"@type":"Product","name":"P","offers":[
+            {"@type":"Offer","price":"30.00","priceCurrency":"USD","sku":"A","availability":"InStock"},
+            {"@type":"Offer","price":"20.00","priceCurrency":"USD","sku":"B","availability":"OutOfStock"},
+            {"@type":"Offer","price":"25.00","priceCurrency":"USD","sku":"C","url":"/p?variant=77","availability":"InStock"}]}"#;
+        let pick = |u: &str| json_ld(u, script).amount.unwrap().to_string();
+        assert_eq!(pick("https://s.example/p"), "25.00", "lowest in stock");
+        assert_eq!(
+            pick("https://s.example/p?variant=B"),
+            "20.00",
+            "by sku, even out of stock"
+        );
+        assert_eq!(
+            pick("https://s.example/p?variant=77"),
+            "25.00",
+            "by offer url"
+        );
+        assert_eq!(
+            pick("https://s.example/p?variant=zzz"),
+            "25.00",
+            "unknown variant ignored"
+        );
+        let r = json_ld("https://s.example/p", script);
+        assert_eq!(r.candidates.len(), 3);
+        assert_eq!(r.candidates[0].amount, r.amount.unwrap());
+
+        let aggregate = r#"{"@type":"Product","name":"P","offers":{"@type":"AggregateOffer",
+            "lowPrice":9.5,"highPrice":"12","priceCurrency":"EUR","offerCount":3}}"#;
+        let r = json_ld("https://s.example/p", aggregate);
+        assert_eq!(r.amount.unwrap().to_string(), "9.50");
+        assert_eq!(r.candidates.len(), 2);
+    }
+
+    #[test]
+    fn no_price_zero_price_and_unknown_currency_are_errors() {
+        let r = json_ld(
+            "https://s.example/p",
+            r#"{"@type":"Product","name":"Only a name"}"#,
+        );
+        assert_eq!(r.error.as_ref().map(ExtractError::code), Some("no_price"));
+        assert!(r.error.unwrap().to_string().contains("has no offers"));
+        assert_eq!(r.title.as_deref(), Some("Only a name"));
+
+        let r = json_ld(
+            "https://s.example/p",
+            r#"{"@type":"Product","name":"P","offers":{"price":"0.00","priceCurrency":"EUR"}}"#,
+        );
+        assert_eq!(r.error, Some(ExtractError::ZeroPrice));
+        assert_eq!(r.amount, None);
+
+        let r = json_ld(
+            "https://s.example/p",
+            r#"{"@type":"Product","name":"P","offers":{"price":"$5"}}"#,
+        );
+        assert_eq!(r.amount, Some(Decimal::from(5)));
+        assert!(matches!(
+            r.error,
+            Some(ExtractError::AmbiguousCurrency { .. })
+        ));
+        assert!(r.price().is_err());
+    }
+
+    #[test]
+    fn oversized_json_ld_is_skipped_and_said() {
+        let big = format!(
+            r#"{{"@type":"Product","name":"P","offers":{{"price":"5.00","priceCurrency":"EUR"}},"pad":"{}"}}"#,
+            "x".repeat(MAX_SCRIPT_BYTES)
+        );
+        let r = json_ld("https://s.example/p", &big);
+        assert_eq!(r.error.as_ref().map(ExtractError::code), Some("no_price"));
+        assert!(r.error.unwrap().to_string().contains("too large"));
+        // Under the per-script cap, but together over the page's budget: the first ones count.
+        let small =
+            r#"{"@type":"Product","name":"P","offers":{"price":"5.00","priceCurrency":"EUR"}}"#;
+        let pad = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_SCRIPT_BYTES - 20));
+        let facts = PageFacts {
+            json_ld: vec![small.to_owned(), pad.clone(), pad.clone(), pad],
+            ..PageFacts::default()
+        };
+        let r = from_facts(&url("https://s.example/p"), &facts, None);
+        assert_eq!(r.price().unwrap().0.to_string(), "5.00");
+    }
+
+    #[test]
+    fn json_api_minor_units_follow_the_currency_exponent() {
+        let rule = |currency: &str| JsonApiRule {
+            price_pointer: "/price".into(),
+            currency_pointer: None,
+            currency: Currency::parse(currency),
+            minor_units: true,
+        };
+        let body = br#"{"title":"T","price":6800}"#;
+        let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("USD"));
+        assert_eq!(r.price().unwrap().0.to_string(), "68.00");
+        let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("JPY"));
+        assert_eq!(r.price().unwrap().0.to_string(), "6800");
+        let r = extract_json_api(
+            &url("https://s.example/p.js"),
+            br#"{"price":68.5}"#,
+            &rule("USD"),
+        );
+        assert!(
+            r.price().is_err(),
+            "a fraction of a cent is not minor units"
+        );
+        let r = extract_json_api(&url("https://s.example/p.js"), b"<html>", &rule("USD"));
+        assert_eq!(r.error.as_ref().map(ExtractError::code), Some("unreadable"));
+        let r = extract_json_api(&url("https://s.example/p.js"), br#"{"x":1}"#, &rule("USD"));
+        assert!(r.error.unwrap().to_string().contains("/price"));
+    }
 }
