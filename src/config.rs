@@ -45,6 +45,7 @@ pub struct Config {
     pub bot: BotConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
+    pub schedule: ScheduleSection,
     pub fetch: FetchConfig,
     pub log: LogConfig,
     /// `[[site_rule]]` entries, in file order.
@@ -208,6 +209,12 @@ pub struct AlertsConfig {
     #[serde(with = "decimal_number")]
     pub default_drop: Decimal,
     pub max_watches_per_conversation: usize,
+    /// How far above the alert line, in percent of the reference (of the target for
+    /// `below` watches), a price must rise before the watch can alert again.
+    #[serde(with = "decimal_number")]
+    pub hysteresis: Decimal,
+    /// Consecutive checks that must see the price at or below the line before it alerts.
+    pub confirmations: u32,
 }
 
 impl Default for AlertsConfig {
@@ -215,6 +222,75 @@ impl Default for AlertsConfig {
         Self {
             default_drop: Decimal::from(20),
             max_watches_per_conversation: 50,
+            hysteresis: Decimal::from(2),
+            confirmations: 1,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The trigger's settings.
+    pub fn trigger(&self) -> crate::trigger::TriggerConfig {
+        crate::trigger::TriggerConfig {
+            hysteresis_percent: self.hysteresis,
+            confirmations: self.confirmations,
+        }
+    }
+}
+
+/// `[schedule]`: when products are checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Time between two checks of one product.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Random spread of each check time, in percent of `interval` either way, so that
+    /// products added together do not stay in step.
+    pub jitter: u32,
+    /// First wait after a failed check; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest wait between checks of a failing product.
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// How long a product may fail before its watchers are told, once.
+    #[serde(with = "humantime_serde")]
+    pub fail_notice_after: Duration,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30 * 60),
+            jitter: 10,
+            backoff_base: Duration::from_secs(60),
+            backoff_cap: Duration::from_secs(6 * 3600),
+            fail_notice_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ScheduleSection {
+    /// The scheduler's settings.
+    pub fn schedule(&self) -> crate::schedule::ScheduleConfig {
+        crate::schedule::ScheduleConfig {
+            interval: self.interval,
+            jitter_percent: self.jitter,
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            fail_notice_after: self.fail_notice_after,
+        }
+    }
+}
+
+impl FetchConfig {
+    /// The politeness gate's settings.
+    pub fn gate(&self) -> crate::schedule::GateConfig {
+        crate::schedule::GateConfig {
+            per_host_concurrency: self.per_host_concurrency,
+            min_gap: self.host_gap,
+            global_concurrency: self.global_concurrency,
         }
     }
 }
@@ -240,6 +316,13 @@ pub struct FetchConfig {
     pub max_body: u64,
     /// Ports a URL may name; allowlisted hosts and networks may use any.
     pub ports: Vec<u16>,
+    /// Product pages fetched at once, over all shops.
+    pub global_concurrency: usize,
+    /// Pages fetched at once from one host.
+    pub per_host_concurrency: usize,
+    /// Shortest time between two requests to one host.
+    #[serde(with = "humantime_serde")]
+    pub host_gap: Duration,
     /// Host names exempt from the SSRF guard, wherever they resolve to.
     pub allow_hosts: Vec<String>,
     /// CIDR networks exempt from the SSRF guard (kept as text so that a bad
@@ -257,6 +340,9 @@ impl Default for FetchConfig {
             max_redirects: 5,
             max_body: 5 * MIB,
             ports: vec![80, 443],
+            global_concurrency: 32,
+            per_host_concurrency: 2,
+            host_gap: Duration::from_secs(1),
             allow_hosts: Vec::new(),
             allow_networks: Vec::new(),
         }
@@ -844,6 +930,7 @@ fn validate(config: &Config) -> Vec<Violation> {
         );
     }
     validate_fetch(&config.fetch, &mut fail);
+    validate_schedule(config, &mut fail);
     if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
         for e in errors {
             let key = match e {
@@ -864,6 +951,72 @@ fn validate(config: &Config) -> Vec<Violation> {
         });
     }
     out
+}
+
+fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {
+    let s = &config.schedule;
+    if s.interval < Duration::from_secs(60) {
+        fail(
+            "schedule.interval",
+            format!(
+                "must be at least 1m (shops are checked politely), got {}",
+                humantime::format_duration(s.interval)
+            ),
+        );
+    }
+    if s.jitter > 50 {
+        fail(
+            "schedule.jitter",
+            format!("must be between 0 and 50 percent, got {}", s.jitter),
+        );
+    }
+    if s.backoff_base.is_zero() {
+        fail(
+            "schedule.backoff_base",
+            "must be greater than zero".to_owned(),
+        );
+    }
+    if s.backoff_cap < s.backoff_base {
+        fail(
+            "schedule.backoff_cap",
+            "must be at least schedule.backoff_base".to_owned(),
+        );
+    }
+    if s.fail_notice_after.is_zero() {
+        fail(
+            "schedule.fail_notice_after",
+            "must be greater than zero".to_owned(),
+        );
+    }
+    let a = &config.alerts;
+    if a.hysteresis < Decimal::ZERO || a.hysteresis > Decimal::from(50) {
+        fail(
+            "alerts.hysteresis",
+            format!("must be between 0 and 50 percent, got {}", a.hysteresis),
+        );
+    }
+    if !(1..=10).contains(&a.confirmations) {
+        fail(
+            "alerts.confirmations",
+            format!("must be between 1 and 10, got {}", a.confirmations),
+        );
+    }
+    let f = &config.fetch;
+    if !(1..=1024).contains(&f.global_concurrency) {
+        fail(
+            "fetch.global_concurrency",
+            format!("must be between 1 and 1024, got {}", f.global_concurrency),
+        );
+    }
+    if f.per_host_concurrency < 1 || f.per_host_concurrency > f.global_concurrency {
+        fail(
+            "fetch.per_host_concurrency",
+            format!(
+                "must be between 1 and fetch.global_concurrency ({}), got {}",
+                f.global_concurrency, f.per_host_concurrency
+            ),
+        );
+    }
 }
 
 fn validate_fetch(fetch: &FetchConfig, fail: &mut impl FnMut(&'static str, String)) {
@@ -1190,6 +1343,40 @@ mod tests {
             text.contains("test.toml:1: site_rule") && text.contains("attr"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn defaults_match_the_pure_modules_defaults() {
+        let c = Config::default();
+        assert_eq!(c.alerts.trigger(), crate::trigger::TriggerConfig::default());
+        assert_eq!(
+            c.schedule.schedule(),
+            crate::schedule::ScheduleConfig::default()
+        );
+        assert_eq!(c.fetch.gate(), crate::schedule::GateConfig::default());
+    }
+
+    #[test]
+    fn schedule_and_politeness_keys_are_validated() {
+        let text = "[schedule]\ninterval = \"30s\"\njitter = 80\nbackoff_base = \"2h\"\nbackoff_cap = \"1h\"\n\
+                    [alerts]\nhysteresis = 60\nconfirmations = 0\n\
+                    [fetch]\nglobal_concurrency = 4\nper_host_concurrency = 8\n";
+        let errors = load_str("test.toml", text, []).unwrap_err();
+        assert_eq!(
+            places(&errors.errors),
+            [
+                "test.toml:2 schedule.interval",
+                "test.toml:3 schedule.jitter",
+                "test.toml:5 schedule.backoff_cap",
+                "test.toml:7 alerts.hysteresis",
+                "test.toml:8 alerts.confirmations",
+                "test.toml:11 fetch.per_host_concurrency",
+            ]
+        );
+        let ok = "[schedule]\ninterval = \"1h 30m\"\n[fetch]\nhost_gap = \"0s\"\n";
+        let config = load_str("test.toml", ok, []).unwrap();
+        assert_eq!(config.schedule.interval, Duration::from_secs(5400));
+        assert!(config.fetch.host_gap.is_zero());
     }
 
     #[test]

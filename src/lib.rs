@@ -12,9 +12,11 @@
 //! - [`replies`]: every sentence the bot says, in English and French (no I/O).
 //! - [`price`]: page bytes to a price: charsets, HTML scan, JSON-LD, microdata, meta, site
 //!   and JSON API rules, the choice among offers, price strings (no I/O).
+//! - [`schedule`]: when each product is due, jitter, backoff, and the per-host politeness gate (no I/O).
 //! - [`engine`]: fetch then extract: the one way a price is read (probe and the daemon).
 //! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
 //! - [`domain`]: watches and alert rules (no I/O).
+//! - [`trigger`]: the alert rule: reference price, drop or target, edge-triggered with re-arm, hysteresis and confirmations (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
 //! - [`store`]: the durable store behind a narrow trait; the sled backend.
 //! - [`connector`]: the adapter, the only module that talks to channels.
@@ -37,6 +39,8 @@ pub mod fetch;
 pub mod http;
 pub mod price;
 pub mod replies;
+pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod trigger;
