@@ -299,7 +299,7 @@ pub fn step(
 }
 
 /// `Currency` as its ISO code; it has no serde of its own.
-mod currency_code {
+pub(crate) mod currency_code {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
     use crate::price::Currency;
@@ -316,7 +316,7 @@ mod currency_code {
 
 /// `Availability` is only `Serialize`; reading back accepts its snake_case names and
 /// takes anything else as unknown, so a value a later version adds still reads.
-mod availability_code {
+pub(crate) mod availability_code {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::price::extract::Availability;

@@ -31,6 +31,27 @@ pub fn watch_key(conversation: &ConversationKey, id: u64) -> Vec<u8> {
     k
 }
 
+/// `u32 len ‖ url`: the product's key, and the prefix of its index and history keys.
+pub fn url_key(url: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + url.len() + 8);
+    out.extend_from_slice(&(url.len() as u32).to_be_bytes());
+    out.extend_from_slice(url.as_bytes());
+    out
+}
+
+/// `url_key ‖ u64 BE`: a product's watches (by id) or history points (by time), in order.
+pub fn url_key_with(url: &str, n: u64) -> Vec<u8> {
+    let mut k = url_key(url);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The `u64` at the end of a `url_key_with` key.
+pub fn trailing_u64(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
     v: u32,
@@ -87,6 +108,16 @@ mod tests {
         let k = key("slack", "C1");
         assert!(watch_key(&k, 2) < watch_key(&k, 10));
         assert!(watch_key(&k, 2).starts_with(&conversation_key(&k)));
+    }
+
+    #[test]
+    fn url_keys_never_share_a_prefix_and_sort_by_number() {
+        assert!(!url_key("https://a.example/p1").starts_with(&url_key("https://a.example/p")));
+        let k = url_key_with("https://a.example/p", 7);
+        assert!(k.starts_with(&url_key("https://a.example/p")));
+        assert_eq!(trailing_u64(&k), Some(7));
+        assert!(url_key_with("u", 9) < url_key_with("u", 10));
+        assert_eq!(trailing_u64(b"short"), None);
     }
 
     #[test]

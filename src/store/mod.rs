@@ -1,7 +1,8 @@
 //! The durable store, behind a narrow interface.
 //!
-//! Everything pricewatch must not forget goes through [`Store`]: conversation references and
-//! watches now; products, price history and the alert outbox later. The interface speaks only
+//! Everything pricewatch must not forget goes through [`Store`]: conversation references,
+//! watches with their trigger state, products with their schedule, price history and the
+//! outbox of proactive messages. The interface speaks only
 //! domain types, so a second backend (a shared PostgreSQL for replicated deployments is on the
 //! roadmap) implements the same trait. No sled type leaves this module.
 //!
@@ -17,7 +18,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use crate::activity::{ConversationKey, ConversationReference};
-use crate::domain::{NewWatch, Watch};
+use crate::command::ProductUrl;
+use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Watch};
 
 pub use sled_store::{SledStore, SledStoreConfig};
 
@@ -57,6 +59,8 @@ pub enum AddWatch {
 pub struct StoreStats {
     pub references: usize,
     pub watches: usize,
+    pub products: usize,
+    pub outbox: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Vec<Watch>>;
 
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
+
+    /// Products whose check is due at `now_ms`, most overdue first, at most `limit`.
+    fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>>;
+
+    fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>>;
+
+    /// Every watch of the product, in any conversation.
+    fn product_watches<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<Watch>>;
+
+    /// Applies one check atomically (product, history point, watch states and queued
+    /// messages in one transaction) and makes it durable before returning the queued
+    /// entries, so nothing is sent about a check a crash could undo.
+    fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>>;
+
+    /// The product's price changes, oldest first.
+    fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>>;
+
+    /// Drops history points older than `before_ms` (the retention setting).
+    fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize>;
+
+    /// Queued messages whose next attempt is due, in queue order, at most `limit`.
+    fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+
+    /// Removes a delivered message (durably: a resend after a crash is the only duplicate).
+    fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()>;
+
+    /// Records a failed attempt and when to try again.
+    fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
 
     /// Makes every earlier write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;

@@ -4,12 +4,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::codec::{conversation_key, decode, encode, watch_key};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::codec::{
+    conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
+};
 use super::{
     AddWatch, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
 };
 use crate::activity::{ConversationKey, ConversationReference};
-use crate::domain::{NewWatch, Watch};
+use crate::command::ProductUrl;
+use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Watch};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -30,6 +35,17 @@ pub struct SledStore {
     flusher: Flusher,
     references: sled::Tree,
     watches: sled::Tree,
+    /// Product URL key → `Product`.
+    products: sled::Tree,
+    /// `url_key ‖ watch id` → the watch's conversation key: a product's watches.
+    product_watches: sled::Tree,
+    /// `url_key ‖ time` → `ChangePoint`.
+    history: sled::Tree,
+    /// Outbox id (big-endian, queue order) → `OutboxEntry`.
+    outbox: sled::Tree,
+    /// Alert id → outbox id, so an alert queued twice (a check retried after a crash) is
+    /// kept once.
+    alert_ids: sled::Tree,
     /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
     /// prefix scan, which sled transactions cannot do). A std mutex is enough: it is never
     /// held across an `.await`.
@@ -64,9 +80,13 @@ impl SledStore {
         let references = db
             .open_tree("references")
             .map_err(|e| open_err(e.to_string()))?;
-        let watches = db
-            .open_tree("watches")
-            .map_err(|e| open_err(e.to_string()))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let watches = tree("watches")?;
+        let products = tree("products")?;
+        let product_watches = tree("product_watches")?;
+        let history = tree("history")?;
+        let outbox = tree("outbox")?;
+        let alert_ids = tree("alert_ids")?;
         check_schema(&path, &meta)?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
         let flusher = Flusher::start(db.clone()).map_err(|e| open_err(e.to_string()))?;
@@ -76,6 +96,11 @@ impl SledStore {
             db,
             references,
             watches,
+            products,
+            product_watches,
+            history,
+            outbox,
+            alert_ids,
             watch_writes: Mutex::new(()),
         })
     }
@@ -136,10 +161,27 @@ impl SledStore {
             url: new.url,
             rule: new.rule,
             created_at_ms: new.created_at_ms,
+            trigger: Default::default(),
         };
-        self.watches
-            .insert(watch_key(&watch.conversation, id), encode(&watch)?)
-            .map_err(io)?;
+        let url = watch.url.as_str();
+        let product = Product::new(watch.url.clone(), watch.created_at_ms);
+        // One transaction: a crash never leaves a watch whose product is not scheduled.
+        (&self.watches, &self.products, &self.product_watches)
+            .transaction(|(w, p, pw)| {
+                w.insert(
+                    watch_key(&watch.conversation, id),
+                    encode(&watch).map_err(abort)?,
+                )?;
+                if p.get(url_key(url))?.is_none() {
+                    p.insert(url_key(url), encode(&product).map_err(abort)?)?;
+                }
+                pw.insert(
+                    url_key_with(url, id),
+                    encode(&watch.conversation).map_err(abort)?,
+                )?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
         Ok(AddWatch::Added(watch))
     }
 
@@ -154,9 +196,128 @@ impl SledStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut removed = Vec::new();
         for &id in ids {
-            if let Some(bytes) = self.watches.remove(watch_key(key, id)).map_err(io)? {
-                removed.push(decode::<Watch>("watch", &bytes)?);
+            let Some(bytes) = self.watches.get(watch_key(key, id)).map_err(io)? else {
+                continue;
+            };
+            let watch = decode::<Watch>("watch", &bytes)?;
+            let url = watch.url.as_str();
+            (&self.watches, &self.product_watches)
+                .transaction(|(w, pw)| {
+                    w.remove(watch_key(key, id))?;
+                    pw.remove(url_key_with(url, id))?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            // The last watch of a product takes the product and its history with it. (A crash
+            // right here leaves a product without watches; the watch loop drops such a
+            // product when it next comes due.)
+            if self
+                .product_watches
+                .scan_prefix(url_key(url))
+                .next()
+                .is_none()
+            {
+                self.products.remove(url_key(url)).map_err(io)?;
+                for k in self.history.scan_prefix(url_key(url)).keys() {
+                    self.history.remove(k.map_err(io)?).map_err(io)?;
+                }
             }
+            removed.push(watch);
+        }
+        Ok(removed)
+    }
+
+    fn record_check_sync(&self, check: &CheckRecord) -> Result<Vec<OutboxEntry>, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let url = check.product.url.as_str();
+        let product = encode(&check.product)?;
+        let change = match &check.change {
+            Some(point) => Some((url_key_with(url, point.at_ms), encode(point)?)),
+            None => None,
+        };
+        let watches = check
+            .watches
+            .iter()
+            .map(|w| Ok((watch_key(&w.conversation, w.id), encode(w)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let trees = (
+            &self.products,
+            &self.history,
+            &self.watches,
+            &self.outbox,
+            &self.alert_ids,
+        );
+        trees
+            .transaction(|(p, h, w, o, a)| {
+                let mut queued = Vec::new();
+                // Every watch went while the page was fetched: nothing to record.
+                if p.get(url_key(url))?.is_none() {
+                    return Ok(queued);
+                }
+                p.insert(url_key(url), product.clone())?;
+                if let Some((k, v)) = &change {
+                    h.insert(k.clone(), v.clone())?;
+                }
+                for (k, v) in &watches {
+                    if w.get(k)?.is_some() {
+                        w.insert(k.clone(), v.clone())?;
+                    }
+                }
+                for m in &check.messages {
+                    let watch_gone = match m.watch_id {
+                        Some(id) => w.get(watch_key(&m.conversation, id))?.is_none(),
+                        None => false,
+                    };
+                    if watch_gone || a.get(m.alert_id.as_bytes())?.is_some() {
+                        continue;
+                    }
+                    let id = o.generate_id()?;
+                    let entry = OutboxEntry {
+                        id,
+                        alert_id: m.alert_id.clone(),
+                        conversation: m.conversation.clone(),
+                        watch_id: m.watch_id,
+                        message: m.message.clone(),
+                        created_ms: check.now_ms,
+                        attempts: 0,
+                        next_attempt_ms: check.now_ms,
+                        last_error: None,
+                    };
+                    o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+                    a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+                    queued.push(entry);
+                }
+                Ok(queued)
+            })
+            .map_err(tx_error)
+    }
+
+    fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        match self.outbox.get(id.to_be_bytes()).map_err(io)? {
+            Some(bytes) => decode("outbox entry", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn prune_history_sync(&self, before_ms: u64) -> Result<usize, StoreError> {
+        // The latest point of each product is kept whatever its age: it is the current price.
+        let mut removed = 0;
+        let mut previous: Option<(Vec<u8>, u64)> = None;
+        for key in self.history.iter().keys() {
+            let key = key.map_err(io)?;
+            let at = trailing_u64(&key).unwrap_or(u64::MAX);
+            if let Some((prev, prev_at)) = previous.take() {
+                let same_product =
+                    prev.len() == key.len() && prev[..prev.len() - 8] == key[..key.len() - 8];
+                if same_product && prev_at < before_ms {
+                    self.history.remove(&prev).map_err(io)?;
+                    removed += 1;
+                }
+            }
+            previous = Some((key.to_vec(), at));
         }
         Ok(removed)
     }
@@ -230,7 +391,114 @@ impl Store for SledStore {
             Ok(StoreStats {
                 references: self.references.len(),
                 watches: self.watches.len(),
+                products: self.products.len(),
+                outbox: self.outbox.len(),
             })
+        })
+    }
+
+    fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
+        Box::pin(async move {
+            let mut due = Vec::new();
+            for value in self.products.iter().values() {
+                let product: Product = decode("product", &value.map_err(io)?)?;
+                if product.next_due_ms <= now_ms {
+                    due.push(product);
+                }
+            }
+            due.sort_by_key(|p| p.next_due_ms);
+            due.truncate(limit);
+            Ok(due)
+        })
+    }
+
+    fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>> {
+        Box::pin(async move {
+            match self.products.get(url_key(url.as_str())).map_err(io)? {
+                Some(bytes) => decode("product", &bytes).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn product_watches<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<Watch>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in self.product_watches.scan_prefix(url_key(url.as_str())) {
+                let (k, v) = item.map_err(io)?;
+                let conversation: ConversationKey = decode("product index", &v)?;
+                let Some(id) = trailing_u64(&k) else { continue };
+                if let Some(bytes) = self.watches.get(watch_key(&conversation, id)).map_err(io)? {
+                    out.push(decode("watch", &bytes)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let queued = self.record_check_sync(&check)?;
+            // Durable before anyone is told: the delivery task only sees flushed entries.
+            self.flush_now().await?;
+            Ok(queued)
+        })
+    }
+
+    fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>> {
+        Box::pin(async move {
+            self.history
+                .scan_prefix(url_key(url.as_str()))
+                .values()
+                .map(|v| v.map_err(io).and_then(|b| decode("history point", &b)))
+                .collect()
+        })
+    }
+
+    fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize> {
+        Box::pin(async move { self.prune_history_sync(before_ms) })
+    }
+
+    fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let mut ready = Vec::new();
+            for value in self.outbox.iter().values() {
+                let entry: OutboxEntry = decode("outbox entry", &value.map_err(io)?)?;
+                if entry.next_attempt_ms <= now_ms {
+                    ready.push(entry);
+                    if ready.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(ready)
+        })
+    }
+
+    fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(entry) = self.outbox_entry(id)? {
+                self.alert_ids
+                    .remove(entry.alert_id.as_bytes())
+                    .map_err(io)?;
+            }
+            self.outbox.remove(id.to_be_bytes()).map_err(io)?;
+            self.flush_now().await
+        })
+    }
+
+    fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.next_attempt_ms = next_attempt_ms;
+                entry.last_error = Some(error);
+                // Losing this on a crash only means an earlier retry: no flush needed.
+                self.outbox
+                    .insert(id.to_be_bytes(), encode(&entry)?)
+                    .map_err(io)?;
+            }
+            Ok(())
         })
     }
 
@@ -305,6 +573,17 @@ impl Flusher {
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io(e),
+    }
 }
 
 /// sled reports a held lock as an opaque I/O error; say what it means.
@@ -570,5 +849,241 @@ mod tests {
         }
         let err = SledStore::open(&config(dir.path())).unwrap_err();
         assert!(matches!(err, StoreError::Schema { found: 99, .. }), "{err}");
+    }
+
+    fn key(conv: &str) -> ConversationKey {
+        ConversationKey {
+            channel_id: "msteams".into(),
+            conversation_id: conv.into(),
+        }
+    }
+
+    fn added(result: AddWatch) -> Watch {
+        match result {
+            AddWatch::Added(w) => w,
+            other => panic!("expected a new watch, got {other:?}"),
+        }
+    }
+
+    fn point(at_ms: u64, amount: i64) -> ChangePoint {
+        ChangePoint {
+            at_ms,
+            amount: Decimal::from(amount),
+            currency: crate::price::Currency::parse("EUR").unwrap(),
+        }
+    }
+
+    fn message(
+        alert_id: &str,
+        conv: &ConversationKey,
+        watch_id: Option<u64>,
+    ) -> crate::domain::NewOutbox {
+        crate::domain::NewOutbox {
+            alert_id: alert_id.into(),
+            conversation: conv.clone(),
+            watch_id,
+            message: crate::domain::OutboxMessage::FirstCheckFailed {
+                url: "https://shop.example/p/1".into(),
+                reason: "test".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_product_is_shared_by_its_watches_and_goes_with_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let (a, b) = (key("a"), key("b"));
+        let wa = added(
+            store
+                .add_watch(new_watch(&a, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let wb = added(
+            store
+                .add_watch(new_watch(&b, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        added(
+            store
+                .add_watch(new_watch(&b, "https://shop.example/p/2"), 10)
+                .await
+                .unwrap(),
+        );
+        assert!(wa.is_pending());
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.watches, stats.products), (3, 2));
+
+        // Due at once (created at 1 ms), each product once, however many watch it.
+        let due = store.due_products(1, 100).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(store.due_products(0, 100).await.unwrap().is_empty());
+        let url = wa.url.clone();
+        let mut ids: Vec<u64> = store
+            .product_watches(&url)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [wa.id, wb.id]);
+
+        let mut product = store.product(&url).await.unwrap().unwrap();
+        product.next_due_ms = 1_000;
+        let check = CheckRecord {
+            product,
+            change: Some(point(10, 199)),
+            watches: vec![],
+            messages: vec![],
+            now_ms: 10,
+        };
+        store.record_check(check).await.unwrap();
+        assert_eq!(store.history(&url).await.unwrap(), [point(10, 199)]);
+
+        store.remove_watches(&a, &[wa.id]).await.unwrap();
+        assert!(
+            store.product(&url).await.unwrap().is_some(),
+            "b still watches it"
+        );
+        store.remove_watches(&b, &[wb.id]).await.unwrap();
+        assert!(store.product(&url).await.unwrap().is_none());
+        assert!(store.history(&url).await.unwrap().is_empty());
+        assert!(store.product_watches(&url).await.unwrap().is_empty());
+        assert_eq!(store.stats().await.unwrap().products, 1);
+    }
+
+    #[tokio::test]
+    async fn a_check_is_recorded_whole_and_its_messages_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = key("c");
+        let (watch, gone) = {
+            let store = SledStore::open(&config(dir.path())).unwrap();
+            let w = added(
+                store
+                    .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
+                    .await
+                    .unwrap(),
+            );
+            let gone = added(
+                store
+                    .add_watch(new_watch(&conv, "https://shop.example/p/1?x=2"), 10)
+                    .await
+                    .unwrap(),
+            );
+            store.remove_watches(&conv, &[gone.id]).await.unwrap();
+            (w, gone)
+        };
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let mut product = store.product(&watch.url).await.unwrap().unwrap();
+        product.title = Some("Skillet".into());
+        product.next_due_ms = 5_000;
+        let mut changed = watch.clone();
+        changed.trigger.below_count = 1;
+        let check = CheckRecord {
+            product: product.clone(),
+            change: Some(point(100, 42)),
+            watches: vec![changed.clone()],
+            messages: vec![
+                message("alert-1", &conv, Some(watch.id)),
+                message("alert-1", &conv, Some(watch.id)),
+                message("alert-for-removed-watch", &conv, Some(gone.id)),
+                message("notice", &conv, None),
+            ],
+            now_ms: 100,
+        };
+        let queued = store.record_check(check.clone()).await.unwrap();
+        assert_eq!(
+            queued.len(),
+            2,
+            "duplicate and removed-watch messages are skipped"
+        );
+        assert_eq!(queued[0].alert_id, "alert-1");
+        assert!(queued[0].id < queued[1].id);
+        // The same check recorded again (a retry after a crash) queues nothing new.
+        assert!(store.record_check(check).await.unwrap().is_empty());
+        drop(store);
+
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(store.product(&watch.url).await.unwrap(), Some(product));
+        assert_eq!(store.watches(&conv).await.unwrap(), [changed]);
+        assert_eq!(store.history(&watch.url).await.unwrap(), [point(100, 42)]);
+        assert!(store.due_products(4_999, 10).await.unwrap().is_empty());
+
+        let ready = store.outbox_ready(100, 10).await.unwrap();
+        assert_eq!(ready, queued);
+        store
+            .outbox_retry(ready[0].id, 700, "429".into())
+            .await
+            .unwrap();
+        let ready = store.outbox_ready(100, 10).await.unwrap();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].alert_id, "notice");
+        let later = store.outbox_ready(700, 10).await.unwrap();
+        assert_eq!(
+            (later[0].attempts, later[0].last_error.as_deref()),
+            (1, Some("429"))
+        );
+        store.outbox_delivered(later[0].id).await.unwrap();
+        store.outbox_delivered(later[1].id).await.unwrap();
+        assert!(store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
+        assert_eq!(store.stats().await.unwrap().outbox, 0);
+    }
+
+    #[tokio::test]
+    async fn a_check_for_a_product_nobody_watches_any_more_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let w = added(
+            store
+                .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        store.remove_watches(&conv, &[w.id]).await.unwrap();
+        let check = CheckRecord {
+            product,
+            change: Some(point(5, 1)),
+            watches: vec![w.clone()],
+            messages: vec![message("m", &conv, None)],
+            now_ms: 5,
+        };
+        assert!(store.record_check(check).await.unwrap().is_empty());
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.products, stats.watches, stats.outbox), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn pruning_history_keeps_each_products_latest_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let mut urls = Vec::new();
+        for u in ["https://shop.example/p/1", "https://shop.example/p/2"] {
+            let w = added(store.add_watch(new_watch(&conv, u), 10).await.unwrap());
+            urls.push(w.url.clone());
+        }
+        for (i, url) in urls.iter().enumerate() {
+            let product = store.product(url).await.unwrap().unwrap();
+            for at in [10, 20, 30] {
+                let check = CheckRecord {
+                    product: product.clone(),
+                    change: Some(point(at + i as u64, at as i64)),
+                    watches: vec![],
+                    messages: vec![],
+                    now_ms: at,
+                };
+                store.record_check(check).await.unwrap();
+            }
+        }
+        assert_eq!(store.prune_history(25).await.unwrap(), 4);
+        assert_eq!(store.history(&urls[0]).await.unwrap(), [point(30, 30)]);
+        // Everything is old, but the latest point of each product stays: it is the current price.
+        assert_eq!(store.prune_history(u64::MAX).await.unwrap(), 0);
+        assert_eq!(store.history(&urls[1]).await.unwrap(), [point(31, 30)]);
     }
 }
