@@ -15,6 +15,7 @@
 //! - [`schedule`]: when each product is due, jitter, backoff, and the per-host politeness gate (no I/O).
 //! - [`engine`]: fetch then extract: the one way a price is read (probe and the daemon).
 //! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
+//! - [`plan`]: what one check of a product changes: schedule, history, trigger states, messages (no I/O).
 //! - [`domain`]: watches and alert rules (no I/O).
 //! - [`trigger`]: the alert rule: reference price, drop or target, edge-triggered with re-arm, hysteresis and confirmations (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
@@ -37,6 +38,7 @@ pub mod domain;
 pub mod engine;
 pub mod fetch;
 pub mod http;
+pub mod plan;
 pub mod price;
 pub mod replies;
 pub mod schedule;

@@ -1,0 +1,457 @@
+//! What one check of a product changes, decided without I/O: the product's next due time
+//! and health, a history point, every watch's trigger state, and the messages to queue.
+//! The watch loop fetches, calls [`plan`], and hands the [`Plan`] to the store, which
+//! applies it in one transaction.
+
+use std::time::Duration;
+
+use crate::domain::{ChangePoint, CheckRecord, NewOutbox, OutboxMessage, Product, Watch};
+use crate::fetch::Validators;
+use crate::price::extract::Report;
+use crate::schedule::{Notice, RandomSource, ScheduleConfig};
+use crate::trigger::{step, Event, Observation, TriggerConfig};
+
+/// How the fetch ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// HTTP 304: the page, and so the price, is as at the last check.
+    Unchanged { validators: Validators },
+    /// The page was read: a price, or the reason there is none.
+    Read {
+        report: Report,
+        validators: Validators,
+    },
+    /// The page could not be fetched.
+    Failed {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The settings a plan needs.
+#[derive(Debug, Clone)]
+pub struct PlanConfig {
+    pub trigger: TriggerConfig,
+    pub schedule: ScheduleConfig,
+}
+
+/// The store's part ([`CheckRecord`]) and the watches the loop removes afterwards: a new
+/// watch whose first check found no price is not kept (design.md §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub record: CheckRecord,
+    pub remove: Vec<Watch>,
+}
+
+/// Decides what the check of `product` means for it and for `watches` (all its watches).
+/// `latest` is the product's newest history point.
+pub fn plan(
+    product: &Product,
+    watches: &[Watch],
+    latest: Option<&ChangePoint>,
+    outcome: &Outcome,
+    now_ms: u64,
+    cfg: &PlanConfig,
+    rng: &mut impl RandomSource,
+) -> Plan {
+    let mut next = product.clone();
+    next.last_check_ms = Some(now_ms);
+    let url = product.url.as_str().to_owned();
+
+    // What each watch observes, and why there is no price when there is none.
+    let (observed, failure) = match outcome {
+        Outcome::Unchanged { validators } => {
+            next.validators = validators.clone();
+            (Observed::LastPrice, None)
+        }
+        Outcome::Read { report, validators } => {
+            next.validators = validators.clone();
+            if report.title.is_some() {
+                next.title = report.title.clone();
+            }
+            let observation = Observation::from_report(report);
+            let failure = match (&observation, &report.error) {
+                (Observation::Price { .. }, _) => None,
+                (_, Some(e)) => Some(e.to_string()),
+                (_, None) => Some("no price found on the page".to_owned()),
+            };
+            (Observed::Same(observation), failure)
+        }
+        Outcome::Failed { reason, .. } => {
+            (Observed::Same(Observation::Unknown), Some(reason.clone()))
+        }
+    };
+
+    let mut messages = Vec::new();
+    let health = match (&failure, outcome) {
+        (None, _) => next.health.on_success(&cfg.schedule, rng, now_ms),
+        (Some(_), Outcome::Failed { retry_after, .. }) => {
+            next.health
+                .on_failure(&cfg.schedule, rng, now_ms, *retry_after)
+        }
+        (Some(_), _) => next.health.on_failure(&cfg.schedule, rng, now_ms, None),
+    };
+    next.next_due_ms = health.next_due_ms;
+    next.last_error = failure.clone();
+
+    let mut remove = Vec::new();
+    let mut changed = Vec::new();
+    for watch in watches {
+        if watch.is_pending() {
+            if let Some(reason) = &failure {
+                messages.push(NewOutbox {
+                    alert_id: format!("{}:first-check-failed:{now_ms}", watch.id),
+                    conversation: watch.conversation.clone(),
+                    watch_id: Some(watch.id),
+                    message: OutboxMessage::FirstCheckFailed {
+                        url: url.clone(),
+                        reason: reason.clone(),
+                    },
+                });
+                remove.push(watch.clone());
+                continue;
+            }
+        }
+        let (state, events) = step(
+            &watch.trigger,
+            &watch.rule,
+            &observed.for_watch(watch),
+            now_ms,
+            &cfg.trigger,
+        );
+        for event in events {
+            let kind = match &event {
+                Event::ReferenceSet { .. } => "first-price",
+                Event::Fired { .. } => "alert",
+                Event::CurrencyMismatch { .. } => "currency",
+                Event::Rearmed => continue,
+            };
+            messages.push(NewOutbox {
+                alert_id: format!("{}:{kind}:{now_ms}", watch.id),
+                conversation: watch.conversation.clone(),
+                watch_id: Some(watch.id),
+                message: OutboxMessage::Watch {
+                    url: url.clone(),
+                    title: next.title.clone(),
+                    event,
+                },
+            });
+        }
+        if state != watch.trigger {
+            let mut w = watch.clone();
+            w.trigger = state;
+            changed.push(w);
+        }
+    }
+
+    // Failure notices go to the watches that stay: a pending one was told above.
+    if let Some(notice) = health.notice {
+        for watch in watches.iter().filter(|w| !remove.contains(w)) {
+            let message = match notice {
+                Notice::CannotRead { since_ms } => OutboxMessage::CannotRead {
+                    url: url.clone(),
+                    title: next.title.clone(),
+                    since_ms,
+                    reason: failure.clone().unwrap_or_default(),
+                },
+                Notice::ReadableAgain { .. } => OutboxMessage::ReadableAgain {
+                    url: url.clone(),
+                    title: next.title.clone(),
+                },
+            };
+            let kind = match notice {
+                Notice::CannotRead { since_ms } => format!("cannot-read:{since_ms}"),
+                Notice::ReadableAgain { failing_since_ms } => {
+                    format!("readable-again:{failing_since_ms}")
+                }
+            };
+            messages.push(NewOutbox {
+                alert_id: format!("{}:{kind}", watch.id),
+                conversation: watch.conversation.clone(),
+                watch_id: Some(watch.id),
+                message,
+            });
+        }
+    }
+
+    // History keeps change points only: the same price again is no new point.
+    let change = match outcome {
+        Outcome::Read { report, .. } => match (report.amount, report.currency, failure) {
+            (Some(amount), Some(currency), None)
+                if latest.is_none_or(|p| p.amount != amount || p.currency != currency) =>
+            {
+                Some(ChangePoint {
+                    at_ms: now_ms,
+                    amount,
+                    currency,
+                })
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+
+    Plan {
+        record: CheckRecord {
+            product: next,
+            change,
+            watches: changed,
+            messages,
+            now_ms,
+        },
+        remove,
+    }
+}
+
+/// What the watches of one check observe.
+enum Observed {
+    /// Unchanged page, unchanged price: each watch sees its last price again, which counts
+    /// toward confirmations like any check.
+    LastPrice,
+    Same(Observation),
+}
+
+impl Observed {
+    fn for_watch(&self, watch: &Watch) -> Observation {
+        match (self, watch.trigger.last) {
+            (Observed::Same(o), _) => *o,
+            (Observed::LastPrice, Some(s)) => Observation::Price {
+                amount: s.amount,
+                currency: s.currency,
+                availability: s.availability,
+            },
+            (Observed::LastPrice, None) => Observation::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::ConversationKey;
+    use crate::command::ProductUrl;
+    use crate::domain::Rule;
+    use crate::price::extract::{Availability, ExtractError, Method};
+    use crate::price::Currency;
+    use crate::schedule::SplitMix64;
+    use rust_decimal::Decimal;
+
+    const HOUR: u64 = 3_600_000;
+
+    fn cfg() -> PlanConfig {
+        PlanConfig {
+            trigger: TriggerConfig::default(),
+            schedule: ScheduleConfig {
+                jitter_percent: 0,
+                ..ScheduleConfig::default()
+            },
+        }
+    }
+
+    fn eur() -> Currency {
+        Currency::parse("EUR").unwrap()
+    }
+
+    fn product() -> Product {
+        Product::new(
+            ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
+            0,
+        )
+    }
+
+    fn watch(id: u64, conv: &str) -> Watch {
+        Watch {
+            id,
+            conversation: ConversationKey {
+                channel_id: "emulator".into(),
+                conversation_id: conv.into(),
+            },
+            user: None,
+            url: product().url,
+            rule: Rule::Drop {
+                percent: Decimal::from(20),
+            },
+            created_at_ms: 0,
+            trigger: Default::default(),
+        }
+    }
+
+    fn priced(amount: i64) -> Outcome {
+        Outcome::Read {
+            report: Report {
+                title: Some("Skillet".into()),
+                amount: Some(Decimal::from(amount)),
+                currency: Some(eur()),
+                availability: Availability::InStock,
+                method: Some(Method::JsonLd),
+                candidates: vec![],
+                error: None,
+            },
+            validators: Validators {
+                etag: Some("\"v1\"".into()),
+                last_modified: None,
+            },
+        }
+    }
+
+    fn no_price() -> Outcome {
+        Outcome::Read {
+            report: Report {
+                title: Some("Skillet".into()),
+                amount: None,
+                currency: None,
+                availability: Availability::Unknown,
+                method: None,
+                candidates: vec![],
+                error: Some(ExtractError::NoPrice("looked everywhere".into())),
+            },
+            validators: Validators::default(),
+        }
+    }
+
+    /// Runs a plan and applies it the way the store would, returning the new watches.
+    fn run(
+        p: &mut Product,
+        ws: &mut Vec<Watch>,
+        latest: &mut Option<ChangePoint>,
+        outcome: Outcome,
+        now: u64,
+    ) -> Plan {
+        let plan = plan(
+            p,
+            ws,
+            latest.as_ref(),
+            &outcome,
+            now,
+            &cfg(),
+            &mut SplitMix64::new(1),
+        );
+        *p = plan.record.product.clone();
+        for w in &plan.record.watches {
+            if let Some(slot) = ws.iter_mut().find(|x| x.id == w.id) {
+                *slot = w.clone();
+            }
+        }
+        ws.retain(|w| !plan.remove.contains(w));
+        if let Some(c) = plan.record.change {
+            *latest = Some(c);
+        }
+        plan
+    }
+
+    fn kinds(plan: &Plan) -> Vec<String> {
+        plan.record
+            .messages
+            .iter()
+            .map(|m| m.alert_id.split(':').nth(1).unwrap_or("").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn first_price_then_one_alert_for_a_shared_product() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a"), watch(2, "b")];
+        let plan = run(&mut p, &mut ws, &mut latest, priced(200), 0);
+        assert_eq!(kinds(&plan), ["first-price", "first-price"]);
+        assert_eq!(p.title.as_deref(), Some("Skillet"));
+        assert_eq!(p.next_due_ms, 30 * 60_000, "interval, no jitter");
+        assert_eq!(p.validators.etag.as_deref(), Some("\"v1\""));
+        assert_eq!(
+            plan.record.change.map(|c| c.amount),
+            Some(Decimal::from(200))
+        );
+
+        // The same price again: no history point, no message.
+        let plan = run(&mut p, &mut ws, &mut latest, priced(200), HOUR);
+        assert!(plan.record.messages.is_empty() && plan.record.change.is_none());
+
+        // 10% down: nothing; 25% down: one alert per watch, with a deterministic id.
+        let plan = run(&mut p, &mut ws, &mut latest, priced(180), 2 * HOUR);
+        assert!(plan.record.messages.is_empty());
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), 3 * HOUR);
+        assert_eq!(kinds(&plan), ["alert", "alert"]);
+        assert_eq!(
+            plan.record.messages[0].alert_id,
+            format!("1:alert:{}", 3 * HOUR)
+        );
+        // A 304 afterwards sees the same low price: no second alert.
+        let unchanged = Outcome::Unchanged {
+            validators: Validators::default(),
+        };
+        let plan = run(&mut p, &mut ws, &mut latest, unchanged, 4 * HOUR);
+        assert!(
+            plan.record.messages.is_empty(),
+            "{:?}",
+            plan.record.messages
+        );
+    }
+
+    #[test]
+    fn a_new_watch_whose_first_check_fails_is_told_and_removed() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a")];
+        let plan = run(&mut p, &mut ws, &mut latest, no_price(), 0);
+        assert_eq!(kinds(&plan), ["first-check-failed"]);
+        let OutboxMessage::FirstCheckFailed { reason, .. } = &plan.record.messages[0].message
+        else {
+            panic!("{plan:?}");
+        };
+        assert!(reason.contains("looked everywhere"), "{reason}");
+        assert_eq!(plan.remove.len(), 1);
+        assert_eq!(p.health.failures, 1);
+        assert_eq!(p.next_due_ms, 60_000, "backoff base");
+    }
+
+    #[test]
+    fn a_failing_product_is_reported_once_after_a_day_and_again_when_it_recovers() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a")];
+        run(&mut p, &mut ws, &mut latest, priced(100), 0);
+        let failed = || Outcome::Failed {
+            reason: "the site answered 500".into(),
+            retry_after: None,
+        };
+        let mut notices = 0;
+        for h in 1..=30 {
+            let plan = run(&mut p, &mut ws, &mut latest, failed(), h * HOUR);
+            assert!(plan.remove.is_empty(), "an established watch is kept");
+            for m in &plan.record.messages {
+                match &m.message {
+                    OutboxMessage::CannotRead {
+                        since_ms, reason, ..
+                    } => {
+                        assert_eq!(
+                            (*since_ms, reason.as_str()),
+                            (HOUR, "the site answered 500")
+                        );
+                        assert_eq!(h, 25, "told when 24 h of failures are reached");
+                        notices += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(notices, 1);
+        assert!(
+            p.next_due_ms <= 30 * HOUR + 6 * HOUR,
+            "backoff capped at 6 h"
+        );
+        let plan = run(&mut p, &mut ws, &mut latest, priced(100), 31 * HOUR);
+        assert_eq!(kinds(&plan), ["readable-again"]);
+        assert_eq!(p.health.failures, 0);
+        assert_eq!(p.last_error, None);
+    }
+
+    #[test]
+    fn retry_after_pushes_the_next_check() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a")];
+        run(&mut p, &mut ws, &mut latest, priced(100), 0);
+        let outcome = Outcome::Failed {
+            reason: "429".into(),
+            retry_after: Some(Duration::from_secs(3600)),
+        };
+        run(&mut p, &mut ws, &mut latest, outcome, HOUR);
+        assert!(p.next_due_ms >= 2 * HOUR, "{}", p.next_due_ms);
+    }
+}
