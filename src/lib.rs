@@ -10,6 +10,7 @@
 //! - [`activity`]: Bot Framework Activity JSON, conversation references (no I/O).
 //! - [`command`]: what a user types, parsed into a command; product URL normalisation (no I/O).
 //! - [`replies`]: every sentence the bot says, in English and French (no I/O).
+//! - [`notify`]: what the bot says on its own: first-price follow-ups, alerts and digests (text and cards), failure notices, history and sparklines (no I/O).
 //! - [`price`]: page bytes to a price: charsets, HTML scan, JSON-LD, microdata, meta, site
 //!   and JSON API rules, the choice among offers, price strings (no I/O).
 //! - [`schedule`]: when each product is due, jitter, backoff, and the per-host politeness gate (no I/O).
@@ -38,6 +39,7 @@ pub mod domain;
 pub mod engine;
 pub mod fetch;
 pub mod http;
+pub mod notify;
 pub mod plan;
 pub mod price;
 pub mod replies;
