@@ -17,6 +17,7 @@
 //! - [`engine`]: fetch then extract: the one way a price is read (probe and the daemon).
 //! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
 //! - [`plan`]: what one check of a product changes: schedule, history, trigger states, messages (no I/O).
+//! - [`watcher`]: the watch loop: due products through the politeness gate, one fetch each, checks recorded.
 //! - [`domain`]: watches and alert rules (no I/O).
 //! - [`trigger`]: the alert rule: reference price, drop or target, edge-triggered with re-arm, hysteresis and confirmations (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
@@ -48,3 +49,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod trigger;
+pub mod watcher;

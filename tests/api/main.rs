@@ -4,6 +4,7 @@ mod fetch;
 mod helpers;
 mod process;
 mod shop;
+mod watch;
 
 use helpers::{test_config, TestApp};
 use serde_json::json;

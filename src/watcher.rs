@@ -1,0 +1,267 @@
+//! The watch loop's engine room: picks the products that are due, fetches each once
+//! through the politeness gate however many watches share it, and records what the check
+//! changed ([`crate::plan`]) in one store transaction. The decisions are pure
+//! (`schedule`, `trigger`, `plan`); this module only sequences the I/O.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::command::ProductUrl;
+use crate::domain::Product;
+use crate::engine::{Check, EngineError, PriceEngine};
+use crate::fetch::FetchError;
+use crate::plan::{plan, Outcome, PlanConfig};
+use crate::schedule::{GateConfig, HostGate, Permit, SplitMix64};
+use crate::store::{Store, StoreError};
+
+/// Most products one tick takes from the store; the rest wait for the next tick.
+const TICK_LIMIT: usize = 100_000;
+
+/// What one tick did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub checked: usize,
+    /// Messages queued in the outbox by these checks.
+    pub queued: usize,
+    /// Checks that failed to record (storage errors); they are retried when due again.
+    pub failed: usize,
+}
+
+/// Shared by the scheduled ticks and the immediate first-price checks.
+#[derive(Clone)]
+pub struct Watcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    engine: PriceEngine,
+    clock: Arc<dyn Clock>,
+    plan: PlanConfig,
+    gate: Mutex<HostGate>,
+    /// Products being checked now: a tick never starts a second check of one of them.
+    in_flight: Mutex<HashSet<String>>,
+    rng: Mutex<SplitMix64>,
+    /// Told whenever a check queued messages, so delivery need not poll.
+    queued: tokio::sync::Notify,
+}
+
+impl Watcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: PriceEngine,
+        clock: Arc<dyn Clock>,
+        plan: PlanConfig,
+        gate: GateConfig,
+    ) -> Watcher {
+        // Jitter only has to differ between daemons and restarts, not be unpredictable.
+        let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+        Watcher {
+            inner: Arc::new(Inner {
+                store,
+                engine,
+                clock,
+                plan,
+                gate: Mutex::new(HostGate::new(gate)),
+                in_flight: Mutex::new(HashSet::new()),
+                rng: Mutex::new(SplitMix64::new(seed)),
+                queued: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Resolves when a check has queued messages since the last call.
+    pub async fn messages_queued(&self) {
+        self.inner.queued.notified().await;
+    }
+
+    /// Checks every due product once, as fast as the politeness gate allows, and returns
+    /// when all of them are done.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let now = self.inner.clock.now_ms();
+        let mut waiting: Vec<Product> = self.inner.store.due_products(now, TICK_LIMIT).await?;
+        {
+            let in_flight = lock(&self.inner.in_flight);
+            waiting.retain(|p| !in_flight.contains(p.url.as_str()));
+        }
+        waiting.reverse(); // most overdue last, so `pop` takes it first
+        let mut report = TickReport::default();
+        let mut running = JoinSet::new();
+        loop {
+            let mut wake_at: Option<u64> = None;
+            let mut deferred = Vec::new();
+            while let Some(product) = waiting.pop() {
+                match self.start(&product) {
+                    Ok(permit) => {
+                        let this = self.clone();
+                        running.spawn(async move { this.check(product, permit).await });
+                    }
+                    Err(until) => {
+                        if let Some(t) = until {
+                            wake_at = Some(wake_at.map_or(t, |w: u64| w.min(t)));
+                        }
+                        deferred.push(product);
+                    }
+                }
+            }
+            deferred.reverse();
+            waiting = deferred;
+            if waiting.is_empty() && running.is_empty() {
+                break;
+            }
+            let sleep = match wake_at {
+                Some(t) => {
+                    let ms = t.saturating_sub(self.inner.clock.now_ms());
+                    tokio::time::sleep(std::time::Duration::from_millis(ms.max(1)))
+                }
+                None => tokio::time::sleep(std::time::Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                done = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Some(Ok(Ok(queued))) => {
+                            report.checked += 1;
+                            report.queued += queued;
+                        }
+                        Some(Ok(Err(e))) => {
+                            report.failed += 1;
+                            tracing::warn!(error = %e, "recording a check failed");
+                        }
+                        Some(Err(e)) => {
+                            report.failed += 1;
+                            tracing::error!(error = %e, "a check task failed");
+                        }
+                        None => {}
+                    }
+                }
+                _ = sleep, if !waiting.is_empty() => {}
+            }
+        }
+        lock(&self.inner.gate).prune(self.inner.clock.now_ms());
+        Ok(report)
+    }
+
+    /// Checks one product now (a new watch's first price), waiting for the gate if the
+    /// shop was asked a moment ago. Returns the messages queued.
+    pub async fn check_now(&self, url: &ProductUrl) -> Result<usize, StoreError> {
+        let Some(product) = self.inner.store.product(url).await? else {
+            return Ok(0);
+        };
+        loop {
+            match self.start(&product) {
+                Ok(permit) => return self.check(product, permit).await,
+                Err(until) => {
+                    let now = self.inner.clock.now_ms();
+                    let ms = until
+                        .map_or(100, |t| t.saturating_sub(now))
+                        .clamp(1, 60_000);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes a gate permit and marks the product in flight; `Err` says when to retry
+    /// (`None`: when another check finishes).
+    fn start(&self, product: &Product) -> Result<Permit, Option<u64>> {
+        let key = product.url.as_str().to_owned();
+        let mut in_flight = lock(&self.inner.in_flight);
+        if in_flight.contains(&key) {
+            return Err(None);
+        }
+        let host = product.url.host().to_owned();
+        let permit = lock(&self.inner.gate)
+            .try_start(&host, self.inner.clock.now_ms())
+            .map_err(|wait| wait.until_ms)?;
+        in_flight.insert(key);
+        Ok(permit)
+    }
+
+    async fn check(&self, product: Product, permit: Permit) -> Result<usize, StoreError> {
+        let result = self.fetch_and_record(&product, &permit).await;
+        lock(&self.inner.gate).finish(permit);
+        lock(&self.inner.in_flight).remove(product.url.as_str());
+        result
+    }
+
+    async fn fetch_and_record(
+        &self,
+        product: &Product,
+        permit: &Permit,
+    ) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let watches = store.product_watches(&product.url).await?;
+        if watches.is_empty() {
+            // Left behind by a crash during unwatch: nothing to check it for.
+            return Ok(0);
+        }
+        let latest = store.history(&product.url).await?.pop();
+        let outcome = match self
+            .inner
+            .engine
+            .check(product.url.as_url(), &product.validators)
+            .await
+        {
+            Ok(Check::Unchanged { validators }) => Outcome::Unchanged { validators },
+            Ok(Check::Read {
+                report, validators, ..
+            }) => Outcome::Read { report, validators },
+            Err(e) => {
+                let retry_after = match &e {
+                    EngineError::Fetch(FetchError::Status {
+                        status: 429 | 503,
+                        retry_after: Some(wait),
+                    }) => {
+                        // The whole shop asked for a pause, not just this page.
+                        let until = self
+                            .inner
+                            .plan
+                            .schedule
+                            .retry_after_until(self.inner.clock.now_ms(), *wait);
+                        lock(&self.inner.gate).retry_after(permit.host(), until);
+                        Some(*wait)
+                    }
+                    _ => None,
+                };
+                Outcome::Failed {
+                    reason: e.to_string(),
+                    retry_after,
+                }
+            }
+        };
+        let now = self.inner.clock.now_ms();
+        let planned = {
+            let mut rng = lock(&self.inner.rng);
+            plan(
+                product,
+                &watches,
+                latest.as_ref(),
+                &outcome,
+                now,
+                &self.inner.plan,
+                &mut *rng,
+            )
+        };
+        let queued = store.record_check(planned.record).await?;
+        for w in &planned.remove {
+            store.remove_watches(&w.conversation, &[w.id]).await?;
+        }
+        tracing::debug!(
+            url = product.url.as_str(),
+            queued = queued.len(),
+            "product checked"
+        );
+        if !queued.is_empty() {
+            self.inner.queued.notify_one();
+        }
+        Ok(queued.len())
+    }
+}
+
+/// A poisoned lock only means a check task panicked; the sets and the gate stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

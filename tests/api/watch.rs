@@ -1,0 +1,331 @@
+//! The watch loop against a real local shop whose prices the tests change: one fetch per
+//! product however many watch it, the trigger's alerts and notices queued durably, and
+//! no second fetch of a product already being checked.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pricewatch::activity::ConversationKey;
+use pricewatch::clock::{Clock, ManualClock};
+use pricewatch::command::ProductUrl;
+use pricewatch::config::FetchConfig;
+use pricewatch::domain::{NewWatch, OutboxMessage, Rule};
+use pricewatch::engine::PriceEngine;
+use pricewatch::fetch::Fetcher;
+use pricewatch::plan::PlanConfig;
+use pricewatch::price::extract::Extractor;
+use pricewatch::price::rules::Rules;
+use pricewatch::schedule::{GateConfig, ScheduleConfig};
+use pricewatch::store::{SledStore, SledStoreConfig, Store};
+use pricewatch::trigger::{Event, TriggerConfig};
+use pricewatch::watcher::Watcher;
+use rust_decimal::Decimal;
+use warp::http::{Response, StatusCode};
+use warp::Filter;
+
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 60 * MINUTE;
+
+/// What the shop serves at one path: the price text, the status and a delay in ms.
+type Pages = Arc<Mutex<HashMap<String, (String, u16, u64)>>>;
+
+/// A shop whose product pages carry a JSON-LD price the test sets, or an error status.
+struct Shop {
+    base: String,
+    pages: Pages,
+    hits: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        let pages: Pages = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (p, h) = (pages.clone(), hits.clone());
+        let route = warp::path::full().then(move |path: warp::path::FullPath| {
+            let (p, h) = (p.clone(), h.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let page = p.lock().unwrap().get(path.as_str()).cloned();
+                let Some((price, status, delay)) = page else {
+                    return Response::builder().status(404).body(String::new()).unwrap();
+                };
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let body = format!(
+                    r#"<html><head><script type="application/ld+json">{{"@type":"Product","name":"Skillet {path}","offers":{{"@type":"Offer","price":"{price}","priceCurrency":"EUR","availability":"https://schema.org/InStock"}}}}</script></head><body></body></html>"#,
+                    path = path.as_str()
+                );
+                Response::builder()
+                    .status(StatusCode::from_u16(status).unwrap())
+                    .header("content-type", "text/html; charset=utf-8")
+                    .body(body)
+                    .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            warp::serve(route)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = rx.await;
+                })
+                .run()
+                .await;
+        });
+        Shop {
+            base,
+            pages,
+            hits,
+            _stop: tx,
+        }
+    }
+
+    fn set(&self, path: &str, price: &str, status: u16, delay_ms: u64) {
+        self.pages
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (price.to_owned(), status, delay_ms));
+    }
+
+    fn url(&self, path: &str) -> ProductUrl {
+        ProductUrl::parse(&format!("{}{path}", self.base), 2048).unwrap()
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+struct Loop {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    watcher: Watcher,
+    _dir: tempfile::TempDir,
+}
+
+fn conversation(id: &str) -> ConversationKey {
+    ConversationKey {
+        channel_id: "emulator".into(),
+        conversation_id: id.into(),
+    }
+}
+
+impl Loop {
+    fn new() -> Loop {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(&SledStoreConfig {
+                path: dir.path().join("data"),
+                cache_capacity: 4 << 20,
+                flush_every: Duration::from_millis(500),
+            })
+            .unwrap(),
+        );
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let fetch = FetchConfig {
+            allow_networks: vec!["127.0.0.0/8".into()],
+            ..FetchConfig::default()
+        };
+        let engine = PriceEngine::new(
+            Fetcher::new(&fetch).unwrap(),
+            Extractor::new(Rules::default(), 5 << 20),
+        );
+        let plan = PlanConfig {
+            trigger: TriggerConfig::default(),
+            schedule: ScheduleConfig::default(),
+        };
+        let gate = GateConfig {
+            min_gap: Duration::ZERO,
+            ..GateConfig::default()
+        };
+        let watcher = Watcher::new(store.clone(), engine, clock.clone(), plan, gate);
+        Loop {
+            store,
+            clock,
+            watcher,
+            _dir: dir,
+        }
+    }
+
+    async fn watch(&self, conv: &str, url: &ProductUrl) {
+        let new = NewWatch {
+            conversation: conversation(conv),
+            user: None,
+            url: url.clone(),
+            rule: Rule::Drop {
+                percent: Decimal::from(20),
+            },
+            created_at_ms: self.clock.now_ms(),
+        };
+        self.store.add_watch(new, 50).await.unwrap();
+    }
+
+    /// Moves the clock past every product's next check (interval plus the largest jitter).
+    fn later(&self) {
+        self.clock.advance_ms(34 * MINUTE);
+    }
+
+    /// The outbox's messages, oldest first, removed from it.
+    async fn drain(&self) -> Vec<OutboxMessage> {
+        let ready = self.store.outbox_ready(u64::MAX, 1000).await.unwrap();
+        for e in &ready {
+            self.store.outbox_delivered(e.id).await.unwrap();
+        }
+        ready.into_iter().map(|e| e.message).collect()
+    }
+}
+
+fn alerts(messages: &[OutboxMessage]) -> Vec<(Decimal, Decimal)> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            OutboxMessage::Watch {
+                event:
+                    Event::Fired {
+                        price,
+                        drop_percent,
+                        ..
+                    },
+                ..
+            } => Some((*price, *drop_percent)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_shared_product_is_fetched_once_and_a_25_percent_drop_alerts_once() {
+    let shop = Shop::start().await;
+    shop.set("/p/1", "200.00", 200, 0);
+    shop.set("/p/2", "50.00", 200, 0);
+    let l = Loop::new();
+    l.watch("a", &shop.url("/p/1")).await;
+    l.watch("b", &shop.url("/p/1")).await;
+    l.watch("b", &shop.url("/p/2")).await;
+
+    let report = l.watcher.tick().await.unwrap();
+    assert_eq!((report.checked, report.queued), (2, 3));
+    assert_eq!(shop.hits(), 2, "one fetch per product");
+    let first = l.drain().await;
+    assert!(first.iter().all(|m| matches!(
+        m,
+        OutboxMessage::Watch {
+            event: Event::ReferenceSet { .. },
+            ..
+        }
+    )));
+    // Not due yet: nothing is fetched.
+    assert_eq!(l.watcher.tick().await.unwrap().checked, 0);
+    assert_eq!(shop.hits(), 2);
+
+    // 10% down: no alert.
+    shop.set("/p/1", "180.00", 200, 0);
+    l.later();
+    l.watcher.tick().await.unwrap();
+    assert!(alerts(&l.drain().await).is_empty());
+
+    // 25% down: exactly one alert per watch, with the right numbers.
+    shop.set("/p/1", "150.00", 200, 0);
+    l.later();
+    l.watcher.tick().await.unwrap();
+    let fired = alerts(&l.drain().await);
+    assert_eq!(
+        fired,
+        vec![(Decimal::from(150), Decimal::new(250, 1)); 2],
+        "both watchers, 25.0%"
+    );
+    // Staying low: no second alert.
+    l.later();
+    l.watcher.tick().await.unwrap();
+    assert!(l.drain().await.is_empty());
+    // History keeps the three distinct prices.
+    let history = l.store.history(&shop.url("/p/1")).await.unwrap();
+    let prices: Vec<String> = history.iter().map(|p| p.amount.to_string()).collect();
+    assert_eq!(prices, ["200.00", "180.00", "150.00"]);
+}
+
+#[tokio::test]
+async fn a_shop_failing_for_a_day_is_reported_once() {
+    let shop = Shop::start().await;
+    shop.set("/p/1", "99.00", 200, 0);
+    let l = Loop::new();
+    l.watch("a", &shop.url("/p/1")).await;
+    l.watcher.tick().await.unwrap();
+    l.drain().await;
+
+    shop.set("/p/1", "99.00", 500, 0);
+    let mut notices = Vec::new();
+    let start = l.clock.now_ms();
+    while l.clock.now_ms() < start + 30 * HOUR {
+        let due = l
+            .store
+            .product(&shop.url("/p/1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .next_due_ms;
+        let now = l.clock.now_ms();
+        l.clock.advance_ms(due.saturating_sub(now) + 1);
+        l.watcher.tick().await.unwrap();
+        notices.extend(l.drain().await);
+    }
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let OutboxMessage::CannotRead { reason, .. } = &notices[0] else {
+        panic!("{notices:?}");
+    };
+    assert!(reason.contains("500"), "{reason}");
+    // The watch is kept, and is told once when the page is readable again.
+    shop.set("/p/1", "99.00", 200, 0);
+    let due = l
+        .store
+        .product(&shop.url("/p/1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .next_due_ms;
+    l.clock.advance_ms(due.saturating_sub(l.clock.now_ms()) + 1);
+    l.watcher.tick().await.unwrap();
+    let back = l.drain().await;
+    assert!(
+        matches!(back.as_slice(), [OutboxMessage::ReadableAgain { .. }]),
+        "{back:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_first_check_without_a_price_removes_the_watch_and_says_why() {
+    let shop = Shop::start().await;
+    let l = Loop::new();
+    l.watch("a", &shop.url("/p/missing")).await;
+    l.watcher.check_now(&shop.url("/p/missing")).await.unwrap();
+    let messages = l.drain().await;
+    let [OutboxMessage::FirstCheckFailed { reason, .. }] = messages.as_slice() else {
+        panic!("{messages:?}");
+    };
+    assert!(reason.contains("404"), "{reason}");
+    assert!(l
+        .store
+        .watches(&conversation("a"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(l.store.stats().await.unwrap().products, 0);
+}
+
+#[tokio::test]
+async fn a_tick_never_fetches_a_product_that_is_already_being_checked() {
+    let shop = Shop::start().await;
+    shop.set("/p/slow", "10.00", 200, 500);
+    let l = Loop::new();
+    l.watch("a", &shop.url("/p/slow")).await;
+    let (first, second) = tokio::join!(l.watcher.tick(), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        l.watcher.tick().await
+    });
+    assert_eq!(first.unwrap().checked + second.unwrap().checked, 1);
+    assert_eq!(shop.hits(), 1);
+}
