@@ -18,6 +18,7 @@
 //! - [`fetch`]: product pages over HTTP behind the SSRF guard ([`fetch::guard`]).
 //! - [`plan`]: what one check of a product changes: schedule, history, trigger states, messages (no I/O).
 //! - [`watcher`]: the watch loop: due products through the politeness gate, one fetch each, checks recorded.
+//! - [`delivery`]: outbox entries rendered and sent through the connector; failures stay queued.
 //! - [`domain`]: watches and alert rules (no I/O).
 //! - [`trigger`]: the alert rule: reference price, drop or target, edge-triggered with re-arm, hysteresis and confirmations (no I/O).
 //! - [`bot`]: one turn: store the reference, run the command, produce replies.
@@ -36,6 +37,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod fetch;
