@@ -16,8 +16,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::command::Limits;
 use crate::config::Config;
 use crate::connector::{Connector, ConnectorConfig};
+use crate::delivery::Delivery;
+use crate::engine::{EngineError, PriceEngine};
 use crate::http::{routes, Endpoint};
+use crate::plan::PlanConfig;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::watcher::Watcher;
+
+/// How often delivery looks at the outbox when no check has woken it (retries come due).
+const DELIVERY_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -43,6 +50,10 @@ pub enum AppError {
     Connector(#[from] crate::connector::ConnectorError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot build the price engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
 /// The running daemon.
@@ -52,6 +63,10 @@ pub struct App {
     cancel: CancellationToken,
     server: JoinHandle<()>,
     grace: Duration,
+    scheduler: tokio_cron_scheduler::JobScheduler,
+    ticks: JoinHandle<()>,
+    delivery: JoinHandle<()>,
+    watcher: Watcher,
 }
 
 /// Checks the mode rules of the design (§5) before anything is opened.
@@ -87,9 +102,19 @@ impl App {
             connect_timeout: config.bot.connect_timeout,
             user_agent: format!("pricewatch/{}", env!("CARGO_PKG_VERSION")),
         })?;
-        let bot = Bot::new(
+        let watcher = Watcher::new(
             store.clone(),
-            clock,
+            PriceEngine::from_config(config)?,
+            clock.clone(),
+            PlanConfig {
+                trigger: config.alerts.trigger(),
+                schedule: config.schedule.schedule(),
+            },
+            config.fetch.gate(),
+        );
+        let mut bot = Bot::new(
+            store.clone(),
+            clock.clone(),
             BotSettings {
                 name: config.bot.name.clone(),
                 default_drop: config.alerts.default_drop,
@@ -97,6 +122,10 @@ impl App {
                 limits: Limits::default(),
             },
         );
+        if config.schedule.enabled {
+            bot = bot.with_watcher(watcher.clone());
+        }
+        let delivery = Delivery::new(store.clone(), connector.clone(), clock);
         let endpoint = Arc::new(Endpoint {
             auth: InboundAuth::LocalDevelopment,
             bot,
@@ -119,6 +148,10 @@ impl App {
             .graceful(cancel.clone().cancelled_owned())
             .run();
         let server = tokio::spawn(server);
+        let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
+        let scheduler = start_ticks(config, tick_tx).await?;
+        let ticks = tokio::spawn(run_ticks(watcher.clone(), tick_rx, cancel.clone()));
+        let delivery = tokio::spawn(deliver(delivery, watcher.clone(), cancel.clone()));
         tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");
         Ok(App {
             addr,
@@ -126,6 +159,10 @@ impl App {
             cancel,
             server,
             grace: config.server.shutdown_grace,
+            scheduler,
+            ticks,
+            delivery,
+            watcher,
         })
     }
 
@@ -150,6 +187,10 @@ impl App {
             cancel,
             mut server,
             grace,
+            mut scheduler,
+            ticks,
+            delivery,
+            watcher,
             ..
         } = self;
         // Both branches can be ready at once (a cancel makes the graceful server finish
@@ -167,6 +208,16 @@ impl App {
             tracing::warn!("turns still running after the grace period were cut off");
             server.abort();
         }
+        if let Err(e) = scheduler.shutdown().await {
+            tracing::warn!(error = %e, "the scheduler did not stop cleanly");
+        }
+        // Every task holding the store ends here, so sled's directory lock is released
+        // when this returns and a new daemon can open the same data.
+        let _ = ticks.await;
+        delivery.abort();
+        let _ = delivery.await;
+        watcher.shutdown().await;
+        drop(watcher);
         store.flush().await?;
         tracing::info!("store flushed; stopped");
         Ok(())
@@ -176,5 +227,75 @@ impl App {
     pub async fn stop(self) -> Result<(), AppError> {
         self.cancel.cancel();
         self.run_until_stopped().await
+    }
+}
+
+/// The cron schedule of the tick. The job only signals [`run_ticks`]: a full channel
+/// means a tick is already pending, so slow ticks never pile up, and the scheduler's own
+/// tasks hold nothing of the daemon.
+async fn start_ticks(
+    config: &Config,
+    tick: tokio::sync::mpsc::Sender<()>,
+) -> Result<tokio_cron_scheduler::JobScheduler, AppError> {
+    let scheduler = tokio_cron_scheduler::JobScheduler::new().await?;
+    if !config.schedule.enabled {
+        tracing::warn!("schedule.enabled is false: no product is checked");
+        return Ok(scheduler);
+    }
+    let job = tokio_cron_scheduler::Job::new_async(config.schedule.tick.as_str(), move |_, _| {
+        let tick = tick.clone();
+        Box::pin(async move {
+            let _ = tick.try_send(());
+        })
+    })?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    Ok(scheduler)
+}
+
+/// Runs one watcher tick per signal until shutdown. A tick that is cut off leaves its
+/// products due; nothing half-done was recorded (a check commits in one transaction).
+async fn run_ticks(
+    watcher: Watcher,
+    mut ticks: tokio::sync::mpsc::Receiver<()>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            signal = ticks.recv() => {
+                if signal.is_none() {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = watcher.tick() => match result {
+                Ok(r) if r.checked > 0 || r.failed > 0 => {
+                    tracing::info!(checked = r.checked, queued = r.queued, failed = r.failed, "tick")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "tick failed; due products wait for the next"),
+            },
+        }
+    }
+}
+
+/// Sends queued messages when a check queued some, and every few seconds for retries.
+async fn deliver(delivery: Delivery, watcher: Watcher, cancel: CancellationToken) {
+    loop {
+        match delivery.pass().await {
+            Ok(r) if r.sent > 0 || r.retried > 0 => {
+                tracing::debug!(sent = r.sent, retried = r.retried, "delivery pass")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "delivery pass failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = watcher.messages_queued() => {}
+            _ = tokio::time::sleep(DELIVERY_POLL) => {}
+        }
     }
 }

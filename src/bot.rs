@@ -43,6 +43,8 @@ pub struct Bot {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: BotSettings,
+    /// Gives a new watch its first check at once; `None` in tests of the bot alone.
+    watcher: Option<crate::watcher::Watcher>,
 }
 
 impl Bot {
@@ -51,7 +53,14 @@ impl Bot {
             store,
             clock,
             settings,
+            watcher: None,
         }
+    }
+
+    /// New watches get their first check right away, not at the next tick.
+    pub fn with_watcher(mut self, watcher: crate::watcher::Watcher) -> Self {
+        self.watcher = Some(watcher);
+        self
     }
 
     /// Handles one activity. Only a failure to store the reference is an error: command
@@ -134,6 +143,11 @@ impl Bot {
                     .await?
                 {
                     AddWatch::Added(w) => {
+                        if let Some(watcher) = &self.watcher {
+                            // The reply goes out now; the first price follows as a
+                            // proactive message when the page has been read.
+                            watcher.spawn_first_check(w.url.clone());
+                        }
                         let all = self.store.watches(&conversation).await?;
                         replies::watch_added(lang, number_of(&all, &w), &w)
                     }

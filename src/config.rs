@@ -242,6 +242,11 @@ impl AlertsConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleSection {
+    /// Whether products are checked at all; off, the bot still answers and delivers what
+    /// is queued, but fetches nothing (a standby instance, or a pause for maintenance).
+    pub enabled: bool,
+    /// Cron expression (seconds first, UTC) of the tick that looks for due products.
+    pub tick: String,
     /// Time between two checks of one product.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -262,6 +267,8 @@ pub struct ScheduleSection {
 impl Default for ScheduleSection {
     fn default() -> Self {
         Self {
+            enabled: true,
+            tick: "0 * * * * *".to_owned(),
             interval: Duration::from_secs(30 * 60),
             jitter: 10,
             backoff_base: Duration::from_secs(60),
@@ -955,6 +962,16 @@ fn validate(config: &Config) -> Vec<Violation> {
 
 fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {
     let s = &config.schedule;
+    if let Err(e) = tokio_cron_scheduler::Job::new_async(s.tick.as_str(), |_, _| Box::pin(async {}))
+    {
+        fail(
+            "schedule.tick",
+            format!(
+                "{:?} is not a cron expression with seconds (e.g. \"0 * * * * *\", every minute): {e}",
+                s.tick
+            ),
+        );
+    }
     if s.interval < Duration::from_secs(60) {
         fail(
             "schedule.interval",
@@ -1354,6 +1371,16 @@ mod tests {
             crate::schedule::ScheduleConfig::default()
         );
         assert_eq!(c.fetch.gate(), crate::schedule::GateConfig::default());
+    }
+
+    #[test]
+    fn the_tick_must_be_a_cron_expression() {
+        let errors =
+            load_str("test.toml", "[schedule]\ntick = \"every minute\"\n", []).unwrap_err();
+        assert_eq!(places(&errors.errors), ["test.toml:2 schedule.tick"]);
+        assert!(errors.to_string().contains("cron expression"), "{errors}");
+        let ok = load_str("test.toml", "[schedule]\ntick = \"*/10 * * * * *\"\n", []).unwrap();
+        assert_eq!(ok.schedule.tick, "*/10 * * * * *");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::command::ProductUrl;
@@ -47,6 +49,9 @@ struct Inner {
     rng: Mutex<SplitMix64>,
     /// Told whenever a check queued messages, so delivery need not poll.
     queued: tokio::sync::Notify,
+    /// First checks started for new watches, so shutdown can end them.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl Watcher {
@@ -69,8 +74,33 @@ impl Watcher {
                 in_flight: Mutex::new(HashSet::new()),
                 rng: Mutex::new(SplitMix64::new(seed)),
                 queued: tokio::sync::Notify::new(),
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Starts a new watch's first check in the background (the bot's reply does not wait).
+    pub fn spawn_first_check(&self, url: ProductUrl) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = this.inner.cancel.cancelled() => {}
+                result = this.check_now(&url) => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, url = url.as_str(), "first check failed to record");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Ends the first checks still running (their products stay due, so the next daemon
+    /// checks them) and waits until they have let go of the store.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// Resolves when a check has queued messages since the last call.

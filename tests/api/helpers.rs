@@ -88,10 +88,13 @@ impl FakeChannel {
 }
 
 /// The configuration every test starts from: port 0 and the given data directory.
+/// The bot's commands alone: nothing is fetched (the example URLs do not exist, and a
+/// failed first check would remove the watch). The watch-loop tests turn it on.
 pub fn test_config(data: &Path) -> Config {
     let mut config = Config::default();
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.storage.path = data.to_owned();
+    config.schedule.enabled = false;
     config
 }
 
@@ -114,11 +117,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> TestApp {
+        Self::spawn_with_clock(config, Arc::new(pricewatch::clock::SystemClock)).await
+    }
+
+    pub async fn spawn_with_clock(
+        config: Config,
+        clock: Arc<dyn pricewatch::clock::Clock>,
+    ) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             pricewatch::telemetry::init(&config.log);
         }
         let data = config.storage.path.clone();
-        let app = App::start(&config).await.expect("daemon starts");
+        let app = App::start_with_clock(&config, clock)
+            .await
+            .expect("daemon starts");
         TestApp {
             url: format!("http://{}/api/messages", app.local_addr()),
             app: Some(app),
@@ -184,6 +196,19 @@ impl TestApp {
             "locale": "en-US",
             "text": text,
         })
+    }
+
+    /// Waits (up to 10 s) until the fake channel has received `n` activities in all,
+    /// and returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        for _ in 0..200 {
+            let got = self.channel.received();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("expected {n} activities, got {:?}", self.channel.received());
     }
 
     /// Sends a message and returns the text of the single reply it produced.

@@ -23,6 +23,7 @@ use pricewatch::trigger::{Event, TriggerConfig};
 use pricewatch::watcher::Watcher;
 use rust_decimal::Decimal;
 use warp::http::{Response, StatusCode};
+
 use warp::Filter;
 
 const MINUTE: u64 = 60_000;
@@ -328,4 +329,100 @@ async fn a_tick_never_fetches_a_product_that_is_already_being_checked() {
     });
     assert_eq!(first.unwrap().checked + second.unwrap().checked, 1);
     assert_eq!(shop.hits(), 1);
+}
+
+/// The daemon with the watch loop on: ticks every second on a clock the test moves,
+/// the loopback shop allowed.
+async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path) -> crate::helpers::TestApp {
+    let mut config = crate::helpers::test_config(data);
+    config.schedule.enabled = true;
+    config.schedule.tick = "* * * * * *".into();
+    config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
+    config.fetch.host_gap = Duration::ZERO;
+    crate::helpers::TestApp::spawn_with_clock(config, clock).await
+}
+
+fn real_now() -> u64 {
+    pricewatch::clock::SystemClock.now_ms()
+}
+
+#[tokio::test]
+async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
+    let shop = Shop::start().await;
+    shop.set("/p/1", "199.00", 200, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+
+    let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
+    assert_eq!(t.post(&watch).await.0, 200);
+    // The reply at once, then the first price as a proactive message.
+    let got = t.wait_for(2).await;
+    let follow_up = got
+        .iter()
+        .find(|r| r.text().contains("159.20"))
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(follow_up.text().contains("199.00"), "{}", follow_up.text());
+    assert_eq!(follow_up.path, "/v3/conversations/c1/activities");
+    assert!(
+        follow_up.body.get("replyToId").is_none(),
+        "proactive, not a reply"
+    );
+
+    // 25% down, the next check due: exactly one alert.
+    shop.set("/p/1", "149.00", 200, 0);
+    clock.advance_ms(34 * MINUTE);
+    let got = t.wait_for(3).await;
+    let alert = got[2].text();
+    assert!(
+        alert.contains("149.00") && alert.contains("unwatch 1"),
+        "{alert}"
+    );
+    clock.advance_ms(34 * MINUTE);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        t.channel.received().len(),
+        3,
+        "staying low does not alert again"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
+    let shop = Shop::start().await;
+    shop.set("/p/1", "100.00", 200, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let mut t = daemon(clock.clone(), &data).await;
+    t.post(&t.message("c1", &format!("watch {}/p/1", shop.base)))
+        .await;
+    t.wait_for(2).await;
+
+    // The channel is down when the drop is seen: the alert is committed, not sent.
+    t.channel.answer_with(StatusCode::SERVICE_UNAVAILABLE);
+    shop.set("/p/1", "70.00", 200, 0);
+    clock.advance_ms(34 * MINUTE);
+    let got = t.wait_for(3).await;
+    assert!(got[2].text().contains("70.00"));
+    t.stop().await;
+
+    // A new daemon on the same data delivers it once the channel is back.
+    t.channel.answer_with(StatusCode::OK);
+    let app = pricewatch::app::App::start_with_clock(
+        &{
+            let mut c = crate::helpers::test_config(&data);
+            c.schedule.enabled = true;
+            c.schedule.tick = "* * * * * *".into();
+            c.fetch.allow_networks = vec!["127.0.0.0/8".into()];
+            c
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    clock.advance_ms(MINUTE);
+    let got = t.wait_for(4).await;
+    assert!(got[3].text().contains("70.00"), "{}", got[3].text());
+    app.stop().await.unwrap();
 }
