@@ -11,7 +11,8 @@ use rust_decimal::Decimal;
 use crate::activity::{OutboundActivity, ValidActivity};
 use crate::clock::Clock;
 use crate::command::{self, AlertRule, Command, Limits, UnwatchTarget};
-use crate::domain::{NewWatch, Rule, Watch};
+use crate::domain::{NewWatch, Product, Rule, Watch};
+use crate::notify;
 use crate::replies::{self, Lang};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
 
@@ -158,7 +159,20 @@ impl Bot {
                     AddWatch::LimitReached { max } => replies::limit_reached(lang, max),
                 }
             }
-            Command::List => replies::list(lang, &self.store.watches(&conversation).await?),
+            Command::List => {
+                let all = self.store.watches(&conversation).await?;
+                let mut products = Vec::with_capacity(all.len());
+                for w in &all {
+                    products.push(self.store.product(&w.url).await?);
+                }
+                let entries: Vec<notify::ListEntry<'_>> = all
+                    .iter()
+                    .zip(&products)
+                    .enumerate()
+                    .map(|(i, (w, p))| list_entry(i + 1, w, p.as_ref()))
+                    .collect();
+                notify::list(lang, &entries)
+            }
             Command::Unwatch(target) => {
                 let all = self.store.watches(&conversation).await?;
                 let chosen: Vec<(usize, &Watch)> = match &target {
@@ -185,11 +199,49 @@ impl Bot {
             Command::History(n) => {
                 let all = self.store.watches(&conversation).await?;
                 match all.get(n.wrapping_sub(1)) {
-                    Some(w) => replies::history_empty(lang, n, w),
+                    Some(w) => {
+                        let product = self.store.product(&w.url).await?;
+                        let points = self.store.history(&w.url).await?;
+                        let view = notify::ProductView {
+                            url: w.url.as_str(),
+                            title: product.as_ref().and_then(|p| p.title.as_deref()),
+                        };
+                        notify::history(lang, n, view, &points, self.clock.now_ms())
+                    }
                     None => replies::no_such_number(lang, n, all.len()),
                 }
             }
         })
+    }
+}
+
+/// One `list` line's facts: the watch's trigger state and its product's last check.
+fn list_entry<'a>(
+    number: usize,
+    w: &'a Watch,
+    product: Option<&'a Product>,
+) -> notify::ListEntry<'a> {
+    let last = w.trigger.last;
+    let state = match (product.and_then(|p| p.health.failing_since_ms), last) {
+        (Some(since_ms), _) => notify::WatchState::CannotRead { since_ms },
+        (None, Some(s)) if s.availability == crate::price::extract::Availability::OutOfStock => {
+            notify::WatchState::OutOfStock
+        }
+        _ if w.trigger.fired => notify::WatchState::Alerted,
+        _ => notify::WatchState::Watching,
+    };
+    notify::ListEntry {
+        number,
+        product: notify::ProductView {
+            url: w.url.as_str(),
+            title: product.and_then(|p| p.title.as_deref()),
+        },
+        rule: &w.rule,
+        added_ms: w.created_at_ms,
+        current: last.map(|s| (s.amount, s.currency)),
+        reference: w.trigger.reference,
+        last_check_ms: product.and_then(|p| p.last_check_ms),
+        state,
     }
 }
 

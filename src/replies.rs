@@ -5,7 +5,6 @@
 
 use rust_decimal::Decimal;
 
-use crate::clock::format_ms;
 use crate::command::CommandError;
 use crate::domain::{Rule, Watch};
 
@@ -126,35 +125,6 @@ pub fn limit_reached(lang: Lang, max: usize) -> String {
     }
 }
 
-pub fn list(lang: Lang, watches: &[Watch]) -> String {
-    if watches.is_empty() {
-        return no_watches(lang);
-    }
-    let mut out = match lang {
-        Lang::En => format!("Your watches ({}):\n", watches.len()),
-        Lang::Fr => format!("Vos surveillances ({}) :\n", watches.len()),
-    };
-    for (i, w) in watches.iter().enumerate() {
-        let (state, since) = match lang {
-            Lang::En => ("waiting for its first price", "added"),
-            Lang::Fr => ("en attente de son premier prix", "ajoutée le"),
-        };
-        out.push_str(&format!(
-            "\n{n}. {url}\n   {alert}: {rule} · {state} · {since} {date}",
-            n = i + 1,
-            url = w.url,
-            alert = if lang == Lang::En {
-                "alert on"
-            } else {
-                "alerte"
-            },
-            rule = rule_text(lang, &w.rule),
-            date = format_ms(w.created_at_ms),
-        ));
-    }
-    out
-}
-
 pub fn no_watches(lang: Lang) -> String {
     match lang {
         Lang::En => {
@@ -204,19 +174,6 @@ pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
         ),
         (Lang::Fr, _) => format!(
             "Il n'y a pas de surveillance n°{n} : vous en avez {count}. Tapez `list` pour voir leurs numéros."
-        ),
-    }
-}
-
-pub fn history_empty(lang: Lang, n: usize, watch: &Watch) -> String {
-    match lang {
-        Lang::En => format!(
-            "No price has been recorded yet for #{n} ({}). I will have its history once I have read its price.",
-            watch.url
-        ),
-        Lang::Fr => format!(
-            "Aucun prix n'est encore enregistré pour n°{n} ({}). Son historique viendra dès que j'aurai lu son prix.",
-            watch.url
         ),
     }
 }

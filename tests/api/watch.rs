@@ -385,6 +385,22 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
         3,
         "staying low does not alert again"
     );
+
+    // list and history show what the loop recorded.
+    let list = t.say("c1", "list").await;
+    assert!(
+        list.contains("149.00") && list.contains("199.00") && list.contains("159.20"),
+        "{list}"
+    );
+    let history = t.say("c1", "history 1").await;
+    assert!(
+        history.contains("149.00") && history.contains("199.00"),
+        "{history}"
+    );
+    assert!(
+        history.chars().any(|c| ('▁'..='█').contains(&c)),
+        "{history}"
+    );
 }
 
 #[tokio::test]
