@@ -111,6 +111,7 @@ impl App {
                 schedule: config.schedule.schedule(),
             },
             config.fetch.gate(),
+            config.storage.history_retention,
         );
         let mut bot = Bot::new(
             store.clone(),

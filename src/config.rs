@@ -189,6 +189,9 @@ pub struct StorageConfig {
     /// sled's background flush period.
     #[serde(with = "humantime_serde")]
     pub flush_every: Duration,
+    /// How long price history is kept (each product's latest price always stays).
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
 }
 
 impl Default for StorageConfig {
@@ -197,6 +200,7 @@ impl Default for StorageConfig {
             path: PathBuf::from("pricewatch-data"),
             cache_capacity: 32 * MIB,
             flush_every: Duration::from_millis(500),
+            history_retention: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -961,6 +965,12 @@ fn validate(config: &Config) -> Vec<Violation> {
 }
 
 fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {
+    if config.storage.history_retention < Duration::from_secs(24 * 3600) {
+        fail(
+            "storage.history_retention",
+            "must be at least 1day".to_owned(),
+        );
+    }
     let s = &config.schedule;
     if let Err(e) = tokio_cron_scheduler::Job::new_async(s.tick.as_str(), |_, _| Box::pin(async {}))
     {

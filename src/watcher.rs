@@ -49,6 +49,9 @@ struct Inner {
     rng: Mutex<SplitMix64>,
     /// Told whenever a check queued messages, so delivery need not poll.
     queued: tokio::sync::Notify,
+    history_retention: std::time::Duration,
+    /// When history was last pruned; pruning reads the whole history tree, so hourly.
+    last_prune_ms: std::sync::atomic::AtomicU64,
     /// First checks started for new watches, so shutdown can end them.
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -61,6 +64,7 @@ impl Watcher {
         clock: Arc<dyn Clock>,
         plan: PlanConfig,
         gate: GateConfig,
+        history_retention: std::time::Duration,
     ) -> Watcher {
         // Jitter only has to differ between daemons and restarts, not be unpredictable.
         let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(32);
@@ -74,6 +78,8 @@ impl Watcher {
                 in_flight: Mutex::new(HashSet::new()),
                 rng: Mutex::new(SplitMix64::new(seed)),
                 queued: tokio::sync::Notify::new(),
+                history_retention,
+                last_prune_ms: std::sync::atomic::AtomicU64::new(0),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -170,8 +176,26 @@ impl Watcher {
                 _ = sleep, if !waiting.is_empty() => {}
             }
         }
-        lock(&self.inner.gate).prune(self.inner.clock.now_ms());
+        let now = self.inner.clock.now_ms();
+        lock(&self.inner.gate).prune(now);
+        self.prune_history(now).await?;
         Ok(report)
+    }
+
+    /// Drops history older than the retention, at most once an hour.
+    async fn prune_history(&self, now: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let last = self.inner.last_prune_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 3_600_000 {
+            return Ok(());
+        }
+        self.inner.last_prune_ms.store(now, Ordering::Relaxed);
+        let keep_after = now.saturating_sub(self.inner.history_retention.as_millis() as u64);
+        let removed = self.inner.store.prune_history(keep_after).await?;
+        if removed > 0 {
+            tracing::info!(removed, "old price history pruned");
+        }
+        Ok(())
     }
 
     /// Checks one product now (a new watch's first price), waiting for the gate if the

@@ -143,7 +143,8 @@ impl Loop {
             min_gap: Duration::ZERO,
             ..GateConfig::default()
         };
-        let watcher = Watcher::new(store.clone(), engine, clock.clone(), plan, gate);
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let watcher = Watcher::new(store.clone(), engine, clock.clone(), plan, gate, year);
         Loop {
             store,
             clock,
@@ -247,6 +248,13 @@ async fn a_shared_product_is_fetched_once_and_a_25_percent_drop_alerts_once() {
     let history = l.store.history(&shop.url("/p/1")).await.unwrap();
     let prices: Vec<String> = history.iter().map(|p| p.amount.to_string()).collect();
     assert_eq!(prices, ["200.00", "180.00", "150.00"]);
+
+    // A year and more later, history older than the retention is gone; the current price stays.
+    l.clock.advance_ms(400 * 24 * HOUR);
+    l.watcher.tick().await.unwrap();
+    let history = l.store.history(&shop.url("/p/1")).await.unwrap();
+    let prices: Vec<String> = history.iter().map(|p| p.amount.to_string()).collect();
+    assert_eq!(prices, ["150.00"]);
 }
 
 #[tokio::test]
