@@ -29,6 +29,7 @@ pub struct FakeChannel {
     pub url: String,
     received: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<StatusCode>>,
+    delay: Arc<Mutex<std::time::Duration>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -36,23 +37,31 @@ impl FakeChannel {
     pub async fn start() -> FakeChannel {
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let status = Arc::new(Mutex::new(StatusCode::OK));
-        let (rec, st) = (received.clone(), status.clone());
+        let delay: Arc<Mutex<std::time::Duration>> = Arc::default();
+        let (rec, st, dl) = (received.clone(), status.clone(), delay.clone());
         let route = warp::post()
             .and(warp::path::full())
             .and(warp::body::json())
-            .map(move |path: warp::path::FullPath, body: Value| {
-                let path = path.as_str().to_owned();
-                assert!(
-                    path.starts_with("/v3/conversations/") && path.contains("/activities"),
-                    "unexpected path {path}"
-                );
-                let mut all = rec.lock().unwrap();
-                all.push(Recorded { path, body });
-                let id = format!("act-{}", all.len());
-                warp::reply::with_status(
-                    warp::reply::json(&json!({ "id": id })),
-                    *st.lock().unwrap(),
-                )
+            .then(move |path: warp::path::FullPath, body: Value| {
+                let (rec, st, dl) = (rec.clone(), st.clone(), dl.clone());
+                async move {
+                    let path = path.as_str().to_owned();
+                    assert!(
+                        path.starts_with("/v3/conversations/") && path.contains("/activities"),
+                        "unexpected path {path}"
+                    );
+                    let id = {
+                        let mut all = rec.lock().unwrap();
+                        all.push(Recorded { path, body });
+                        format!("act-{}", all.len())
+                    };
+                    let wait = *dl.lock().unwrap();
+                    tokio::time::sleep(wait).await;
+                    warp::reply::with_status(
+                        warp::reply::json(&json!({ "id": id })),
+                        *st.lock().unwrap(),
+                    )
+                }
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -69,6 +78,7 @@ impl FakeChannel {
             url: format!("http://{addr}/"),
             received,
             status,
+            delay,
             _shutdown: tx,
         }
     }
@@ -85,10 +95,15 @@ impl FakeChannel {
     pub fn answer_with(&self, status: StatusCode) {
         *self.status.lock().unwrap() = status;
     }
+
+    /// Records each request at once but answers only after `delay` (a hanging channel).
+    pub fn answer_after(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
 }
 
-/// The configuration every test starts from: port 0 and the given data directory.
-/// The bot's commands alone: nothing is fetched (the example URLs do not exist, and a
+/// The configuration every test starts from: port 0, the given data directory, and the
+/// bot's commands alone: nothing is fetched (the example URLs do not exist, and a
 /// failed first check would remove the watch). The watch-loop tests turn it on.
 pub fn test_config(data: &Path) -> Config {
     let mut config = Config::default();

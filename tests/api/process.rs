@@ -38,33 +38,7 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
     // The watch's URL does not exist: with checks on, its failed first check would
     // rightly remove it before the SIGTERM this test is about.
     let file = write_config(dir.path(), "\n[schedule]\nenabled = false\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(Some(child));
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut log = String::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no listening line in:\n{log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let (mut child, addr, log) = spawn_daemon(&file);
     assert!(log.contains("LOCAL-DEVELOPMENT MODE"), "{log}");
 
     let channel = super::helpers::FakeChannel::start().await;
@@ -281,4 +255,95 @@ fn probe_refuses_private_addresses_before_any_request() {
             "{url}: {v}"
         );
     }
+}
+
+/// Starts `pricewatch serve --config FILE` and returns it with its address (read from its
+/// start-up log line) and the log up to that line.
+fn spawn_daemon(file: &std::path::Path) -> (KillOnDrop, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(file)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Killed and reaped on drop, whichever way this function leaves.
+    let child = KillOnDrop(Some(child));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no listening line in:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_owned();
+            return (child, addr, log);
+        }
+    }
+}
+
+async fn wait_for(
+    channel: &super::helpers::FakeChannel,
+    n: usize,
+) -> Vec<super::helpers::Recorded> {
+    for _ in 0..300 {
+        let got = channel.received();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} activities, got {:?}", channel.received());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_committed_but_not_sent_arrives_after_a_kill_9() {
+    let shop = super::watch::Shop::start().await;
+    // Slow enough that the command's reply is out before the first price is read.
+    shop.set("/p/1", "100.00", 200, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "\n[schedule]\ntick = \"* * * * * *\"\n\n[fetch]\nallow_networks = [\"127.0.0.0/8\"]\n\n\
+         [bot]\nreply_timeout = \"60s\"\n",
+    );
+    let (mut daemon, addr, _) = spawn_daemon(&file);
+    let channel = super::helpers::FakeChannel::start().await;
+    let activity = serde_json::json!({
+        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
+        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
+        "text": format!("watch {}/p/1", shop.base),
+    });
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/messages"))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(channel.received().len(), 1, "the reply");
+
+    // The channel hangs: the first-price message is committed, its send never answered.
+    channel.answer_after(Duration::from_secs(120));
+    let got = wait_for(&channel, 2).await;
+    assert!(got[1].text().contains("80.00"), "{}", got[1].text());
+    let mut child = daemon.0.take().unwrap();
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+
+    // A new daemon on the same data sends it again; nothing was lost.
+    channel.answer_after(Duration::ZERO);
+    let (_daemon, _, _) = spawn_daemon(&file);
+    let got = wait_for(&channel, 3).await;
+    assert!(got[2].text().contains("80.00"), "{}", got[2].text());
+    assert_eq!(got[2].path, "/v3/conversations/c1/activities");
 }

@@ -33,15 +33,15 @@ const HOUR: u64 = 60 * MINUTE;
 type Pages = Arc<Mutex<HashMap<String, (String, u16, u64)>>>;
 
 /// A shop whose product pages carry a JSON-LD price the test sets, or an error status.
-struct Shop {
-    base: String,
+pub(crate) struct Shop {
+    pub(crate) base: String,
     pages: Pages,
     hits: Arc<AtomicUsize>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Shop {
-    async fn start() -> Shop {
+    pub(crate) async fn start() -> Shop {
         let pages: Pages = Arc::default();
         let hits = Arc::new(AtomicUsize::new(0));
         let (p, h) = (pages.clone(), hits.clone());
@@ -85,7 +85,7 @@ impl Shop {
         }
     }
 
-    fn set(&self, path: &str, price: &str, status: u16, delay_ms: u64) {
+    pub(crate) fn set(&self, path: &str, price: &str, status: u16, delay_ms: u64) {
         self.pages
             .lock()
             .unwrap()
