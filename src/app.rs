@@ -152,7 +152,12 @@ impl App {
         let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
         let scheduler = start_ticks(config, tick_tx).await?;
         let ticks = tokio::spawn(run_ticks(watcher.clone(), tick_rx, cancel.clone()));
-        let delivery = tokio::spawn(deliver(delivery, watcher.clone(), cancel.clone()));
+        let delivery = tokio::spawn(deliver(
+            delivery,
+            watcher.clone(),
+            config.alerts.digest_window,
+            cancel.clone(),
+        ));
         tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");
         Ok(App {
             addr,
@@ -284,7 +289,12 @@ async fn run_ticks(
 }
 
 /// Sends queued messages when a check queued some, and every few seconds for retries.
-async fn deliver(delivery: Delivery, watcher: Watcher, cancel: CancellationToken) {
+async fn deliver(
+    delivery: Delivery,
+    watcher: Watcher,
+    digest_window: Duration,
+    cancel: CancellationToken,
+) {
     loop {
         match delivery.pass().await {
             Ok(r) if r.sent > 0 || r.retried > 0 => {
@@ -295,7 +305,14 @@ async fn deliver(delivery: Delivery, watcher: Watcher, cancel: CancellationToken
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = watcher.messages_queued() => {}
+            _ = watcher.messages_queued() => {
+                // The checks of one tick finish one after another: wait a moment so that
+                // alerts for one conversation go out as one digest, not one by one.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(digest_window) => {}
+                }
+            }
             _ = tokio::time::sleep(DELIVERY_POLL) => {}
         }
     }

@@ -219,6 +219,10 @@ pub struct AlertsConfig {
     pub hysteresis: Decimal,
     /// Consecutive checks that must see the price at or below the line before it alerts.
     pub confirmations: u32,
+    /// How long delivery waits after a check queued messages, so that alerts for one
+    /// conversation found in the same tick go out as one digest.
+    #[serde(with = "humantime_serde")]
+    pub digest_window: Duration,
 }
 
 impl Default for AlertsConfig {
@@ -228,6 +232,7 @@ impl Default for AlertsConfig {
             max_watches_per_conversation: 50,
             hysteresis: Decimal::from(2),
             confirmations: 1,
+            digest_window: Duration::from_secs(2),
         }
     }
 }
@@ -1020,6 +1025,12 @@ fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String
         fail(
             "alerts.hysteresis",
             format!("must be between 0 and 50 percent, got {}", a.hysteresis),
+        );
+    }
+    if a.digest_window > Duration::from_secs(600) {
+        fail(
+            "alerts.digest_window",
+            "must be at most 10m: alerts should not wait longer than that".to_owned(),
         );
     }
     if !(1..=10).contains(&a.confirmations) {

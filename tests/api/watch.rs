@@ -347,6 +347,7 @@ async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path) -> crate::helpe
     config.schedule.tick = "* * * * * *".into();
     config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
     config.fetch.host_gap = Duration::ZERO;
+    config.alerts.digest_window = Duration::from_millis(300);
     crate::helpers::TestApp::spawn_with_clock(config, clock).await
 }
 
@@ -449,4 +450,35 @@ async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
     let got = t.wait_for(4).await;
     assert!(got[3].text().contains("70.00"), "{}", got[3].text());
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_products_dropping_for_one_conversation_make_one_digest() {
+    let shop = Shop::start().await;
+    shop.set("/p/1", "100.00", 200, 0);
+    shop.set("/p/2", "40.00", 200, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+    for p in ["/p/1", "/p/2"] {
+        t.post(&t.message("c1", &format!("watch {}{p}", shop.base)))
+            .await;
+    }
+    // Two replies and two first-price follow-ups.
+    t.wait_for(4).await;
+    shop.set("/p/1", "70.00", 200, 0);
+    shop.set("/p/2", "30.00", 200, 0);
+    clock.advance_ms(34 * MINUTE);
+    let got = t.wait_for(5).await;
+    let digest = got[4].text();
+    assert!(
+        digest.contains("70.00") && digest.contains("30.00"),
+        "one message for both: {digest}"
+    );
+    assert!(
+        digest.contains("unwatch 1") && digest.contains("unwatch 2"),
+        "{digest}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(t.channel.received().len(), 5, "no second message");
 }
