@@ -458,12 +458,12 @@ pub fn list_line(lang: Lang, e: &ListEntry<'_>) -> String {
         let parts = match lang {
             Lang::En => [
                 "waiting for its first price".to_owned(),
-                format!("alert on {}", rule_text(lang, e.rule)),
+                format!("alert on {}", replies::rule_text(lang, e.rule)),
                 format!("added {}", format_date(lang, e.added_ms)),
             ],
             Lang::Fr => [
                 "en attente de son premier prix".to_owned(),
-                format!("alerte pour {}", rule_text(lang, e.rule)),
+                format!("alerte pour {}", replies::rule_text(lang, e.rule)),
                 format!("ajoutée le {}", format_date(lang, e.added_ms)),
             ],
         };
@@ -637,23 +637,6 @@ fn plain_number(lang: Lang, d: Decimal) -> String {
     match lang {
         Lang::En => s,
         Lang::Fr => s.replace('.', ","),
-    }
-}
-
-fn rule_text(lang: Lang, rule: &Rule) -> String {
-    match (lang, rule) {
-        (Lang::En, Rule::Drop { percent }) => {
-            format!("a drop of {}% or more", plain_number(lang, *percent))
-        }
-        (Lang::Fr, Rule::Drop { percent }) => {
-            format!("une baisse de {} % ou plus", plain_number(lang, *percent))
-        }
-        (Lang::En, Rule::Below { amount }) => {
-            format!("a price of {} or less", plain_number(lang, *amount))
-        }
-        (Lang::Fr, Rule::Below { amount }) => {
-            format!("un prix de {} ou moins", plain_number(lang, *amount))
-        }
     }
 }
 

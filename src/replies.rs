@@ -72,7 +72,8 @@ fn amount(lang: Lang, d: &Decimal) -> String {
     }
 }
 
-fn rule_text(lang: Lang, rule: &Rule) -> String {
+/// A rule as the replies and proactive messages write it.
+pub(crate) fn rule_text(lang: Lang, rule: &Rule) -> String {
     match (lang, rule) {
         (Lang::En, Rule::Drop { percent }) => {
             format!("a drop of {}% or more", amount(lang, percent))
