@@ -3,7 +3,7 @@
 //! changed ([`crate::plan`]) in one store transaction. The decisions are pure
 //! (`schedule`, `trigger`, `plan`); this module only sequences the I/O.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -16,7 +16,7 @@ use crate::domain::Product;
 use crate::engine::{Check, EngineError, PriceEngine};
 use crate::fetch::FetchError;
 use crate::plan::{plan, Outcome, PlanConfig};
-use crate::schedule::{GateConfig, HostGate, Permit, SplitMix64};
+use crate::schedule::{GateConfig, HostGate, Permit, SplitMix64, Wait, WaitReason};
 use crate::store::{Store, StoreError};
 
 /// Most products one tick takes from the store; the rest wait for the next tick.
@@ -123,29 +123,47 @@ impl Watcher {
             let in_flight = lock(&self.inner.in_flight);
             waiting.retain(|p| !in_flight.contains(p.url.as_str()));
         }
-        waiting.reverse(); // most overdue last, so `pop` takes it first
+        // One queue per host, in due order: a pass asks the gate once per host and stops at
+        // the global limit, so it costs the number of hosts, not of waiting products.
+        let mut queues: BTreeMap<String, VecDeque<Product>> = BTreeMap::new();
+        for p in waiting {
+            queues
+                .entry(p.url.host().to_owned())
+                .or_default()
+                .push_back(p);
+        }
         let mut report = TickReport::default();
         let mut running = JoinSet::new();
         loop {
             let mut wake_at: Option<u64> = None;
-            let mut deferred = Vec::new();
-            while let Some(product) = waiting.pop() {
-                match self.start(&product) {
-                    Ok(permit) => {
-                        let this = self.clone();
-                        running.spawn(async move { this.check(product, permit).await });
-                    }
-                    Err(until) => {
-                        if let Some(t) = until {
-                            wake_at = Some(wake_at.map_or(t, |w: u64| w.min(t)));
+            'hosts: for queue in queues.values_mut() {
+                while let Some(product) = queue.front() {
+                    match self.start(product) {
+                        Ok(permit) => {
+                            if let Some(product) = queue.pop_front() {
+                                let this = self.clone();
+                                running.spawn(async move { this.check(product, permit).await });
+                            }
                         }
-                        deferred.push(product);
+                        // Another tick is checking it: that check is this one.
+                        Err(Refused::InFlight) => {
+                            queue.pop_front();
+                        }
+                        Err(Refused::Wait(wait)) => {
+                            if let Some(t) = wait.until_ms {
+                                wake_at = Some(wake_at.map_or(t, |w: u64| w.min(t)));
+                            }
+                            if wait.reason == WaitReason::GlobalLimit {
+                                break 'hosts;
+                            }
+                            continue 'hosts;
+                        }
                     }
                 }
             }
-            deferred.reverse();
-            waiting = deferred;
-            if waiting.is_empty() && running.is_empty() {
+            queues.retain(|_, q| !q.is_empty());
+            let waiting = !queues.is_empty();
+            if !waiting && running.is_empty() {
                 break;
             }
             let sleep = match wake_at {
@@ -173,7 +191,7 @@ impl Watcher {
                         None => {}
                     }
                 }
-                _ = sleep, if !waiting.is_empty() => {}
+                _ = sleep, if waiting => {}
             }
         }
         let now = self.inner.clock.now_ms();
@@ -207,7 +225,11 @@ impl Watcher {
         loop {
             match self.start(&product) {
                 Ok(permit) => return self.check(product, permit).await,
-                Err(until) => {
+                Err(refused) => {
+                    let until = match refused {
+                        Refused::InFlight => None,
+                        Refused::Wait(w) => w.until_ms,
+                    };
                     let now = self.inner.clock.now_ms();
                     let ms = until
                         .map_or(100, |t| t.saturating_sub(now))
@@ -218,19 +240,16 @@ impl Watcher {
         }
     }
 
-    /// Takes a gate permit and marks the product in flight; `Err` says when to retry
-    /// (`None`: when another check finishes).
-    fn start(&self, product: &Product) -> Result<Permit, Option<u64>> {
-        let key = product.url.as_str().to_owned();
+    /// Takes a gate permit and marks the product in flight.
+    fn start(&self, product: &Product) -> Result<Permit, Refused> {
         let mut in_flight = lock(&self.inner.in_flight);
-        if in_flight.contains(&key) {
-            return Err(None);
+        if in_flight.contains(product.url.as_str()) {
+            return Err(Refused::InFlight);
         }
-        let host = product.url.host().to_owned();
         let permit = lock(&self.inner.gate)
-            .try_start(&host, self.inner.clock.now_ms())
-            .map_err(|wait| wait.until_ms)?;
-        in_flight.insert(key);
+            .try_start(product.url.host(), self.inner.clock.now_ms())
+            .map_err(Refused::Wait)?;
+        in_flight.insert(product.url.as_str().to_owned());
         Ok(permit)
     }
 
@@ -313,6 +332,13 @@ impl Watcher {
         }
         Ok(queued.len())
     }
+}
+
+/// Why a check cannot start now.
+enum Refused {
+    /// The product is being checked already.
+    InFlight,
+    Wait(Wait),
 }
 
 /// A poisoned lock only means a check task panicked; the sets and the gate stay usable.
