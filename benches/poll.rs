@@ -1,0 +1,646 @@
+//! One full poll cycle of the watch loop (issue 4): 10,000 products shared by 100,000
+//! watches, served by a local shop with ~100 KB product pages, politeness limits raised.
+//!
+//! 1. **Shop** (a child process: this binary re-executed with `PW_POLL_SHOP=1`, so its CPU
+//!    and memory are not the watch loop's): the fixture pages of `tests/fixtures/pages/`
+//!    whose price comes from the page alone (no site or API rule, no expected error, in
+//!    stock, and still read at a loopback URL), each padded to ~100 KB with related-product cards,
+//!    gzip-encoded, with an ETag (`If-None-Match` answers 304). Product `i` gets fixture
+//!    `i mod F`; where the fixture's amount appears once in the page, its integer part is
+//!    varied by product (`PW_POLL_VARIANTS` variants, each checked to read back).
+//! 2. **Setup** (timed, not part of the figure): a sled store in a temporary directory
+//!    (the daemon's defaults: 32 MiB cache, 500 ms background flush); 100,000 watches
+//!    (`add_watch`, 256 in flight so the group-commit flusher shares fsyncs), 10 per
+//!    conversation, 10 per product at `http://127.0.0.1:PORT/p/{i}`. All are due.
+//! 3. **First cycle** (the figure): one `Watcher::tick` with the real engine (SSRF-guarded
+//!    reqwest fetcher, loopback allowlisted; extractor on the blocking pool) through a
+//!    `HostGate` of `PW_BENCH_CONCURRENCY` (default 64) global and per host, no gap: every
+//!    product fetched and read, every watch gets its reference price and a first-price
+//!    message is queued for each (100,000 outbox entries), one flushed transaction per
+//!    product. Reported: products/s, this process's CPU seconds per 1,000 products
+//!    (`/proc/self/stat`), its peak RSS during the cycle (`VmHWM`, reset before the cycle
+//!    through `/proc/self/clear_refs`), the shop's CPU, and CPU by thread name.
+//! 4. **Steady cycle**: the clock moved 2 h on, one more tick: every page answers 304.
+//!
+//! Checks (exit 1 if one fails): both cycles check every product with no failure; after the
+//! first, every watch has a reference price and the outbox holds one message per watch; the
+//! second queues nothing and the shop answered it with 304s only.
+//!
+//! `cargo bench --bench poll`. Overrides: `PW_BENCH_PRODUCTS`, `PW_BENCH_WATCHES_PER_PRODUCT`,
+//! `PW_BENCH_CONCURRENCY`, `PW_POLL_VARIANTS`. Without `--bench` (as `cargo test --benches`
+//! runs it) it is a smoke run: 50 products, 200 watches.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pricewatch::activity::ConversationKey;
+use pricewatch::clock::{Clock, SystemClock};
+use pricewatch::command::ProductUrl;
+use pricewatch::config::FetchConfig;
+use pricewatch::domain::{NewWatch, Rule};
+use pricewatch::engine::PriceEngine;
+use pricewatch::fetch::Fetcher;
+use pricewatch::plan::PlanConfig;
+use pricewatch::price::extract::Extractor;
+use pricewatch::price::rules::Rules;
+use pricewatch::schedule::{GateConfig, ScheduleConfig};
+use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
+use pricewatch::trigger::TriggerConfig;
+use pricewatch::watcher::{TickReport, Watcher};
+use rust_decimal::Decimal;
+use warp::http::{Response, StatusCode};
+use warp::Filter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+
+use fixtures::Fixture;
+
+const TARGET_PRODUCTS_PER_S: f64 = 2_000.0;
+const TARGET_RSS_MB: f64 = 150.0;
+const PAGE_BYTES: usize = 100_000;
+const WATCHES_PER_CONVERSATION: usize = 10;
+const SETUP_IN_FLIGHT: usize = 256;
+/// Linux's `USER_HZ` for `/proc/*/stat` times.
+const TICKS_PER_S: f64 = 100.0;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("PW_POLL_SHOP").is_some() {
+        return shop_main();
+    }
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("poll bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The shop (child process)
+// ---------------------------------------------------------------------------------------
+
+/// One fixture in the rotation: its gzip-encoded page variants and content type.
+struct ShopPage {
+    variants: Vec<Bytes>,
+    content_type: String,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    memchr::memmem::find_iter(hay, needle).collect()
+}
+
+/// The page grown to `PAGE_BYTES` with related-product cards before `</body>`.
+fn pad(body: &[u8]) -> Vec<u8> {
+    let cut = memchr::memmem::rfind(body, b"</body>").unwrap_or(body.len());
+    let mut page = body[..cut].to_vec();
+    let mut i = 0;
+    while page.len() < PAGE_BYTES {
+        i += 1;
+        page.extend_from_slice(
+            format!(
+                r#"<div class="product-card"><a href="/related/{i}" class="card-link"><img src="/img/{i}.jpg" alt="Related item {i}" loading="lazy" width="240" height="240"></a><h3 class="card-title">Related item {i} &amp; accessories</h3><div class="card-rating" aria-label="4.{r} out of 5">★★★★☆ <span>({i})</span></div><div class="card-price"><span class="price-now">{d}.99</span> <s class="price-was">{w}.99</s></div><button type="button" class="add-to-cart" data-sku="SKU-{i}">Add to cart</button></div>
+"#,
+                r = i % 10,
+                d = 10 + i % 500,
+                w = 20 + i % 500,
+            )
+            .as_bytes(),
+        );
+    }
+    page.extend_from_slice(&body[cut..]);
+    page
+}
+
+fn reads(extractor: &Extractor, body: &[u8], content_type: &str, want: Decimal) -> bool {
+    let url = url::Url::parse("http://127.0.0.1:8080/p/0").unwrap();
+    let report = extractor.extract(&url, body, Some(content_type));
+    matches!(report.price(), Ok((a, _)) if a == want)
+}
+
+/// The fixtures that read their expected price at a loopback URL with no rule, padded,
+/// each in `variants` prices where the page allows it. Also returns the mean page size.
+fn shop_pages(variants: usize) -> (Vec<ShopPage>, Vec<String>, usize, usize) {
+    let extractor = Extractor::new(Rules::default(), fixtures::MAX_BYTES);
+    let mut pages = Vec::new();
+    let mut names = Vec::new();
+    let (mut raw_bytes, mut wire_bytes) = (0, 0);
+    for name in fixtures::names() {
+        let f = Fixture::load(&name);
+        let no_rule = |k: &str| f.side.get(k).is_none_or(|r| r.is_null());
+        let expected = &f.side["expected"];
+        if f.is_json || !no_rule("site_rule") || !no_rule("json_api") {
+            continue;
+        }
+        // An out-of-stock price is no reference price (design.md §2): not a first price.
+        if !expected["error"].is_null() || expected["availability"] == "out_of_stock" {
+            continue;
+        }
+        let Some(amount) = expected["amount"].as_str() else {
+            continue;
+        };
+        let Ok(want) = amount.parse::<Decimal>() else {
+            continue;
+        };
+        let body = pad(&f.body);
+        if !reads(&extractor, &body, &f.content_type, want) {
+            continue; // needs the shop's real URL (a TLD hint, a variant parameter)
+        }
+        // Vary the price where the amount is written once, exactly as expected.
+        let hits = find(&body, amount.as_bytes());
+        let (int, frac) = amount.split_once('.').unwrap_or((amount, ""));
+        let mut bodies = vec![body.clone()];
+        if hits.len() == 1 && variants > 1 {
+            if let Ok(int) = int.parse::<u64>() {
+                let at = hits[0];
+                let with = |v: u64| {
+                    let new = if frac.is_empty() {
+                        format!("{}", int + v)
+                    } else {
+                        format!("{}.{frac}", int + v)
+                    };
+                    let mut b = body[..at].to_vec();
+                    b.extend_from_slice(new.as_bytes());
+                    b.extend_from_slice(&body[at + amount.len()..]);
+                    (b, new.parse::<Decimal>().unwrap())
+                };
+                let (b, want) = with(1);
+                if reads(&extractor, &b, &f.content_type, want) {
+                    bodies = (0..variants as u64).map(|v| with(v).0).collect();
+                }
+            }
+        }
+        for b in &bodies {
+            raw_bytes += b.len();
+        }
+        let variants: Vec<Bytes> = bodies.iter().map(|b| Bytes::from(gzip(b))).collect();
+        wire_bytes += variants.iter().map(Bytes::len).sum::<usize>();
+        let n = variants.len();
+        names.push(if n > 1 {
+            format!("{name} ({n} prices)")
+        } else {
+            name.clone()
+        });
+        pages.push(ShopPage {
+            variants,
+            content_type: f.content_type.clone(),
+        });
+    }
+    let count: usize = pages.iter().map(|p| p.variants.len()).sum::<usize>().max(1);
+    (pages, names, raw_bytes / count, wire_bytes / count)
+}
+
+/// Serves the pages on a loopback port, prints `PORT <n>` and the rotation, then serves
+/// until stdin closes, and prints `SERVED <full> <not_modified>`.
+fn shop_main() -> ExitCode {
+    let variants = env_usize("PW_POLL_VARIANTS", 8).max(1);
+    let (pages, names, raw, wire) = shop_pages(variants);
+    if pages.is_empty() {
+        eprintln!("shop: no fixture reads its price at a loopback URL");
+        return ExitCode::FAILURE;
+    }
+    let pages = Arc::new(pages);
+    let full = Arc::new(AtomicUsize::new(0));
+    let not_modified = Arc::new(AtomicUsize::new(0));
+    let (f2, n2) = (full.clone(), not_modified.clone());
+    let route = warp::path!("p" / usize)
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(move |i: usize, inm: Option<String>| {
+            let page = &pages[i % pages.len()];
+            let v = (i / pages.len()) % page.variants.len();
+            let etag = format!("\"{}-{v}\"", i % pages.len());
+            if inm.as_deref() == Some(etag.as_str()) {
+                n2.fetch_add(1, Ordering::Relaxed);
+                return Response::builder()
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header("etag", etag)
+                    .body(Bytes::new())
+                    .unwrap();
+            }
+            f2.fetch_add(1, Ordering::Relaxed);
+            Response::builder()
+                .header("content-type", page.content_type.as_str())
+                .header("content-encoding", "gzip")
+                .header("etag", etag)
+                .body(page.variants[v].clone())
+                .unwrap()
+        });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(warp::serve(route).incoming(listener).run());
+    println!("PORT {port}");
+    println!("PAGES {} {raw} {wire} {}", names.len(), names.join(", "));
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    println!(
+        "SERVED {} {}",
+        full.load(Ordering::Relaxed),
+        not_modified.load(Ordering::Relaxed)
+    );
+    std::io::stdout().flush().unwrap();
+    ExitCode::SUCCESS
+}
+
+// ---------------------------------------------------------------------------------------
+// The watch loop (this process)
+// ---------------------------------------------------------------------------------------
+
+/// The system clock moved on by a settable offset, so the second cycle finds every
+/// product due without waiting half an hour.
+struct ShiftedClock(AtomicU64);
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// utime + stime of a process (or thread) from its `stat` file, in seconds.
+fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / TICKS_PER_S)
+}
+
+/// CPU seconds by thread name (`comm`), for the threads alive now.
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return by;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if let Some(s) = cpu_seconds(&path.join("stat").to_string_lossy()) {
+            *by.entry(comm.trim().to_owned()).or_insert(0.0) += s;
+        }
+    }
+    by
+}
+
+fn status_kb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0), so a phase's peak is its own.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+struct Shop {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    port: u16,
+    pages: String,
+}
+
+impl Shop {
+    fn start(variants: usize) -> Result<Shop, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .env("PW_POLL_SHOP", "1")
+            .env("PW_POLL_VARIANTS", variants.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the shop: {e}"))?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = || {
+            lines
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| "the shop did not start".to_owned())
+        };
+        let port = next()?
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .ok_or("the shop printed no port")?;
+        let pages = next()?
+            .strip_prefix("PAGES ")
+            .ok_or("the shop printed no pages")?
+            .to_owned();
+        Ok(Shop {
+            child,
+            lines,
+            port,
+            pages,
+        })
+    }
+
+    fn cpu(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0.0)
+    }
+
+    /// Closes its stdin and returns (pages served in full, 304s).
+    fn stop(mut self) -> (usize, usize) {
+        drop(self.child.stdin.take());
+        let served = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| {
+                let mut it = l.strip_prefix("SERVED ")?.split(' ');
+                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+            })
+            .unwrap_or((0, 0));
+        let _ = self.child.wait();
+        served
+    }
+}
+
+struct Cycle {
+    report: TickReport,
+    wall: Duration,
+    cpu: f64,
+    shop_cpu: f64,
+    peak_mb: f64,
+    threads: Vec<(String, f64)>,
+}
+
+fn run_cycle(
+    rt: &tokio::runtime::Runtime,
+    watcher: &Watcher,
+    shop: &Shop,
+) -> Result<Cycle, String> {
+    reset_peak();
+    let threads0 = cpu_by_thread();
+    let cpu0 = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
+    let shop0 = shop.cpu();
+    let started = Instant::now();
+    let report = rt
+        .block_on(watcher.tick())
+        .map_err(|e| format!("tick: {e}"))?;
+    let wall = started.elapsed();
+    let cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - cpu0;
+    let shop_cpu = shop.cpu() - shop0;
+    let peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
+    let mut threads: Vec<(String, f64)> = cpu_by_thread()
+        .into_iter()
+        .map(|(name, s)| {
+            let d = s - threads0.get(&name).copied().unwrap_or(0.0);
+            (name, d)
+        })
+        .filter(|(_, d)| *d >= 0.01)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(Cycle {
+        report,
+        wall,
+        cpu,
+        shop_cpu,
+        peak_mb,
+        threads,
+    })
+}
+
+fn run() -> Result<ExitCode, String> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let products = env_usize("PW_BENCH_PRODUCTS", if full { 10_000 } else { 50 }).max(1);
+    let per_product = env_usize("PW_BENCH_WATCHES_PER_PRODUCT", if full { 10 } else { 4 }).max(1);
+    let concurrency = env_usize("PW_BENCH_CONCURRENCY", 64).max(1);
+    let variants = env_usize("PW_POLL_VARIANTS", if full { 8 } else { 2 });
+    let watches = products * per_product;
+
+    let shop = Shop::start(variants)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = Arc::new(
+        SledStore::open(&SledStoreConfig {
+            path: dir.path().join("data"),
+            cache_capacity: 32 << 20,
+            flush_every: Duration::from_millis(500),
+        })
+        .map_err(|e| e.to_string())?,
+    );
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let clock = Arc::new(ShiftedClock(AtomicU64::new(0)));
+
+    // Setup: every watch added (and flushed) as the bot would add it.
+    let urls: Vec<ProductUrl> = (0..products)
+        .map(|i| ProductUrl::parse(&format!("http://127.0.0.1:{}/p/{i}", shop.port), 2048))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("product URL: {e}"))?;
+    let setup_started = Instant::now();
+    let now = clock.now_ms();
+    let added = rt.block_on(async {
+        futures_util::stream::iter(0..watches)
+            .map(|j| {
+                let store = Arc::clone(&store);
+                let conversation = j / WATCHES_PER_CONVERSATION;
+                let new = NewWatch {
+                    conversation: ConversationKey {
+                        channel_id: "msteams".to_owned(),
+                        conversation_id: format!("19:bench-{conversation}@thread.v2"),
+                    },
+                    user: None,
+                    url: urls[j % products].clone(),
+                    rule: Rule::Drop {
+                        percent: Decimal::from(20),
+                    },
+                    created_at_ms: now,
+                };
+                async move { store.add_watch(new, 1000).await }
+            })
+            .buffer_unordered(SETUP_IN_FLIGHT)
+            .fold(Ok(0usize), |acc, r| async move {
+                match (acc, r) {
+                    (Ok(n), Ok(AddWatch::Added(_))) => Ok(n + 1),
+                    (Ok(n), Ok(_)) => Ok(n),
+                    (Err(e), _) => Err(e),
+                    (_, Err(e)) => Err(e.to_string()),
+                }
+            })
+            .await
+    })?;
+    let setup = setup_started.elapsed();
+    let setup_peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
+    if added != watches {
+        return Err(format!("{added} of {watches} watches added"));
+    }
+
+    let fetch = FetchConfig {
+        global_concurrency: concurrency,
+        per_host_concurrency: concurrency,
+        host_gap: Duration::ZERO,
+        allow_networks: vec!["127.0.0.0/8".to_owned()],
+        ..FetchConfig::default()
+    };
+    let engine = PriceEngine::new(
+        Fetcher::new(&fetch).map_err(|e| e.to_string())?,
+        Extractor::new(Rules::default(), 5 << 20),
+    );
+    let watcher = Watcher::new(
+        store.clone(),
+        engine,
+        clock.clone(),
+        PlanConfig {
+            trigger: TriggerConfig::default(),
+            schedule: ScheduleConfig::default(),
+        },
+        GateConfig {
+            per_host_concurrency: concurrency,
+            min_gap: Duration::ZERO,
+            global_concurrency: concurrency,
+        },
+        Duration::from_secs(365 * 86_400),
+    );
+
+    let first = run_cycle(&rt, &watcher, &shop)?;
+    let (priced, outbox) = rt
+        .block_on(async {
+            let mut priced = 0;
+            for url in &urls {
+                priced += store
+                    .product_watches(url)
+                    .await?
+                    .iter()
+                    .filter(|w| w.trigger.reference.is_some())
+                    .count();
+            }
+            Ok::<_, pricewatch::store::StoreError>((priced, store.stats().await?.outbox))
+        })
+        .map_err(|e| e.to_string())?;
+
+    // Steady: every product due again, every page unchanged.
+    clock.0.store(2 * 3_600_000, Ordering::SeqCst);
+    let steady = run_cycle(&rt, &watcher, &shop)?;
+    drop(watcher);
+    drop(rt);
+    let shop_pages = shop.pages.clone();
+    let (served_full, served_304) = shop.stop();
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (page_count, raw, wire, names) = {
+        let mut it = shop_pages.splitn(4, ' ');
+        (
+            it.next().unwrap_or("?").to_owned(),
+            it.next().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0),
+            it.next().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0),
+            it.next().unwrap_or("").to_owned(),
+        )
+    };
+    println!("## Poll cycle (`benches/poll.rs`)\n");
+    println!(
+        "{products} products, {watches} watches in {} conversations; {page_count} fixture pages in rotation, {:.0} KB each on average ({:.0} KB gzip on the wire); gate {concurrency} global and per host, no gap; {cores} CPUs visible; {}\n",
+        watches.div_ceil(WATCHES_PER_CONVERSATION),
+        raw / 1e3,
+        wire / 1e3,
+        if full { "full run" } else { "smoke run (no --bench)" }
+    );
+    println!("rotation: {names}\n");
+    println!(
+        "setup: {watches} watches added in {:.1} s ({:.0} watches/s), peak RSS {setup_peak_mb:.1} MB\n",
+        setup.as_secs_f64(),
+        watches as f64 / setup.as_secs_f64()
+    );
+    println!("| cycle | products/s | wall | CPU s per 1,000 products | shop CPU s per 1,000 | peak RSS | checked | queued | failed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, c) in [
+        ("first (200, every page read)", &first),
+        ("steady (304)", &steady),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} s | {:.3} | {:.3} | {:.1} MB | {} | {} | {} |",
+            c.report.checked as f64 / c.wall.as_secs_f64(),
+            c.wall.as_secs_f64(),
+            c.cpu / products as f64 * 1000.0,
+            c.shop_cpu / products as f64 * 1000.0,
+            c.peak_mb,
+            c.report.checked,
+            c.report.queued,
+            c.report.failed
+        );
+    }
+    for (name, c) in [("first", &first), ("steady", &steady)] {
+        let threads: Vec<String> = c
+            .threads
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.2} s"))
+            .collect();
+        println!(
+            "\n{name} cycle CPU: {:.2} s in all ({:.2} cores); by thread: {}",
+            c.cpu,
+            c.cpu / c.wall.as_secs_f64(),
+            threads.join(", ")
+        );
+    }
+    println!(
+        "\nafter the first cycle: {priced} of {watches} watches have a reference price; outbox {outbox}. Shop: {served_full} pages served in full, {served_304} answered 304."
+    );
+    let rate = first.report.checked as f64 / first.wall.as_secs_f64();
+    let peak = first.peak_mb.max(steady.peak_mb);
+    println!(
+        "\nTargets (issue 4, 2 cores): ≥ {TARGET_PRODUCTS_PER_S} products/s: {}; peak RSS < {TARGET_RSS_MB} MB: {}",
+        if rate >= TARGET_PRODUCTS_PER_S { "met" } else { "MISSED" },
+        if peak < TARGET_RSS_MB { "met" } else { "MISSED" }
+    );
+
+    let mut failures = Vec::new();
+    for (name, c, queued) in [("first", &first, watches), ("steady", &steady, 0)] {
+        if c.report.checked != products || c.report.failed != 0 {
+            failures.push(format!(
+                "{name} cycle: {:?}, want {products} checked",
+                c.report
+            ));
+        }
+        if c.report.queued != queued {
+            failures.push(format!(
+                "{name} cycle queued {}, want {queued}",
+                c.report.queued
+            ));
+        }
+    }
+    if priced != watches || outbox != watches {
+        failures.push(format!(
+            "{priced} watches priced and {outbox} messages queued, want {watches}"
+        ));
+    }
+    if served_full != products || served_304 != products {
+        failures.push(format!(
+            "shop served {served_full} pages and {served_304} 304s, want {products} each"
+        ));
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in failures {
+            eprintln!("poll bench: {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
