@@ -150,7 +150,11 @@ impl Bot {
                             watcher.spawn_first_check(w.url.clone());
                         }
                         let all = self.store.watches(&conversation).await?;
-                        replies::watch_added(lang, number_of(&all, &w), &w)
+                        let checks = match self.watcher {
+                            Some(_) => replies::Checks::Running,
+                            None => replies::Checks::Paused,
+                        };
+                        replies::watch_added(lang, number_of(&all, &w), &w, checks)
                     }
                     AddWatch::Duplicate(w) => {
                         let all = self.store.watches(&conversation).await?;

@@ -88,15 +88,32 @@ pub(crate) fn rule_text(lang: Lang, rule: &Rule) -> String {
     }
 }
 
-pub fn watch_added(lang: Lang, number: usize, watch: &Watch) -> String {
+/// Whether this daemon checks prices (`schedule.enabled`), for what a new watch is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    Running,
+    Paused,
+}
+
+pub fn watch_added(lang: Lang, number: usize, watch: &Watch, checks: Checks) -> String {
     let rule = rule_text(lang, &watch.rule);
+    let next = match (lang, checks) {
+        (Lang::En, Checks::Running) => "Its first price will follow as soon as I have read it.",
+        (Lang::En, Checks::Paused) => {
+            "Price checks are paused on this pricewatch for now; I will read its price when they resume."
+        }
+        (Lang::Fr, Checks::Running) => "Son premier prix suivra dès que je l'aurai lu.",
+        (Lang::Fr, Checks::Paused) => {
+            "Les vérifications de prix sont en pause sur ce pricewatch ; je lirai son prix à leur reprise."
+        }
+    };
     match lang {
         Lang::En => format!(
-            "Watch #{number} stored: {url}\nI will tell you here on {rule}. Its first price will follow as soon as I have read it.",
+            "Watch #{number} stored: {url}\nI will tell you here on {rule}. {next}",
             url = watch.url
         ),
         Lang::Fr => format!(
-            "Surveillance n°{number} enregistrée : {url}\nJe vous préviendrai ici pour {rule}. Son premier prix suivra dès que je l'aurai lu.",
+            "Surveillance n°{number} enregistrée : {url}\nJe vous préviendrai ici pour {rule}. {next}",
             url = watch.url
         ),
     }

@@ -55,6 +55,8 @@ async fn watch_list_unwatch_round_trip() {
         reply.contains("https://shop.example/p/1?color=red"),
         "{reply}"
     );
+    // These tests run with checks off (schedule.enabled = false), and the reply says so.
+    assert!(reply.contains("paused"), "{reply}");
     assert!(reply.contains("20%"), "{reply}");
 
     // A Teams mention and custom drop.

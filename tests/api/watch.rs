@@ -364,6 +364,11 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
         .find(|r| r.text().contains("159.20"))
         .unwrap_or_else(|| panic!("{got:?}"));
     assert!(follow_up.text().contains("199.00"), "{}", follow_up.text());
+    assert!(
+        got[0].text().contains("first price will follow"),
+        "{}",
+        got[0].text()
+    );
     assert_eq!(follow_up.path, "/v3/conversations/c1/activities");
     assert!(
         follow_up.body.get("replyToId").is_none(),
