@@ -71,10 +71,6 @@ impl PriceEngine {
         ))
     }
 
-    pub fn extractor(&self) -> &Extractor {
-        &self.extractor
-    }
-
     /// Fetches `url` (conditionally, with `validators`) and extracts its price.
     pub async fn check(&self, url: &Url, validators: &Validators) -> Result<Check, EngineError> {
         let page = match self.fetcher.fetch(url, validators).await? {

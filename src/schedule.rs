@@ -6,26 +6,23 @@
 //! in the daemon, plain numbers in tests) and randomness as a
 //! [`RandomSource`]. The async loop around it stays thin:
 //!
-//! 1. [`pick_due`] lists the products whose due time has come and that are not
-//!    already being fetched, most overdue first, each once however many
-//!    watches share it.
-//! 2. [`dispatch`] asks the [`HostGate`] for each and returns the ones that
-//!    may start now, each with a [`Permit`], and when to try again for the
-//!    rest ([`Dispatch::wake_at_ms`]; `None` means "when a fetch finishes").
-//! 3. When a fetch ends, the loop gives the permit back ([`HostGate::finish`]),
+//! 1. The loop (`crate::watcher`) takes the due products from the store, never one
+//!    already being fetched, and asks the [`HostGate`] for each: a [`Permit`] to
+//!    start now, or a [`Wait`] saying until when (`None`: until a fetch finishes).
+//! 2. When a fetch ends, the loop gives the permit back ([`HostGate::finish`]),
 //!    calls [`ProductHealth::on_success`] or [`ProductHealth::on_failure`],
 //!    stores the returned due time and health, and sends the notice if the
 //!    [`HealthChange`] carries one. A 429 or 503 with `Retry-After` also
 //!    pauses the host ([`HostGate::retry_after`], with the time from
 //!    [`ScheduleConfig::retry_after_until`]).
-//! 4. Once per tick it calls [`HostGate::prune`] so that hosts seen once do
+//! 3. Once per tick it calls [`HostGate::prune`] so that hosts seen once do
 //!    not stay in memory.
 //!
 //! The gate lives in memory and starts empty after a restart; the stored due
 //! times (pushed past any `Retry-After`) are what keep a restart from
 //! fetching again what was just fetched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -238,44 +235,6 @@ impl ProductHealth {
     }
 }
 
-/// One product as the loop sees it at a tick. Several rows may share a key
-/// (one per watch); [`pick_due`] merges them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate<'a> {
-    /// The normalised product URL: one fetch serves every watch of it.
-    pub key: &'a str,
-    /// The politeness key ([`HostGate`]); the URL's host as the fetcher will
-    /// connect to it.
-    pub host: &'a str,
-    pub due_ms: u64,
-    /// A fetch of it is running: starting another would fetch it twice.
-    pub in_flight: bool,
-}
-
-/// The products to fetch now: due, not in flight, each key once, the most
-/// overdue first (ties by key, so the order is stable).
-pub fn pick_due<'a>(
-    products: impl IntoIterator<Item = Candidate<'a>>,
-    now_ms: u64,
-) -> Vec<Candidate<'a>> {
-    let mut by_key: HashMap<&'a str, Candidate<'a>> = HashMap::new();
-    for p in products {
-        by_key
-            .entry(p.key)
-            .and_modify(|seen| {
-                seen.due_ms = seen.due_ms.min(p.due_ms);
-                seen.in_flight |= p.in_flight;
-            })
-            .or_insert(p);
-    }
-    let mut due: Vec<Candidate<'a>> = by_key
-        .into_values()
-        .filter(|p| !p.in_flight && p.due_ms <= now_ms)
-        .collect();
-    due.sort_unstable_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(b.key)));
-    due
-}
-
 /// Limits that keep the daemon a polite client of every shop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
@@ -477,58 +436,10 @@ impl HostGate {
     }
 }
 
-/// What one pass of [`dispatch`] started, and when another pass can start
-/// more.
-#[derive(Debug)]
-pub struct Dispatch<'a> {
-    /// In the order given; each product's fetch gives its permit back to
-    /// [`HostGate::finish`].
-    pub started: Vec<(Candidate<'a>, Permit)>,
-    /// The earliest time a refused product may start; `None` when the rest
-    /// wait only for a running fetch to finish (the global limit is reached,
-    /// or every refusal was a busy host) or nothing is left.
-    pub wake_at_ms: Option<u64>,
-}
-
-/// Asks the gate for each due product in order and starts what it allows.
-///
-/// A host refused once is not asked again in the same pass (the answer
-/// cannot improve while only starts happen), and the pass ends at the global
-/// limit: only a finish can change that.
-pub fn dispatch<'a>(gate: &mut HostGate, due: &[Candidate<'a>], now_ms: u64) -> Dispatch<'a> {
-    let mut started = Vec::new();
-    let mut wake_at_ms: Option<u64> = None;
-    let mut refused: HashSet<&str> = HashSet::new();
-    let mut keys: HashSet<&str> = HashSet::new();
-    for product in due {
-        if product.in_flight || refused.contains(product.host) || !keys.insert(product.key) {
-            continue;
-        }
-        match gate.try_start(product.host, now_ms) {
-            Ok(permit) => started.push((*product, permit)),
-            Err(wait) => {
-                if let Some(until) = wait.until_ms {
-                    wake_at_ms = Some(wake_at_ms.map_or(until, |w| w.min(until)));
-                }
-                if wait.reason == WaitReason::GlobalLimit {
-                    // Nothing starts before a finish, and a finish means
-                    // another pass, which works out its own wake-up.
-                    wake_at_ms = None;
-                    break;
-                }
-                refused.insert(product.host);
-            }
-        }
-    }
-    Dispatch {
-        started,
-        wake_at_ms,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     const MIN: u64 = 60_000;
     const HOUR: u64 = 60 * MIN;
@@ -538,15 +449,6 @@ mod tests {
         ScheduleConfig {
             jitter_percent: 0,
             ..ScheduleConfig::default()
-        }
-    }
-
-    fn candidate<'a>(key: &'a str, host: &'a str, due_ms: u64) -> Candidate<'a> {
-        Candidate {
-            key,
-            host,
-            due_ms,
-            in_flight: false,
         }
     }
 
@@ -593,50 +495,6 @@ mod tests {
             "over 100% counts as 100%"
         );
         assert_eq!(next_due(u64::MAX - 5, &cfg, &mut || 0), u64::MAX);
-    }
-
-    #[test]
-    fn pick_due_skips_products_in_flight_or_not_yet_due_and_orders_by_due() {
-        let products = [
-            candidate("later", "a.example", T0 + 1),
-            candidate("due", "a.example", T0),
-            Candidate {
-                in_flight: true,
-                ..candidate("running", "b.example", T0 - 10 * MIN)
-            },
-            candidate("overdue", "c.example", T0 - MIN),
-        ];
-        let keys: Vec<&str> = pick_due(products, T0).iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["overdue", "due"]);
-    }
-
-    #[test]
-    fn a_product_shared_by_many_watches_is_picked_once_and_never_while_in_flight() {
-        let mut rows: Vec<Candidate> = (0..50)
-            .map(|_| candidate("shared", "shop.example", T0 - MIN))
-            .collect();
-        assert_eq!(pick_due(rows.iter().copied(), T0).len(), 1);
-        // A tick that finds the previous fetch still running starts none.
-        rows[17].in_flight = true;
-        assert!(pick_due(rows.iter().copied(), T0).is_empty());
-    }
-
-    #[test]
-    fn dispatch_does_not_start_a_product_twice() {
-        let mut gate = HostGate::new(GateConfig {
-            min_gap: Duration::ZERO,
-            ..GateConfig::default()
-        });
-        let due = [
-            candidate("p", "a.example", T0),
-            candidate("p", "a.example", T0),
-        ];
-        let pass = dispatch(&mut gate, &due, T0);
-        assert_eq!(pass.started.len(), 1);
-        assert_eq!(gate.running(), 1);
-        for (_, permit) in pass.started {
-            gate.finish(permit);
-        }
     }
 
     #[test]
@@ -739,37 +597,6 @@ mod tests {
             cfg.retry_after_until(T0, Duration::from_secs(365 * 24 * 3600)),
             T0 + 6 * HOUR
         );
-    }
-
-    #[test]
-    fn dispatch_starts_what_the_gate_allows_and_says_when_to_come_back() {
-        let mut gate = HostGate::new(GateConfig::default());
-        gate.retry_after("paused.example", T0 + 30_000);
-        let due = [
-            candidate("a1", "a.example", T0 - 3),
-            candidate("a2", "a.example", T0 - 2),
-            candidate("p1", "paused.example", T0 - 1),
-            candidate("b1", "b.example", T0),
-        ];
-        let pass = dispatch(&mut gate, &due, T0);
-        let keys: Vec<&str> = pass.started.iter().map(|(p, _)| p.key).collect();
-        assert_eq!(keys, ["a1", "b1"]);
-        assert_eq!(pass.wake_at_ms, Some(T0 + 1_000), "a2 after the gap");
-        for (_, permit) in pass.started {
-            gate.finish(permit);
-        }
-
-        let tight = GateConfig {
-            global_concurrency: 1,
-            ..GateConfig::default()
-        };
-        let mut gate = HostGate::new(tight);
-        let pass = dispatch(&mut gate, &due, T0);
-        assert_eq!(pass.started.len(), 1);
-        assert_eq!(pass.wake_at_ms, None, "only a finish frees the global slot");
-        for (_, permit) in pass.started {
-            gate.finish(permit);
-        }
     }
 
     #[test]
