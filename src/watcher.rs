@@ -271,7 +271,7 @@ impl Watcher {
             // Left behind by a crash during unwatch: nothing to check it for.
             return Ok(0);
         }
-        let latest = store.history(&product.url).await?.pop();
+        let latest = store.latest_point(&product.url).await?;
         let outcome = match self
             .inner
             .engine

@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
     /// The product's price changes, oldest first.
     fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>>;
 
+    /// The product's newest price change, without reading the whole history.
+    fn latest_point<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<ChangePoint>>;
+
     /// Drops history points older than `before_ms` (the retention setting).
     fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize>;
 

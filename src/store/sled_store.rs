@@ -455,6 +455,15 @@ impl Store for SledStore {
         })
     }
 
+    fn latest_point<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<ChangePoint>> {
+        Box::pin(async move {
+            match self.history.scan_prefix(url_key(url.as_str())).next_back() {
+                Some(item) => decode("history point", &item.map_err(io)?.1).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize> {
         Box::pin(async move { self.prune_history_sync(before_ms) })
     }
@@ -1080,6 +1089,10 @@ mod tests {
                 store.record_check(check).await.unwrap();
             }
         }
+        assert_eq!(
+            store.latest_point(&urls[0]).await.unwrap(),
+            Some(point(30, 30))
+        );
         assert_eq!(store.prune_history(25).await.unwrap(), 4);
         assert_eq!(store.history(&urls[0]).await.unwrap(), [point(30, 30)]);
         // Everything is old, but the latest point of each product stays: it is the current price.
