@@ -70,12 +70,23 @@ impl SledStore {
         };
         std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
         let flush_ms = config.flush_every.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(Some(flush_ms))
-            .open()
-            .map_err(|e| open_err(describe_open_error(&e)))?;
+            .flush_every_ms(Some(flush_ms));
+        // A store just dropped (a restart in this process, or the previous daemon still
+        // exiting) keeps sled's file lock until sled's background threads let go, which
+        // takes a moment: wait a little before calling the directory busy.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled_config.open() {
+                Ok(db) => break db,
+                Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_err(describe_open_error(&e))),
+            }
+        };
         let meta = db.open_tree("meta").map_err(|e| open_err(e.to_string()))?;
         let references = db
             .open_tree("references")
@@ -595,13 +606,19 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// How long `open` waits for a lock another store is releasing.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+}
+
 /// sled reports a held lock as an opaque I/O error; say what it means.
 fn describe_open_error(e: &sled::Error) -> String {
     match e {
-        sled::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock") =>
-        {
+        e if is_locked(e) => {
             "it is locked by another process (is another pricewatch running on it?)".to_owned()
         }
         sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
