@@ -4,7 +4,7 @@
 //! Emulator ids contain `:`, `@`, `;`, `|`) can make two conversations share a prefix.
 //! Values are JSON wrapped in a version envelope so a later schema can read old records.
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
 use crate::activity::ConversationKey;
@@ -52,13 +52,6 @@ pub fn trailing_u64(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u32,
-    #[serde(flatten)]
-    body: T,
-}
-
 #[derive(Serialize)]
 struct EnvelopeRef<'a, T> {
     v: u32,
@@ -74,13 +67,16 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     .map_err(|e| StoreError::Io(format!("encoding failed: {e}")))
 }
 
+/// Reads a record written by [`encode`]. Every stored type is a struct, which skips the
+/// envelope's `v` as an unknown field, so the body is read straight from the bytes: a
+/// `#[serde(flatten)]` envelope made serde buffer each record into a map first, which cost
+/// about a tenth of a poll cycle's CPU (BENCHMARKS.md). A later schema that has to tell
+/// record versions apart can still read `v` on its own.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice::<Envelope<T>>(bytes)
-        .map(|e| e.body)
-        .map_err(|e| StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
+    serde_json::from_slice::<T>(bytes).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

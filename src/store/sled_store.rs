@@ -1,7 +1,8 @@
 //! The sled 0.34 backend: one tree per concern, a schema record checked at open.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -31,8 +32,8 @@ pub struct SledStoreConfig {
 pub struct SledStore {
     path: PathBuf,
     db: sled::Db,
-    /// Flush requests for the group-commit thread (see [`Flusher`]).
-    flusher: Flusher,
+    /// Flushes and check records for the group-commit thread (see [`Writer`]).
+    writer: Writer,
     references: sled::Tree,
     watches: sled::Tree,
     /// Product URL key → `Product`.
@@ -49,7 +50,7 @@ pub struct SledStore {
     /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
     /// prefix scan, which sled transactions cannot do). A std mutex is enough: it is never
     /// held across an `.await`.
-    watch_writes: Mutex<()>,
+    watch_writes: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -100,10 +101,19 @@ impl SledStore {
         let alert_ids = tree("alert_ids")?;
         check_schema(&path, &meta)?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
-        let flusher = Flusher::start(db.clone()).map_err(|e| open_err(e.to_string()))?;
+        let watch_writes = Arc::new(Mutex::new(()));
+        let checks = CheckTrees {
+            products: products.clone(),
+            history: history.clone(),
+            watches: watches.clone(),
+            outbox: outbox.clone(),
+            alert_ids: alert_ids.clone(),
+            watch_writes: Arc::clone(&watch_writes),
+        };
+        let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(e.to_string()))?;
         Ok(SledStore {
             path,
-            flusher,
+            writer,
             db,
             references,
             watches,
@@ -112,7 +122,7 @@ impl SledStore {
             history,
             outbox,
             alert_ids,
-            watch_writes: Mutex::new(()),
+            watch_writes,
         })
     }
 
@@ -238,74 +248,6 @@ impl SledStore {
         Ok(removed)
     }
 
-    fn record_check_sync(&self, check: &CheckRecord) -> Result<Vec<OutboxEntry>, StoreError> {
-        let _guard = self
-            .watch_writes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let url = check.product.url.as_str();
-        let product = encode(&check.product)?;
-        let change = match &check.change {
-            Some(point) => Some((url_key_with(url, point.at_ms), encode(point)?)),
-            None => None,
-        };
-        let watches = check
-            .watches
-            .iter()
-            .map(|w| Ok((watch_key(&w.conversation, w.id), encode(w)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let trees = (
-            &self.products,
-            &self.history,
-            &self.watches,
-            &self.outbox,
-            &self.alert_ids,
-        );
-        trees
-            .transaction(|(p, h, w, o, a)| {
-                let mut queued = Vec::new();
-                // Every watch went while the page was fetched: nothing to record.
-                if p.get(url_key(url))?.is_none() {
-                    return Ok(queued);
-                }
-                p.insert(url_key(url), product.clone())?;
-                if let Some((k, v)) = &change {
-                    h.insert(k.clone(), v.clone())?;
-                }
-                for (k, v) in &watches {
-                    if w.get(k)?.is_some() {
-                        w.insert(k.clone(), v.clone())?;
-                    }
-                }
-                for m in &check.messages {
-                    let watch_gone = match m.watch_id {
-                        Some(id) => w.get(watch_key(&m.conversation, id))?.is_none(),
-                        None => false,
-                    };
-                    if watch_gone || a.get(m.alert_id.as_bytes())?.is_some() {
-                        continue;
-                    }
-                    let id = o.generate_id()?;
-                    let entry = OutboxEntry {
-                        id,
-                        alert_id: m.alert_id.clone(),
-                        conversation: m.conversation.clone(),
-                        watch_id: m.watch_id,
-                        message: m.message.clone(),
-                        created_ms: check.now_ms,
-                        attempts: 0,
-                        next_attempt_ms: check.now_ms,
-                        last_error: None,
-                    };
-                    o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
-                    a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
-                    queued.push(entry);
-                }
-                Ok(queued)
-            })
-            .map_err(tx_error)
-    }
-
     fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
         match self.outbox.get(id.to_be_bytes()).map_err(io)? {
             Some(bytes) => decode("outbox entry", &bytes).map(Some),
@@ -334,7 +276,7 @@ impl SledStore {
     }
 
     async fn flush_now(&self) -> Result<(), StoreError> {
-        self.flusher.flush().await
+        self.writer.flush().await
     }
 }
 
@@ -448,12 +390,9 @@ impl Store for SledStore {
     }
 
     fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>> {
-        Box::pin(async move {
-            let queued = self.record_check_sync(&check)?;
-            // Durable before anyone is told: the delivery task only sees flushed entries.
-            self.flush_now().await?;
-            Ok(queued)
-        })
+        // The writer thread applies it and flushes before answering: durable before anyone
+        // is told, so the delivery task only sees flushed entries.
+        Box::pin(self.writer.record(check))
     }
 
     fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>> {
@@ -527,7 +466,148 @@ impl Store for SledStore {
     }
 }
 
-/// Makes writes durable by group commit on one dedicated thread.
+/// The trees a check writes, owned by the writer thread.
+struct CheckTrees {
+    products: sled::Tree,
+    history: sled::Tree,
+    watches: sled::Tree,
+    outbox: sled::Tree,
+    alert_ids: sled::Tree,
+    /// The store's `watch_writes`: a batch never interleaves with `add_watch`'s
+    /// check-then-insert or `remove_watches`.
+    watch_writes: Arc<Mutex<()>>,
+}
+
+/// A check record with its values encoded, ready for the transaction (which may run its
+/// closure more than once, so nothing is encoded inside it).
+struct Prepared<'a> {
+    check: &'a CheckRecord,
+    product: Vec<u8>,
+    change: Option<(Vec<u8>, Vec<u8>)>,
+    watches: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn prepare(check: &CheckRecord) -> Result<Prepared<'_>, StoreError> {
+    let url = check.product.url.as_str();
+    let change = match &check.change {
+        Some(point) => Some((url_key_with(url, point.at_ms), encode(point)?)),
+        None => None,
+    };
+    let watches = check
+        .watches
+        .iter()
+        .map(|w| Ok((watch_key(&w.conversation, w.id), encode(w)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Prepared {
+        check,
+        product: encode(&check.product)?,
+        change,
+        watches,
+    })
+}
+
+impl CheckTrees {
+    /// Applies several checks in one transaction: all of them or none. Returns the entries
+    /// each queued, in the order given.
+    fn record(&self, checks: &[&Prepared<'_>]) -> Result<Vec<Vec<OutboxEntry>>, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let trees = (
+            &self.products,
+            &self.history,
+            &self.watches,
+            &self.outbox,
+            &self.alert_ids,
+        );
+        trees
+            .transaction(|(p, h, w, o, a)| {
+                let mut all = Vec::with_capacity(checks.len());
+                for prepared in checks {
+                    all.push(apply_check(prepared, p, h, w, o, a)?);
+                }
+                Ok(all)
+            })
+            .map_err(tx_error)
+    }
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
+
+/// One check inside the batch's transaction.
+fn apply_check(
+    prepared: &Prepared<'_>,
+    p: &TxTree,
+    h: &TxTree,
+    w: &TxTree,
+    o: &TxTree,
+    a: &TxTree,
+) -> TxResult<Vec<OutboxEntry>> {
+    let check = prepared.check;
+    let url = check.product.url.as_str();
+    let mut queued = Vec::new();
+    // Every watch went while the page was fetched: nothing to record.
+    if p.get(url_key(url))?.is_none() {
+        return Ok(queued);
+    }
+    p.insert(url_key(url), prepared.product.clone())?;
+    if let Some((k, v)) = &prepared.change {
+        h.insert(k.clone(), v.clone())?;
+    }
+    // Whether each watch still exists, read once: a check's messages are mostly about the
+    // watches it just updated.
+    let mut exists: HashMap<Vec<u8>, bool> = HashMap::new();
+    for (k, v) in &prepared.watches {
+        let there = w.get(k)?.is_some();
+        if there {
+            w.insert(k.clone(), v.clone())?;
+        }
+        exists.insert(k.clone(), there);
+    }
+    for m in &check.messages {
+        let watch_gone = match m.watch_id {
+            Some(id) => {
+                let k = watch_key(&m.conversation, id);
+                match exists.get(&k) {
+                    Some(there) => !there,
+                    None => {
+                        let there = w.get(&k)?.is_some();
+                        exists.insert(k, there);
+                        !there
+                    }
+                }
+            }
+            None => false,
+        };
+        if watch_gone || a.get(m.alert_id.as_bytes())?.is_some() {
+            continue;
+        }
+        let id = o.generate_id()?;
+        let entry = OutboxEntry {
+            id,
+            alert_id: m.alert_id.clone(),
+            conversation: m.conversation.clone(),
+            watch_id: m.watch_id,
+            message: m.message.clone(),
+            created_ms: check.now_ms,
+            attempts: 0,
+            next_attempt_ms: check.now_ms,
+            last_error: None,
+        };
+        o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+        a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+        queued.push(entry);
+    }
+    Ok(queued)
+}
+
+/// Most checks one transaction applies; more wait for the next batch.
+const MAX_BATCH: usize = 256;
+
+/// Makes writes durable by group commit on one dedicated thread, and applies the watch
+/// loop's check records there in batches.
 ///
 /// sled 0.34's `flush_async` deadlocks when several tasks call it at once
 /// (spacejam/sled#1308, #1241: seen here as a daemon that stopped answering when 8 new
@@ -536,17 +616,31 @@ impl Store for SledStore {
 /// started after it arrived, so it covers every write its caller made before asking; the
 /// requests that queue up during one fsync share the next one, which keeps many
 /// simultaneous first turns at the cost of one or two fsyncs.
-struct Flusher {
+///
+/// Check records that queue up meanwhile are applied in one transaction before that flush:
+/// a poll cycle then pays one transaction and one fsync per batch instead of per product
+/// (BENCHMARKS.md, poll cycle), and the sled work stays off the async workers.
+struct Writer {
     /// `None` only while dropping.
-    requests: Option<std::sync::mpsc::Sender<FlushRequest>>,
+    requests: Option<std::sync::mpsc::Sender<Request>>,
     /// Joined on drop, so that the thread's `Db` handle (and sled's directory lock) is gone
     /// when the store is: a restart in the same process can then reopen the directory.
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-type FlushRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+/// A queued check's outcome, with the caller waiting for it.
+type Answer = (
+    Result<Vec<OutboxEntry>, StoreError>,
+    Reply<Vec<OutboxEntry>>,
+);
 
-impl Drop for Flusher {
+enum Request {
+    Flush(Reply<()>),
+    Record(Box<CheckRecord>, Reply<Vec<OutboxEntry>>),
+}
+
+impl Drop for Writer {
     fn drop(&mut self) {
         self.requests.take();
         if let Some(t) = self.thread.take() {
@@ -555,40 +649,105 @@ impl Drop for Flusher {
     }
 }
 
-impl Flusher {
-    fn start(db: sled::Db) -> std::io::Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel::<FlushRequest>();
+impl Writer {
+    fn start(db: sled::Db, trees: CheckTrees) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
-            .name("pricewatch-flush".to_owned())
+            .name("pricewatch-store".to_owned())
             .spawn(move || {
                 // Ends when the store (the only sender) is dropped.
                 while let Ok(first) = rx.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                    for w in waiting {
-                        // The caller may have given up (its turn was cut off); fine.
-                        let _ = w.send(result.clone());
+                    let mut flushes = Vec::new();
+                    let mut records = Vec::new();
+                    for request in std::iter::once(first).chain(rx.try_iter()) {
+                        match request {
+                            Request::Flush(reply) => flushes.push(reply),
+                            Request::Record(check, reply) => records.push((check, reply)),
+                        }
+                    }
+                    let mut done = Vec::with_capacity(records.len());
+                    while !records.is_empty() {
+                        let rest = records.split_off(records.len().min(MAX_BATCH));
+                        done.extend(apply_batch(&trees, records));
+                        records = rest;
+                    }
+                    let flushed = db.flush().map(|_| ()).map_err(io);
+                    // Callers may have given up (a turn cut off, a shutdown); fine.
+                    for reply in flushes {
+                        let _ = reply.send(copy_result(&flushed, ()));
+                    }
+                    for (result, reply) in done {
+                        let _ = reply.send(result.and_then(|q| copy_result(&flushed, q)));
                     }
                 }
             })?;
-        Ok(Flusher {
+        Ok(Writer {
             requests: Some(tx),
             thread: Some(thread),
         })
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    fn send(&self, request: Request) -> Result<(), StoreError> {
         self.requests
             .as_ref()
-            .and_then(|r| r.send(tx).ok())
-            .ok_or_else(|| StoreError::Io("the flush thread has stopped".to_owned()))?;
-        match rx.await {
-            Ok(result) => result.map_err(StoreError::Io),
-            Err(_) => Err(StoreError::Io("the flush thread has stopped".to_owned())),
-        }
+            .and_then(|r| r.send(request).ok())
+            .ok_or_else(stopped)
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Request::Flush(tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    async fn record(&self, check: CheckRecord) -> Result<Vec<OutboxEntry>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Request::Record(Box::new(check), tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Applies one batch; a record that cannot even be encoded fails alone.
+fn apply_batch(
+    trees: &CheckTrees,
+    records: Vec<(Box<CheckRecord>, Reply<Vec<OutboxEntry>>)>,
+) -> Vec<Answer> {
+    let outcomes: Vec<Result<Vec<OutboxEntry>, StoreError>> = {
+        let prepared: Vec<Result<Prepared<'_>, StoreError>> =
+            records.iter().map(|(check, _)| prepare(check)).collect();
+        let ready: Vec<&Prepared<'_>> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let mut applied = match trees.record(&ready) {
+            Ok(queued) => queued.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => ready
+                .iter()
+                .map(|_| Err(StoreError::Io(e.to_string())))
+                .collect(),
+        }
+        .into_iter();
+        prepared
+            .into_iter()
+            .map(|p| match p {
+                Ok(_) => applied.next().unwrap_or_else(|| Err(stopped())),
+                Err(e) => Err(e),
+            })
+            .collect()
+    };
+    outcomes
+        .into_iter()
+        .zip(records)
+        .map(|(outcome, (_, reply))| (outcome, reply))
+        .collect()
+}
+
+fn copy_result<T>(flushed: &Result<(), StoreError>, value: T) -> Result<T, StoreError> {
+    match flushed {
+        Ok(()) => Ok(value),
+        Err(e) => Err(StoreError::Io(e.to_string())),
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Io("the store's writer thread has stopped".to_owned())
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -1056,6 +1215,66 @@ mod tests {
         store.outbox_delivered(later[1].id).await.unwrap();
         assert!(store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
         assert_eq!(store.stats().await.unwrap().outbox, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn simultaneous_checks_share_batches_and_each_gets_its_own_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&config(dir.path())).unwrap());
+        let mut watches = Vec::new();
+        for i in 0..120 {
+            let conv = key(&format!("c{}", i % 7));
+            let url = format!("https://shop.example/p/{i}");
+            watches.push(added(
+                store.add_watch(new_watch(&conv, &url), 100).await.unwrap(),
+            ));
+        }
+        // One product loses its watch before its check lands: it records nothing, and the
+        // checks batched with it are unaffected.
+        let orphan = watches.pop().unwrap();
+        store
+            .remove_watches(&orphan.conversation, &[orphan.id])
+            .await
+            .unwrap();
+        watches.push(orphan.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in watches.clone() {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let mut product = Product::new(w.url.clone(), 0);
+                product.next_due_ms = 9_000;
+                let check = CheckRecord {
+                    product,
+                    change: Some(point(100, 42)),
+                    watches: vec![w.clone()],
+                    messages: vec![
+                        message(&format!("{}:a", w.id), &w.conversation, Some(w.id)),
+                        message(&format!("{}:b", w.id), &w.conversation, Some(w.id)),
+                    ],
+                    now_ms: 100,
+                };
+                (w, store.record_check(check).await.unwrap())
+            });
+        }
+        let mut queued_total = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (w, queued) = done.unwrap();
+            if w.id == orphan.id {
+                assert!(queued.is_empty());
+                continue;
+            }
+            let ids: Vec<&str> = queued.iter().map(|e| e.alert_id.as_str()).collect();
+            assert_eq!(ids, [format!("{}:a", w.id), format!("{}:b", w.id)]);
+            queued_total += queued.len();
+        }
+        assert_eq!(queued_total, 2 * 119);
+        let store = Arc::into_inner(store).unwrap();
+        drop(store);
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(store.stats().await.unwrap().outbox, 2 * 119);
+        assert_eq!(store.due_products(8_999, 1000).await.unwrap(), []);
+        assert_eq!(store.due_products(9_000, 1000).await.unwrap().len(), 119);
+        assert_eq!(store.product(&orphan.url).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -215,7 +215,7 @@ async fn fetch_err(fetcher: &Fetcher, url: &Url) -> FetchError {
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
