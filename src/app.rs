@@ -15,12 +15,13 @@ use crate::bot::{Bot, BotSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::command::Limits;
 use crate::config::Config;
-use crate::connector::{Connector, ConnectorConfig};
+use crate::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::Delivery;
 use crate::engine::{EngineError, PriceEngine};
 use crate::http::{routes, Endpoint};
 use crate::plan::PlanConfig;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::token::{TokenClient, TokenConfig};
 use crate::watcher::Watcher;
 
 /// How often delivery looks at the outbox when no check has woken it (retries come due).
@@ -50,6 +51,8 @@ pub enum AppError {
     Connector(#[from] crate::connector::ConnectorError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot set up the bot's outbound token: {0}")]
+    Credentials(String),
     #[error("cannot build the price engine: {0}")]
     Engine(#[from] EngineError),
     #[error("cannot start the scheduler: {0}")]
@@ -67,6 +70,46 @@ pub struct App {
     ticks: JoinHandle<()>,
     delivery: JoinHandle<()>,
     watcher: Watcher,
+}
+
+/// The bot's token client, when an app id is configured (none in local development: the
+/// Emulator takes unsigned calls).
+fn outbound_token(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<Arc<TokenClient>>, AppError> {
+    if config.bot.is_local_development() {
+        return Ok(None);
+    }
+    if config.bot.app_type == crate::config::AppType::UserAssignedMsi {
+        return Err(AppError::Credentials(
+            "bot.app_type \"UserAssignedMSI\" is not supported yet; use \"MultiTenant\" or \"SingleTenant\" with an app password".to_owned(),
+        ));
+    }
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let password = config
+        .bot
+        .app_password(credentials.as_deref())
+        .map_err(|e| AppError::Credentials(e.to_string()))?
+        .ok_or_else(|| {
+            AppError::Credentials(
+                "bot.app_id is set but no app password was found: set bot.app_password_file or \
+                 provide the app-password credential"
+                    .to_owned(),
+            )
+        })?;
+    let client = TokenClient::new(
+        TokenConfig {
+            endpoint: config.bot.token_endpoint(),
+            client_id: config.bot.app_id.clone(),
+            client_secret: password,
+            scope: crate::token::BOT_FRAMEWORK_SCOPE.to_owned(),
+            timeout: config.bot.reply_timeout,
+        },
+        clock,
+    )
+    .map_err(|e| AppError::Credentials(e.to_string()))?;
+    Ok(Some(Arc::new(client)))
 }
 
 /// Checks the mode rules of the design (§5) before anything is opened.
@@ -97,11 +140,18 @@ impl App {
         // Opening sled replays its log: blocking work, kept off the runtime's workers.
         let store =
             Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??);
-        let connector = Connector::new(&ConnectorConfig {
-            timeout: config.bot.reply_timeout,
-            connect_timeout: config.bot.connect_timeout,
-            user_agent: format!("pricewatch/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let connector = Connector::new(
+            &ConnectorConfig {
+                timeout: config.bot.reply_timeout,
+                connect_timeout: config.bot.connect_timeout,
+                user_agent: format!("pricewatch/{}", env!("CARGO_PKG_VERSION")),
+                policy: ServiceUrlPolicy::new(
+                    &config.bot.service_url_hosts,
+                    config.bot.is_local_development(),
+                ),
+            },
+            outbound_token(config, clock.clone())?,
+        )?;
         let watcher = Watcher::new(
             store.clone(),
             PriceEngine::from_config(config)?,

@@ -132,6 +132,12 @@ pub struct BotConfig {
     pub reply_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// OAuth token endpoint for the bot's outbound token; empty means Azure AD's, for the
+    /// `botframework.com` authority or `tenant_id` (single-tenant).
+    pub token_endpoint: String,
+    /// Hosts a `serviceUrl` may name (exact, or `*.suffix`); the bot sends, and sends its
+    /// token, nowhere else.
+    pub service_url_hosts: Vec<String>,
 }
 
 impl Default for BotConfig {
@@ -144,6 +150,11 @@ impl Default for BotConfig {
             name: "pricewatch".to_owned(),
             reply_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            token_endpoint: String::new(),
+            service_url_hosts: crate::connector::DEFAULT_SERVICE_URL_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
         }
     }
 }
@@ -152,6 +163,15 @@ impl BotConfig {
     /// True when no app ID is configured: requests are not authenticated.
     pub fn is_local_development(&self) -> bool {
         self.app_id.is_empty()
+    }
+
+    /// `token_endpoint`, or Azure AD's for the app type.
+    pub fn token_endpoint(&self) -> String {
+        if !self.token_endpoint.trim().is_empty() {
+            return self.token_endpoint.trim().to_owned();
+        }
+        let tenant = (self.app_type == AppType::SingleTenant).then_some(self.tenant_id.as_str());
+        crate::token::default_endpoint(tenant)
     }
 
     /// Reads the app password from `app_password_file`, else from
@@ -947,6 +967,21 @@ fn validate(config: &Config) -> Vec<Violation> {
     }
     validate_fetch(&config.fetch, &mut fail);
     validate_schedule(config, &mut fail);
+    for host in &config.bot.service_url_hosts {
+        if let Err(message) = check_host_pattern(host) {
+            fail("bot.service_url_hosts", message);
+        }
+    }
+    let endpoint = config.bot.token_endpoint.trim();
+    if !endpoint.is_empty() {
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            _ => fail(
+                "bot.token_endpoint",
+                format!("{endpoint:?} is not an http(s) URL"),
+            ),
+        }
+    }
     if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
         for e in errors {
             let key = match e {
@@ -967,6 +1002,24 @@ fn validate(config: &Config) -> Vec<Violation> {
         });
     }
     out
+}
+
+/// A `service_url_hosts` entry: a host name, or `*.` and a name with at least one dot.
+fn check_host_pattern(pattern: &str) -> Result<(), String> {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid {
+        return Err(format!(
+            "{pattern:?} is not a host name or `*.` followed by one (no scheme, port or path)"
+        ));
+    }
+    if pattern.starts_with("*.") && !name.contains('.') {
+        return Err(format!("{pattern:?} would match a whole top-level domain"));
+    }
+    Ok(())
 }
 
 fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {
@@ -1463,6 +1516,41 @@ mod tests {
         assert_eq!(
             places(&errors("[fetch]\nports = [80, 0]\n", &[])),
             ["test.toml:2 fetch.ports"]
+        );
+    }
+
+    #[test]
+    fn service_url_hosts_and_token_endpoint_are_checked() {
+        let text = "[bot]\n\
+                    token_endpoint = \"login\"\n\
+                    service_url_hosts = [\"smba.trafficmanager.net\", \"https://x.example/\", \"*.com\", \"*.botframework.com\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:2 bot.token_endpoint",
+                "test.toml:3 bot.service_url_hosts",
+                "test.toml:3 bot.service_url_hosts",
+            ]
+        );
+        assert!(
+            errs[2].message.contains("top-level domain"),
+            "{}",
+            errs[2].message
+        );
+        let config = Config::default();
+        assert_eq!(
+            config.bot.token_endpoint(),
+            "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+        );
+        let single = BotConfig {
+            app_type: AppType::SingleTenant,
+            tenant_id: "t-1".into(),
+            ..BotConfig::default()
+        };
+        assert_eq!(
+            single.token_endpoint(),
+            "https://login.microsoftonline.com/t-1/oauth2/v2.0/token"
         );
     }
 

@@ -2,16 +2,103 @@
 //!
 //! It posts activities to a conversation's Connector (`serviceUrl`) as the Bot Framework
 //! SDKs do: `POST {serviceUrl}/v3/conversations/{id}/activities[/{replyToId}]`, with every
-//! path segment percent-encoded. Outbound tokens, per-channel rate limits and retries arrive
-//! here later; callers already go through [`Connector::send`] only, so those land without
-//! touching them.
+//! path segment percent-encoded. With an app id it signs each call with the bot's token
+//! ([`crate::token`]), and only for a `serviceUrl` the [`ServiceUrlPolicy`] trusts: the
+//! token is a password, so it goes to the channel hosts of the allowlist and nowhere else.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::activity::OutboundActivity;
+use crate::token::{TokenClient, TokenError};
+
+/// The channel hosts a `serviceUrl` may name by default: the Bot Framework's (public and
+/// US government clouds) and Teams' (public, GCC, GCC High, DoD).
+pub const DEFAULT_SERVICE_URL_HOSTS: &[&str] = &[
+    "*.botframework.com",
+    "*.botframework.us",
+    "*.botframework.azure.us",
+    "smba.trafficmanager.net",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
+];
+
+/// Which `serviceUrl`s pricewatch sends to (bot-framework.md §4.4, design.md §5): https on
+/// an allowlisted host; loopback (any scheme) only in local-development mode, where no
+/// token is sent.
+#[derive(Debug, Clone)]
+pub struct ServiceUrlPolicy {
+    /// Exact host names, or `*.suffix` for any name under `suffix`.
+    hosts: Vec<String>,
+    allow_loopback: bool,
+}
+
+impl ServiceUrlPolicy {
+    pub fn new(hosts: &[String], allow_loopback: bool) -> Self {
+        ServiceUrlPolicy {
+            hosts: hosts
+                .iter()
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            allow_loopback,
+        }
+    }
+
+    /// `Err` says why the URL is refused.
+    pub fn check(&self, service_url: &str) -> Result<(), String> {
+        let url = url::Url::parse(service_url).map_err(|e| format!("not a URL ({e})"))?;
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).to_string(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).to_string(),
+            None => return Err("it has no host".to_owned()),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("it carries credentials".to_owned());
+        }
+        if is_loopback(&host) {
+            return if self.allow_loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{host} is loopback, allowed only in local-development mode"
+                ))
+            };
+        }
+        if url.scheme() != "https" {
+            return Err(format!("{} is not https", url.scheme()));
+        }
+        let allowed = self
+            .hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+                None => *pattern == host,
+            });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!("{host} is not on bot.service_url_hosts"))
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Path segments are encoded like JavaScript's `encodeURIComponent` (what the JS SDK's
 /// client does) so Teams ids (`19:x@thread.skype;messageid=1`) and Emulator ids
@@ -34,6 +121,7 @@ pub struct ConnectorConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub user_agent: String,
+    pub policy: ServiceUrlPolicy,
 }
 
 /// What the channel answered to a successful send.
@@ -50,6 +138,10 @@ pub enum ConnectorError {
     Client(String),
     #[error("invalid serviceUrl {url:?}: {reason}")]
     ServiceUrl { url: String, reason: String },
+    #[error("refusing to send to serviceUrl {url:?}: {reason}")]
+    Untrusted { url: String, reason: String },
+    #[error("cannot get the bot's token: {0}")]
+    Token(#[from] TokenError),
     #[error("the channel answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("the channel did not answer within {0:?}")]
@@ -78,10 +170,16 @@ struct ResourceResponse {
 pub struct Connector {
     client: reqwest::Client,
     timeout: Duration,
+    policy: ServiceUrlPolicy,
+    /// `None` in local-development mode: calls go unsigned.
+    token: Option<Arc<TokenClient>>,
 }
 
 impl Connector {
-    pub fn new(config: &ConnectorConfig) -> Result<Self, ConnectorError> {
+    pub fn new(
+        config: &ConnectorConfig,
+        token: Option<Arc<TokenClient>>,
+    ) -> Result<Self, ConnectorError> {
         let client = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .timeout(config.timeout)
@@ -96,29 +194,39 @@ impl Connector {
         Ok(Connector {
             client,
             timeout: config.timeout,
+            policy: config.policy.clone(),
+            token,
         })
     }
 
     /// Sends `activity` to its conversation: the reply endpoint when it has a `replyToId`,
     /// the send endpoint otherwise (as the SDKs choose).
     pub async fn send(&self, activity: &OutboundActivity) -> Result<Delivered, ConnectorError> {
+        self.policy
+            .check(&activity.service_url)
+            .map_err(|reason| ConnectorError::Untrusted {
+                url: activity.service_url.clone(),
+                reason,
+            })?;
         let url = activity_url(
             &activity.service_url,
             &activity.conversation.id,
             activity.reply_to_id.as_deref(),
         )?;
-        let response = self
-            .client
-            .post(url)
-            .json(activity)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let token = match &self.token {
+            Some(t) => Some(t.token().await?),
+            None => None,
+        };
+        let (status, body) = self.post(&url, activity, token.as_deref()).await?;
+        // A token the Connector no longer accepts (revoked, or our clock is off): one fresh
+        // token and one more try, never a loop.
+        let (status, body) = match (status, &self.token, &token) {
+            (401, Some(client), Some(used)) => {
+                let fresh = client.replace(used).await?;
+                self.post(&url, activity, Some(&fresh)).await?
+            }
+            _ => (status, body),
+        };
         if !(200..300).contains(&status) {
             return Err(ConnectorError::Status {
                 status,
@@ -132,6 +240,25 @@ impl Connector {
             status,
             activity_id,
         })
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        activity: &OutboundActivity,
+        token: Option<&str>,
+    ) -> Result<(u16, bytes::Bytes), ConnectorError> {
+        let mut request = self.client.post(url).json(activity);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        Ok((status, body))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ConnectorError {
@@ -218,6 +345,53 @@ mod tests {
             u,
             "http://localhost:5000/v3/conversations/a%20b%2Fc%3Fd%23e/activities"
         );
+    }
+
+    #[test]
+    fn service_url_policy() {
+        let hosts: Vec<String> = DEFAULT_SERVICE_URL_HOSTS
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect();
+        let production = ServiceUrlPolicy::new(&hosts, false);
+        let dev = ServiceUrlPolicy::new(&hosts, true);
+        for ok in [
+            "https://smba.trafficmanager.net/teams/",
+            "https://SMBA.trafficmanager.net./amer/",
+            "https://europe.webchat.botframework.com/",
+            "https://directline.botframework.com",
+            "https://smba.infra.gcc.teams.microsoft.com/gcc/",
+        ] {
+            assert_eq!(production.check(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://smba.trafficmanager.net/teams/", "not https"),
+            ("https://botframework.com/", "not on bot.service_url_hosts"),
+            (
+                "https://evilbotframework.com/",
+                "not on bot.service_url_hosts",
+            ),
+            (
+                "https://botframework.com.evil.example/",
+                "not on bot.service_url_hosts",
+            ),
+            (
+                "https://x.trafficmanager.net/",
+                "not on bot.service_url_hosts",
+            ),
+            ("https://u:p@smba.trafficmanager.net/", "credentials"),
+            ("http://localhost:3979/", "loopback"),
+            ("http://127.0.0.1:9/", "loopback"),
+            ("http://[::1]:9/", "loopback"),
+            ("https://10.0.0.1/", "not on bot.service_url_hosts"),
+            ("not a url", "not a URL"),
+        ] {
+            let err = production.check(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert_eq!(dev.check("http://localhost:3979/"), Ok(()));
+        assert_eq!(dev.check("http://127.0.0.1:9/"), Ok(()));
+        assert!(dev.check("http://example.com/").is_err());
     }
 
     #[test]

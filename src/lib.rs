@@ -50,5 +50,6 @@ pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod token;
 pub mod trigger;
 pub mod watcher;

@@ -9,7 +9,7 @@ use pricewatch::activity::{
 };
 use pricewatch::clock::{Clock, ManualClock};
 use pricewatch::command::ProductUrl;
-use pricewatch::connector::{Connector, ConnectorConfig};
+use pricewatch::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
 use pricewatch::price::Currency;
@@ -65,11 +65,16 @@ async fn setup(channel_id: &str) -> Setup {
     };
     store.upsert_reference(&reference).await.unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
-    let connector = Connector::new(&ConnectorConfig {
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(2),
-        user_agent: "test".into(),
-    })
+    let connector = Connector::new(
+        &ConnectorConfig {
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            user_agent: "test".into(),
+            // Local development: the fake channel is on loopback.
+            policy: ServiceUrlPolicy::new(&[], true),
+        },
+        None,
+    )
     .unwrap();
     let delivery = Delivery::new(store.clone(), connector, clock.clone());
     Setup {

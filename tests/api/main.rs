@@ -1,5 +1,6 @@
 //! Integration tests: the real daemon over real HTTP on loopback.
 
+mod connector;
 mod delivery;
 mod fetch;
 mod helpers;
