@@ -176,7 +176,12 @@ impl App {
         if config.schedule.enabled {
             bot = bot.with_watcher(watcher.clone());
         }
-        let delivery = Delivery::new(store.clone(), connector.clone(), clock);
+        let delivery = Delivery::new(
+            store.clone(),
+            connector.clone(),
+            clock,
+            config.delivery.retry_policy(),
+        );
         let endpoint = Arc::new(Endpoint {
             auth: InboundAuth::LocalDevelopment,
             bot,

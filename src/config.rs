@@ -45,6 +45,7 @@ pub struct Config {
     pub bot: BotConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
+    pub delivery: DeliveryConfig,
     pub schedule: ScheduleSection,
     pub fetch: FetchConfig,
     pub log: LogConfig,
@@ -221,6 +222,46 @@ impl Default for StorageConfig {
             cache_capacity: 32 * MIB,
             flush_every: Duration::from_millis(500),
             history_retention: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// `[delivery]`: how proactive messages are retried and when they are given up on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Ceiling of the first retry's random delay; it doubles with each failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Largest retry delay (a channel's `Retry-After` may ask for longer).
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// Failed attempts after which a message becomes a dead letter.
+    pub max_attempts: u32,
+    /// Age after which a message still failing becomes a dead letter.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let p = crate::retry::RetryPolicy::default();
+        Self {
+            retry_base: p.base,
+            retry_cap: p.cap,
+            max_attempts: p.max_attempts,
+            max_age: p.max_age,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            base: self.retry_base,
+            cap: self.retry_cap,
+            max_attempts: self.max_attempts,
+            max_age: self.max_age,
         }
     }
 }
@@ -967,6 +1008,7 @@ fn validate(config: &Config) -> Vec<Violation> {
     }
     validate_fetch(&config.fetch, &mut fail);
     validate_schedule(config, &mut fail);
+    validate_delivery(&config.delivery, &mut fail);
     for host in &config.bot.service_url_hosts {
         if let Err(message) = check_host_pattern(host) {
             fail("bot.service_url_hosts", message);
@@ -1020,6 +1062,40 @@ fn check_host_pattern(pattern: &str) -> Result<(), String> {
         return Err(format!("{pattern:?} would match a whole top-level domain"));
     }
     Ok(())
+}
+
+fn validate_delivery(d: &DeliveryConfig, fail: &mut impl FnMut(&'static str, String)) {
+    if d.retry_base < Duration::from_millis(100) {
+        fail(
+            "delivery.retry_base",
+            format!(
+                "must be at least 100ms, got {}",
+                humantime::format_duration(d.retry_base)
+            ),
+        );
+    }
+    if d.retry_cap < d.retry_base {
+        fail(
+            "delivery.retry_cap",
+            format!(
+                "must be at least delivery.retry_base ({}), got {}",
+                humantime::format_duration(d.retry_base),
+                humantime::format_duration(d.retry_cap)
+            ),
+        );
+    }
+    if d.max_attempts < 1 {
+        fail("delivery.max_attempts", "must be at least 1".to_owned());
+    }
+    if d.max_age < Duration::from_secs(60) {
+        fail(
+            "delivery.max_age",
+            format!(
+                "must be at least 1m, got {}",
+                humantime::format_duration(d.max_age)
+            ),
+        );
+    }
 }
 
 fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {

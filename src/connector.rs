@@ -143,7 +143,12 @@ pub enum ConnectorError {
     #[error("cannot get the bot's token: {0}")]
     Token(#[from] TokenError),
     #[error("the channel answered {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        body: String,
+        /// The channel's `Retry-After` (seconds or an HTTP date).
+        retry_after: Option<Duration>,
+    },
     #[error("the channel did not answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot reach the channel: {0}")]
@@ -158,6 +163,13 @@ impl ConnectorError {
             _ => None,
         }
     }
+}
+
+/// One HTTP exchange with the channel.
+struct Answer {
+    status: u16,
+    body: bytes::Bytes,
+    retry_after: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -217,20 +229,25 @@ impl Connector {
             Some(t) => Some(t.token().await?),
             None => None,
         };
-        let (status, body) = self.post(&url, activity, token.as_deref()).await?;
+        let answer = self.post(&url, activity, token.as_deref()).await?;
         // A token the Connector no longer accepts (revoked, or our clock is off): one fresh
         // token and one more try, never a loop.
-        let (status, body) = match (status, &self.token, &token) {
+        let Answer {
+            status,
+            body,
+            retry_after,
+        } = match (answer.status, &self.token, &token) {
             (401, Some(client), Some(used)) => {
                 let fresh = client.replace(used).await?;
                 self.post(&url, activity, Some(&fresh)).await?
             }
-            _ => (status, body),
+            _ => answer,
         };
         if !(200..300).contains(&status) {
             return Err(ConnectorError::Status {
                 status,
                 body: excerpt(&body),
+                retry_after,
             });
         }
         let activity_id = serde_json::from_slice::<ResourceResponse>(&body)
@@ -247,18 +264,24 @@ impl Connector {
         url: &str,
         activity: &OutboundActivity,
         token: Option<&str>,
-    ) -> Result<(u16, bytes::Bytes), ConnectorError> {
+    ) -> Result<Answer, ConnectorError> {
         let mut request = self.client.post(url).json(activity);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
+        let retry_after =
+            crate::fetch::retry_after(response.headers(), std::time::SystemTime::now());
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(e))?;
-        Ok((status, body))
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ConnectorError {

@@ -1,27 +1,33 @@
 //! Hands queued messages to the adapter: renders each outbox entry in its conversation's
 //! language (alerts ready together for one conversation become one digest), sends it
-//! through the Connector, and removes it only once the channel accepted it. A failed
-//! send stays in the outbox with its next attempt; nothing is dropped.
+//! through the Connector, and removes it only once the channel accepted it.
 //!
-//! Rate limits, dead letters and token handling are the delivery issue's; this pass
-//! retries with a capped exponential delay.
+//! A failed send is decided by [`crate::retry`]: retried later (its next attempt stored in
+//! the outbox, so a restart does not retry in a burst), or moved to the dead letters with
+//! its last error. A 403/404 marks the conversation unreachable and pauses its watches. A
+//! 429/503 also holds back the rest of that channel's messages for the `Retry-After`.
+//! Every outcome is logged with the alert id and counted.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::activity::ConversationKey;
 use crate::clock::Clock;
-use crate::connector::Connector;
-use crate::domain::{OutboxEntry, OutboxMessage, Watch};
+use crate::connector::{Connector, ConnectorError};
+use crate::domain::{OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::notify::{self, AlertItem, Message, ProductView};
 use crate::replies::Lang;
+use crate::retry::{classify, Decision, Failure, RetryPolicy};
+use crate::schedule::SplitMix64;
 use crate::store::{Store, StoreError};
 use crate::trigger::Event;
 
 /// Entries one pass takes; the rest wait for the next pass.
 const PASS_LIMIT: usize = 1000;
-const RETRY_BASE_MS: u64 = 30_000;
-const RETRY_CAP_MS: u64 = 3_600_000;
+/// How long a channel that answered 429/503 without `Retry-After` is held back.
+const THROTTLE_DEFAULT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -31,20 +37,57 @@ pub struct PassReport {
     pub done: usize,
     /// Entries left for a later attempt.
     pub retried: usize,
+    /// Entries moved to the dead letters.
+    pub dead: usize,
+}
+
+/// Totals since start, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounters {
+    pub sent: u64,
+    pub retried: u64,
+    pub dead: u64,
 }
 
 pub struct Delivery {
     store: Arc<dyn Store>,
     connector: Connector,
     clock: Arc<dyn Clock>,
+    policy: RetryPolicy,
+    rng: Mutex<SplitMix64>,
+    /// Channel id → until when it asked (429/503) to be left alone.
+    throttled: Mutex<HashMap<String, u64>>,
+    sent: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
 }
 
 impl Delivery {
-    pub fn new(store: Arc<dyn Store>, connector: Connector, clock: Arc<dyn Clock>) -> Delivery {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connector: Connector,
+        clock: Arc<dyn Clock>,
+        policy: RetryPolicy,
+    ) -> Delivery {
+        let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(17);
         Delivery {
             store,
             connector,
             clock,
+            policy,
+            rng: Mutex::new(SplitMix64::new(seed)),
+            throttled: Mutex::new(HashMap::new()),
+            sent: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+        }
+    }
+
+    pub fn counters(&self) -> DeliveryCounters {
+        DeliveryCounters {
+            sent: self.sent.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
         }
     }
 
@@ -62,10 +105,20 @@ impl Delivery {
         }
         let mut report = PassReport::default();
         for (conversation, entries) in by_conversation {
+            if self.is_throttled(&conversation.channel_id) {
+                continue;
+            }
             self.conversation(&conversation, entries, &mut report)
                 .await?;
         }
         Ok(report)
+    }
+
+    fn is_throttled(&self, channel: &str) -> bool {
+        let now = self.clock.now_ms();
+        let mut throttled = lock(&self.throttled);
+        throttled.retain(|_, until| *until > now);
+        throttled.contains_key(channel)
     }
 
     async fn conversation(
@@ -74,11 +127,22 @@ impl Delivery {
         entries: Vec<OutboxEntry>,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
+        if let Some(mark) = self.store.unreachable(key).await? {
+            let error = format!("the conversation is unreachable: {}", mark.reason);
+            for e in &entries {
+                self.dead(e, &error, report).await?;
+            }
+            return Ok(());
+        }
         let Some(reference) = self.store.reference(key).await? else {
             // Cannot happen for messages the watch loop queues (a watch exists only after an
             // activity stored the reference), but never lose a message over it.
             for e in &entries {
-                self.retry(e, "no conversation reference is stored".to_owned(), report)
+                let failure = Failure::Transient {
+                    retry_after: None,
+                    throttled: false,
+                };
+                self.failed(e, failure, "no conversation reference is stored", report)
                     .await?;
             }
             return Ok(());
@@ -111,47 +175,156 @@ impl Delivery {
         if let Some(msg) = digest {
             outgoing.push((msg, alerts.iter().map(|(_, e)| *e).collect()));
         }
-        for (msg, covered) in outgoing {
+        let mut outgoing = outgoing.into_iter();
+        while let Some((msg, covered)) = outgoing.next() {
             let activity = notify::into_activity(msg, &reference, lang);
-            match self.connector.send(&activity).await {
+            let err = match self.connector.send(&activity).await {
                 Ok(delivered) => {
                     report.sent += 1;
+                    self.sent.fetch_add(1, Ordering::Relaxed);
                     for e in covered {
                         tracing::info!(
                             alert_id = %e.alert_id,
+                            channel = %key.channel_id,
                             activity_id = delivered.activity_id.as_deref().unwrap_or(""),
                             "message delivered"
                         );
                         self.store.outbox_delivered(e.id).await?;
                         report.done += 1;
                     }
+                    continue;
                 }
-                Err(err) => {
-                    for e in covered {
-                        self.retry(e, err.to_string(), report).await?;
+                Err(err) => err,
+            };
+            let failure = classify(&err);
+            let error = err.to_string();
+            if let ConnectorError::Untrusted { url, reason } = &err {
+                tracing::error!(
+                    channel = %key.channel_id,
+                    conversation = %key.conversation_id,
+                    service_url = %url,
+                    %reason,
+                    "refusing to send to this conversation's serviceUrl"
+                );
+            }
+            for e in &covered {
+                self.failed(e, failure, &error, report).await?;
+            }
+            match failure {
+                Failure::Transient {
+                    throttled: true,
+                    retry_after,
+                } => {
+                    // The channel asked for a pause: the rest waits, still queued as it is.
+                    let until = self
+                        .clock
+                        .now_ms()
+                        .saturating_add(retry_after.unwrap_or(THROTTLE_DEFAULT).as_millis() as u64);
+                    lock(&self.throttled).insert(key.channel_id.clone(), until);
+                    return Ok(());
+                }
+                Failure::Unreachable => {
+                    let paused = self
+                        .store
+                        .conversation_unreachable(
+                            key,
+                            Unreachable {
+                                since_ms: self.clock.now_ms(),
+                                reason: error.clone(),
+                            },
+                        )
+                        .await?;
+                    tracing::warn!(
+                        channel = %key.channel_id,
+                        conversation = %key.conversation_id,
+                        paused,
+                        %error,
+                        "conversation unreachable; its watches are paused until it writes again"
+                    );
+                    for (_, rest) in outgoing.by_ref() {
+                        for e in rest {
+                            self.dead(e, &error, report).await?;
+                        }
                     }
+                    return Ok(());
                 }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    async fn retry(
+    /// Applies the retry policy to one entry whose send failed.
+    async fn failed(
         &self,
         entry: &OutboxEntry,
-        error: String,
+        failure: Failure,
+        error: &str,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
-        let delay = RETRY_BASE_MS
-            .saturating_mul(1u64 << entry.attempts.min(20))
-            .min(RETRY_CAP_MS);
-        tracing::warn!(alert_id = %entry.alert_id, attempts = entry.attempts + 1, %error, "delivery failed; will retry");
-        self.store
-            .outbox_retry(entry.id, self.clock.now_ms().saturating_add(delay), error)
-            .await?;
-        report.retried += 1;
+        let retry_after = match failure {
+            Failure::Transient { retry_after, .. } => retry_after,
+            Failure::Permanent | Failure::Unreachable => {
+                return self.dead(entry, error, report).await
+            }
+        };
+        let now = self.clock.now_ms();
+        let failures = entry.attempts.saturating_add(1);
+        let decision = {
+            let mut rng = lock(&self.rng);
+            self.policy
+                .decide(failures, entry.created_ms, now, retry_after, &mut *rng)
+        };
+        match decision {
+            Decision::RetryAt(at) => {
+                tracing::warn!(
+                    alert_id = %entry.alert_id,
+                    channel = %entry.conversation.channel_id,
+                    attempts = failures,
+                    retry_in_ms = at.saturating_sub(now),
+                    %error,
+                    "delivery failed; will retry"
+                );
+                self.store
+                    .outbox_retry(entry.id, at, error.to_owned())
+                    .await?;
+                report.retried += 1;
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Decision::Dead => self.dead(entry, error, report).await,
+        }
+    }
+
+    async fn dead(
+        &self,
+        entry: &OutboxEntry,
+        error: &str,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        tracing::error!(
+            alert_id = %entry.alert_id,
+            channel = %entry.conversation.channel_id,
+            conversation = %entry.conversation.conversation_id,
+            attempts = entry.attempts.saturating_add(1),
+            %error,
+            "delivery given up; moved to the dead letters"
+        );
+        if self
+            .store
+            .outbox_dead(entry.id, error.to_owned(), self.clock.now_ms())
+            .await?
+        {
+            report.dead += 1;
+            self.dead.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
+}
+
+/// A poisoned lock only means a pass panicked; the maps stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 enum Rendered<'a> {

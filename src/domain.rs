@@ -43,6 +43,10 @@ pub struct Watch {
     /// first price.
     #[serde(default)]
     pub trigger: TriggerState,
+    /// The channel refused the conversation (403/404): no checks count for the watch and
+    /// nothing is sent until the conversation writes again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl Watch {
@@ -155,6 +159,16 @@ pub struct OutboxEntry {
     pub attempts: u32,
     pub next_attempt_ms: u64,
     pub last_error: Option<String>,
+    /// When it was given up on (a dead letter); `None` while it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_ms: Option<u64>,
+}
+
+/// A conversation the channel refused (403/404), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreachable {
+    pub since_ms: u64,
+    pub reason: String,
 }
 
 /// Everything one check of a product changes, applied by the store in one transaction.

@@ -46,6 +46,7 @@ pub mod notify;
 pub mod plan;
 pub mod price;
 pub mod replies;
+pub mod retry;
 pub mod schedule;
 pub mod shutdown;
 pub mod store;

@@ -96,7 +96,10 @@ pub fn plan(
 
     let mut remove = Vec::new();
     let mut changed = Vec::new();
-    for watch in watches {
+    // A paused watch's conversation refuses messages: nothing counts for it until the
+    // conversation writes again (design.md §3).
+    let watches: Vec<&Watch> = watches.iter().filter(|w| !w.paused).collect();
+    for &watch in &watches {
         if watch.is_pending() {
             if let Some(reason) = &failure {
                 messages.push(NewOutbox {
@@ -273,6 +276,7 @@ mod tests {
             },
             created_at_ms: 0,
             trigger: Default::default(),
+            paused: false,
         }
     }
 
@@ -384,6 +388,30 @@ mod tests {
             "{:?}",
             plan.record.messages
         );
+    }
+
+    #[test]
+    fn a_paused_watch_counts_nothing_until_it_resumes() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a"), watch(2, "b")];
+        run(&mut p, &mut ws, &mut latest, priced(200), 0);
+        ws[1].paused = true;
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(1));
+        assert!(plan.record.watches.iter().all(|w| w.id == 1));
+        // A failing first check does not remove a paused pending watch either.
+        let mut pending = vec![Watch {
+            paused: true,
+            ..watch(3, "c")
+        }];
+        let plan = run(&mut product(), &mut pending, &mut None, no_price(), 0);
+        assert!(plan.record.messages.is_empty() && plan.remove.is_empty());
+        // Resumed, it sees the low price and alerts.
+        ws[1].paused = false;
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), 2 * HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(2));
     }
 
     #[test]

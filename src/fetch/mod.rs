@@ -304,7 +304,7 @@ fn redirect_policy(allow: Arc<Allowlist>, ports: Arc<[u16]>, max: usize) -> redi
 
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); a date
 /// in the past means now.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

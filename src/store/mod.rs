@@ -19,7 +19,7 @@ use std::pin::Pin;
 
 use crate::activity::{ConversationKey, ConversationReference};
 use crate::command::ProductUrl;
-use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Watch};
+use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Unreachable, Watch};
 
 pub use sled_store::{SledStore, SledStoreConfig};
 
@@ -61,6 +61,7 @@ pub struct StoreStats {
     pub watches: usize,
     pub products: usize,
     pub outbox: usize,
+    pub dead_letters: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a failed attempt and when to try again.
     fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
+
+    /// Moves a queued message to the dead letters with its last error; `false` when it
+    /// was not queued (delivered or dead already).
+    fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool>;
+
+    /// Dead letters, oldest first, at most `limit`.
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+
+    /// Queued messages whatever their next attempt, in queue order, at most `limit`.
+    fn outbox_pending(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+
+    /// Puts a dead letter back in the outbox, due at `now_ms` with no attempts counted;
+    /// `false` when there is no such dead letter.
+    fn outbox_requeue(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool>;
+
+    /// Marks the conversation unreachable and pauses its watches (durably); returns how
+    /// many watches were paused. The next activity from the conversation
+    /// (`upsert_reference`) clears the mark and resumes them.
+    fn conversation_unreachable<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        mark: Unreachable,
+    ) -> StoreFuture<'a, usize>;
+
+    fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>>;
 
     /// Makes every earlier write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;

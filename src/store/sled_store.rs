@@ -15,7 +15,7 @@ use super::{
 };
 use crate::activity::{ConversationKey, ConversationReference};
 use crate::command::ProductUrl;
-use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Watch};
+use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Unreachable, Watch};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -47,6 +47,10 @@ pub struct SledStore {
     /// Alert id → outbox id, so an alert queued twice (a check retried after a crash) is
     /// kept once.
     alert_ids: sled::Tree,
+    /// Outbox id → `OutboxEntry` given up on (`dead_ms` set), kept for the operator.
+    dead_letters: sled::Tree,
+    /// Conversation key → `Unreachable`: the channel refused it; its watches are paused.
+    unreachable: sled::Tree,
     /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
     /// prefix scan, which sled transactions cannot do). A std mutex is enough: it is never
     /// held across an `.await`.
@@ -99,6 +103,8 @@ impl SledStore {
         let history = tree("history")?;
         let outbox = tree("outbox")?;
         let alert_ids = tree("alert_ids")?;
+        let dead_letters = tree("dead_letters")?;
+        let unreachable = tree("unreachable")?;
         check_schema(&path, &meta)?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
         let watch_writes = Arc::new(Mutex::new(()));
@@ -122,6 +128,8 @@ impl SledStore {
             history,
             outbox,
             alert_ids,
+            dead_letters,
+            unreachable,
             watch_writes,
         })
     }
@@ -150,6 +158,74 @@ impl SledStore {
         };
         self.references.insert(key, new).map_err(io)?;
         Ok(change)
+    }
+
+    /// Sets `paused` on every watch of the conversation, and records (or clears) the mark,
+    /// in one transaction. Returns how many watches changed.
+    fn set_reachability(
+        &self,
+        key: &ConversationKey,
+        mark: Option<&Unreachable>,
+    ) -> Result<usize, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = mark.is_some();
+        let changed = self
+            .conversation_watches(key)?
+            .into_iter()
+            .filter(|w| w.paused != paused)
+            .map(|mut w| {
+                w.paused = paused;
+                Ok((watch_key(key, w.id), encode(&w)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let ckey = conversation_key(key);
+        let mark = mark.map(encode).transpose()?;
+        (&self.watches, &self.unreachable)
+            .transaction(|(w, u)| {
+                for (k, v) in &changed {
+                    w.insert(k.clone(), v.clone())?;
+                }
+                match &mark {
+                    Some(m) => u.insert(ckey.clone(), m.clone())?,
+                    None => u.remove(ckey.clone())?,
+                };
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(changed.len())
+    }
+
+    fn move_entry(
+        &self,
+        from: &sled::Tree,
+        to: &sled::Tree,
+        id: u64,
+        change: impl Fn(&mut OutboxEntry),
+    ) -> Result<bool, StoreError> {
+        let key = id.to_be_bytes();
+        let Some(bytes) = from.get(key).map_err(io)? else {
+            return Ok(false);
+        };
+        let mut entry: OutboxEntry = decode("outbox entry", &bytes)?;
+        change(&mut entry);
+        let value = encode(&entry)?;
+        (from, to, &self.alert_ids)
+            .transaction(|(f, t, a)| {
+                f.remove(&key)?;
+                t.insert(&key, value.clone())?;
+                // A dead letter no longer blocks its alert id; a requeued one does again.
+                if entry.dead_ms.is_some() {
+                    a.remove(entry.alert_id.as_bytes())?;
+                } else {
+                    a.insert(entry.alert_id.as_bytes(), &key)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(true)
     }
 
     fn conversation_watches(&self, key: &ConversationKey) -> Result<Vec<Watch>, StoreError> {
@@ -183,6 +259,7 @@ impl SledStore {
             rule: new.rule,
             created_at_ms: new.created_at_ms,
             trigger: Default::default(),
+            paused: false,
         };
         let url = watch.url.as_str();
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
@@ -287,12 +364,30 @@ impl Store for SledStore {
     ) -> StoreFuture<'a, ReferenceChange> {
         Box::pin(async move {
             let change = self.upsert_reference_sync(reference)?;
+            // The conversation wrote again: the channel takes messages once more, so its
+            // paused watches resume (design.md §3).
+            let key = reference.key();
+            let resumed = self
+                .unreachable
+                .contains_key(conversation_key(&key))
+                .map_err(io)?;
+            if resumed {
+                let watches = self.set_reachability(&key, None)?;
+                tracing::info!(
+                    channel = %key.channel_id,
+                    conversation = %key.conversation_id,
+                    watches,
+                    "conversation reachable again; its watches resume"
+                );
+            }
             // Only a reference proactive messages would miss needs the fsync before the turn
             // is acknowledged; a changed display name can ride on the background flush.
-            if matches!(
-                change,
-                ReferenceChange::New | ReferenceChange::ServiceUrlChanged
-            ) {
+            if resumed
+                || matches!(
+                    change,
+                    ReferenceChange::New | ReferenceChange::ServiceUrlChanged
+                )
+            {
                 self.flush_now().await?;
             }
             Ok(change)
@@ -346,6 +441,7 @@ impl Store for SledStore {
                 watches: self.watches.len(),
                 products: self.products.len(),
                 outbox: self.outbox.len(),
+                dead_letters: self.dead_letters.len(),
             })
         })
     }
@@ -458,6 +554,74 @@ impl Store for SledStore {
                     .map_err(io)?;
             }
             Ok(())
+        })
+    }
+
+    fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let moved = self.move_entry(&self.outbox, &self.dead_letters, id, |e| {
+                e.attempts = e.attempts.saturating_add(1);
+                e.last_error = Some(error.clone());
+                e.dead_ms = Some(now_ms);
+            })?;
+            // Dead letters are what the operator is shown; do not lose one to a crash.
+            self.flush_now().await?;
+            Ok(moved)
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            self.dead_letters
+                .iter()
+                .values()
+                .take(limit)
+                .map(|v| v.map_err(io).and_then(|b| decode("dead letter", &b)))
+                .collect()
+        })
+    }
+
+    fn outbox_pending(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            self.outbox
+                .iter()
+                .values()
+                .take(limit)
+                .map(|v| v.map_err(io).and_then(|b| decode("outbox entry", &b)))
+                .collect()
+        })
+    }
+
+    fn outbox_requeue(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let moved = self.move_entry(&self.dead_letters, &self.outbox, id, |e| {
+                e.attempts = 0;
+                e.next_attempt_ms = now_ms;
+                e.dead_ms = None;
+            })?;
+            self.flush_now().await?;
+            Ok(moved)
+        })
+    }
+
+    fn conversation_unreachable<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        mark: Unreachable,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let paused = self.set_reachability(key, Some(&mark))?;
+            self.flush_now().await?;
+            Ok(paused)
+        })
+    }
+
+    fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>> {
+        Box::pin(async move {
+            match self.unreachable.get(conversation_key(key)).map_err(io)? {
+                Some(bytes) => decode("unreachable mark", &bytes).map(Some),
+                None => Ok(None),
+            }
         })
     }
 
@@ -595,6 +759,7 @@ fn apply_check(
             attempts: 0,
             next_attempt_ms: check.now_ms,
             last_error: None,
+            dead_ms: None,
         };
         o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
         a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;

@@ -1,5 +1,5 @@
 //! Delivery of the outbox to a recording fake channel: rendering, the digest, the card on
-//! card channels, and a failed send kept for a later attempt.
+//! card channels, retries, Retry-After, dead letters and unreachable conversations.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use pricewatch::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
 use pricewatch::price::Currency;
+use pricewatch::retry::RetryPolicy;
 use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
 use pricewatch::trigger::{Event, Reference};
 use rust_decimal::Decimal;
@@ -36,6 +37,10 @@ fn key(channel: &str) -> ConversationKey {
 }
 
 async fn setup(channel_id: &str) -> Setup {
+    setup_with(channel_id, RetryPolicy::default(), true).await
+}
+
+async fn setup_with(channel_id: &str, policy: RetryPolicy, allow_loopback: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&SledStoreConfig {
@@ -71,12 +76,12 @@ async fn setup(channel_id: &str) -> Setup {
             connect_timeout: Duration::from_secs(2),
             user_agent: "test".into(),
             // Local development: the fake channel is on loopback.
-            policy: ServiceUrlPolicy::new(&[], true),
+            policy: ServiceUrlPolicy::new(&[], allow_loopback),
         },
         None,
     )
     .unwrap();
-    let delivery = Delivery::new(store.clone(), connector, clock.clone());
+    let delivery = Delivery::new(store.clone(), connector, clock.clone(), policy);
     Setup {
         store,
         clock,
@@ -208,16 +213,150 @@ async fn a_failed_send_stays_queued_and_goes_out_later() {
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].attempts, 1);
     assert!(waiting[0].last_error.as_deref().unwrap().contains("500"));
+    // Full jitter under the first ceiling (2 s).
+    let now = s.clock.now_ms();
+    assert!((now..=now + 2_000).contains(&waiting[0].next_attempt_ms));
 
     // Not before its next attempt, then delivered once the channel is back.
     s.channel.take();
     s.channel.answer_with(StatusCode::OK);
-    assert_eq!(s.delivery.pass().await.unwrap().sent, 0);
-    s.clock.advance_ms(31_000);
+    if waiting[0].next_attempt_ms > now {
+        assert_eq!(s.delivery.pass().await.unwrap().sent, 0);
+    }
+    s.clock.advance_ms(2_000);
     assert_eq!(s.delivery.pass().await.unwrap().sent, 1);
     let got = s.channel.take();
     assert!(got[0].body["attachments"].is_null(), "no card on Slack");
     assert_eq!(s.store.stats().await.unwrap().outbox, 0);
+    assert_eq!(s.delivery.counters().sent, 1);
+    assert_eq!(s.delivery.counters().retried, 1);
+}
+
+#[tokio::test]
+async fn retry_after_in_seconds_or_as_a_date_is_waited_for() {
+    for header in ["30", "date"] {
+        let s = setup("telegram").await;
+        let w = watch(&s, "telegram", "/p/1").await;
+        queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
+        s.channel.answer_with(StatusCode::TOO_MANY_REQUESTS);
+        let value = if header == "date" {
+            // The real clock: the connector reads HTTP dates against it. 31 s, as a date
+            // has whole seconds only.
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(31))
+        } else {
+            header.to_owned()
+        };
+        s.channel.answer_retry_after(Some(&value));
+        let now = s.clock.now_ms();
+        assert_eq!(s.delivery.pass().await.unwrap().retried, 1);
+        let waiting = s.store.outbox_ready(u64::MAX, 10).await.unwrap();
+        assert!(
+            waiting[0].next_attempt_ms >= now + 29_000,
+            "{header}: waits {} ms",
+            waiting[0].next_attempt_ms - now
+        );
+        s.channel.answer_with(StatusCode::OK);
+        s.channel.answer_retry_after(None);
+        s.clock.advance_ms(28_000);
+        assert_eq!(s.delivery.pass().await.unwrap().sent, 0, "{header}");
+        assert_eq!(s.channel.take().len(), 1, "only the throttled attempt");
+        s.clock
+            .advance_ms(waiting[0].next_attempt_ms - now - 28_000);
+        assert_eq!(s.delivery.pass().await.unwrap().sent, 1, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_end_in_a_dead_letter_that_can_be_requeued() {
+    let policy = RetryPolicy {
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(100),
+        max_attempts: 3,
+        max_age: Duration::from_secs(3600),
+    };
+    let s = setup_with("slack", policy, true).await;
+    let w = watch(&s, "slack", "/p/1").await;
+    queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
+    s.channel.answer_with(StatusCode::BAD_GATEWAY);
+    for _ in 0..2 {
+        assert_eq!(s.delivery.pass().await.unwrap().retried, 1);
+        s.clock.advance_ms(100);
+    }
+    let report = s.delivery.pass().await.unwrap();
+    assert_eq!((report.retried, report.dead), (0, 1));
+    assert_eq!(s.channel.take().len(), 3);
+    assert!(s.store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
+    let dead = s.store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("502"));
+    assert_eq!(dead[0].dead_ms, Some(s.clock.now_ms()));
+
+    // The operator re-queues it once the channel is back.
+    s.channel.answer_with(StatusCode::OK);
+    assert!(s
+        .store
+        .outbox_requeue(dead[0].id, s.clock.now_ms())
+        .await
+        .unwrap());
+    assert!(s.store.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(s.delivery.pass().await.unwrap().sent, 1);
+    assert_eq!(s.store.stats().await.unwrap().outbox, 0);
+}
+
+#[tokio::test]
+async fn a_400_is_dead_at_once() {
+    let s = setup("slack").await;
+    let w = watch(&s, "slack", "/p/1").await;
+    queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
+    s.channel.answer_with(StatusCode::BAD_REQUEST);
+    let report = s.delivery.pass().await.unwrap();
+    assert_eq!((report.retried, report.dead), (0, 1));
+    assert_eq!(s.store.dead_letters(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_403_dead_letters_pauses_the_watches_until_the_conversation_writes_again() {
+    let s = setup("msteams").await;
+    let w = watch(&s, "msteams", "/p/1").await;
+    let w2 = watch(&s, "msteams", "/p/2").await;
+    queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
+    s.channel.answer_with(StatusCode::FORBIDDEN);
+    let report = s.delivery.pass().await.unwrap();
+    assert_eq!(report.dead, 1);
+    let mark = s.store.unreachable(&key("msteams")).await.unwrap().unwrap();
+    assert!(mark.reason.contains("403"), "{}", mark.reason);
+    let watches = s.store.watches(&key("msteams")).await.unwrap();
+    assert!(watches.iter().all(|w| w.paused), "{watches:?}");
+
+    // Anything else queued for it meanwhile is not even tried.
+    queue(&s, &w2, vec![fired(&w2, "Kettle", 150)]).await;
+    s.channel.take();
+    assert_eq!(s.delivery.pass().await.unwrap().dead, 1);
+    assert!(s.channel.take().is_empty());
+
+    // The user writes again: the mark goes and the watches resume.
+    let reference = s.store.reference(&key("msteams")).await.unwrap().unwrap();
+    s.store.upsert_reference(&reference).await.unwrap();
+    assert_eq!(s.store.unreachable(&key("msteams")).await.unwrap(), None);
+    let watches = s.store.watches(&key("msteams")).await.unwrap();
+    assert!(watches.iter().all(|w| !w.paused), "{watches:?}");
+}
+
+#[tokio::test]
+async fn a_service_url_the_policy_refuses_is_never_sent_to() {
+    let s = setup_with("msteams", RetryPolicy::default(), false).await;
+    let w = watch(&s, "msteams", "/p/1").await;
+    queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
+    let report = s.delivery.pass().await.unwrap();
+    assert_eq!((report.sent, report.dead), (0, 1));
+    assert!(s.channel.take().is_empty());
+    let dead = s.store.dead_letters(10).await.unwrap();
+    assert!(
+        dead[0].last_error.as_deref().unwrap().contains("loopback"),
+        "{:?}",
+        dead[0].last_error
+    );
 }
 
 #[tokio::test]

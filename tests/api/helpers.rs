@@ -30,6 +30,7 @@ pub struct FakeChannel {
     received: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<StatusCode>>,
     delay: Arc<Mutex<std::time::Duration>>,
+    retry_after: Arc<Mutex<Option<String>>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -38,12 +39,18 @@ impl FakeChannel {
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let status = Arc::new(Mutex::new(StatusCode::OK));
         let delay: Arc<Mutex<std::time::Duration>> = Arc::default();
-        let (rec, st, dl) = (received.clone(), status.clone(), delay.clone());
+        let retry_after: Arc<Mutex<Option<String>>> = Arc::default();
+        let (rec, st, dl, ra) = (
+            received.clone(),
+            status.clone(),
+            delay.clone(),
+            retry_after.clone(),
+        );
         let route = warp::post()
             .and(warp::path::full())
             .and(warp::body::json())
             .then(move |path: warp::path::FullPath, body: Value| {
-                let (rec, st, dl) = (rec.clone(), st.clone(), dl.clone());
+                let (rec, st, dl, ra) = (rec.clone(), st.clone(), dl.clone(), ra.clone());
                 async move {
                     let path = path.as_str().to_owned();
                     assert!(
@@ -57,10 +64,13 @@ impl FakeChannel {
                     };
                     let wait = *dl.lock().unwrap();
                     tokio::time::sleep(wait).await;
-                    warp::reply::with_status(
+                    let reply = warp::reply::with_status(
                         warp::reply::json(&json!({ "id": id })),
                         *st.lock().unwrap(),
-                    )
+                    );
+                    let retry_after = ra.lock().unwrap().clone().unwrap_or_default();
+                    // An empty header value means none (warp needs one reply type).
+                    warp::reply::with_header(reply, "retry-after", retry_after)
                 }
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,6 +89,7 @@ impl FakeChannel {
             received,
             status,
             delay,
+            retry_after,
             _shutdown: tx,
         }
     }
@@ -97,6 +108,11 @@ impl FakeChannel {
     }
 
     /// Records each request at once but answers only after `delay` (a hanging channel).
+    /// Sends this `Retry-After` with every answer (`None`: none).
+    pub fn answer_retry_after(&self, value: Option<&str>) {
+        *self.retry_after.lock().unwrap() = value.map(str::to_owned);
+    }
+
     pub fn answer_after(&self, delay: std::time::Duration) {
         *self.delay.lock().unwrap() = delay;
     }
