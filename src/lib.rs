@@ -30,6 +30,7 @@
 //! Each module has its own `thiserror` enum; only `main` uses `anyhow`.
 
 pub mod activity;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bot;

@@ -35,10 +35,32 @@ enum Cmd {
     /// from one price string. Exit status 0 when a price with its currency was found, 1 when
     /// not (the reason is printed), 2 on bad input.
     Probe(ProbeArgs),
+    /// List the messages waiting in the outbox and the dead letters, or re-queue dead
+    /// letters (`outbox retry`). Works on a stopped daemon's data directory.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxCmd>,
+        /// TOML configuration naming the data directory (storage.path).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// Put dead letters back in the outbox, due now with their attempts reset.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all_dead"])))]
+    Retry {
+        /// Outbox ids, as `pricewatch outbox` lists them.
+        ids: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
     },
 }
 
@@ -85,6 +107,13 @@ fn main() -> ExitCode {
         Cmd::Probe(args) => match &args.price_text {
             Some(text) => probe_text(text, args.currency_hint.as_deref(), args.json),
             None => probe_page(&args),
+        },
+        Cmd::Outbox { action, config } => match outbox(config, action) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pricewatch: {e:#}");
+                ExitCode::FAILURE
+            }
         },
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +249,48 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .context("cannot install the signal handlers")?;
         app.run_until_stopped().await?;
         anyhow::Ok(())
+    })
+}
+
+fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {
+    use pricewatch::clock::Clock;
+    let config = pricewatch::config::load(config_path.as_deref(), env_vars())?;
+    let store = pricewatch::store::SledStore::open(&pricewatch::store::SledStoreConfig {
+        path: config.storage.path.clone(),
+        cache_capacity: config.storage.cache_capacity,
+        flush_every: config.storage.flush_every,
+    })
+    .context(
+        "stop the daemon first: the outbox is read and changed only while it is not running",
+    )?;
+    let now = pricewatch::clock::SystemClock.now_ms();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match action {
+            None => {
+                print!("{}", pricewatch::admin::outbox_listing(&store, now).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(OutboxCmd::Retry { ids, all_dead }) => {
+                let which = if all_dead {
+                    pricewatch::admin::Requeue::AllDead
+                } else {
+                    pricewatch::admin::Requeue::Ids(ids)
+                };
+                let done = pricewatch::admin::requeue(&store, which, now).await?;
+                println!("re-queued {} dead letter(s)", done.requeued.len());
+                if done.not_dead.is_empty() {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    let ids: Vec<String> = done.not_dead.iter().map(u64::to_string).collect();
+                    eprintln!("pricewatch: not dead letters: {}", ids.join(", "));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
     })
 }
 

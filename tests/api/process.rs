@@ -347,3 +347,128 @@ async fn a_message_committed_but_not_sent_arrives_after_a_kill_9() {
     assert!(got[2].text().contains("80.00"), "{}", got[2].text());
     assert_eq!(got[2].path, "/v3/conversations/c1/activities");
 }
+
+fn outbox_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .arg("outbox")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() {
+    use pricewatch::activity::ConversationKey;
+    use pricewatch::command::ProductUrl;
+    use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
+    use pricewatch::store::AddWatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), "");
+    let config = pricewatch::config::load(Some(&file), std::iter::empty()).unwrap();
+    let open = || {
+        SledStore::open(&SledStoreConfig {
+            path: config.storage.path.clone(),
+            cache_capacity: 4 << 20,
+            flush_every: Duration::from_millis(500),
+        })
+        .unwrap()
+    };
+    let conv = ConversationKey {
+        channel_id: "slack".into(),
+        conversation_id: "C42".into(),
+    };
+    {
+        let store = open();
+        let AddWatch::Added(w) = store
+            .add_watch(
+                NewWatch {
+                    conversation: conv.clone(),
+                    user: None,
+                    url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
+                    rule: Rule::Drop { percent: 20.into() },
+                    created_at_ms: 1_000,
+                },
+                10,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not added");
+        };
+        let message = |alert: &str| NewOutbox {
+            alert_id: alert.into(),
+            conversation: conv.clone(),
+            watch_id: Some(w.id),
+            message: OutboxMessage::FirstCheckFailed {
+                url: w.url.as_str().into(),
+                reason: "404".into(),
+            },
+        };
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        let queued = store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![],
+                messages: vec![message("a-1"), message("a-2")],
+                now_ms: 1_000,
+            })
+            .await
+            .unwrap();
+        store
+            .outbox_retry(queued[0].id, 5_000, "the channel answered 502: busy".into())
+            .await
+            .unwrap();
+        assert!(store
+            .outbox_dead(queued[1].id, "the channel answered 400: bad".into(), 2_000)
+            .await
+            .unwrap());
+    }
+
+    let out = outbox_cmd(&["--config", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("pending: 1") && text.contains("dead: 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("slack C42") && text.contains("alert a-1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last error: the channel answered 502: busy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last error: the channel answered 400: bad"),
+        "{text}"
+    );
+
+    let out = outbox_cmd(&["retry", "424242", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not dead letters: 424242"));
+
+    let out = outbox_cmd(&["retry", "--all-dead", "--config", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-queued 1 dead letter(s)"));
+
+    {
+        let store = open();
+        assert_eq!(store.stats().await.unwrap().outbox, 2);
+        assert!(store.dead_letters(10).await.unwrap().is_empty());
+        // While something holds the data directory (a running daemon), the command refuses.
+        let out = outbox_cmd(&["--config", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("stop the daemon first") && err.contains("locked"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The operator's commands on a stopped daemon's data: `pricewatch outbox` lists what
+//! waits to be delivered and what was given up on; `pricewatch outbox retry` re-queues
+//! dead letters. sled's directory lock makes a running daemon's data unavailable here,
+//! and [`crate::store::SledStore::open`] says so.
+
+use crate::domain::OutboxEntry;
+use crate::store::{Store, StoreError};
+
+/// Most entries listed per section; the count is always exact.
+pub const LIST_LIMIT: usize = 1000;
+
+/// Which dead letters to re-queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    Ids(Vec<u64>),
+    AllDead,
+}
+
+/// What `retry` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requeued {
+    pub requeued: Vec<u64>,
+    /// Ids that are not dead letters (delivered, still pending, or never existed).
+    pub not_dead: Vec<u64>,
+}
+
+/// The text of `pricewatch outbox`.
+pub async fn outbox_listing(store: &dyn Store, now_ms: u64) -> Result<String, StoreError> {
+    let stats = store.stats().await?;
+    let pending = store.outbox_pending(LIST_LIMIT).await?;
+    let dead = store.dead_letters(LIST_LIMIT).await?;
+    let mut out = String::new();
+    section(&mut out, "pending", stats.outbox, &pending, now_ms);
+    out.push('\n');
+    section(&mut out, "dead", stats.dead_letters, &dead, now_ms);
+    Ok(out)
+}
+
+fn section(out: &mut String, name: &str, total: usize, entries: &[OutboxEntry], now_ms: u64) {
+    out.push_str(&format!("{name}: {total}\n"));
+    for e in entries {
+        let when = match e.dead_ms {
+            Some(at) => format!("dead for {}", ago(now_ms, at)),
+            None if e.next_attempt_ms > now_ms => {
+                format!("next attempt in {}", ago(e.next_attempt_ms, now_ms))
+            }
+            None => "due now".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {id}  {channel} {conversation}  alert {alert}  age {age}  attempts {attempts}  {when}\n",
+            id = e.id,
+            channel = e.conversation.channel_id,
+            conversation = e.conversation.conversation_id,
+            alert = e.alert_id,
+            age = ago(now_ms, e.created_ms),
+            attempts = e.attempts,
+        ));
+        if let Some(err) = &e.last_error {
+            out.push_str(&format!("      last error: {}\n", one_line(err)));
+        }
+    }
+    if entries.len() < total {
+        out.push_str(&format!("  … and {} more\n", total - entries.len()));
+    }
+}
+
+/// Re-queues dead letters, due at once with their attempts reset.
+pub async fn requeue(
+    store: &dyn Store,
+    which: Requeue,
+    now_ms: u64,
+) -> Result<Requeued, StoreError> {
+    let ids = match which {
+        Requeue::Ids(ids) => ids,
+        Requeue::AllDead => {
+            let mut all = Vec::new();
+            // Each round re-queues what it listed, so the next round lists the rest.
+            loop {
+                let batch: Vec<u64> = store
+                    .dead_letters(LIST_LIMIT)
+                    .await?
+                    .iter()
+                    .map(|e| e.id)
+                    .collect();
+                if batch.is_empty() {
+                    return Ok(Requeued {
+                        requeued: all,
+                        not_dead: Vec::new(),
+                    });
+                }
+                for id in batch {
+                    if store.outbox_requeue(id, now_ms).await? {
+                        all.push(id);
+                    }
+                }
+            }
+        }
+    };
+    let mut done = Requeued::default();
+    for id in ids {
+        if store.outbox_requeue(id, now_ms).await? {
+            done.requeued.push(id);
+        } else {
+            done.not_dead.push(id);
+        }
+    }
+    Ok(done)
+}
+
+fn ago(later_ms: u64, earlier_ms: u64) -> String {
+    let secs = later_ms.saturating_sub(earlier_ms) / 1000;
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(200).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_short_and_readable() {
+        assert_eq!(ago(61_000, 0), "61s");
+        assert_eq!(ago(600_000, 0), "10m");
+        assert_eq!(ago(3 * 3_600_000, 0), "3h");
+        assert_eq!(ago(3 * 86_400_000, 0), "3d");
+        assert_eq!(ago(0, 5), "0s");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(one_line("502: bad\ngateway"), "502: bad…");
+        assert_eq!(one_line("short"), "short");
+    }
+}
