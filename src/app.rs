@@ -20,6 +20,7 @@ use crate::delivery::Delivery;
 use crate::engine::{EngineError, PriceEngine};
 use crate::http::{routes, Endpoint};
 use crate::plan::PlanConfig;
+use crate::ratelimit::SendLimits;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
 use crate::token::{TokenClient, TokenConfig};
 use crate::watcher::Watcher;
@@ -176,11 +177,13 @@ impl App {
         if config.schedule.enabled {
             bot = bot.with_watcher(watcher.clone());
         }
+        let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
         let delivery = Delivery::new(
             store.clone(),
             connector.clone(),
             clock,
             config.delivery.retry_policy(),
+            limits,
         );
         let endpoint = Arc::new(Endpoint {
             auth: InboundAuth::LocalDevelopment,

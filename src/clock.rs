@@ -7,7 +7,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
+
+    /// The same in nanoseconds, for the send rate limiters, which space sends finer than
+    /// a millisecond.
+    fn now_nanos(&self) -> u64 {
+        self.now_ms().saturating_mul(1_000_000)
+    }
+
+    /// Waits `ms` of this clock's time: a timer for real clocks.
+    fn sleep_ms(&self, ms: u64) -> Pause {
+        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(ms)))
+    }
 }
+
+/// What [`Clock::sleep_ms`] returns.
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The real clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,6 +33,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0)
     }
 }
@@ -40,6 +61,13 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whoever sleeps on a manual clock moves it: the wait happens at once, and the test
+    /// sees the time it would have taken (as with tokio's paused time).
+    fn sleep_ms(&self, ms: u64) -> Pause {
+        self.advance_ms(ms);
+        Box::pin(tokio::task::yield_now())
     }
 }
 

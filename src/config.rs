@@ -46,6 +46,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
     pub delivery: DeliveryConfig,
+    /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
+    /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
+    pub rate_limits: BTreeMap<String, crate::ratelimit::ChannelLimits>,
     pub schedule: ScheduleSection,
     pub fetch: FetchConfig,
     pub log: LogConfig,
@@ -1593,6 +1596,20 @@ mod tests {
             places(&errors("[fetch]\nports = [80, 0]\n", &[])),
             ["test.toml:2 fetch.ports"]
         );
+    }
+
+    #[test]
+    fn rate_limit_windows_are_checked() {
+        let text = "[rate_limits.msteams]\nper_conversation = [\"7/1s\", \"7\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].key.starts_with("rate_limits"), "{}", errs[0].key);
+        assert!(errs[0].message.contains("count/duration"), "{}", errs[0].message);
+        let ok = "[rate_limits.slack]\nper_conversation = [\"2/1s\"]\nper_channel = []\n";
+        let config = load_str("test.toml", ok, env(&[])).unwrap();
+        let slack = &config.rate_limits["slack"];
+        assert_eq!(slack.per_conversation[0].count, 2);
+        assert!(slack.per_channel.is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::connector::{Connector, ConnectorError};
 use crate::domain::{OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::notify::{self, AlertItem, Message, ProductView};
+use crate::ratelimit::{Admission, SendLimits};
 use crate::replies::Lang;
 use crate::retry::{classify, Decision, Failure, RetryPolicy};
 use crate::schedule::SplitMix64;
@@ -28,6 +29,11 @@ use crate::trigger::Event;
 const PASS_LIMIT: usize = 1000;
 /// How long a channel that answered 429/503 without `Retry-After` is held back.
 const THROTTLE_DEFAULT: Duration = Duration::from_secs(5);
+/// A rate-limit wait up to this long is slept through within the pass; a longer one is
+/// stored as the messages' next attempt.
+const SHORT_WAIT_MS: u64 = 1_000;
+/// How often idle conversations are dropped from the rate limiters.
+const PRUNE_EVERY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -39,6 +45,18 @@ pub struct PassReport {
     pub retried: usize,
     /// Entries moved to the dead letters.
     pub dead: usize,
+    /// Entries whose next attempt was moved to when a rate limit lets them go.
+    pub deferred: usize,
+}
+
+impl PassReport {
+    fn add(&mut self, o: PassReport) {
+        self.sent += o.sent;
+        self.done += o.done;
+        self.retried += o.retried;
+        self.dead += o.dead;
+        self.deferred += o.deferred;
+    }
 }
 
 /// Totals since start, for metrics.
@@ -54,6 +72,8 @@ pub struct Delivery {
     connector: Connector,
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
+    limits: Arc<SendLimits>,
+    last_prune_ms: AtomicU64,
     rng: Mutex<SplitMix64>,
     /// Channel id → until when it asked (429/503) to be left alone.
     throttled: Mutex<HashMap<String, u64>>,
@@ -68,6 +88,7 @@ impl Delivery {
         connector: Connector,
         clock: Arc<dyn Clock>,
         policy: RetryPolicy,
+        limits: Arc<SendLimits>,
     ) -> Delivery {
         let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(17);
         Delivery {
@@ -75,6 +96,8 @@ impl Delivery {
             connector,
             clock,
             policy,
+            limits,
+            last_prune_ms: AtomicU64::new(0),
             rng: Mutex::new(SplitMix64::new(seed)),
             throttled: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
@@ -91,22 +114,47 @@ impl Delivery {
         }
     }
 
-    /// Sends everything that is due, one conversation after another.
+    /// Sends everything that is due: the channels side by side, so that a slow or
+    /// throttled channel does not hold back another's messages; within a channel, one
+    /// conversation after another.
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
         let now = self.clock.now_ms();
+        if now.saturating_sub(self.last_prune_ms.load(Ordering::Relaxed)) >= PRUNE_EVERY_MS {
+            self.last_prune_ms.store(now, Ordering::Relaxed);
+            let kept = self.limits.prune();
+            tracing::debug!(kept, "rate limiter keys pruned");
+        }
         let ready = self.store.outbox_ready(now, PASS_LIMIT).await?;
         // Queue order within a conversation; conversations in key order.
-        let mut by_conversation: BTreeMap<ConversationKey, Vec<OutboxEntry>> = BTreeMap::new();
+        let mut by_channel: BTreeMap<String, BTreeMap<ConversationKey, Vec<OutboxEntry>>> =
+            BTreeMap::new();
         for entry in ready {
-            by_conversation
+            by_channel
+                .entry(entry.conversation.channel_id.clone())
+                .or_default()
                 .entry(entry.conversation.clone())
                 .or_default()
                 .push(entry);
         }
+        let passes = by_channel
+            .into_iter()
+            .filter(|(channel, _)| !self.is_throttled(channel))
+            .map(|(_, conversations)| self.channel_pass(conversations));
         let mut report = PassReport::default();
-        for (conversation, entries) in by_conversation {
+        for result in futures_util::future::join_all(passes).await {
+            report.add(result?);
+        }
+        Ok(report)
+    }
+
+    async fn channel_pass(
+        &self,
+        conversations: BTreeMap<ConversationKey, Vec<OutboxEntry>>,
+    ) -> Result<PassReport, StoreError> {
+        let mut report = PassReport::default();
+        for (conversation, entries) in conversations {
             if self.is_throttled(&conversation.channel_id) {
-                continue;
+                break;
             }
             self.conversation(&conversation, entries, &mut report)
                 .await?;
@@ -177,6 +225,14 @@ impl Delivery {
         }
         let mut outgoing = outgoing.into_iter();
         while let Some((msg, covered)) = outgoing.next() {
+            if let Some(at) = self.wait_for_limits(key).await {
+                // Everything left for this conversation waits for the limit, durably.
+                for e in covered.iter().copied().chain(outgoing.flat_map(|(_, c)| c)) {
+                    self.store.outbox_defer(e.id, at).await?;
+                    report.deferred += 1;
+                }
+                return Ok(());
+            }
             let activity = notify::into_activity(msg, &reference, lang);
             let err = match self.connector.send(&activity).await {
                 Ok(delivered) => {
@@ -221,6 +277,14 @@ impl Delivery {
                         .now_ms()
                         .saturating_add(retry_after.unwrap_or(THROTTLE_DEFAULT).as_millis() as u64);
                     lock(&self.throttled).insert(key.channel_id.clone(), until);
+                    // This conversation's other messages wait durably, so a restart does
+                    // not send them into the channel's pause.
+                    for (_, rest) in outgoing.by_ref() {
+                        for e in rest {
+                            self.store.outbox_defer(e.id, until).await?;
+                            report.deferred += 1;
+                        }
+                    }
                     return Ok(());
                 }
                 Failure::Unreachable => {
@@ -252,6 +316,23 @@ impl Delivery {
             }
         }
         Ok(())
+    }
+
+    /// Takes the rate limits' permission to send to the conversation, sleeping through a
+    /// short wait; returns the time to defer to when the wait is long.
+    async fn wait_for_limits(&self, key: &ConversationKey) -> Option<u64> {
+        loop {
+            match self.limits.admit(&key.channel_id, &key.conversation_id) {
+                Admission::Now => return None,
+                Admission::NotBefore(at) => {
+                    let wait = at.saturating_sub(self.clock.now_ms());
+                    if wait > SHORT_WAIT_MS {
+                        return Some(at);
+                    }
+                    self.clock.sleep_ms(wait.max(1)).await;
+                }
+            }
+        }
     }
 
     /// Applies the retry policy to one entry whose send failed.

@@ -46,6 +46,7 @@ pub mod http;
 pub mod notify;
 pub mod plan;
 pub mod price;
+pub mod ratelimit;
 pub mod replies;
 pub mod retry;
 pub mod schedule;

@@ -140,6 +140,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records a failed attempt and when to try again.
     fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
 
+    /// Moves a queued message's next attempt without counting a failure (it waits for a
+    /// rate limit). Not flushed: losing it to a crash only brings the attempt forward to
+    /// where the limiter, restarted empty, allows one send.
+    fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()>;
+
     /// Moves a queued message to the dead letters with its last error; `false` when it
     /// was not queued (delivered or dead already).
     fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool>;

@@ -557,6 +557,20 @@ impl Store for SledStore {
         })
     }
 
+    fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                if entry.next_attempt_ms < next_attempt_ms {
+                    entry.next_attempt_ms = next_attempt_ms;
+                    self.outbox
+                        .insert(id.to_be_bytes(), encode(&entry)?)
+                        .map_err(io)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let moved = self.move_entry(&self.outbox, &self.dead_letters, id, |e| {

@@ -13,6 +13,7 @@ use pricewatch::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
 use pricewatch::price::Currency;
+use pricewatch::ratelimit::SendLimits;
 use pricewatch::retry::RetryPolicy;
 use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
 use pricewatch::trigger::{Event, Reference};
@@ -37,10 +38,16 @@ fn key(channel: &str) -> ConversationKey {
 }
 
 async fn setup(channel_id: &str) -> Setup {
-    setup_with(channel_id, RetryPolicy::default(), true).await
+    setup_with(channel_id, RetryPolicy::default(), true, false).await
 }
 
-async fn setup_with(channel_id: &str, policy: RetryPolicy, allow_loopback: bool) -> Setup {
+/// `limited`: the built-in per-channel rate limits; otherwise none.
+async fn setup_with(
+    channel_id: &str,
+    policy: RetryPolicy,
+    allow_loopback: bool,
+    limited: bool,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&SledStoreConfig {
@@ -50,7 +57,8 @@ async fn setup_with(channel_id: &str, policy: RetryPolicy, allow_loopback: bool)
         })
         .unwrap(),
     );
-    let channel = FakeChannel::start().await;
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    let channel = FakeChannel::start_with_clock(clock.clone()).await;
     let reference = ConversationReference {
         channel_id: channel_id.into(),
         service_url: channel.url.clone(),
@@ -69,7 +77,6 @@ async fn setup_with(channel_id: &str, policy: RetryPolicy, allow_loopback: bool)
         locale: Some("en-US".into()),
     };
     store.upsert_reference(&reference).await.unwrap();
-    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let connector = Connector::new(
         &ConnectorConfig {
             timeout: Duration::from_secs(5),
@@ -81,7 +88,18 @@ async fn setup_with(channel_id: &str, policy: RetryPolicy, allow_loopback: bool)
         None,
     )
     .unwrap();
-    let delivery = Delivery::new(store.clone(), connector, clock.clone(), policy);
+    let limits = if limited {
+        SendLimits::new(&Default::default(), clock.clone())
+    } else {
+        SendLimits::off(clock.clone())
+    };
+    let delivery = Delivery::new(
+        store.clone(),
+        connector,
+        clock.clone(),
+        policy,
+        Arc::new(limits),
+    );
     Setup {
         store,
         clock,
@@ -274,7 +292,7 @@ async fn repeated_failures_end_in_a_dead_letter_that_can_be_requeued() {
         max_attempts: 3,
         max_age: Duration::from_secs(3600),
     };
-    let s = setup_with("slack", policy, true).await;
+    let s = setup_with("slack", policy, true, false).await;
     let w = watch(&s, "slack", "/p/1").await;
     queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
     s.channel.answer_with(StatusCode::BAD_GATEWAY);
@@ -345,7 +363,7 @@ async fn a_403_dead_letters_pauses_the_watches_until_the_conversation_writes_aga
 
 #[tokio::test]
 async fn a_service_url_the_policy_refuses_is_never_sent_to() {
-    let s = setup_with("msteams", RetryPolicy::default(), false).await;
+    let s = setup_with("msteams", RetryPolicy::default(), false, false).await;
     let w = watch(&s, "msteams", "/p/1").await;
     queue(&s, &w, vec![fired(&w, "Skillet", 150)]).await;
     let report = s.delivery.pass().await.unwrap();
@@ -371,4 +389,189 @@ async fn a_message_about_a_removed_watch_is_dropped_not_sent() {
     let report = s.delivery.pass().await.unwrap();
     assert_eq!((report.sent, report.done), (0, 1));
     assert!(s.channel.take().is_empty());
+}
+
+/// A message about the product of `w` for the conversation `conv`, rendered on its own.
+fn single(w: &Watch, conv: &ConversationKey, n: usize) -> NewOutbox {
+    NewOutbox {
+        alert_id: format!("note-{}-{n}", conv.channel_id),
+        conversation: conv.clone(),
+        watch_id: None,
+        message: OutboxMessage::FirstCheckFailed {
+            url: w.url.as_str().into(),
+            reason: format!("note {n}"),
+        },
+    }
+}
+
+/// Most arrivals within any span of `per_ms` (half-open), from arrival times.
+fn max_in_window(times: &[u64], per_ms: u64) -> usize {
+    times
+        .iter()
+        .map(|&t| times.iter().filter(|&&u| u >= t && u < t + per_ms).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn two_hundred_messages_to_one_teams_conversation_keep_every_window() {
+    let s = setup_with("msteams", RetryPolicy::default(), true, true).await;
+    // A Slack conversation with its own channel, to show it is not held back.
+    let slack = FakeChannel::start_with_clock(s.clock.clone()).await;
+    let mut other = s.store.reference(&key("msteams")).await.unwrap().unwrap();
+    other.channel_id = "slack".into();
+    other.service_url = slack.url.clone();
+    s.store.upsert_reference(&other).await.unwrap();
+
+    let w = watch(&s, "msteams", "/p/1").await;
+    let messages = (0..200).map(|n| single(&w, &key("msteams"), n)).collect();
+    queue(&s, &w, messages).await;
+    queue(&s, &w, vec![single(&w, &key("slack"), 0)]).await;
+
+    let start = s.clock.now_ms();
+    let mut passes = 0;
+    while s.channel.received().len() < 200 {
+        s.delivery.pass().await.unwrap();
+        s.clock.advance_ms(250);
+        passes += 1;
+        assert!(passes < 10_000, "stuck at {}", s.channel.received().len());
+    }
+    let teams: Vec<u64> = s.channel.received().iter().map(|r| r.at_ms).collect();
+    assert_eq!(teams.len(), 200);
+    assert!(max_in_window(&teams, 1_000) <= 7);
+    assert!(max_in_window(&teams, 30_000) <= 60);
+    assert!(max_in_window(&teams, 3_600_000) <= 1_800);
+    // Paced at the hourly window's rate (one per 2 s), not slower.
+    let span = teams[199] - teams[0];
+    assert!((398_000..=450_000).contains(&span), "{span} ms");
+    // Slack went out in the first pass, while Teams was being paced.
+    let slack_times: Vec<u64> = slack.received().iter().map(|r| r.at_ms).collect();
+    assert_eq!(slack_times, [start]);
+    // Each message went exactly once; the outbox is empty.
+    let mut texts: Vec<String> = s
+        .channel
+        .received()
+        .iter()
+        .map(|r| r.text().to_owned())
+        .collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 200);
+    assert_eq!(s.store.stats().await.unwrap().outbox, 0);
+}
+
+#[tokio::test]
+async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    let channel = FakeChannel::start_with_clock(clock.clone()).await;
+    let open = || -> Arc<dyn Store> {
+        Arc::new(
+            SledStore::open(&SledStoreConfig {
+                path: dir.path().join("data"),
+                cache_capacity: 4 << 20,
+                flush_every: Duration::from_millis(500),
+            })
+            .unwrap(),
+        )
+    };
+    let delivery = |store: &Arc<dyn Store>| {
+        let connector = Connector::new(
+            &ConnectorConfig {
+                timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(2),
+                user_agent: "test".into(),
+                policy: ServiceUrlPolicy::new(&[], true),
+            },
+            None,
+        )
+        .unwrap();
+        Delivery::new(
+            store.clone(),
+            connector,
+            clock.clone(),
+            RetryPolicy::default(),
+            Arc::new(SendLimits::new(&Default::default(), clock.clone())),
+        )
+    };
+    let store = open();
+    let reference = ConversationReference {
+        channel_id: "msteams".into(),
+        service_url: channel.url.clone(),
+        conversation: ConversationAccount {
+            id: "c1".into(),
+            ..Default::default()
+        },
+        user: None,
+        bot: ChannelAccount {
+            id: "bot1".into(),
+            ..Default::default()
+        },
+        locale: None,
+    };
+    store.upsert_reference(&reference).await.unwrap();
+    let AddWatch::Added(w) = store
+        .add_watch(
+            NewWatch {
+                conversation: key("msteams"),
+                user: None,
+                url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
+                rule: Rule::Drop {
+                    percent: Decimal::from(20),
+                },
+                created_at_ms: clock.now_ms(),
+            },
+            10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not added");
+    };
+    let product = store.product(&w.url).await.unwrap().unwrap();
+    store
+        .record_check(CheckRecord {
+            product,
+            change: None,
+            watches: vec![],
+            messages: (0..4).map(|n| single(&w, &key("msteams"), n)).collect(),
+            now_ms: clock.now_ms(),
+        })
+        .await
+        .unwrap();
+
+    // One goes; the rest wait for the conversation's window, durably.
+    let first = delivery(&store);
+    let report = first.pass().await.unwrap();
+    assert_eq!((report.sent, report.deferred), (1, 3));
+    drop(first);
+    drop(store);
+
+    // A new daemon, with limiters that know nothing: still no burst.
+    let store = open();
+    let second = delivery(&store);
+    assert_eq!(second.pass().await.unwrap().sent, 0);
+    clock.advance_ms(1_000);
+    assert_eq!(second.pass().await.unwrap().sent, 0);
+    clock.advance_ms(1_100);
+    assert_eq!(second.pass().await.unwrap().sent, 1);
+
+    // A 429 with Retry-After: the wait survives a restart too.
+    channel.answer_with(StatusCode::TOO_MANY_REQUESTS);
+    channel.answer_retry_after(Some("30"));
+    clock.advance_ms(2_100);
+    assert_eq!(second.pass().await.unwrap().retried, 1);
+    channel.answer_with(StatusCode::OK);
+    channel.answer_retry_after(None);
+    drop(second);
+    drop(store);
+    let store = open();
+    let third = delivery(&store);
+    clock.advance_ms(20_000);
+    assert_eq!(third.pass().await.unwrap().sent, 0);
+    clock.advance_ms(10_000);
+    assert_eq!(third.pass().await.unwrap().sent, 1);
+
+    let times: Vec<u64> = channel.received().iter().map(|r| r.at_ms).collect();
+    assert!(times.windows(2).all(|p| p[1] - p[0] >= 2_000), "{times:?}");
 }

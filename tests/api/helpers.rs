@@ -16,6 +16,9 @@ pub struct Recorded {
     /// The path exactly as sent, still percent-encoded.
     pub path: String,
     pub body: Value,
+    /// When it arrived, in ms on the channel's clock (the real one unless the test gave
+    /// its own).
+    pub at_ms: u64,
 }
 
 impl Recorded {
@@ -36,6 +39,11 @@ pub struct FakeChannel {
 
 impl FakeChannel {
     pub async fn start() -> FakeChannel {
+        Self::start_with_clock(Arc::new(pricewatch::clock::SystemClock)).await
+    }
+
+    /// Stamps each arrival with `clock`, so a test on a manual clock can check spacing.
+    pub async fn start_with_clock(clock: Arc<dyn pricewatch::clock::Clock>) -> FakeChannel {
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let status = Arc::new(Mutex::new(StatusCode::OK));
         let delay: Arc<Mutex<std::time::Duration>> = Arc::default();
@@ -51,6 +59,7 @@ impl FakeChannel {
             .and(warp::body::json())
             .then(move |path: warp::path::FullPath, body: Value| {
                 let (rec, st, dl, ra) = (rec.clone(), st.clone(), dl.clone(), ra.clone());
+                let at_ms = clock.now_ms();
                 async move {
                     let path = path.as_str().to_owned();
                     assert!(
@@ -59,7 +68,7 @@ impl FakeChannel {
                     );
                     let id = {
                         let mut all = rec.lock().unwrap();
-                        all.push(Recorded { path, body });
+                        all.push(Recorded { path, body, at_ms });
                         format!("act-{}", all.len())
                     };
                     let wait = *dl.lock().unwrap();
