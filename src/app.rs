@@ -354,12 +354,37 @@ async fn deliver(
     cancel: CancellationToken,
 ) {
     loop {
+        // Until the next pass: at once when the last one left due messages behind, at the
+        // earliest stored next attempt, else the poll period (retries of earlier passes).
+        let mut pause = DELIVERY_POLL;
         match delivery.pass().await {
-            Ok(r) if r.sent > 0 || r.retried > 0 => {
-                tracing::debug!(sent = r.sent, retried = r.retried, "delivery pass")
+            Ok(r) => {
+                if r.sent > 0 || r.retried > 0 || r.dead > 0 {
+                    tracing::debug!(
+                        sent = r.sent,
+                        retried = r.retried,
+                        dead = r.dead,
+                        deferred = r.deferred,
+                        "delivery pass"
+                    );
+                }
+                // Only when it moved something: due messages of a paused (429) channel stay
+                // due, and must not make this loop spin.
+                let moved = r.done + r.retried + r.dead + r.deferred > 0;
+                if r.more && moved {
+                    pause = Duration::ZERO;
+                } else if let Some(at) = r.next_attempt_ms {
+                    let ms = at.saturating_sub(delivery.now_ms());
+                    pause = pause.min(Duration::from_millis(ms));
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "delivery pass failed; retrying"),
+        }
+        if pause.is_zero() {
+            if cancel.is_cancelled() {
+                return;
+            }
+            continue;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -371,7 +396,7 @@ async fn deliver(
                     _ = tokio::time::sleep(digest_window) => {}
                 }
             }
-            _ = tokio::time::sleep(DELIVERY_POLL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

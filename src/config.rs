@@ -1604,7 +1604,11 @@ mod tests {
         let errs = errors(text, &[]);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].key.starts_with("rate_limits"), "{}", errs[0].key);
-        assert!(errs[0].message.contains("count/duration"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("count/duration"),
+            "{}",
+            errs[0].message
+        );
         let ok = "[rate_limits.slack]\nper_conversation = [\"2/1s\"]\nper_channel = []\n";
         let config = load_str("test.toml", ok, env(&[])).unwrap();
         let slack = &config.rate_limits["slack"];

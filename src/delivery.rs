@@ -32,6 +32,8 @@ const THROTTLE_DEFAULT: Duration = Duration::from_secs(5);
 /// A rate-limit wait up to this long is slept through within the pass; a longer one is
 /// stored as the messages' next attempt.
 const SHORT_WAIT_MS: u64 = 1_000;
+/// Conversations of one channel being sent to at once.
+const CONVERSATIONS_IN_FLIGHT: usize = 32;
 /// How often idle conversations are dropped from the rate limiters.
 const PRUNE_EVERY_MS: u64 = 60_000;
 
@@ -47,6 +49,10 @@ pub struct PassReport {
     pub dead: usize,
     /// Entries whose next attempt was moved to when a rate limit lets them go.
     pub deferred: usize,
+    /// The pass took as many entries as it may: more may be due at once.
+    pub more: bool,
+    /// The earliest next attempt this pass stored (a deferral or a retry), if any.
+    pub next_attempt_ms: Option<u64>,
 }
 
 impl PassReport {
@@ -56,6 +62,15 @@ impl PassReport {
         self.retried += o.retried;
         self.dead += o.dead;
         self.deferred += o.deferred;
+        self.more |= o.more;
+        self.next_attempt_ms = match (self.next_attempt_ms, o.next_attempt_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn wait_until(&mut self, at_ms: u64) {
+        self.next_attempt_ms = Some(self.next_attempt_ms.map_or(at_ms, |t| t.min(at_ms)));
     }
 }
 
@@ -106,6 +121,11 @@ impl Delivery {
         }
     }
 
+    /// The delivery clock's time, for scheduling the next pass.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn counters(&self) -> DeliveryCounters {
         DeliveryCounters {
             sent: self.sent.load(Ordering::Relaxed),
@@ -125,6 +145,7 @@ impl Delivery {
             tracing::debug!(kept, "rate limiter keys pruned");
         }
         let ready = self.store.outbox_ready(now, PASS_LIMIT).await?;
+        let more = ready.len() >= PASS_LIMIT;
         // Queue order within a conversation; conversations in key order.
         let mut by_channel: BTreeMap<String, BTreeMap<ConversationKey, Vec<OutboxEntry>>> =
             BTreeMap::new();
@@ -140,24 +161,37 @@ impl Delivery {
             .into_iter()
             .filter(|(channel, _)| !self.is_throttled(channel))
             .map(|(_, conversations)| self.channel_pass(conversations));
-        let mut report = PassReport::default();
+        let mut report = PassReport {
+            more,
+            ..PassReport::default()
+        };
         for result in futures_util::future::join_all(passes).await {
             report.add(result?);
         }
         Ok(report)
     }
 
+    /// A channel's conversations, [`CONVERSATIONS_IN_FLIGHT`] at a time: their limits are
+    /// apart, and one slow conversation must not hold back the channel's others.
     async fn channel_pass(
         &self,
         conversations: BTreeMap<ConversationKey, Vec<OutboxEntry>>,
     ) -> Result<PassReport, StoreError> {
+        use futures_util::stream::StreamExt;
+        let mut runs = futures_util::stream::iter(conversations)
+            .map(|(conversation, entries)| async move {
+                let mut report = PassReport::default();
+                // A 429 from another conversation pauses the channel: the rest wait.
+                if !self.is_throttled(&conversation.channel_id) {
+                    self.conversation(&conversation, entries, &mut report)
+                        .await?;
+                }
+                Ok::<_, StoreError>(report)
+            })
+            .buffer_unordered(CONVERSATIONS_IN_FLIGHT);
         let mut report = PassReport::default();
-        for (conversation, entries) in conversations {
-            if self.is_throttled(&conversation.channel_id) {
-                break;
-            }
-            self.conversation(&conversation, entries, &mut report)
-                .await?;
+        while let Some(r) = runs.next().await {
+            report.add(r?);
         }
         Ok(report)
     }
@@ -231,6 +265,7 @@ impl Delivery {
                     self.store.outbox_defer(e.id, at).await?;
                     report.deferred += 1;
                 }
+                report.wait_until(at);
                 return Ok(());
             }
             let activity = notify::into_activity(msg, &reference, lang);
@@ -285,6 +320,7 @@ impl Delivery {
                             report.deferred += 1;
                         }
                     }
+                    report.wait_until(until);
                     return Ok(());
                 }
                 Failure::Unreachable => {
@@ -370,6 +406,7 @@ impl Delivery {
                     .outbox_retry(entry.id, at, error.to_owned())
                     .await?;
                 report.retried += 1;
+                report.wait_until(at);
                 self.retried.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }

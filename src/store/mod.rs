@@ -134,7 +134,8 @@ pub trait Store: Send + Sync + 'static {
     /// Queued messages whose next attempt is due, in queue order, at most `limit`.
     fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
-    /// Removes a delivered message (durably: a resend after a crash is the only duplicate).
+    /// Removes a delivered message. Durable with the next flush, not before: a crash just
+    /// after a send resends it (the only duplicate at-least-once delivery allows).
     fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()>;
 
     /// Records a failed attempt and when to try again.

@@ -537,8 +537,12 @@ impl Store for SledStore {
                     .remove(entry.alert_id.as_bytes())
                     .map_err(io)?;
             }
+            // Not flushed here: losing the removal to a crash resends the message, the one
+            // duplicate at-least-once delivery allows; sled's background flush
+            // (`storage.flush_every`) makes it durable soon, and a flush per message would
+            // cap delivery at the disk's fsync rate.
             self.outbox.remove(id.to_be_bytes()).map_err(io)?;
-            self.flush_now().await
+            Ok(())
         })
     }
 
