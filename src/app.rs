@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::Delivery;
 use crate::engine::{EngineError, PriceEngine};
-use crate::http::{routes, Endpoint};
+use crate::http::{routes, Endpoint, Notify};
 use crate::plan::PlanConfig;
 use crate::ratelimit::SendLimits;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
@@ -52,7 +52,7 @@ pub enum AppError {
     Connector(#[from] crate::connector::ConnectorError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-    #[error("cannot set up the bot's outbound token: {0}")]
+    #[error("{0}")]
     Credentials(String),
     #[error("cannot build the price engine: {0}")]
     Engine(#[from] EngineError),
@@ -91,7 +91,7 @@ fn outbound_token(
     let password = config
         .bot
         .app_password(credentials.as_deref())
-        .map_err(|e| AppError::Credentials(e.to_string()))?
+        .map_err(|e| AppError::Credentials(format!("bot app password: {e}")))?
         .ok_or_else(|| {
             AppError::Credentials(
                 "bot.app_id is set but no app password was found: set bot.app_password_file or \
@@ -109,8 +109,26 @@ fn outbound_token(
         },
         clock,
     )
-    .map_err(|e| AppError::Credentials(e.to_string()))?;
+    .map_err(|e| AppError::Credentials(format!("outbound token: {e}")))?;
     Ok(Some(Arc::new(client)))
+}
+
+/// The notify endpoint's admin token, when one is configured.
+fn admin_token(config: &Config) -> Result<Option<crate::config::Secret>, AppError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    let token = config
+        .notify
+        .admin_token(credentials.as_deref())
+        .map_err(|e| AppError::Credentials(format!("notify admin token: {e}")))?;
+    if let Some(t) = &token {
+        if t.expose().chars().count() < crate::config::MIN_ADMIN_TOKEN {
+            return Err(AppError::Credentials(format!(
+                "the notify admin token is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
+                crate::config::MIN_ADMIN_TOKEN
+            )));
+        }
+    }
+    Ok(token)
 }
 
 /// Checks the mode rules of the design (§5) before anything is opened.
@@ -178,6 +196,14 @@ impl App {
             bot = bot.with_watcher(watcher.clone());
         }
         let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
+        let announced = Arc::new(tokio::sync::Notify::new());
+        let notify = admin_token(config)?.map(|token| Notify {
+            token,
+            store: store.clone(),
+            clock: clock.clone(),
+            queued: announced.clone(),
+            max_text: config.notify.max_text,
+        });
         let delivery = Delivery::new(
             store.clone(),
             connector.clone(),
@@ -190,6 +216,7 @@ impl App {
             bot,
             connector,
             body_limit: config.server.body_limit,
+            notify,
         });
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
@@ -213,6 +240,7 @@ impl App {
         let delivery = tokio::spawn(deliver(
             delivery,
             watcher.clone(),
+            announced,
             config.alerts.digest_window,
             cancel.clone(),
         ));
@@ -350,6 +378,7 @@ async fn run_ticks(
 async fn deliver(
     delivery: Delivery,
     watcher: Watcher,
+    announced: Arc<tokio::sync::Notify>,
     digest_window: Duration,
     cancel: CancellationToken,
 ) {
@@ -396,6 +425,7 @@ async fn deliver(
                     _ = tokio::time::sleep(digest_window) => {}
                 }
             }
+            _ = announced.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
     }

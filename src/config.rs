@@ -46,6 +46,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
     pub delivery: DeliveryConfig,
+    pub notify: NotifyConfig,
     /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
     /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
     pub rate_limits: BTreeMap<String, crate::ratelimit::ChannelLimits>,
@@ -226,6 +227,46 @@ impl Default for StorageConfig {
             flush_every: Duration::from_millis(500),
             history_retention: Duration::from_secs(365 * 24 * 3600),
         }
+    }
+}
+
+/// `[notify]`: the operator's `POST /api/notify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// File holding the admin token; see [`NotifyConfig::admin_token`]. Without a token
+    /// the endpoint is off (404).
+    pub admin_token_file: Option<PathBuf>,
+    /// Longest accepted text, in characters.
+    pub max_text: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            admin_token_file: None,
+            max_text: 4000,
+        }
+    }
+}
+
+/// The credential name of the admin token under `$CREDENTIALS_DIRECTORY`.
+pub const ADMIN_TOKEN_CREDENTIAL: &str = "admin-token";
+/// Shorter admin tokens are refused at start-up: guessable.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+impl NotifyConfig {
+    /// Reads the admin token from `admin_token_file`, else from
+    /// `<credentials_dir>/admin-token`; `Ok(None)` when neither exists.
+    pub fn admin_token(
+        &self,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Option<Secret>, SecretError> {
+        read_secret(
+            self.admin_token_file.as_deref(),
+            credentials_dir,
+            ADMIN_TOKEN_CREDENTIAL,
+        )
     }
 }
 
@@ -1012,6 +1053,15 @@ fn validate(config: &Config) -> Vec<Violation> {
     validate_fetch(&config.fetch, &mut fail);
     validate_schedule(config, &mut fail);
     validate_delivery(&config.delivery, &mut fail);
+    if !(1..=28_000).contains(&config.notify.max_text) {
+        fail(
+            "notify.max_text",
+            format!(
+                "must be between 1 and 28000, got {}",
+                config.notify.max_text
+            ),
+        );
+    }
     for host in &config.bot.service_url_hosts {
         if let Err(message) = check_host_pattern(host) {
             fail("bot.service_url_hosts", message);

@@ -466,6 +466,7 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
         (OutboxMessage::FirstCheckFailed { url, reason }, _) => {
             Rendered::Single(notify::first_fetch_failed(lang, url, reason))
         }
+        (OutboxMessage::Announcement { text }, _) => Rendered::Single(Message::announcement(text)),
         (_, None) if entry.watch_id.is_some() => Rendered::Stale,
         (OutboxMessage::Watch { url, title, event }, Some(w)) => match event {
             Event::ReferenceSet { reference, line } => Rendered::Single(notify::first_price(

@@ -133,6 +133,8 @@ pub enum OutboxMessage {
     },
     /// The product is readable again after a `CannotRead`.
     ReadableAgain { url: String, title: Option<String> },
+    /// An operator's announcement (`POST /api/notify`), sent as written.
+    Announcement { text: String },
 }
 
 /// A message to queue, before the store gives it an id.

@@ -1,4 +1,5 @@
-//! The bot endpoint: `POST /api/messages`, as the Bot Framework SDKs answer it.
+//! The bot endpoint: `POST /api/messages`, as the Bot Framework SDKs answer it; and the
+//! operator's `POST /api/notify` (see [`Notify`]).
 //!
 //! Checks run cheapest first: method (405), content type (415), size (413), then the
 //! activity itself (400). Every error has a Bot Framework `ErrorResponse` JSON body.
@@ -15,10 +16,16 @@ use warp::http::{header, HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::activity::{Activity, ValidActivity};
+use serde::Deserialize;
+
+use crate::activity::{Activity, ConversationKey, ValidActivity};
 use crate::auth::InboundAuth;
 use crate::bot::Bot;
+use crate::clock::Clock;
+use crate::config::Secret;
 use crate::connector::Connector;
+use crate::domain::{NewOutbox, OutboxMessage};
+use crate::store::{Store, StoreError};
 
 /// What the endpoint needs, shared by every request.
 pub struct Endpoint {
@@ -27,6 +34,35 @@ pub struct Endpoint {
     pub connector: Connector,
     /// Largest accepted body in bytes.
     pub body_limit: u64,
+    /// `None` when no admin token is configured: `/api/notify` is then 404.
+    pub notify: Option<Notify>,
+}
+
+/// The sample's `/api/notify`, done right: a POST, an admin bearer token, a message that
+/// goes through the outbox (so the rate limits, retries and dead letters apply), and an
+/// answer saying how many conversations it was queued for.
+pub struct Notify {
+    pub token: Secret,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Told when announcements were queued, so delivery need not wait for its poll.
+    pub queued: Arc<tokio::sync::Notify>,
+    pub max_text: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyRequest {
+    text: String,
+    #[serde(default)]
+    conversation: Option<NotifyTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NotifyTarget {
+    channel_id: String,
+    id: String,
 }
 
 /// The whole HTTP surface of the daemon.
@@ -34,13 +70,23 @@ pub fn routes(
     endpoint: Arc<Endpoint>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
 {
+    let messages_endpoint = endpoint.clone();
     let messages = warp::path!("api" / "messages")
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(move |method, headers, body| {
-            let endpoint = endpoint.clone();
+            let endpoint = messages_endpoint.clone();
             async move { messages(&endpoint, method, headers, body).await }
+        });
+    let notify_endpoint = endpoint.clone();
+    let notify = warp::path!("api" / "notify")
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |method, headers, body| {
+            let endpoint = notify_endpoint.clone();
+            async move { notify(&endpoint, method, headers, body).await }
         });
     let not_found = warp::any().map(|| {
         error_response(
@@ -49,7 +95,175 @@ pub fn routes(
             "no such endpoint; the bot listens on POST /api/messages",
         )
     });
-    messages.or(not_found).unify()
+    messages.or(notify).unify().or(not_found).unify()
+}
+
+async fn notify<S, B>(endpoint: &Endpoint, method: Method, headers: HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let Some(notify) = &endpoint.notify else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the notify endpoint is off: no admin token is configured (notify.admin_token_file)",
+        );
+    };
+    if method != Method::POST {
+        let mut r = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "use POST to queue an announcement",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return r;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    if !presented.is_some_and(|t| same_secret(t, notify.token.expose())) {
+        tracing::warn!("notify refused: missing or wrong admin token");
+        let mut r = error_response(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "send the admin token as Authorization: Bearer <token>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    if !is_json(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "send the announcement as application/json",
+        );
+    }
+    let body = match read_limited(&headers, body, endpoint.body_limit).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: NotifyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "expected {{\"text\": \"...\", \"conversation\": {{\"channelId\": \"...\", \"id\": \"...\"}}}} (conversation optional): {e}"
+                ),
+            )
+        }
+    };
+    let text = request.text.trim();
+    if text.is_empty() {
+        return error_response(StatusCode::BAD_REQUEST, "BadRequest", "text is empty");
+    }
+    let chars = text.chars().count();
+    if chars > notify.max_text {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "text has {chars} characters, more than notify.max_text ({})",
+                notify.max_text
+            ),
+        );
+    }
+    match queue_announcement(notify, text, request.conversation).await {
+        Ok(Some(queued)) => {
+            tracing::info!(queued, "announcement queued");
+            if queued > 0 {
+                notify.queued.notify_one();
+            }
+            warp::reply::with_status(
+                warp::reply::json(&json!({ "queued": queued })),
+                StatusCode::ACCEPTED,
+            )
+            .into_response()
+        }
+        Ok(None) => error_response(
+            StatusCode::NOT_FOUND,
+            "ConversationNotFound",
+            "no conversation with that channelId and id is stored",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "queueing an announcement failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "StorageFailed",
+                "the announcement could not be queued; nothing was sent",
+            )
+        }
+    }
+}
+
+/// Queues `text` for the named conversation or every stored one, skipping those the
+/// channel refused; `None` when the named one is not stored.
+async fn queue_announcement(
+    notify: &Notify,
+    text: &str,
+    target: Option<NotifyTarget>,
+) -> Result<Option<usize>, StoreError> {
+    let store = &notify.store;
+    let keys = match target {
+        Some(t) => {
+            let key = ConversationKey {
+                channel_id: t.channel_id,
+                conversation_id: t.id,
+            };
+            if store.reference(&key).await?.is_none() {
+                return Ok(None);
+            }
+            vec![key]
+        }
+        None => store.conversations().await?,
+    };
+    let now = notify.clock.now_ms();
+    let mut messages = Vec::with_capacity(keys.len());
+    for key in keys {
+        if store.unreachable(&key).await?.is_some() {
+            continue;
+        }
+        messages.push(NewOutbox {
+            alert_id: format!(
+                "announcement:{now}:{}:{}",
+                key.channel_id, key.conversation_id
+            ),
+            conversation: key,
+            watch_id: None,
+            message: OutboxMessage::Announcement {
+                text: text.to_owned(),
+            },
+        });
+    }
+    let mut queued = 0;
+    for chunk in messages.chunks(1000) {
+        queued += store.enqueue(chunk.to_vec(), now).await?.len();
+    }
+    Ok(Some(queued))
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess
+/// was right.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
 }
 
 async fn messages<S, B>(

@@ -71,6 +71,11 @@ impl Message {
     fn text(text: String) -> Message {
         Message { text, card: None }
     }
+
+    /// An operator's text, as written.
+    pub fn announcement(text: &str) -> Message {
+        Message::text(text.to_owned())
+    }
 }
 
 /// A watched product as the messages name it.

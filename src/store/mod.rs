@@ -19,7 +19,9 @@ use std::pin::Pin;
 
 use crate::activity::{ConversationKey, ConversationReference};
 use crate::command::ProductUrl;
-use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Unreachable, Watch};
+use crate::domain::{
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
+};
 
 pub use sled_store::{SledStore, SledStoreConfig};
 
@@ -140,6 +142,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a failed attempt and when to try again.
     fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
+
+    /// Queues messages that no check produced (the notify endpoint), durably; an alert id
+    /// already queued is skipped. Returns the entries queued.
+    fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>>;
+
+    /// Every stored conversation, in key order.
+    fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>>;
 
     /// Moves a queued message's next attempt without counting a failure (it waits for a
     /// rate limit). Not flushed: losing it to a crash only brings the attempt forward to

@@ -15,7 +15,9 @@ use super::{
 };
 use crate::activity::{ConversationKey, ConversationReference};
 use crate::command::ProductUrl;
-use crate::domain::{ChangePoint, CheckRecord, NewWatch, OutboxEntry, Product, Unreachable, Watch};
+use crate::domain::{
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
+};
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -558,6 +560,55 @@ impl Store for SledStore {
                     .map_err(io)?;
             }
             Ok(())
+        })
+    }
+
+    fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let entries = (&self.outbox, &self.alert_ids)
+                .transaction(|(o, a)| {
+                    let mut queued = Vec::with_capacity(messages.len());
+                    for m in &messages {
+                        if a.get(m.alert_id.as_bytes())?.is_some() {
+                            continue;
+                        }
+                        let id = o.generate_id()?;
+                        let entry = OutboxEntry {
+                            id,
+                            alert_id: m.alert_id.clone(),
+                            conversation: m.conversation.clone(),
+                            watch_id: m.watch_id,
+                            message: m.message.clone(),
+                            created_ms: now_ms,
+                            attempts: 0,
+                            next_attempt_ms: now_ms,
+                            last_error: None,
+                            dead_ms: None,
+                        };
+                        o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+                        a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+                        queued.push(entry);
+                    }
+                    Ok(queued)
+                })
+                .map_err(tx_error)?;
+            // Answered 202 only once it cannot be lost.
+            self.flush_now().await?;
+            Ok(entries)
+        })
+    }
+
+    fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
+        Box::pin(async move {
+            self.references
+                .iter()
+                .values()
+                .map(|v| {
+                    v.map_err(io)
+                        .and_then(|b| decode::<ConversationReference>("reference", &b))
+                        .map(|r| r.key())
+                })
+                .collect()
         })
     }
 

@@ -116,12 +116,12 @@ impl FakeChannel {
         *self.status.lock().unwrap() = status;
     }
 
-    /// Records each request at once but answers only after `delay` (a hanging channel).
     /// Sends this `Retry-After` with every answer (`None`: none).
     pub fn answer_retry_after(&self, value: Option<&str>) {
         *self.retry_after.lock().unwrap() = value.map(str::to_owned);
     }
 
+    /// Records each request at once but answers only after `delay` (a hanging channel).
     pub fn answer_after(&self, delay: std::time::Duration) {
         *self.delay.lock().unwrap() = delay;
     }

@@ -4,6 +4,7 @@ mod connector;
 mod delivery;
 mod fetch;
 mod helpers;
+mod notify;
 mod process;
 mod shop;
 mod watch;
