@@ -62,6 +62,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
+#[path = "common/procstat.rs"]
+mod procstat;
+
+use procstat::{cpu_by_thread, cpu_seconds, reset_peak, status_kb};
 
 use fixtures::Fixture;
 
@@ -70,8 +74,6 @@ const TARGET_RSS_MB: f64 = 150.0;
 const PAGE_BYTES: usize = 100_000;
 const WATCHES_PER_CONVERSATION: usize = 10;
 const SETUP_IN_FLIGHT: usize = 256;
-/// Linux's `USER_HZ` for `/proc/*/stat` times.
-const TICKS_PER_S: f64 = 100.0;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -280,48 +282,6 @@ impl Clock for ShiftedClock {
     fn now_ms(&self) -> u64 {
         SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
     }
-}
-
-/// utime + stime of a process (or thread) from its `stat` file, in seconds.
-fn cpu_seconds(stat_path: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(stat_path).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / TICKS_PER_S)
-}
-
-/// CPU seconds by thread name (`comm`), for the threads alive now.
-fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
-    let mut by = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return by;
-    };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if let Some(s) = cpu_seconds(&path.join("stat").to_string_lossy()) {
-            *by.entry(comm.trim().to_owned()).or_insert(0.0) += s;
-        }
-    }
-    by
-}
-
-fn status_kb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0), so a phase's peak is its own.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 struct Shop {
