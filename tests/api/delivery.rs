@@ -575,3 +575,148 @@ async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
     let times: Vec<u64> = channel.received().iter().map(|r| r.at_ms).collect();
     assert!(times.windows(2).all(|p| p[1] - p[0] >= 2_000), "{times:?}");
 }
+
+/// A delivery with its own Connector timeout, to a conversation whose serviceUrl is
+/// `service_url`, with one message queued.
+async fn one_message_to(
+    service_url: &str,
+    timeout: Duration,
+) -> (
+    Arc<dyn Store>,
+    Delivery,
+    Arc<ManualClock>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&SledStoreConfig {
+            path: dir.path().join("data"),
+            cache_capacity: 4 << 20,
+            flush_every: Duration::from_millis(500),
+        })
+        .unwrap(),
+    );
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    store
+        .upsert_reference(&ConversationReference {
+            channel_id: "slack".into(),
+            service_url: service_url.into(),
+            conversation: ConversationAccount {
+                id: "c1".into(),
+                ..Default::default()
+            },
+            user: None,
+            bot: ChannelAccount {
+                id: "bot1".into(),
+                ..Default::default()
+            },
+            locale: None,
+        })
+        .await
+        .unwrap();
+    let AddWatch::Added(w) = store
+        .add_watch(
+            NewWatch {
+                conversation: key("slack"),
+                user: None,
+                url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
+                rule: Rule::Drop {
+                    percent: Decimal::from(20),
+                },
+                created_at_ms: clock.now_ms(),
+            },
+            10,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not added");
+    };
+    let product = store.product(&w.url).await.unwrap().unwrap();
+    store
+        .record_check(CheckRecord {
+            product,
+            change: None,
+            watches: vec![],
+            messages: vec![single(&w, &key("slack"), 0)],
+            now_ms: clock.now_ms(),
+        })
+        .await
+        .unwrap();
+    let connector = Connector::new(
+        &ConnectorConfig {
+            timeout,
+            connect_timeout: timeout,
+            user_agent: "test".into(),
+            policy: ServiceUrlPolicy::new(&[], true),
+        },
+        None,
+    )
+    .unwrap();
+    let delivery = Delivery::new(
+        store.clone(),
+        connector,
+        clock.clone(),
+        RetryPolicy::default(),
+        Arc::new(SendLimits::off(clock.clone())),
+    );
+    (store, delivery, clock, dir)
+}
+
+#[tokio::test]
+async fn a_channel_that_hangs_past_the_timeout_is_retried_later() {
+    let channel = FakeChannel::start().await;
+    channel.answer_after(Duration::from_secs(3));
+    let (store, delivery, _clock, _dir) =
+        one_message_to(&channel.url, Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let report = delivery.pass().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!((report.sent, report.retried, report.dead), (0, 1, 0));
+    let waiting = store.outbox_ready(u64::MAX, 10).await.unwrap();
+    assert!(
+        waiting[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("did not answer"),
+        "{:?}",
+        waiting[0].last_error
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_retried_later() {
+    // Accepts each connection and closes it without a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let (store, delivery, _clock, _dir) = one_message_to(&url, Duration::from_secs(2)).await;
+    let report = delivery.pass().await.unwrap();
+    assert_eq!((report.sent, report.retried, report.dead), (0, 1, 0));
+    let waiting = store.outbox_ready(u64::MAX, 10).await.unwrap();
+    assert_eq!(waiting[0].attempts, 1);
+    assert!(
+        waiting[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot reach"),
+        "{:?}",
+        waiting[0].last_error
+    );
+}
+
+#[tokio::test]
+async fn a_404_is_unreachable_too() {
+    let channel = FakeChannel::start().await;
+    channel.answer_with(StatusCode::NOT_FOUND);
+    let (store, delivery, _clock, _dir) =
+        one_message_to(&channel.url, Duration::from_secs(2)).await;
+    assert_eq!(delivery.pass().await.unwrap().dead, 1);
+    assert!(store.unreachable(&key("slack")).await.unwrap().is_some());
+}
