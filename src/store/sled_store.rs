@@ -569,25 +569,7 @@ impl Store for SledStore {
                 .transaction(|(o, a)| {
                     let mut queued = Vec::with_capacity(messages.len());
                     for m in &messages {
-                        if a.get(m.alert_id.as_bytes())?.is_some() {
-                            continue;
-                        }
-                        let id = o.generate_id()?;
-                        let entry = OutboxEntry {
-                            id,
-                            alert_id: m.alert_id.clone(),
-                            conversation: m.conversation.clone(),
-                            watch_id: m.watch_id,
-                            message: m.message.clone(),
-                            created_ms: now_ms,
-                            attempts: 0,
-                            next_attempt_ms: now_ms,
-                            last_error: None,
-                            dead_ms: None,
-                        };
-                        o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
-                        a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
-                        queued.push(entry);
+                        queued.extend(queue_message(o, a, m, now_ms)?);
                     }
                     Ok(queued)
                 })
@@ -814,27 +796,41 @@ fn apply_check(
             }
             None => false,
         };
-        if watch_gone || a.get(m.alert_id.as_bytes())?.is_some() {
+        if watch_gone {
             continue;
         }
-        let id = o.generate_id()?;
-        let entry = OutboxEntry {
-            id,
-            alert_id: m.alert_id.clone(),
-            conversation: m.conversation.clone(),
-            watch_id: m.watch_id,
-            message: m.message.clone(),
-            created_ms: check.now_ms,
-            attempts: 0,
-            next_attempt_ms: check.now_ms,
-            last_error: None,
-            dead_ms: None,
-        };
-        o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
-        a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
-        queued.push(entry);
+        queued.extend(queue_message(o, a, m, check.now_ms)?);
     }
     Ok(queued)
+}
+
+/// Queues one message inside a transaction over `(outbox, alert_ids)`, unless its alert
+/// id is queued already (the same alert recorded twice).
+fn queue_message(
+    o: &TxTree,
+    a: &TxTree,
+    m: &NewOutbox,
+    now_ms: u64,
+) -> TxResult<Option<OutboxEntry>> {
+    if a.get(m.alert_id.as_bytes())?.is_some() {
+        return Ok(None);
+    }
+    let id = o.generate_id()?;
+    let entry = OutboxEntry {
+        id,
+        alert_id: m.alert_id.clone(),
+        conversation: m.conversation.clone(),
+        watch_id: m.watch_id,
+        message: m.message.clone(),
+        created_ms: now_ms,
+        attempts: 0,
+        next_attempt_ms: now_ms,
+        last_error: None,
+        dead_ms: None,
+    };
+    o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+    a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+    Ok(Some(entry))
 }
 
 /// Most checks one transaction applies; more wait for the next batch.

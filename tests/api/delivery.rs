@@ -465,80 +465,18 @@ async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let channel = FakeChannel::start_with_clock(clock.clone()).await;
-    let open = || -> Arc<dyn Store> {
-        Arc::new(
-            SledStore::open(&SledStoreConfig {
-                path: dir.path().join("data"),
-                cache_capacity: 4 << 20,
-                flush_every: Duration::from_millis(500),
-            })
-            .unwrap(),
-        )
-    };
+    let open = || open_store(dir.path());
     let delivery = |store: &Arc<dyn Store>| {
-        let connector = Connector::new(
-            &ConnectorConfig {
-                timeout: Duration::from_secs(5),
-                connect_timeout: Duration::from_secs(2),
-                user_agent: "test".into(),
-                policy: ServiceUrlPolicy::new(&[], true),
-            },
-            None,
-        )
-        .unwrap();
         Delivery::new(
             store.clone(),
-            connector,
+            loopback_connector(Duration::from_secs(5)),
             clock.clone(),
             RetryPolicy::default(),
             Arc::new(SendLimits::new(&Default::default(), clock.clone())),
         )
     };
     let store = open();
-    let reference = ConversationReference {
-        channel_id: "msteams".into(),
-        service_url: channel.url.clone(),
-        conversation: ConversationAccount {
-            id: "c1".into(),
-            ..Default::default()
-        },
-        user: None,
-        bot: ChannelAccount {
-            id: "bot1".into(),
-            ..Default::default()
-        },
-        locale: None,
-    };
-    store.upsert_reference(&reference).await.unwrap();
-    let AddWatch::Added(w) = store
-        .add_watch(
-            NewWatch {
-                conversation: key("msteams"),
-                user: None,
-                url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
-                rule: Rule::Drop {
-                    percent: Decimal::from(20),
-                },
-                created_at_ms: clock.now_ms(),
-            },
-            10,
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not added");
-    };
-    let product = store.product(&w.url).await.unwrap().unwrap();
-    store
-        .record_check(CheckRecord {
-            product,
-            change: None,
-            watches: vec![],
-            messages: (0..4).map(|n| single(&w, &key("msteams"), n)).collect(),
-            now_ms: clock.now_ms(),
-        })
-        .await
-        .unwrap();
+    seed(&store, &clock, &channel.url, "msteams", 4).await;
 
     // One goes; the rest wait for the conversation's window, durably.
     let first = delivery(&store);
@@ -576,30 +514,43 @@ async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
     assert!(times.windows(2).all(|p| p[1] - p[0] >= 2_000), "{times:?}");
 }
 
-/// A delivery with its own Connector timeout, to a conversation whose serviceUrl is
-/// `service_url`, with one message queued.
-async fn one_message_to(
-    service_url: &str,
-    timeout: Duration,
-) -> (
-    Arc<dyn Store>,
-    Delivery,
-    Arc<ManualClock>,
-    tempfile::TempDir,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
+fn open_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(
         SledStore::open(&SledStoreConfig {
-            path: dir.path().join("data"),
+            path: dir.join("data"),
             cache_capacity: 4 << 20,
             flush_every: Duration::from_millis(500),
         })
         .unwrap(),
-    );
-    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    )
+}
+
+/// A local-development Connector (loopback allowed, no token).
+fn loopback_connector(timeout: Duration) -> Connector {
+    Connector::new(
+        &ConnectorConfig {
+            timeout,
+            connect_timeout: timeout,
+            user_agent: "test".into(),
+            policy: ServiceUrlPolicy::new(&[], true),
+        },
+        None,
+    )
+    .unwrap()
+}
+
+/// Stores conversation `c1` of `channel` at `service_url`, a watch in it, and `messages`
+/// messages for it, each sent on its own.
+async fn seed(
+    store: &Arc<dyn Store>,
+    clock: &ManualClock,
+    service_url: &str,
+    channel: &str,
+    messages: usize,
+) {
     store
         .upsert_reference(&ConversationReference {
-            channel_id: "slack".into(),
+            channel_id: channel.into(),
             service_url: service_url.into(),
             conversation: ConversationAccount {
                 id: "c1".into(),
@@ -617,7 +568,7 @@ async fn one_message_to(
     let AddWatch::Added(w) = store
         .add_watch(
             NewWatch {
-                conversation: key("slack"),
+                conversation: key(channel),
                 user: None,
                 url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
                 rule: Rule::Drop {
@@ -638,37 +589,40 @@ async fn one_message_to(
             product,
             change: None,
             watches: vec![],
-            messages: vec![single(&w, &key("slack"), 0)],
+            messages: (0..messages)
+                .map(|n| single(&w, &key(channel), n))
+                .collect(),
             now_ms: clock.now_ms(),
         })
         .await
         .unwrap();
-    let connector = Connector::new(
-        &ConnectorConfig {
-            timeout,
-            connect_timeout: timeout,
-            user_agent: "test".into(),
-            policy: ServiceUrlPolicy::new(&[], true),
-        },
-        None,
-    )
-    .unwrap();
+}
+
+/// A delivery with its own Connector timeout, to a Slack conversation whose serviceUrl
+/// is `service_url`, with one message queued.
+async fn one_message_to(
+    service_url: &str,
+    timeout: Duration,
+) -> (Arc<dyn Store>, Delivery, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    seed(&store, &clock, service_url, "slack", 1).await;
     let delivery = Delivery::new(
         store.clone(),
-        connector,
+        loopback_connector(timeout),
         clock.clone(),
         RetryPolicy::default(),
         Arc::new(SendLimits::off(clock.clone())),
     );
-    (store, delivery, clock, dir)
+    (store, delivery, dir)
 }
 
 #[tokio::test]
 async fn a_channel_that_hangs_past_the_timeout_is_retried_later() {
     let channel = FakeChannel::start().await;
     channel.answer_after(Duration::from_secs(3));
-    let (store, delivery, _clock, _dir) =
-        one_message_to(&channel.url, Duration::from_millis(300)).await;
+    let (store, delivery, _dir) = one_message_to(&channel.url, Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let report = delivery.pass().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -695,7 +649,7 @@ async fn a_dropped_connection_is_retried_later() {
             drop(socket);
         }
     });
-    let (store, delivery, _clock, _dir) = one_message_to(&url, Duration::from_secs(2)).await;
+    let (store, delivery, _dir) = one_message_to(&url, Duration::from_secs(2)).await;
     let report = delivery.pass().await.unwrap();
     assert_eq!((report.sent, report.retried, report.dead), (0, 1, 0));
     let waiting = store.outbox_ready(u64::MAX, 10).await.unwrap();
@@ -715,8 +669,7 @@ async fn a_dropped_connection_is_retried_later() {
 async fn a_404_is_unreachable_too() {
     let channel = FakeChannel::start().await;
     channel.answer_with(StatusCode::NOT_FOUND);
-    let (store, delivery, _clock, _dir) =
-        one_message_to(&channel.url, Duration::from_secs(2)).await;
+    let (store, delivery, _dir) = one_message_to(&channel.url, Duration::from_secs(2)).await;
     assert_eq!(delivery.pass().await.unwrap().dead, 1);
     assert!(store.unreachable(&key("slack")).await.unwrap().is_some());
 }
