@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::command::Limits;
 use crate::config::Config;
 use crate::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, PassReport};
 use crate::engine::{EngineError, PriceEngine};
 use crate::http::{routes, Endpoint, Notify};
 use crate::plan::PlanConfig;
@@ -27,6 +27,8 @@ use crate::watcher::Watcher;
 
 /// How often delivery looks at the outbox when no check has woken it (retries come due).
 const DELIVERY_POLL: Duration = Duration::from_secs(5);
+/// How long the delivery loop waits for one pass before starting the next beside it.
+const PASS_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -375,6 +377,10 @@ async fn run_ticks(
 }
 
 /// Sends queued messages when a check queued some, and every few seconds for retries.
+///
+/// Each pass runs as its own task and is waited for at most [`PASS_WAIT`]: a channel that
+/// is slow to answer keeps its pass going in the background while the next pass serves
+/// the other channels (a channel is in one pass at a time).
 async fn deliver(
     delivery: Delivery,
     watcher: Watcher,
@@ -382,12 +388,25 @@ async fn deliver(
     digest_window: Duration,
     cancel: CancellationToken,
 ) {
+    let delivery = Arc::new(delivery);
+    // Passes still sending to a slow channel; ended at shutdown, so none holds the store.
+    let mut lingering: Vec<JoinHandle<Result<PassReport, StoreError>>> = Vec::new();
     loop {
         // Until the next pass: at once when the last one left due messages behind, at the
         // earliest stored next attempt, else the poll period (retries of earlier passes).
         let mut pause = DELIVERY_POLL;
-        match delivery.pass().await {
-            Ok(r) => {
+        let d = delivery.clone();
+        let mut pass = tokio::spawn(async move { d.pass().await });
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => {
+                pass.abort();
+                lingering.push(pass);
+                break;
+            }
+            outcome = tokio::time::timeout(PASS_WAIT, &mut pass) => outcome,
+        };
+        match outcome {
+            Ok(Ok(Ok(r))) => {
                 if r.sent > 0 || r.retried > 0 || r.dead > 0 {
                     tracing::debug!(
                         sent = r.sent,
@@ -407,26 +426,40 @@ async fn deliver(
                     pause = pause.min(Duration::from_millis(ms));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "delivery pass failed; retrying"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "delivery pass failed; retrying"),
+            Ok(Err(e)) => tracing::error!(error = %e, "a delivery pass failed"),
+            Err(_) => {
+                // A slow channel: its pass goes on; the next serves the others.
+                lingering.push(pass);
+                pause = PASS_WAIT;
+            }
         }
+        lingering.retain(|p| !p.is_finished());
         if pause.is_zero() {
             if cancel.is_cancelled() {
-                return;
+                break;
             }
             continue;
         }
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             _ = watcher.messages_queued() => {
                 // The checks of one tick finish one after another: wait a moment so that
                 // alerts for one conversation go out as one digest, not one by one.
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => break,
                     _ = tokio::time::sleep(digest_window) => {}
                 }
             }
             _ = announced.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+    // A message cut off mid-send is still queued: the next daemon sends it (at least once).
+    for p in &lingering {
+        p.abort();
+    }
+    for p in lingering {
+        let _ = p.await;
     }
 }

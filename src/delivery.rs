@@ -8,7 +8,7 @@
 //! 429/503 also holds back the rest of that channel's messages for the `Retry-After`.
 //! Every outcome is logged with the alert id and counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +92,12 @@ pub struct Delivery {
     rng: Mutex<SplitMix64>,
     /// Channel id → until when it asked (429/503) to be left alone.
     throttled: Mutex<HashMap<String, u64>>,
+    /// Channels a pass is sending to now. Passes may overlap (the daemon starts the next
+    /// one while a slow channel holds up the last): each channel is in one pass at a time.
+    busy: Mutex<HashSet<String>>,
+    /// Channel passes finished so far: a pass whose snapshot of the outbox is older than
+    /// the last one re-reads its entries before sending (another pass may have sent them).
+    finished: AtomicU64,
     sent: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
@@ -115,6 +121,8 @@ impl Delivery {
             last_prune_ms: AtomicU64::new(0),
             rng: Mutex::new(SplitMix64::new(seed)),
             throttled: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
+            finished: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
@@ -144,6 +152,7 @@ impl Delivery {
             let kept = self.limits.prune();
             tracing::debug!(kept, "rate limiter keys pruned");
         }
+        let finished_before = self.finished.load(Ordering::SeqCst);
         let ready = self.store.outbox_ready(now, PASS_LIMIT).await?;
         let more = ready.len() >= PASS_LIMIT;
         // Queue order within a conversation; conversations in key order.
@@ -160,7 +169,20 @@ impl Delivery {
         let passes = by_channel
             .into_iter()
             .filter(|(channel, _)| !self.is_throttled(channel))
-            .map(|(_, conversations)| self.channel_pass(conversations));
+            .filter_map(|(channel, conversations)| {
+                let claim = self.claim(channel)?;
+                Some(async move {
+                    let _claim = claim;
+                    // Sent, retried or deferred by a pass that ended after this one read
+                    // the outbox: look again.
+                    let conversations = if self.finished.load(Ordering::SeqCst) != finished_before {
+                        self.still_due(conversations, now).await?
+                    } else {
+                        conversations
+                    };
+                    self.channel_pass(conversations).await
+                })
+            });
         let mut report = PassReport {
             more,
             ..PassReport::default()
@@ -169,6 +191,41 @@ impl Delivery {
             report.add(result?);
         }
         Ok(report)
+    }
+
+    /// Marks the channel busy for as long as the returned claim lives; `None` when another
+    /// pass has it.
+    fn claim(&self, channel: String) -> Option<Claim<'_>> {
+        if !lock(&self.busy).insert(channel.clone()) {
+            return None;
+        }
+        Some(Claim {
+            delivery: self,
+            channel,
+        })
+    }
+
+    /// The entries that are still queued and due, as stored now.
+    async fn still_due(
+        &self,
+        conversations: BTreeMap<ConversationKey, Vec<OutboxEntry>>,
+        now: u64,
+    ) -> Result<BTreeMap<ConversationKey, Vec<OutboxEntry>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (key, entries) in conversations {
+            let mut kept = Vec::with_capacity(entries.len());
+            for e in entries {
+                if let Some(current) = self.store.outbox_get(e.id).await? {
+                    if current.next_attempt_ms <= now {
+                        kept.push(current);
+                    }
+                }
+            }
+            if !kept.is_empty() {
+                out.insert(key, kept);
+            }
+        }
+        Ok(out)
     }
 
     /// A channel's conversations, [`CONVERSATIONS_IN_FLIGHT`] at a time: their limits are
@@ -437,6 +494,20 @@ impl Delivery {
             self.dead.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+/// A channel being sent to by one pass; released when dropped, also when the pass is
+/// cancelled (a shutdown).
+struct Claim<'a> {
+    delivery: &'a Delivery,
+    channel: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        lock(&self.delivery.busy).remove(&self.channel);
+        self.delivery.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -136,6 +136,9 @@ pub trait Store: Send + Sync + 'static {
     /// Queued messages whose next attempt is due, in queue order, at most `limit`.
     fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
+    /// A queued message as stored now (`None`: delivered, dead or never queued).
+    fn outbox_get(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>>;
+
     /// Removes a delivered message. Durable with the next flush, not before: a crash just
     /// after a send resends it (the only duplicate at-least-once delivery allows).
     fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()>;

@@ -594,6 +594,10 @@ impl Store for SledStore {
         })
     }
 
+    fn outbox_get(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
+        Box::pin(async move { self.outbox_entry(id) })
+    }
+
     fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if let Some(mut entry) = self.outbox_entry(id)? {

@@ -673,3 +673,37 @@ async fn a_404_is_unreachable_too() {
     assert_eq!(delivery.pass().await.unwrap().dead, 1);
     assert!(store.unreachable(&key("slack")).await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_channel_does_not_hold_back_another_channels_messages() {
+    let slow = FakeChannel::start().await;
+    slow.answer_after(Duration::from_secs(2));
+    let fast = FakeChannel::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    seed(&store, &clock, &slow.url, "slack", 1).await;
+    let delivery = Arc::new(Delivery::new(
+        store.clone(),
+        loopback_connector(Duration::from_secs(5)),
+        clock.clone(),
+        RetryPolicy::default(),
+        Arc::new(SendLimits::off(clock.clone())),
+    ));
+    // The first pass is stuck on Slack ...
+    let d = delivery.clone();
+    let first = tokio::spawn(async move { d.pass().await.unwrap() });
+    while slow.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... while a message for Telegram, queued meanwhile, goes out in the next one.
+    seed(&store, &clock, &fast.url, "telegram", 1).await;
+    let started = std::time::Instant::now();
+    let second = delivery.pass().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(second.sent, 1, "only Telegram: Slack is the first pass's");
+    assert_eq!(fast.received().len(), 1);
+    assert_eq!(first.await.unwrap().sent, 1);
+    assert_eq!(slow.received().len(), 1, "Slack got its message once");
+    assert_eq!(store.stats().await.unwrap().outbox, 0);
+}
