@@ -166,13 +166,6 @@ impl Delivery {
                 .or_default()
                 .push(entry);
         }
-        // The outbox hands them over by due time; within a conversation they go in the
-        // order they were queued (a first price before the alert that follows it).
-        for conversations in by_channel.values_mut() {
-            for entries in conversations.values_mut() {
-                entries.sort_by_key(|e| e.id);
-            }
-        }
         let passes = by_channel
             .into_iter()
             .filter(|(channel, _)| !self.is_throttled(channel))

@@ -49,9 +49,6 @@ pub struct SledStore {
     /// Alert id → outbox id, so an alert queued twice (a check retried after a crash) is
     /// kept once.
     alert_ids: sled::Tree,
-    /// `next_attempt_ms ‖ outbox id` (both BE) → nothing: the outbox by due time, so a
-    /// delivery pass reads only what is due, not every message waiting on a limit.
-    outbox_due: sled::Tree,
     /// Outbox id → `OutboxEntry` given up on (`dead_ms` set), kept for the operator.
     dead_letters: sled::Tree,
     /// Conversation key → `Unreachable`: the channel refused it; its watches are paused.
@@ -108,11 +105,9 @@ impl SledStore {
         let history = tree("history")?;
         let outbox = tree("outbox")?;
         let alert_ids = tree("alert_ids")?;
-        let outbox_due = tree("outbox_due")?;
         let dead_letters = tree("dead_letters")?;
         let unreachable = tree("unreachable")?;
         check_schema(&path, &meta)?;
-        index_outbox(&meta, &outbox, &outbox_due).map_err(|e| open_err(e.to_string()))?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
         let watch_writes = Arc::new(Mutex::new(()));
         let checks = CheckTrees {
@@ -121,7 +116,6 @@ impl SledStore {
             watches: watches.clone(),
             outbox: outbox.clone(),
             alert_ids: alert_ids.clone(),
-            outbox_due: outbox_due.clone(),
             watch_writes: Arc::clone(&watch_writes),
         };
         let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(e.to_string()))?;
@@ -136,7 +130,6 @@ impl SledStore {
             history,
             outbox,
             alert_ids,
-            outbox_due,
             dead_letters,
             unreachable,
             watch_writes,
@@ -207,28 +200,6 @@ impl SledStore {
         Ok(changed.len())
     }
 
-    /// Changes a queued entry (its next attempt, its attempts) and its place in the due
-    /// index together.
-    fn reschedule(&self, id: u64, change: impl Fn(&mut OutboxEntry)) -> Result<(), StoreError> {
-        let Some(before) = self.outbox_entry(id)? else {
-            return Ok(());
-        };
-        let mut after = before.clone();
-        change(&mut after);
-        if after == before {
-            return Ok(());
-        }
-        let value = encode(&after)?;
-        (&self.outbox, &self.outbox_due)
-            .transaction(|(o, d)| {
-                o.insert(&id.to_be_bytes(), value.clone())?;
-                d.remove(&due_key(before.next_attempt_ms, id))?;
-                d.insert(&due_key(after.next_attempt_ms, id), &[])?;
-                Ok(())
-            })
-            .map_err(tx_error)
-    }
-
     fn move_entry(
         &self,
         from: &sled::Tree,
@@ -241,21 +212,17 @@ impl SledStore {
             return Ok(false);
         };
         let mut entry: OutboxEntry = decode("outbox entry", &bytes)?;
-        let was_due_at = entry.next_attempt_ms;
         change(&mut entry);
         let value = encode(&entry)?;
-        (from, to, &self.alert_ids, &self.outbox_due)
-            .transaction(|(f, t, a, d)| {
+        (from, to, &self.alert_ids)
+            .transaction(|(f, t, a)| {
                 f.remove(&key)?;
                 t.insert(&key, value.clone())?;
-                // A dead letter no longer blocks its alert id and is not due; a requeued
-                // one is both again.
+                // A dead letter no longer blocks its alert id; a requeued one does again.
                 if entry.dead_ms.is_some() {
                     a.remove(entry.alert_id.as_bytes())?;
-                    d.remove(&due_key(was_due_at, id))?;
                 } else {
                     a.insert(entry.alert_id.as_bytes(), &key)?;
-                    d.insert(&due_key(entry.next_attempt_ms, id), &[])?;
                 }
                 Ok(())
             })
@@ -552,21 +519,12 @@ impl Store for SledStore {
     fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
             let mut ready = Vec::new();
-            for key in self.outbox_due.range(..=due_key(now_ms, u64::MAX)).keys() {
-                let key = key.map_err(io)?;
-                let Some(id) = trailing_u64(&key) else {
-                    continue;
-                };
-                match self.outbox_entry(id)? {
-                    Some(entry) if due_key(entry.next_attempt_ms, id) == *key => {
-                        ready.push(entry);
-                        if ready.len() >= limit {
-                            break;
-                        }
-                    }
-                    // Left by a write a crash cut short: the entry is gone or has moved.
-                    _ => {
-                        self.outbox_due.remove(&key).map_err(io)?;
+            for value in self.outbox.iter().values() {
+                let entry: OutboxEntry = decode("outbox entry", &value.map_err(io)?)?;
+                if entry.next_attempt_ms <= now_ms {
+                    ready.push(entry);
+                    if ready.len() >= limit {
+                        break;
                     }
                 }
             }
@@ -576,43 +534,42 @@ impl Store for SledStore {
 
     fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let Some(entry) = self.outbox_entry(id)? else {
-                return Ok(());
-            };
+            if let Some(entry) = self.outbox_entry(id)? {
+                self.alert_ids
+                    .remove(entry.alert_id.as_bytes())
+                    .map_err(io)?;
+            }
             // Not flushed here: losing the removal to a crash resends the message, the one
             // duplicate at-least-once delivery allows; sled's background flush
             // (`storage.flush_every`) makes it durable soon, and a flush per message would
             // cap delivery at the disk's fsync rate.
-            (&self.outbox, &self.alert_ids, &self.outbox_due)
-                .transaction(|(o, a, d)| {
-                    o.remove(&id.to_be_bytes())?;
-                    a.remove(entry.alert_id.as_bytes())?;
-                    d.remove(&due_key(entry.next_attempt_ms, id))?;
-                    Ok(())
-                })
-                .map_err(tx_error)
+            self.outbox.remove(id.to_be_bytes()).map_err(io)?;
+            Ok(())
         })
     }
 
     fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            // Losing this on a crash only means an earlier retry: no flush needed.
-            self.reschedule(id, |e| {
-                e.attempts = e.attempts.saturating_add(1);
-                e.next_attempt_ms = next_attempt_ms;
-                e.last_error = Some(error.clone());
-            })
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.next_attempt_ms = next_attempt_ms;
+                entry.last_error = Some(error);
+                // Losing this on a crash only means an earlier retry: no flush needed.
+                self.outbox
+                    .insert(id.to_be_bytes(), encode(&entry)?)
+                    .map_err(io)?;
+            }
+            Ok(())
         })
     }
 
     fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
-            let entries = (&self.outbox, &self.alert_ids, &self.outbox_due)
-                .transaction(|(o, a, d)| {
-                    let queue = Queue { o, a, d };
+            let entries = (&self.outbox, &self.alert_ids)
+                .transaction(|(o, a)| {
                     let mut queued = Vec::with_capacity(messages.len());
                     for m in &messages {
-                        queued.extend(queue.push(m, now_ms)?);
+                        queued.extend(queue_message(o, a, m, now_ms)?);
                     }
                     Ok(queued)
                 })
@@ -643,9 +600,15 @@ impl Store for SledStore {
 
     fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.reschedule(id, |e| {
-                e.next_attempt_ms = e.next_attempt_ms.max(next_attempt_ms);
-            })
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                if entry.next_attempt_ms < next_attempt_ms {
+                    entry.next_attempt_ms = next_attempt_ms;
+                    self.outbox
+                        .insert(id.to_be_bytes(), encode(&entry)?)
+                        .map_err(io)?;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -729,7 +692,6 @@ struct CheckTrees {
     watches: sled::Tree,
     outbox: sled::Tree,
     alert_ids: sled::Tree,
-    outbox_due: sled::Tree,
     /// The store's `watch_writes`: a batch never interleaves with `add_watch`'s
     /// check-then-insert or `remove_watches`.
     watch_writes: Arc<Mutex<()>>,
@@ -777,14 +739,12 @@ impl CheckTrees {
             &self.watches,
             &self.outbox,
             &self.alert_ids,
-            &self.outbox_due,
         );
         trees
-            .transaction(|(p, h, w, o, a, d)| {
-                let queue = Queue { o, a, d };
+            .transaction(|(p, h, w, o, a)| {
                 let mut all = Vec::with_capacity(checks.len());
                 for prepared in checks {
-                    all.push(apply_check(prepared, p, h, w, &queue)?);
+                    all.push(apply_check(prepared, p, h, w, o, a)?);
                 }
                 Ok(all)
             })
@@ -801,7 +761,8 @@ fn apply_check(
     p: &TxTree,
     h: &TxTree,
     w: &TxTree,
-    queue: &Queue<'_>,
+    o: &TxTree,
+    a: &TxTree,
 ) -> TxResult<Vec<OutboxEntry>> {
     let check = prepared.check;
     let url = check.product.url.as_str();
@@ -842,75 +803,38 @@ fn apply_check(
         if watch_gone {
             continue;
         }
-        queued.extend(queue.push(m, check.now_ms)?);
+        queued.extend(queue_message(o, a, m, check.now_ms)?);
     }
     Ok(queued)
 }
 
-/// The outbox trees inside a transaction: entries, alert ids, due index.
-struct Queue<'t> {
-    o: &'t TxTree,
-    a: &'t TxTree,
-    d: &'t TxTree,
-}
-
-impl Queue<'_> {
-    /// Queues one message, due at once, unless its alert id is queued already (the same
-    /// alert recorded twice).
-    fn push(&self, m: &NewOutbox, now_ms: u64) -> TxResult<Option<OutboxEntry>> {
-        if self.a.get(m.alert_id.as_bytes())?.is_some() {
-            return Ok(None);
-        }
-        let id = self.o.generate_id()?;
-        let entry = OutboxEntry {
-            id,
-            alert_id: m.alert_id.clone(),
-            conversation: m.conversation.clone(),
-            watch_id: m.watch_id,
-            message: m.message.clone(),
-            created_ms: now_ms,
-            attempts: 0,
-            next_attempt_ms: now_ms,
-            last_error: None,
-            dead_ms: None,
-        };
-        self.o
-            .insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
-        self.a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
-        self.d.insert(&due_key(now_ms, id), &[])?;
-        Ok(Some(entry))
+/// Queues one message inside a transaction over `(outbox, alert_ids)`, unless its alert
+/// id is queued already (the same alert recorded twice).
+fn queue_message(
+    o: &TxTree,
+    a: &TxTree,
+    m: &NewOutbox,
+    now_ms: u64,
+) -> TxResult<Option<OutboxEntry>> {
+    if a.get(m.alert_id.as_bytes())?.is_some() {
+        return Ok(None);
     }
-}
-
-/// `next_attempt_ms ‖ id`, both big-endian: the due index sorts by time, then queue order.
-fn due_key(at_ms: u64, id: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&at_ms.to_be_bytes());
-    k[8..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
-const DUE_INDEX_KEY: &[u8] = b"outbox_due_index";
-
-/// Builds the due index of a store written before it existed (same schema: the index is
-/// derived from the outbox alone), once.
-fn index_outbox(
-    meta: &sled::Tree,
-    outbox: &sled::Tree,
-    due: &sled::Tree,
-) -> Result<(), StoreError> {
-    if meta.contains_key(DUE_INDEX_KEY).map_err(io)? {
-        return Ok(());
-    }
-    for item in outbox.iter() {
-        let (k, v) = item.map_err(io)?;
-        let entry: OutboxEntry = decode("outbox entry", &v)?;
-        let id = trailing_u64(&k).unwrap_or(entry.id);
-        due.insert(due_key(entry.next_attempt_ms, id), &[])
-            .map_err(io)?;
-    }
-    meta.insert(DUE_INDEX_KEY, &[1]).map_err(io)?;
-    Ok(())
+    let id = o.generate_id()?;
+    let entry = OutboxEntry {
+        id,
+        alert_id: m.alert_id.clone(),
+        conversation: m.conversation.clone(),
+        watch_id: m.watch_id,
+        message: m.message.clone(),
+        created_ms: now_ms,
+        attempts: 0,
+        next_attempt_ms: now_ms,
+        last_error: None,
+        dead_ms: None,
+    };
+    o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+    a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+    Ok(Some(entry))
 }
 
 /// Most checks one transaction applies; more wait for the next batch.
@@ -1516,11 +1440,9 @@ mod tests {
         let ready = store.outbox_ready(100, 10).await.unwrap();
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].alert_id, "notice");
-        // Due order: the notice (due at 100) before the retried alert (due at 700).
         let later = store.outbox_ready(700, 10).await.unwrap();
-        assert_eq!(later[1].alert_id, "alert-1");
         assert_eq!(
-            (later[1].attempts, later[1].last_error.as_deref()),
+            (later[0].attempts, later[0].last_error.as_deref()),
             (1, Some("429"))
         );
         store.outbox_delivered(later[0].id).await.unwrap();
@@ -1587,76 +1509,6 @@ mod tests {
         assert_eq!(store.due_products(8_999, 1000).await.unwrap(), []);
         assert_eq!(store.due_products(9_000, 1000).await.unwrap().len(), 119);
         assert_eq!(store.product(&orphan.url).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn the_due_index_follows_every_outbox_change_and_is_rebuilt_for_an_older_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let conv = key("c");
-        {
-            let store = SledStore::open(&config(dir.path())).unwrap();
-            let w = added(
-                store
-                    .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
-                    .await
-                    .unwrap(),
-            );
-            let product = store.product(&w.url).await.unwrap().unwrap();
-            let queued = store
-                .record_check(CheckRecord {
-                    product,
-                    change: None,
-                    watches: vec![],
-                    messages: (0..4)
-                        .map(|i| message(&format!("m{i}"), &conv, None))
-                        .collect(),
-                    now_ms: 100,
-                })
-                .await
-                .unwrap();
-            let ids: Vec<u64> = queued.iter().map(|e| e.id).collect();
-            let due = |now| {
-                let store = &store;
-                async move {
-                    store
-                        .outbox_ready(now, 10)
-                        .await
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.id)
-                        .collect::<Vec<u64>>()
-                }
-            };
-            assert!(due(99).await.is_empty());
-            assert_eq!(due(100).await, ids);
-            store.outbox_retry(ids[0], 500, "502".into()).await.unwrap();
-            store.outbox_defer(ids[1], 300).await.unwrap();
-            store.outbox_dead(ids[2], "400".into(), 100).await.unwrap();
-            store.outbox_delivered(ids[3]).await.unwrap();
-            assert!(due(299).await.is_empty());
-            assert_eq!(due(300).await, [ids[1]]);
-            assert_eq!(due(500).await, [ids[1], ids[0]]);
-            assert!(store.outbox_requeue(ids[2], 200).await.unwrap());
-            assert_eq!(due(250).await, [ids[2]]);
-            // A store from before the index: the index is gone, and so is its marker.
-            store.db.drop_tree("outbox_due").unwrap();
-            store
-                .db
-                .open_tree("meta")
-                .unwrap()
-                .remove(DUE_INDEX_KEY)
-                .unwrap();
-        }
-        let store = SledStore::open(&config(dir.path())).unwrap();
-        let ids: Vec<u64> = store
-            .outbox_ready(u64::MAX, 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(ids.len(), 3, "rebuilt from the outbox at open");
-        assert_eq!(store.outbox_ready(250, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
