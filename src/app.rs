@@ -89,10 +89,9 @@ fn outbound_token(
             "bot.app_type \"UserAssignedMSI\" is not supported yet; use \"MultiTenant\" or \"SingleTenant\" with an app password".to_owned(),
         ));
     }
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let password = config
         .bot
-        .app_password(credentials.as_deref())
+        .app_password(credentials_dir().as_deref())
         .map_err(|e| AppError::Credentials(format!("bot app password: {e}")))?
         .ok_or_else(|| {
             AppError::Credentials(
@@ -115,12 +114,16 @@ fn outbound_token(
     Ok(Some(Arc::new(client)))
 }
 
+/// systemd's `LoadCredential=` directory, when the daemon runs under it.
+fn credentials_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from)
+}
+
 /// The notify endpoint's admin token, when one is configured.
 fn admin_token(config: &Config) -> Result<Option<crate::config::Secret>, AppError> {
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let token = config
         .notify
-        .admin_token(credentials.as_deref())
+        .admin_token(credentials_dir().as_deref())
         .map_err(|e| AppError::Credentials(format!("notify admin token: {e}")))?;
     if let Some(t) = &token {
         if t.expose().chars().count() < crate::config::MIN_ADMIN_TOKEN {

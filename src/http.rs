@@ -253,17 +253,11 @@ async fn queue_announcement(
     Ok(Some(queued))
 }
 
-/// Compares without an early exit, so the time taken does not tell how much of a guess
-/// was right.
+/// Compares in constant time (`subtle`, already in the build through rustls), so the
+/// time taken does not tell how much of a guess was right.
 fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 async fn messages<S, B>(
