@@ -47,20 +47,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/procstat.rs"]
 mod procstat;
 
-use procstat::{cpu_seconds, reset_peak, status_kb};
+use procstat::{cpu_seconds, env_usize, reset_peak, status_kb};
 
 const TARGET_PER_S: f64 = 15_000.0;
 /// botbuilder-js `continueConversationAsync` loop of the proactive sample, 2 cores
 /// (issue 5).
 const BOTBUILDER_JS_PER_S: f64 = 1_560.0;
 const LIMIT_PER_S: u32 = 50;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> ExitCode {
     if std::env::var_os("PW_DELIVERY_CHANNEL").is_some() {

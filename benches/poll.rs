@@ -65,7 +65,7 @@ mod fixtures;
 #[path = "common/procstat.rs"]
 mod procstat;
 
-use procstat::{cpu_by_thread, cpu_seconds, reset_peak, status_kb};
+use procstat::{cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
 
 use fixtures::Fixture;
 
@@ -74,13 +74,6 @@ const TARGET_RSS_MB: f64 = 150.0;
 const PAGE_BYTES: usize = 100_000;
 const WATCHES_PER_CONVERSATION: usize = 10;
 const SETUP_IN_FLIGHT: usize = 256;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> ExitCode {
     if std::env::var_os("PW_POLL_SHOP").is_some() {

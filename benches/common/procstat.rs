@@ -1,4 +1,5 @@
-//! CPU time and memory of this process from `/proc`, for the load benchmarks.
+//! Shared by the load benchmarks: CPU time and memory from `/proc`, and their
+//! environment overrides.
 // Each benchmark uses the part it reports.
 #![allow(dead_code)]
 
@@ -45,4 +46,12 @@ pub fn status_kb(field: &str) -> f64 {
 /// Resets `VmHWM` to the current RSS (Linux ≥ 4.0), so a phase's peak is its own.
 pub fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// A `PW_BENCH_*` override, or the default.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

@@ -15,6 +15,8 @@ use pricewatch::token::{TokenClient, TokenConfig, BOT_FRAMEWORK_SCOPE};
 use warp::http::StatusCode;
 use warp::Filter;
 
+use crate::helpers::serve;
+
 /// One token request's form fields.
 type Form = Vec<(String, String)>;
 
@@ -111,25 +113,6 @@ impl Channel {
     fn headers(&self) -> Vec<Option<String>> {
         self.auth.lock().unwrap().clone()
     }
-}
-
-async fn serve<F>(route: F) -> (String, tokio::sync::oneshot::Sender<()>)
-where
-    F: Filter + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        warp::serve(route)
-            .incoming(listener)
-            .graceful(async {
-                let _ = rx.await;
-            })
-            .run(),
-    );
-    (format!("http://{addr}"), tx)
 }
 
 fn activity(service_url: &str) -> OutboundActivity {

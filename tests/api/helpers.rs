@@ -82,19 +82,9 @@ impl FakeChannel {
                     warp::reply::with_header(reply, "retry-after", retry_after)
                 }
             });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(
-            warp::serve(route)
-                .incoming(listener)
-                .graceful(async {
-                    let _ = rx.await;
-                })
-                .run(),
-        );
+        let (base, tx) = serve(route).await;
         FakeChannel {
-            url: format!("http://{addr}/"),
+            url: format!("{base}/"),
             received,
             status,
             delay,
@@ -125,6 +115,27 @@ impl FakeChannel {
     pub fn answer_after(&self, delay: std::time::Duration) {
         *self.delay.lock().unwrap() = delay;
     }
+}
+
+/// Serves `route` on a loopback port until the returned sender is dropped; returns
+/// `http://127.0.0.1:<port>`.
+pub async fn serve<F>(route: F) -> (String, tokio::sync::oneshot::Sender<()>)
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        warp::serve(route)
+            .incoming(listener)
+            .graceful(async {
+                let _ = rx.await;
+            })
+            .run(),
+    );
+    (format!("http://{addr}"), tx)
 }
 
 /// The configuration every test starts from: port 0, the given data directory, and the
