@@ -111,14 +111,7 @@ where
         );
     };
     if method != Method::POST {
-        let mut r = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "use POST to queue an announcement",
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return r;
+        return post_only("use POST to queue an announcement");
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -271,14 +264,7 @@ where
     B: Buf,
 {
     if method != Method::POST {
-        let mut r = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "use POST to send activities",
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return r;
+        return post_only("use POST to send activities");
     }
     if !is_json(&headers) {
         return error_response(
@@ -414,6 +400,14 @@ where
         }
     }
     Ok(buf)
+}
+
+/// 405 with `Allow: POST`: both endpoints take POST only.
+fn post_only(message: &str) -> Response {
+    let mut r = error_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message);
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    r
 }
 
 /// A Bot Framework `ErrorResponse`.
