@@ -28,16 +28,16 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pricewatch::activity::{
-    ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
-};
 use pricewatch::clock::{Clock, SystemClock};
-use pricewatch::command::ProductUrl;
-use pricewatch::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use pricewatch::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use pricewatch::delivery::ratelimit::{ChannelLimits, SendLimits};
+use pricewatch::delivery::retry::RetryPolicy;
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
-use pricewatch::ratelimit::{ChannelLimits, SendLimits};
-use pricewatch::retry::RetryPolicy;
+use pricewatch::inbound::activity::{
+    ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
+};
+use pricewatch::inbound::command::ProductUrl;
 use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
 use warp::Filter;
 

@@ -10,20 +10,20 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::InboundAuth;
-use crate::bot::{Bot, BotSettings};
 use crate::clock::{Clock, SystemClock};
-use crate::command::Limits;
-use crate::config::Config;
-use crate::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use crate::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use crate::delivery::ratelimit::SendLimits;
+use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
-use crate::engine::{EngineError, PriceEngine};
-use crate::http::{routes, Endpoint, Notify};
-use crate::plan::PlanConfig;
-use crate::ratelimit::SendLimits;
+use crate::inbound::auth::InboundAuth;
+use crate::inbound::bot::{Bot, BotSettings};
+use crate::inbound::command::Limits;
+use crate::inbound::endpoint::{routes, Endpoint, Notify};
+use crate::ops::config::Config;
+use crate::price::engine::{EngineError, PriceEngine};
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
-use crate::token::{TokenClient, TokenConfig};
-use crate::watcher::Watcher;
+use crate::watch::plan::PlanConfig;
+use crate::watch::watcher::Watcher;
 
 /// How often delivery looks at the outbox when no check has woken it (retries come due).
 const DELIVERY_POLL: Duration = Duration::from_secs(5);
@@ -51,7 +51,7 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot build the Connector client: {0}")]
-    Connector(#[from] crate::connector::ConnectorError),
+    Connector(#[from] crate::delivery::connector::ConnectorError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -84,7 +84,7 @@ fn outbound_token(
     if config.bot.is_local_development() {
         return Ok(None);
     }
-    if config.bot.app_type == crate::config::AppType::UserAssignedMsi {
+    if config.bot.app_type == crate::ops::config::AppType::UserAssignedMsi {
         return Err(AppError::Credentials(
             "bot.app_type \"UserAssignedMSI\" is not supported yet; use \"MultiTenant\" or \"SingleTenant\" with an app password".to_owned(),
         ));
@@ -105,7 +105,7 @@ fn outbound_token(
             endpoint: config.bot.token_endpoint(),
             client_id: config.bot.app_id.clone(),
             client_secret: password,
-            scope: crate::token::BOT_FRAMEWORK_SCOPE.to_owned(),
+            scope: crate::delivery::token::BOT_FRAMEWORK_SCOPE.to_owned(),
             timeout: config.bot.reply_timeout,
         },
         clock,
@@ -120,16 +120,16 @@ fn credentials_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The notify endpoint's admin token, when one is configured.
-fn admin_token(config: &Config) -> Result<Option<crate::config::Secret>, AppError> {
+fn admin_token(config: &Config) -> Result<Option<crate::ops::config::Secret>, AppError> {
     let token = config
         .notify
         .admin_token(credentials_dir().as_deref())
         .map_err(|e| AppError::Credentials(format!("notify admin token: {e}")))?;
     if let Some(t) = &token {
-        if t.expose().chars().count() < crate::config::MIN_ADMIN_TOKEN {
+        if t.expose().chars().count() < crate::ops::config::MIN_ADMIN_TOKEN {
             return Err(AppError::Credentials(format!(
                 "the notify admin token is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
-                crate::config::MIN_ADMIN_TOKEN
+                crate::ops::config::MIN_ADMIN_TOKEN
             )));
         }
     }

@@ -3,12 +3,12 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::activity::{ChannelAccount, ConversationKey};
-use crate::command::ProductUrl;
-use crate::fetch::Validators;
+use crate::inbound::activity::{ChannelAccount, ConversationKey};
+use crate::inbound::command::ProductUrl;
+use crate::price::fetch::Validators;
 use crate::price::Currency;
-use crate::schedule::ProductHealth;
-use crate::trigger::{Event, TriggerState};
+use crate::watch::schedule::ProductHealth;
+use crate::watch::trigger::{Event, TriggerState};
 
 /// When a watch alerts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub struct ChangePoint {
     pub at_ms: u64,
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
-    #[serde(with = "crate::trigger::currency_code")]
+    #[serde(with = "crate::watch::trigger::currency_code")]
     pub currency: Currency,
 }
 

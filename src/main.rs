@@ -94,7 +94,7 @@ struct ProbeArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::CheckConfig { file } => match pricewatch::config::load(Some(&file), env_vars()) {
+        Cmd::CheckConfig { file } => match pricewatch::ops::config::load(Some(&file), env_vars()) {
             Ok(_) => {
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
@@ -151,7 +151,7 @@ fn probe_text(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
 }
 
 fn probe_page(args: &ProbeArgs) -> ExitCode {
-    let config = match pricewatch::config::load(args.config.as_deref(), env_vars()) {
+    let config = match pricewatch::ops::config::load(args.config.as_deref(), env_vars()) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -199,7 +199,7 @@ type Probed = (url::Url, Result<pricewatch::price::extract::Report, String>);
 
 /// Fetches or reads the page; `Err` is a usage problem (exit 2), the inner `Err` a page
 /// that could not be fetched (exit 1).
-fn read_page(args: &ProbeArgs, config: &pricewatch::config::Config) -> Result<Probed, String> {
+fn read_page(args: &ProbeArgs, config: &pricewatch::ops::config::Config) -> Result<Probed, String> {
     let parse = |text: &str| {
         url::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))
     };
@@ -212,20 +212,21 @@ fn read_page(args: &ProbeArgs, config: &pricewatch::config::Config) -> Result<Pr
                 .unwrap_or("https://saved-page.invalid/"),
         )?;
         let extractor =
-            pricewatch::engine::extractor_from_config(config).map_err(|e| e.to_string())?;
+            pricewatch::price::engine::extractor_from_config(config).map_err(|e| e.to_string())?;
         let report = extractor.extract(&url, &body, None);
         return Ok((url, Ok(report)));
     }
     let url = parse(args.target.as_deref().unwrap_or_default())?;
-    let engine = pricewatch::engine::PriceEngine::from_config(config).map_err(|e| e.to_string())?;
+    let engine =
+        pricewatch::price::engine::PriceEngine::from_config(config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let checked = runtime.block_on(engine.check(&url, &Default::default()));
     let report = match checked {
-        Ok(pricewatch::engine::Check::Read { report, .. }) => Ok(report),
-        Ok(pricewatch::engine::Check::Unchanged { .. }) => {
+        Ok(pricewatch::price::engine::Check::Read { report, .. }) => Ok(report),
+        Ok(pricewatch::price::engine::Check::Unchanged { .. }) => {
             Err("the site answered 304 Not Modified to an unconditional request".to_owned())
         }
         Err(e) => Err(e.to_string()),
@@ -234,8 +235,8 @@ fn read_page(args: &ProbeArgs, config: &pricewatch::config::Config) -> Result<Pr
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = pricewatch::config::load(config_path.as_deref(), env_vars())?;
-    pricewatch::telemetry::init(&config.log);
+    let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
+    pricewatch::ops::telemetry::init(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if config.bot.is_local_development() {
@@ -245,7 +246,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             );
         }
         let app = pricewatch::app::App::start(&config).await?;
-        pricewatch::shutdown::listen(app.shutdown_token())
+        pricewatch::ops::shutdown::listen(app.shutdown_token())
             .context("cannot install the signal handlers")?;
         app.run_until_stopped().await?;
         anyhow::Ok(())
@@ -254,7 +255,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {
     use pricewatch::clock::Clock;
-    let config = pricewatch::config::load(config_path.as_deref(), env_vars())?;
+    let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
     let store = pricewatch::store::SledStore::open(&pricewatch::store::SledStoreConfig {
         path: config.storage.path.clone(),
         cache_capacity: config.storage.cache_capacity,
@@ -271,16 +272,19 @@ fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Re
     runtime.block_on(async {
         match action {
             None => {
-                print!("{}", pricewatch::admin::outbox_listing(&store, now).await?);
+                print!(
+                    "{}",
+                    pricewatch::ops::admin::outbox_listing(&store, now).await?
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Some(OutboxCmd::Retry { ids, all_dead }) => {
                 let which = if all_dead {
-                    pricewatch::admin::Requeue::AllDead
+                    pricewatch::ops::admin::Requeue::AllDead
                 } else {
-                    pricewatch::admin::Requeue::Ids(ids)
+                    pricewatch::ops::admin::Requeue::Ids(ids)
                 };
-                let done = pricewatch::admin::requeue(&store, which, now).await?;
+                let done = pricewatch::ops::admin::requeue(&store, which, now).await?;
                 println!("re-queued {} dead letter(s)", done.requeued.len());
                 if done.not_dead.is_empty() {
                     Ok(ExitCode::SUCCESS)

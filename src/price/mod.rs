@@ -1,9 +1,12 @@
-//! The price engine's pure core: currencies and price strings. Fetching and page
-//! extraction build on it.
+//! The price engine: a product page fetched behind the SSRF guard ([`fetch`]), its bytes
+//! decoded and scanned, and the price read from it ([`extract`]) with locale-aware price
+//! strings ([`parse`]) and currencies. Only [`fetch`] and [`engine`] do I/O.
 
 pub mod currency;
 pub mod decode;
+pub mod engine;
 pub mod extract;
+pub mod fetch;
 pub mod html;
 pub mod jsonld;
 pub mod parse;

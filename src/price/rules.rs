@@ -6,7 +6,7 @@ use url::Url;
 
 use super::html::SiteSelector;
 use super::Currency;
-use crate::config::{JsonApiConfig, SiteRuleConfig};
+use crate::ops::config::{JsonApiConfig, SiteRuleConfig};
 
 /// Where in a product API's JSON the price is.
 #[derive(Clone, Debug, PartialEq, Eq)]

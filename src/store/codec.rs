@@ -7,7 +7,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
-use crate::activity::ConversationKey;
+use crate::inbound::activity::ConversationKey;
 
 /// `u16 len ‖ channelId ‖ u32 len ‖ conversation.id`.
 pub fn conversation_key(key: &ConversationKey) -> Vec<u8> {

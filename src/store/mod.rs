@@ -17,11 +17,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use crate::activity::{ConversationKey, ConversationReference};
-use crate::command::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
+use crate::inbound::activity::{ConversationKey, ConversationReference};
+use crate::inbound::command::ProductUrl;
 
 pub use sled_store::{SledStore, SledStoreConfig};
 

@@ -13,11 +13,11 @@ use super::codec::{
 use super::{
     AddWatch, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
 };
-use crate::activity::{ConversationKey, ConversationReference};
-use crate::command::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
+use crate::inbound::activity::{ConversationKey, ConversationReference};
+use crate::inbound::command::ProductUrl;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -1048,9 +1048,9 @@ fn check_schema(path: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activity::{ChannelAccount, ConversationAccount};
-    use crate::command::ProductUrl;
     use crate::domain::Rule;
+    use crate::inbound::activity::{ChannelAccount, ConversationAccount};
+    use crate::inbound::command::ProductUrl;
     use rust_decimal::Decimal;
     use std::sync::Arc;
 

@@ -5,13 +5,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pricewatch::activity::{
+use pricewatch::clock::ManualClock;
+use pricewatch::delivery::connector::{
+    Connector, ConnectorConfig, ConnectorError, ServiceUrlPolicy,
+};
+use pricewatch::delivery::token::{TokenClient, TokenConfig, BOT_FRAMEWORK_SCOPE};
+use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationReference, OutboundActivity,
 };
-use pricewatch::clock::ManualClock;
-use pricewatch::config::Secret;
-use pricewatch::connector::{Connector, ConnectorConfig, ConnectorError, ServiceUrlPolicy};
-use pricewatch::token::{TokenClient, TokenConfig, BOT_FRAMEWORK_SCOPE};
+use pricewatch::ops::config::Secret;
 use warp::http::StatusCode;
 use warp::Filter;
 

@@ -4,19 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pricewatch::activity::{
-    ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
-};
 use pricewatch::clock::{Clock, ManualClock};
-use pricewatch::command::ProductUrl;
-use pricewatch::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use pricewatch::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
+use pricewatch::delivery::ratelimit::SendLimits;
+use pricewatch::delivery::retry::RetryPolicy;
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
+use pricewatch::inbound::activity::{
+    ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
+};
+use pricewatch::inbound::command::ProductUrl;
 use pricewatch::price::Currency;
-use pricewatch::ratelimit::SendLimits;
-use pricewatch::retry::RetryPolicy;
 use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
-use pricewatch::trigger::{Event, Reference};
+use pricewatch::watch::trigger::{Event, Reference};
 use rust_decimal::Decimal;
 use warp::http::StatusCode;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pricewatch::app::App;
-use pricewatch::config::Config;
+use pricewatch::ops::config::Config;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Filter;
@@ -176,7 +176,7 @@ impl TestApp {
         clock: Arc<dyn pricewatch::clock::Clock>,
     ) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
-            pricewatch::telemetry::init(&config.log);
+            pricewatch::ops::telemetry::init(&config.log);
         }
         let data = config.storage.path.clone();
         let app = App::start_with_clock(&config, clock)

@@ -365,7 +365,7 @@ async fn a_changed_service_url_replaces_the_reference() {
     m["serviceUrl"] = second.url.clone().into();
     t.post(&m).await;
     assert_eq!(second.received().len(), 1);
-    let key = pricewatch::activity::ConversationKey {
+    let key = pricewatch::inbound::activity::ConversationKey {
         channel_id: "emulator".into(),
         conversation_id: "c1".into(),
     };

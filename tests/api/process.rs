@@ -358,14 +358,14 @@ fn outbox_cmd(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() {
-    use pricewatch::activity::ConversationKey;
-    use pricewatch::command::ProductUrl;
     use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
+    use pricewatch::inbound::activity::ConversationKey;
+    use pricewatch::inbound::command::ProductUrl;
     use pricewatch::store::AddWatch;
 
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "");
-    let config = pricewatch::config::load(Some(&file), std::iter::empty()).unwrap();
+    let config = pricewatch::ops::config::load(Some(&file), std::iter::empty()).unwrap();
     let open = || {
         SledStore::open(&SledStoreConfig {
             path: config.storage.path.clone(),

@@ -17,7 +17,7 @@
 //!   `list` adds the time, `14:05 UTC`.
 //! - **Percentages** have one decimal, as the trigger computes them: `25.0%` / `25,0 %`.
 //! - **Products** are the page title as a Markdown link to the URL, or the bare URL while
-//!   the title is unknown, as [`crate::replies`] shows URLs. Titles are shop text: runs of
+//!   the title is unknown, as [`crate::speech::replies`] shows URLs. Titles are shop text: runs of
 //!   whitespace become one space, they are cut at [`TITLE_MAX_CHARS`], and the characters
 //!   that open emphasis, code, links or HTML (`\ ` * _ [ ] < > ~`) are backslash-escaped,
 //!   so a title cannot restyle the message, end its link or inject another.
@@ -32,7 +32,7 @@
 //! `Action.Submit` whose data holds `{"msteams": {"type": "imBack", "value": "unwatch 3"}}`,
 //! so Teams posts `unwatch 3` as the user's own message (visible, and handled like typed
 //! text), and `"command": "unwatch 3"`, which Web Chat, Direct Line and the Emulator send
-//! back as the activity's `value` and [`crate::activity::ValidActivity::command_text`]
+//! back as the activity's `value` and [`crate::inbound::activity::ValidActivity::command_text`]
 //! reads. `messageBack` was not chosen: it needs both `text` and `displayText` to behave
 //! like typing, and `imBack` is that in one field.
 
@@ -42,11 +42,11 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{json, Value};
 
-use crate::activity::{Attachment, ConversationReference, OutboundActivity};
 use crate::domain::Rule;
+use crate::inbound::activity::{Attachment, ConversationReference, OutboundActivity};
 use crate::price::Currency;
-use crate::replies::{self, Lang};
-use crate::trigger::{alert_line, Reference};
+use crate::speech::replies::{self, Lang};
+use crate::watch::trigger::{alert_line, Reference};
 
 /// The attachment content type of an Adaptive Card.
 pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
@@ -86,7 +86,7 @@ pub struct ProductView<'a> {
     pub title: Option<&'a str>,
 }
 
-/// One fired alert, as [`crate::trigger::Event::Fired`] reports it, for one watch.
+/// One fired alert, as [`crate::watch::trigger::Event::Fired`] reports it, for one watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertItem<'a> {
     /// The watch's position in `list`.
@@ -889,7 +889,7 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
-    use crate::activity::{ChannelAccount, ConversationAccount};
+    use crate::inbound::activity::{ChannelAccount, ConversationAccount};
 
     const NOV_1: u64 = 1_793_491_200_000;
     const NOV_20: u64 = 1_795_132_800_000;

@@ -6,7 +6,7 @@
 //! in the daemon, plain numbers in tests) and randomness as a
 //! [`RandomSource`]. The async loop around it stays thin:
 //!
-//! 1. The loop (`crate::watcher`) takes the due products from the store, never one
+//! 1. The loop (`crate::watch::watcher`) takes the due products from the store, never one
 //!    already being fetched, and asks the [`HostGate`] for each: a [`Permit`] to
 //!    start now, or a [`Wait`] saying until when (`None`: until a fetch finishes).
 //! 2. When a fetch ends, the loop gives the permit back ([`HostGate::finish`]),

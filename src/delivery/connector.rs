@@ -3,7 +3,7 @@
 //! It posts activities to a conversation's Connector (`serviceUrl`) as the Bot Framework
 //! SDKs do: `POST {serviceUrl}/v3/conversations/{id}/activities[/{replyToId}]`, with every
 //! path segment percent-encoded. With an app id it signs each call with the bot's token
-//! ([`crate::token`]), and only for a `serviceUrl` the [`ServiceUrlPolicy`] trusts: the
+//! ([`crate::delivery::token`]), and only for a `serviceUrl` the [`ServiceUrlPolicy`] trusts: the
 //! token is a password, so it goes to the channel hosts of the allowlist and nowhere else.
 
 use std::net::IpAddr;
@@ -13,8 +13,8 @@ use std::time::Duration;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
-use crate::activity::OutboundActivity;
-use crate::token::{TokenClient, TokenError};
+use crate::delivery::token::{TokenClient, TokenError};
+use crate::inbound::activity::OutboundActivity;
 
 /// The channel hosts a `serviceUrl` may name by default: the Bot Framework's (public and
 /// US government clouds) and Teams' (public, GCC, GCC High, DoD).
@@ -272,7 +272,7 @@ impl Connector {
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let retry_after =
-            crate::fetch::retry_after(response.headers(), std::time::SystemTime::now());
+            crate::price::fetch::retry_after(response.headers(), std::time::SystemTime::now());
         let body = response
             .bytes()
             .await

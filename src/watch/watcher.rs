@@ -1,6 +1,6 @@
 //! The watch loop's engine room: picks the products that are due, fetches each once
 //! through the politeness gate however many watches share it, and records what the check
-//! changed ([`crate::plan`]) in one store transaction. The decisions are pure
+//! changed ([`crate::watch::plan`]) in one store transaction. The decisions are pure
 //! (`schedule`, `trigger`, `plan`); this module only sequences the I/O.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::command::ProductUrl;
 use crate::domain::Product;
-use crate::engine::{Check, EngineError, PriceEngine};
-use crate::fetch::FetchError;
-use crate::plan::{plan, Outcome, PlanConfig};
-use crate::schedule::{GateConfig, HostGate, Permit, SplitMix64, Wait, WaitReason};
+use crate::inbound::command::ProductUrl;
+use crate::price::engine::{Check, EngineError, PriceEngine};
+use crate::price::fetch::FetchError;
 use crate::store::{Store, StoreError};
+use crate::watch::plan::{plan, Outcome, PlanConfig};
+use crate::watch::schedule::{GateConfig, HostGate, Permit, SplitMix64, Wait, WaitReason};
 
 /// Most products one tick takes from the store; the rest wait for the next tick.
 const TICK_LIMIT: usize = 100_000;

@@ -2,28 +2,33 @@
 //! language (alerts ready together for one conversation become one digest), sends it
 //! through the Connector, and removes it only once the channel accepted it.
 //!
-//! A failed send is decided by [`crate::retry`]: retried later (its next attempt stored in
+//! A failed send is decided by [`crate::delivery::retry`]: retried later (its next attempt stored in
 //! the outbox, so a restart does not retry in a burst), or moved to the dead letters with
 //! its last error. A 403/404 marks the conversation unreachable and pauses its watches. A
 //! 429/503 also holds back the rest of that channel's messages for the `Retry-After`.
 //! Every outcome is logged with the alert id and counted.
+
+pub mod connector;
+pub mod ratelimit;
+pub mod retry;
+pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::activity::ConversationKey;
 use crate::clock::Clock;
-use crate::connector::{Connector, ConnectorError};
+use crate::delivery::connector::{Connector, ConnectorError};
+use crate::delivery::ratelimit::{Admission, SendLimits};
+use crate::delivery::retry::{classify, Decision, Failure, RetryPolicy};
 use crate::domain::{OutboxEntry, OutboxMessage, Unreachable, Watch};
-use crate::notify::{self, AlertItem, Message, ProductView};
-use crate::ratelimit::{Admission, SendLimits};
-use crate::replies::Lang;
-use crate::retry::{classify, Decision, Failure, RetryPolicy};
-use crate::schedule::SplitMix64;
+use crate::inbound::activity::ConversationKey;
+use crate::speech::notices::{self, AlertItem, Message, ProductView};
+use crate::speech::replies::Lang;
 use crate::store::{Store, StoreError};
-use crate::trigger::Event;
+use crate::watch::schedule::SplitMix64;
+use crate::watch::trigger::Event;
 
 /// Entries one pass takes; the rest wait for the next pass.
 const PASS_LIMIT: usize = 1000;
@@ -305,7 +310,7 @@ impl Delivery {
         }
         let digest = {
             let items: Vec<AlertItem<'_>> = alerts.iter().map(|(item, _)| *item).collect();
-            notify::alerts(lang, &items)
+            notices::alerts(lang, &items)
         };
         let mut outgoing: Vec<(Message, Vec<&OutboxEntry>)> = singles
             .into_iter()
@@ -325,7 +330,7 @@ impl Delivery {
                 report.wait_until(at);
                 return Ok(());
             }
-            let activity = notify::into_activity(msg, &reference, lang);
+            let activity = notices::into_activity(msg, &reference, lang);
             let err = match self.connector.send(&activity).await {
                 Ok(delivered) => {
                     report.sent += 1;
@@ -535,12 +540,12 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
     };
     match (&entry.message, watch) {
         (OutboxMessage::FirstCheckFailed { url, reason }, _) => {
-            Rendered::Single(notify::first_fetch_failed(lang, url, reason))
+            Rendered::Single(notices::first_fetch_failed(lang, url, reason))
         }
         (OutboxMessage::Announcement { text }, _) => Rendered::Single(Message::announcement(text)),
         (_, None) if entry.watch_id.is_some() => Rendered::Stale,
         (OutboxMessage::Watch { url, title, event }, Some(w)) => match event {
-            Event::ReferenceSet { reference, line } => Rendered::Single(notify::first_price(
+            Event::ReferenceSet { reference, line } => Rendered::Single(notices::first_price(
                 lang,
                 number,
                 view(url, title),
@@ -566,7 +571,7 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
                 at_ms: *at_ms,
             }),
             Event::CurrencyMismatch { reference, seen } => Rendered::Single(
-                notify::currency_changed(lang, number, view(url, title), *reference, *seen),
+                notices::currency_changed(lang, number, view(url, title), *reference, *seen),
             ),
             // Never queued; nothing to say.
             Event::Rearmed => Rendered::Stale,
@@ -579,7 +584,7 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
                 reason,
             },
             _,
-        ) => Rendered::Single(notify::cannot_read(
+        ) => Rendered::Single(notices::cannot_read(
             lang,
             number,
             view(url, title),
@@ -590,7 +595,7 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
             let price = w
                 .and_then(|w| w.trigger.last)
                 .map(|s| (s.amount, s.currency));
-            Rendered::Single(notify::readable_again(
+            Rendered::Single(notices::readable_again(
                 lang,
                 number,
                 view(url, title),

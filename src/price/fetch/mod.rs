@@ -26,7 +26,7 @@ use reqwest::{redirect, StatusCode};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::FetchConfig;
+use crate::ops::config::FetchConfig;
 use guard::{check_url, Allowlist, GuardedResolver, Lookup, Refusal, ResolveError, SystemLookup};
 
 /// Product pages are HTML, but some shops serve JSON (Shopify `.js`, SAP OCC).

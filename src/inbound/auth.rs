@@ -7,7 +7,7 @@
 //! audience, signature, `serviceurl` claim) is added here as a second variant, and the
 //! daemon refuses to start with an app id until then (see `app::check_mode`).
 
-use crate::activity::ValidActivity;
+use crate::inbound::activity::ValidActivity;
 
 /// How inbound activities are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use crate::domain::{ChangePoint, CheckRecord, NewOutbox, OutboxMessage, Product, Watch};
-use crate::fetch::Validators;
 use crate::price::extract::Report;
-use crate::schedule::{Notice, RandomSource, ScheduleConfig};
-use crate::trigger::{step, Event, Observation, TriggerConfig};
+use crate::price::fetch::Validators;
+use crate::watch::schedule::{Notice, RandomSource, ScheduleConfig};
+use crate::watch::trigger::{step, Event, Observation, TriggerConfig};
 
 /// How the fetch ended.
 #[derive(Debug, Clone)]
@@ -231,12 +231,12 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activity::ConversationKey;
-    use crate::command::ProductUrl;
     use crate::domain::Rule;
+    use crate::inbound::activity::ConversationKey;
+    use crate::inbound::command::ProductUrl;
     use crate::price::extract::{Availability, ExtractError, Method};
     use crate::price::Currency;
-    use crate::schedule::SplitMix64;
+    use crate::watch::schedule::SplitMix64;
     use rust_decimal::Decimal;
 
     const HOUR: u64 = 3_600_000;

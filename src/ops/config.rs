@@ -24,7 +24,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// The fully commented example configuration; parsing it yields [`Config::default`].
-pub const EXAMPLE_TOML: &str = include_str!("../config/pricewatch.toml");
+pub const EXAMPLE_TOML: &str = include_str!("../../config/pricewatch.toml");
 
 /// Name of the app password under `$CREDENTIALS_DIRECTORY`.
 pub const APP_PASSWORD_CREDENTIAL: &str = "app-password";
@@ -49,7 +49,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
     /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
-    pub rate_limits: BTreeMap<String, crate::ratelimit::ChannelLimits>,
+    pub rate_limits: BTreeMap<String, crate::delivery::ratelimit::ChannelLimits>,
     pub schedule: ScheduleSection,
     pub fetch: FetchConfig,
     pub log: LogConfig,
@@ -156,7 +156,7 @@ impl Default for BotConfig {
             reply_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             token_endpoint: String::new(),
-            service_url_hosts: crate::connector::DEFAULT_SERVICE_URL_HOSTS
+            service_url_hosts: crate::delivery::connector::DEFAULT_SERVICE_URL_HOSTS
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
@@ -176,7 +176,7 @@ impl BotConfig {
             return self.token_endpoint.trim().to_owned();
         }
         let tenant = (self.app_type == AppType::SingleTenant).then_some(self.tenant_id.as_str());
-        crate::token::default_endpoint(tenant)
+        crate::delivery::token::default_endpoint(tenant)
     }
 
     /// Reads the app password from `app_password_file`, else from
@@ -289,7 +289,7 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        let p = crate::retry::RetryPolicy::default();
+        let p = crate::delivery::retry::RetryPolicy::default();
         Self {
             retry_base: p.base,
             retry_cap: p.cap,
@@ -300,8 +300,8 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
-        crate::retry::RetryPolicy {
+    pub fn retry_policy(&self) -> crate::delivery::retry::RetryPolicy {
+        crate::delivery::retry::RetryPolicy {
             base: self.retry_base,
             cap: self.retry_cap,
             max_attempts: self.max_attempts,
@@ -344,8 +344,8 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     /// The trigger's settings.
-    pub fn trigger(&self) -> crate::trigger::TriggerConfig {
-        crate::trigger::TriggerConfig {
+    pub fn trigger(&self) -> crate::watch::trigger::TriggerConfig {
+        crate::watch::trigger::TriggerConfig {
             hysteresis_percent: self.hysteresis,
             confirmations: self.confirmations,
         }
@@ -394,8 +394,8 @@ impl Default for ScheduleSection {
 
 impl ScheduleSection {
     /// The scheduler's settings.
-    pub fn schedule(&self) -> crate::schedule::ScheduleConfig {
-        crate::schedule::ScheduleConfig {
+    pub fn schedule(&self) -> crate::watch::schedule::ScheduleConfig {
+        crate::watch::schedule::ScheduleConfig {
             interval: self.interval,
             jitter_percent: self.jitter,
             backoff_base: self.backoff_base,
@@ -407,8 +407,8 @@ impl ScheduleSection {
 
 impl FetchConfig {
     /// The politeness gate's settings.
-    pub fn gate(&self) -> crate::schedule::GateConfig {
-        crate::schedule::GateConfig {
+    pub fn gate(&self) -> crate::watch::schedule::GateConfig {
+        crate::watch::schedule::GateConfig {
             per_host_concurrency: self.per_host_concurrency,
             min_gap: self.host_gap,
             global_concurrency: self.global_concurrency,
@@ -1286,7 +1286,7 @@ fn validate_fetch(fetch: &FetchConfig, fail: &mut impl FnMut(&'static str, Strin
         fail("fetch.ports", "port 0 cannot be fetched".to_owned());
     }
     for host in &fetch.allow_hosts {
-        if crate::fetch::guard::Allowlist::new(std::slice::from_ref(host), &[]).is_err() {
+        if crate::price::fetch::guard::Allowlist::new(std::slice::from_ref(host), &[]).is_err() {
             fail(
                 "fetch.allow_hosts",
                 format!("{host:?} is not a host name (write the name alone, without scheme, port or path)"),
@@ -1568,12 +1568,18 @@ mod tests {
     #[test]
     fn defaults_match_the_pure_modules_defaults() {
         let c = Config::default();
-        assert_eq!(c.alerts.trigger(), crate::trigger::TriggerConfig::default());
+        assert_eq!(
+            c.alerts.trigger(),
+            crate::watch::trigger::TriggerConfig::default()
+        );
         assert_eq!(
             c.schedule.schedule(),
-            crate::schedule::ScheduleConfig::default()
+            crate::watch::schedule::ScheduleConfig::default()
         );
-        assert_eq!(c.fetch.gate(), crate::schedule::GateConfig::default());
+        assert_eq!(
+            c.fetch.gate(),
+            crate::watch::schedule::GateConfig::default()
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use rust_decimal::Decimal;
 
-use crate::command::CommandError;
 use crate::domain::{Rule, Watch};
+use crate::inbound::command::CommandError;
 
 /// The reply language, from the activity's `locale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,13 +18,13 @@ use warp::{Filter, Reply};
 
 use serde::Deserialize;
 
-use crate::activity::{Activity, ConversationKey, ValidActivity};
-use crate::auth::InboundAuth;
-use crate::bot::Bot;
 use crate::clock::Clock;
-use crate::config::Secret;
-use crate::connector::Connector;
+use crate::delivery::connector::Connector;
 use crate::domain::{NewOutbox, OutboxMessage};
+use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
+use crate::inbound::auth::InboundAuth;
+use crate::inbound::bot::Bot;
+use crate::ops::config::Secret;
 use crate::store::{Store, StoreError};
 
 /// What the endpoint needs, shared by every request.

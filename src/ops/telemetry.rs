@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::ops::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber once; later calls (tests) are ignored.
 /// `RUST_LOG` wins over the configured level so an operator can raise it for one run.

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::activity::{OutboundActivity, ValidActivity};
 use crate::clock::Clock;
-use crate::command::{self, AlertRule, Command, Limits, UnwatchTarget};
 use crate::domain::{NewWatch, Product, Rule, Watch};
-use crate::notify;
-use crate::replies::{self, Lang};
+use crate::inbound::activity::{OutboundActivity, ValidActivity};
+use crate::inbound::command::{self, AlertRule, Command, Limits, UnwatchTarget};
+use crate::speech::notices;
+use crate::speech::replies::{self, Lang};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
 
 /// What the bot needs from the configuration.
@@ -45,7 +45,7 @@ pub struct Bot {
     clock: Arc<dyn Clock>,
     settings: BotSettings,
     /// Gives a new watch its first check at once; `None` in tests of the bot alone.
-    watcher: Option<crate::watcher::Watcher>,
+    watcher: Option<crate::watch::watcher::Watcher>,
 }
 
 impl Bot {
@@ -59,7 +59,7 @@ impl Bot {
     }
 
     /// New watches get their first check right away, not at the next tick.
-    pub fn with_watcher(mut self, watcher: crate::watcher::Watcher) -> Self {
+    pub fn with_watcher(mut self, watcher: crate::watch::watcher::Watcher) -> Self {
         self.watcher = Some(watcher);
         self
     }
@@ -169,13 +169,13 @@ impl Bot {
                 for w in &all {
                     products.push(self.store.product(&w.url).await?);
                 }
-                let entries: Vec<notify::ListEntry<'_>> = all
+                let entries: Vec<notices::ListEntry<'_>> = all
                     .iter()
                     .zip(&products)
                     .enumerate()
                     .map(|(i, (w, p))| list_entry(i + 1, w, p.as_ref()))
                     .collect();
-                notify::list(lang, &entries)
+                notices::list(lang, &entries)
             }
             Command::Unwatch(target) => {
                 let all = self.store.watches(&conversation).await?;
@@ -206,11 +206,11 @@ impl Bot {
                     Some(w) => {
                         let product = self.store.product(&w.url).await?;
                         let points = self.store.history(&w.url).await?;
-                        let view = notify::ProductView {
+                        let view = notices::ProductView {
                             url: w.url.as_str(),
                             title: product.as_ref().and_then(|p| p.title.as_deref()),
                         };
-                        notify::history(lang, n, view, &points, self.clock.now_ms())
+                        notices::history(lang, n, view, &points, self.clock.now_ms())
                     }
                     None => replies::no_such_number(lang, n, all.len()),
                 }
@@ -224,19 +224,19 @@ fn list_entry<'a>(
     number: usize,
     w: &'a Watch,
     product: Option<&'a Product>,
-) -> notify::ListEntry<'a> {
+) -> notices::ListEntry<'a> {
     let last = w.trigger.last;
     let state = match (product.and_then(|p| p.health.failing_since_ms), last) {
-        (Some(since_ms), _) => notify::WatchState::CannotRead { since_ms },
+        (Some(since_ms), _) => notices::WatchState::CannotRead { since_ms },
         (None, Some(s)) if s.availability == crate::price::extract::Availability::OutOfStock => {
-            notify::WatchState::OutOfStock
+            notices::WatchState::OutOfStock
         }
-        _ if w.trigger.fired => notify::WatchState::Alerted,
-        _ => notify::WatchState::Watching,
+        _ if w.trigger.fired => notices::WatchState::Alerted,
+        _ => notices::WatchState::Watching,
     };
-    notify::ListEntry {
+    notices::ListEntry {
         number,
-        product: notify::ProductView {
+        product: notices::ProductView {
             url: w.url.as_str(),
             title: product.and_then(|p| p.title.as_deref()),
         },
