@@ -15,6 +15,7 @@
 //! - [`ops`]: configuration, telemetry, signals, the operator's commands.
 //! - [`domain`]: watches, products, alert rules and outbox entries (no I/O).
 //! - [`clock`]: wall-clock time as a dependency.
+//! - [`random`]: the seeded generator behind jitter, as a dependency.
 //!
 //! # Errors
 //! Each module has its own `thiserror` enum; only `main` uses `anyhow`.
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod inbound;
 pub mod ops;
 pub mod price;
+pub mod random;
 pub mod speech;
 pub mod store;
 pub mod watch;

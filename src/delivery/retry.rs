@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::delivery::connector::ConnectorError;
-use crate::watch::schedule::RandomSource;
+use crate::random::RandomSource;
 
 /// How delivery retries (`[delivery]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +203,7 @@ mod tests {
             p.decide(1, 0, 1_000, Some(Duration::from_secs(30)), &mut || 0),
             Decision::RetryAt(31_000)
         );
-        let mut rng = crate::watch::schedule::SplitMix64::new(7);
+        let mut rng = crate::random::SplitMix64::new(7);
         for failures in 1..40 {
             match p.decide(failures, 0, 0, None, &mut rng) {
                 Decision::RetryAt(t) => assert!(t <= 60_000),

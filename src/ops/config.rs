@@ -407,8 +407,8 @@ impl ScheduleSection {
 
 impl FetchConfig {
     /// The politeness gate's settings.
-    pub fn gate(&self) -> crate::watch::schedule::GateConfig {
-        crate::watch::schedule::GateConfig {
+    pub fn gate(&self) -> crate::watch::gate::GateConfig {
+        crate::watch::gate::GateConfig {
             per_host_concurrency: self.per_host_concurrency,
             min_gap: self.host_gap,
             global_concurrency: self.global_concurrency,
@@ -1576,10 +1576,7 @@ mod tests {
             c.schedule.schedule(),
             crate::watch::schedule::ScheduleConfig::default()
         );
-        assert_eq!(
-            c.fetch.gate(),
-            crate::watch::schedule::GateConfig::default()
-        );
+        assert_eq!(c.fetch.gate(), crate::watch::gate::GateConfig::default());
     }
 
     #[test]

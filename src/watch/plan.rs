@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::domain::{ChangePoint, CheckRecord, NewOutbox, OutboxMessage, Product, Watch};
 use crate::price::extract::Report;
 use crate::price::fetch::Validators;
-use crate::watch::schedule::{Notice, RandomSource, ScheduleConfig};
+use crate::random::RandomSource;
+use crate::watch::schedule::{Notice, ScheduleConfig};
 use crate::watch::trigger::{step, Event, Observation, TriggerConfig};
 
 /// How the fetch ended.
@@ -236,7 +237,7 @@ mod tests {
     use crate::inbound::command::ProductUrl;
     use crate::price::extract::{Availability, ExtractError, Method};
     use crate::price::Currency;
-    use crate::watch::schedule::SplitMix64;
+    use crate::random::SplitMix64;
     use rust_decimal::Decimal;
 
     const HOUR: u64 = 3_600_000;

@@ -15,9 +15,10 @@ use crate::domain::Product;
 use crate::inbound::command::ProductUrl;
 use crate::price::engine::{Check, EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
+use crate::random::SplitMix64;
 use crate::store::{Store, StoreError};
+use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{plan, Outcome, PlanConfig};
-use crate::watch::schedule::{GateConfig, HostGate, Permit, SplitMix64, Wait, WaitReason};
 
 /// Most products one tick takes from the store; the rest wait for the next tick.
 const TICK_LIMIT: usize = 100_000;
