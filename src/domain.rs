@@ -1,14 +1,20 @@
-//! Plain data shared by the bot, the store and the watch loop. No I/O here.
+//! Plain data shared by the bot, the store, the watch loop and delivery: watches and their
+//! rules, products with their validators and health, a watch's alert state and the events
+//! a check produces, outbox entries. No I/O and no logic beyond small accessors.
+//!
+//! Every subsystem imports this module; it imports only the pure value types of
+//! [`crate::price`] (currencies, availability) and [`crate::inbound::activity`]
+//! (conversation keys), which import nothing back, so the dependency points one way. The
+//! behaviour on these types lives with the subsystem that owns it: the trigger's step in
+//! [`crate::watch::trigger`], backoff in [`crate::watch::schedule`].
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::inbound::activity::{ChannelAccount, ConversationKey};
 use crate::inbound::command::ProductUrl;
-use crate::price::fetch::Validators;
+use crate::price::extract::Availability;
 use crate::price::Currency;
-use crate::watch::schedule::ProductHealth;
-use crate::watch::trigger::{Event, TriggerState};
 
 /// When a watch alerts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +113,7 @@ pub struct ChangePoint {
     pub at_ms: u64,
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
-    #[serde(with = "crate::watch::trigger::currency_code")]
+    #[serde(with = "currency_code")]
     pub currency: Currency,
 }
 
@@ -184,4 +190,147 @@ pub struct CheckRecord {
     pub watches: Vec<Watch>,
     pub messages: Vec<NewOutbox>,
     pub now_ms: u64,
+}
+
+/// The cache validators of a page, sent back on the next fetch so an
+/// unchanged page costs a 304 and no body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// One product's run of failures, stored with the product so that backoff
+/// and the one-time notices survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductHealth {
+    /// Failures in a row; the backoff exponent.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the current run of failures began; the notice says "since …".
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    /// Whether the watchers were told that the price cannot be read, so that
+    /// they are told once, and told again when it can.
+    #[serde(default)]
+    pub notice_sent: bool,
+}
+
+/// The price every drop of a watch is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "currency_code")]
+    pub currency: Currency,
+    /// When it was read (ms since the Unix epoch): the alert says "since <date>".
+    pub at_ms: u64,
+}
+
+/// The last price the trigger compared, for `list` and alert messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "currency_code")]
+    pub currency: Currency,
+    #[serde(with = "availability_code", default)]
+    pub availability: Availability,
+    pub at_ms: u64,
+}
+
+/// Per-watch trigger state, stored with the watch. Every field has a default so that a
+/// record written by an older version (or `{}`) still reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TriggerState {
+    /// The first usable price; never changes afterwards. `None` while the watch is pending.
+    #[serde(default)]
+    pub reference: Option<Reference>,
+    /// Fired and not yet re-armed: staying low must not alert again.
+    #[serde(default)]
+    pub fired: bool,
+    /// Consecutive priced checks at or below the line while armed, for confirmations.
+    #[serde(default)]
+    pub below_count: u32,
+    /// A currency mismatch was reported; cleared by a price in the reference currency.
+    #[serde(default)]
+    pub mismatch_reported: bool,
+    /// The last price compared with the line.
+    #[serde(default)]
+    pub last: Option<Seen>,
+}
+
+/// What a step decided, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// The first usable price became the reference; the caller sends the "I will tell you
+    /// at `line` or less" follow-up.
+    ReferenceSet {
+        reference: Reference,
+        #[serde(with = "rust_decimal::serde::str")]
+        line: Decimal,
+    },
+    /// The alert, once per crossing.
+    Fired {
+        reference: Reference,
+        #[serde(with = "rust_decimal::serde::str")]
+        price: Decimal,
+        #[serde(with = "currency_code")]
+        currency: Currency,
+        #[serde(with = "rust_decimal::serde::str")]
+        line: Decimal,
+        /// [`crate::watch::trigger::drop_percent`] of `price` against the reference; negative for a `Below` watch
+        /// whose price rose from the reference but is still under the target.
+        #[serde(with = "rust_decimal::serde::str")]
+        drop_percent: Decimal,
+        at_ms: u64,
+    },
+    /// The price rose above the re-arm threshold: the next crossing alerts again. No
+    /// message; for logs and tests.
+    Rearmed,
+    /// The page prices in another currency than the reference, so nothing is compared.
+    CurrencyMismatch {
+        #[serde(with = "currency_code")]
+        reference: Currency,
+        #[serde(with = "currency_code")]
+        seen: Currency,
+    },
+}
+
+/// `Currency` as its ISO code; it has no serde of its own.
+pub(crate) mod currency_code {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use crate::price::Currency;
+
+    pub fn serialize<S: Serializer>(c: &Currency, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Currency, D::Error> {
+        let code = String::deserialize(d)?;
+        Currency::parse(&code).ok_or_else(|| D::Error::custom(format!("bad currency {code:?}")))
+    }
+}
+
+/// `Availability` is only `Serialize`; reading back accepts its snake_case names and
+/// takes anything else as unknown, so a value a later version adds still reads.
+pub(crate) mod availability_code {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::price::extract::Availability;
+
+    pub fn serialize<S: Serializer>(a: &Availability, s: S) -> Result<S::Ok, S::Error> {
+        a.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Availability, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "in_stock" => Availability::InStock,
+            "out_of_stock" => Availability::OutOfStock,
+            "preorder" => Availability::Preorder,
+            _ => Availability::Unknown,
+        })
+    }
 }

@@ -22,13 +22,12 @@ use crate::clock::Clock;
 use crate::delivery::connector::{Connector, ConnectorError};
 use crate::delivery::ratelimit::{Admission, SendLimits};
 use crate::delivery::retry::{classify, Decision, Failure, RetryPolicy};
-use crate::domain::{OutboxEntry, OutboxMessage, Unreachable, Watch};
+use crate::domain::{Event, OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::inbound::activity::ConversationKey;
 use crate::random::SplitMix64;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
 use crate::speech::replies::Lang;
 use crate::store::{Store, StoreError};
-use crate::watch::trigger::Event;
 
 /// Entries one pass takes; the rest wait for the next pass.
 const PASS_LIMIT: usize = 1000;

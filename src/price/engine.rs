@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::domain::Validators;
 use crate::ops::config::Config;
 use crate::price::extract::{Extractor, Report};
-use crate::price::fetch::{FetchError, Fetched, Fetcher, Validators};
+use crate::price::fetch::{FetchError, Fetched, Fetcher};
 use crate::price::rules::Rules;
 
 /// What one check of a product found.

@@ -42,11 +42,12 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{json, Value};
 
+use crate::domain::Reference;
 use crate::domain::Rule;
 use crate::inbound::activity::{Attachment, ConversationReference, OutboundActivity};
 use crate::price::Currency;
 use crate::speech::replies::{self, Lang};
-use crate::watch::trigger::{alert_line, Reference};
+use crate::watch::trigger::alert_line;
 
 /// The attachment content type of an Adaptive Card.
 pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
@@ -86,7 +87,7 @@ pub struct ProductView<'a> {
     pub title: Option<&'a str>,
 }
 
-/// One fired alert, as [`crate::watch::trigger::Event::Fired`] reports it, for one watch.
+/// One fired alert, as [`crate::domain::Event::Fired`] reports it, for one watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertItem<'a> {
     /// The watch's position in `list`.

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use crate::domain::{ChangePoint, CheckRecord, NewOutbox, OutboxMessage, Product, Watch};
+use crate::domain::{
+    ChangePoint, CheckRecord, Event, NewOutbox, OutboxMessage, Product, Validators, Watch,
+};
 use crate::price::extract::Report;
-use crate::price::fetch::Validators;
 use crate::random::RandomSource;
 use crate::watch::schedule::{Notice, ScheduleConfig};
-use crate::watch::trigger::{step, Event, Observation, TriggerConfig};
+use crate::watch::trigger::{step, Observation, TriggerConfig};
 
 /// How the fetch ended.
 #[derive(Debug, Clone)]

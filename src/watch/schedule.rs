@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::domain::ProductHealth;
 
 pub use crate::random::RandomSource;
 #[cfg(doc)]
@@ -99,22 +99,6 @@ fn jittered(base_ms: u64, percent: u32, rng: &mut impl RandomSource) -> u64 {
 
 pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// One product's run of failures, stored with the product so that backoff
-/// and the one-time notices survive a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductHealth {
-    /// Failures in a row; the backoff exponent.
-    #[serde(default)]
-    pub failures: u32,
-    /// When the current run of failures began; the notice says "since …".
-    #[serde(default)]
-    pub failing_since_ms: Option<u64>,
-    /// Whether the watchers were told that the price cannot be read, so that
-    /// they are told once, and told again when it can.
-    #[serde(default)]
-    pub notice_sent: bool,
 }
 
 /// What the loop does after a check: when to check again, and what to tell

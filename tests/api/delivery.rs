@@ -10,13 +10,13 @@ use pricewatch::delivery::ratelimit::SendLimits;
 use pricewatch::delivery::retry::RetryPolicy;
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
+use pricewatch::domain::{Event, Reference};
 use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
 };
 use pricewatch::inbound::command::ProductUrl;
 use pricewatch::price::Currency;
 use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
-use pricewatch::watch::trigger::{Event, Reference};
 use rust_decimal::Decimal;
 use warp::http::StatusCode;
 

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pricewatch::domain::Validators;
 use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::{Check, EngineError, PriceEngine};
 use pricewatch::price::fetch::guard::Lookup;
-use pricewatch::price::fetch::{FetchError, Fetcher, Validators};
+use pricewatch::price::fetch::{FetchError, Fetcher};
 use pricewatch::price::rules::Rules;
 use url::Url;
 use warp::http::{Response, StatusCode};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pricewatch::clock::{Clock, ManualClock};
+use pricewatch::domain::Event;
 use pricewatch::domain::{NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::ConversationKey;
 use pricewatch::inbound::command::ProductUrl;
@@ -20,7 +21,7 @@ use pricewatch::store::{SledStore, SledStoreConfig, Store};
 use pricewatch::watch::gate::GateConfig;
 use pricewatch::watch::plan::PlanConfig;
 use pricewatch::watch::schedule::ScheduleConfig;
-use pricewatch::watch::trigger::{Event, TriggerConfig};
+use pricewatch::watch::trigger::TriggerConfig;
 use pricewatch::watch::watcher::Watcher;
 use rust_decimal::Decimal;
 use warp::http::{Response, StatusCode};

@@ -23,8 +23,9 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{redirect, StatusCode};
-use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::domain::Validators;
 
 use crate::ops::config::FetchConfig;
 use guard::{check_url, Allowlist, GuardedResolver, Lookup, Refusal, ResolveError, SystemLookup};
@@ -41,14 +42,6 @@ pub struct Fetcher {
     allow: Arc<Allowlist>,
     ports: Arc<[u16]>,
     max_body: u64,
-}
-
-/// The cache validators of a page, sent back on the next fetch so an
-/// unchanged page costs a 304 and no body.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
 }
 
 impl Validators {
