@@ -390,7 +390,9 @@ fn run() -> Result<ExitCode, String> {
         "limited".to_owned(),
         ChannelLimits {
             per_conversation: vec![],
-            per_channel: vec![format!("{LIMIT_PER_S}/1s").parse().map_err(|e: String| e)?],
+            per_channel: vec![format!("{LIMIT_PER_S}/1s")
+                .parse()
+                .map_err(|e: pricewatch::delivery::ratelimit::WindowError| e.to_string())?],
         },
     )]
     .into();

@@ -15,15 +15,18 @@
 //! - [`ops`]: configuration, telemetry, signals, the operator's commands.
 //! - [`domain`]: watches, products, alert rules and outbox entries (no I/O).
 //! - [`clock`]: wall-clock time as a dependency.
+//! - [`error`]: the error policy and the one way an error is shown.
 //! - [`random`]: the seeded generator behind jitter, as a dependency.
 //!
 //! # Errors
-//! Each module has its own `thiserror` enum; only `main` uses `anyhow`.
+//! Each module has its own `thiserror` enum; only `main` uses `anyhow`. A cause is kept as
+//! the error's `source()` and shown with [`error::Chain`] (the policy is in [`error`]).
 
 pub mod app;
 pub mod clock;
 pub mod delivery;
 pub mod domain;
+pub mod error;
 pub mod inbound;
 pub mod ops;
 pub mod price;

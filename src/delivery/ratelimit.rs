@@ -34,6 +34,7 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::error::Chain;
 
 /// Cells per send: `τ` is a whole number of cells, so cells are fine-grained.
 const CELLS: u32 = 1000;
@@ -52,23 +53,41 @@ pub struct Window {
     pub per: Duration,
 }
 
-impl FromStr for Window {
-    type Err = String;
+/// Why a rate-limit window's text is not one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WindowError {
+    #[error("{0:?} is not \"count/duration\", e.g. \"7/1s\"")]
+    Shape(String),
+    #[error("{0:?}: the count must be a whole number of at least 1")]
+    Count(String),
+    #[error("{text:?}: the duration")]
+    Duration {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("{0:?}: the duration must be at least 1ms")]
+    TooShort(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Window {
+    type Err = WindowError;
+
+    fn from_str(s: &str) -> Result<Self, WindowError> {
         let (n, d) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not \"count/duration\", e.g. \"7/1s\""))?;
+            .ok_or_else(|| WindowError::Shape(s.to_owned()))?;
         let count: u32 = n
             .trim()
             .parse()
             .ok()
             .filter(|c| *c >= 1)
-            .ok_or_else(|| format!("{s:?}: the count must be a whole number of at least 1"))?;
-        let per =
-            humantime::parse_duration(d.trim()).map_err(|e| format!("{s:?}: the duration: {e}"))?;
+            .ok_or_else(|| WindowError::Count(s.to_owned()))?;
+        let per = humantime::parse_duration(d.trim()).map_err(|source| WindowError::Duration {
+            text: s.to_owned(),
+            source,
+        })?;
         if per < Duration::from_millis(1) {
-            return Err(format!("{s:?}: the duration must be at least 1ms"));
+            return Err(WindowError::TooShort(s.to_owned()));
         }
         Ok(Window { count, per })
     }
@@ -89,7 +108,8 @@ impl Serialize for Window {
 impl<'de> Deserialize<'de> for Window {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        text.parse()
+            .map_err(|e: WindowError| serde::de::Error::custom(Chain(&e)))
     }
 }
 
