@@ -28,9 +28,9 @@ pub const DEFAULT_SERVICE_URL_HOSTS: &[&str] = &[
     "smba.infra.dod.teams.microsoft.us",
 ];
 
-/// Which `serviceUrl`s pricewatch sends to (bot-framework.md §4.4, design.md §5): https on
-/// an allowlisted host; loopback (any scheme) only in local-development mode, where no
-/// token is sent.
+/// Which `serviceUrl`s pricewatch sends to (docs/rules.md, "Modes and the bot's token"):
+/// https on an allowlisted host; loopback (any scheme) only in local-development mode,
+/// where no token is sent.
 #[derive(Debug, Clone)]
 pub struct ServiceUrlPolicy {
     /// Exact host names, or `*.suffix` for any name under `suffix`.

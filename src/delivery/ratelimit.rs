@@ -1,4 +1,4 @@
-//! Per-channel and per-conversation send limits (design.md §4, bot-framework.md §6), with
+//! Per-channel and per-conversation send limits (docs/rules.md, "Rate limits"), with
 //! governor's GCRA limiters, several windows per limit.
 //!
 //! A channel states its limits as windows ("7 per 1 s, 60 per 30 s, 1800 per hour"). A
@@ -157,7 +157,7 @@ pub struct ChannelLimits {
 /// The key channels not named in the table use.
 pub const OTHER_CHANNELS: &str = "default";
 
-/// design.md §4.
+/// The built-in rows (docs/rules.md, "Rate limits"); `[rate_limits.<channel>]` overrides them.
 pub fn default_table() -> BTreeMap<String, ChannelLimits> {
     let w = |count, secs| Window {
         count,

@@ -1,4 +1,4 @@
-//! What a failed send means, and when to try again (design.md §3, reliability.md §4):
+//! What a failed send means, and when to try again (docs/rules.md, "Delivery"):
 //! pure decisions, no I/O. The delivery task applies them.
 
 use std::time::Duration;

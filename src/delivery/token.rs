@@ -1,4 +1,4 @@
-//! The bot's outbound OAuth token (bot-framework.md §4.1): the client-credentials grant
+//! The bot's outbound OAuth token (docs/rules.md, "Modes and the bot's token"): the client-credentials grant
 //! against the Bot Framework's Azure AD authority, cached and refreshed 5 minutes before it
 //! expires, one refresh at a time however many sends are waiting.
 //!

@@ -38,7 +38,7 @@ pub struct PlanConfig {
 }
 
 /// The store's part ([`CheckRecord`]) and the watches the loop removes afterwards: a new
-/// watch whose first check found no price is not kept (design.md §1).
+/// watch whose first check found no price is not kept (docs/rules.md, "A new watch").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub record: CheckRecord,
@@ -99,7 +99,7 @@ pub fn plan(
     let mut remove = Vec::new();
     let mut changed = Vec::new();
     // A paused watch's conversation refuses messages: nothing counts for it until the
-    // conversation writes again (design.md §3).
+    // conversation writes again (docs/rules.md, "Delivery").
     let watches: Vec<&Watch> = watches.iter().filter(|w| !w.paused).collect();
     for &watch in &watches {
         if watch.is_pending() {

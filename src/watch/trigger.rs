@@ -1,4 +1,4 @@
-//! The alert rule (design.md §2): when one check of a product deserves an alert for one
+//! The alert rule (docs/rules.md, "The trigger"): when one check of a product deserves an alert for one
 //! watch. A pure function of (state, rule, observation, time, config) to (state, events):
 //! no I/O, no clock, no async, so every rule below is a unit test.
 //!
