@@ -43,22 +43,42 @@ pub enum AppError {
          binds loopback only; server.bind is {0}. Use 127.0.0.1 or [::1]"
     )]
     DevModeNotLoopback(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot build the Connector client: {0}")]
+    #[error("cannot build the Connector client")]
     Connector(#[from] crate::delivery::connector::ConnectorError),
-    #[error("start-up task failed: {0}")]
+    #[error("start-up task failed")]
     Join(#[from] tokio::task::JoinError),
-    #[error("{0}")]
-    Credentials(String),
-    #[error("cannot build the price engine: {0}")]
+    #[error(
+        "bot.app_type \"UserAssignedMSI\" is not supported yet; use \"MultiTenant\" or \"SingleTenant\" with an app password"
+    )]
+    UnsupportedAppType,
+    #[error(
+        "bot.app_id is set but no app password was found: set bot.app_password_file or \
+         provide the app-password credential"
+    )]
+    NoAppPassword,
+    #[error("{what}")]
+    Secret {
+        what: &'static str,
+        #[source]
+        source: crate::ops::config::SecretError,
+    },
+    #[error("outbound token")]
+    Token(#[source] crate::delivery::token::TokenError),
+    #[error(
+        "the notify admin token is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
+        crate::ops::config::MIN_ADMIN_TOKEN
+    )]
+    ShortAdminToken,
+    #[error("cannot build the price engine")]
     Engine(#[from] EngineError),
-    #[error("cannot start the scheduler: {0}")]
+    #[error("cannot start the scheduler")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
@@ -85,21 +105,16 @@ fn outbound_token(
         return Ok(None);
     }
     if config.bot.app_type == crate::ops::config::AppType::UserAssignedMsi {
-        return Err(AppError::Credentials(
-            "bot.app_type \"UserAssignedMSI\" is not supported yet; use \"MultiTenant\" or \"SingleTenant\" with an app password".to_owned(),
-        ));
+        return Err(AppError::UnsupportedAppType);
     }
     let password = config
         .bot
         .app_password(credentials_dir().as_deref())
-        .map_err(|e| AppError::Credentials(format!("bot app password: {e}")))?
-        .ok_or_else(|| {
-            AppError::Credentials(
-                "bot.app_id is set but no app password was found: set bot.app_password_file or \
-                 provide the app-password credential"
-                    .to_owned(),
-            )
-        })?;
+        .map_err(|source| AppError::Secret {
+            what: "bot app password",
+            source,
+        })?
+        .ok_or(AppError::NoAppPassword)?;
     let client = TokenClient::new(
         TokenConfig {
             endpoint: config.bot.token_endpoint(),
@@ -110,7 +125,7 @@ fn outbound_token(
         },
         clock,
     )
-    .map_err(|e| AppError::Credentials(format!("outbound token: {e}")))?;
+    .map_err(AppError::Token)?;
     Ok(Some(Arc::new(client)))
 }
 
@@ -124,13 +139,13 @@ fn admin_token(config: &Config) -> Result<Option<crate::ops::config::Secret>, Ap
     let token = config
         .notify
         .admin_token(credentials_dir().as_deref())
-        .map_err(|e| AppError::Credentials(format!("notify admin token: {e}")))?;
+        .map_err(|source| AppError::Secret {
+            what: "notify admin token",
+            source,
+        })?;
     if let Some(t) = &token {
         if t.expose().chars().count() < crate::ops::config::MIN_ADMIN_TOKEN {
-            return Err(AppError::Credentials(format!(
-                "the notify admin token is shorter than {} characters; use a long random one, e.g. `openssl rand -hex 32`",
-                crate::ops::config::MIN_ADMIN_TOKEN
-            )));
+            return Err(AppError::ShortAdminToken);
         }
     }
     Ok(token)

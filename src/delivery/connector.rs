@@ -14,6 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::delivery::token::{TokenClient, TokenError};
+use crate::error::Chain;
 use crate::inbound::activity::OutboundActivity;
 
 /// The channel hosts a `serviceUrl` may name by default: the Bot Framework's (public and
@@ -51,28 +52,26 @@ impl ServiceUrlPolicy {
     }
 
     /// `Err` says why the URL is refused.
-    pub fn check(&self, service_url: &str) -> Result<(), String> {
-        let url = url::Url::parse(service_url).map_err(|e| format!("not a URL ({e})"))?;
+    pub fn check(&self, service_url: &str) -> Result<(), Refusal> {
+        let url = url::Url::parse(service_url).map_err(Refusal::NotAUrl)?;
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).to_string(),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).to_string(),
-            None => return Err("it has no host".to_owned()),
+            None => return Err(Refusal::NoHost),
         };
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("it carries credentials".to_owned());
+            return Err(Refusal::Credentials);
         }
         if is_loopback(&host) {
             return if self.allow_loopback {
                 Ok(())
             } else {
-                Err(format!(
-                    "{host} is loopback, allowed only in local-development mode"
-                ))
+                Err(Refusal::Loopback(host))
             };
         }
         if url.scheme() != "https" {
-            return Err(format!("{} is not https", url.scheme()));
+            return Err(Refusal::NotHttps(url.scheme().to_owned()));
         }
         let allowed = self
             .hosts
@@ -86,9 +85,26 @@ impl ServiceUrlPolicy {
         if allowed {
             Ok(())
         } else {
-            Err(format!("{host} is not on bot.service_url_hosts"))
+            Err(Refusal::NotAllowed(host))
         }
     }
+}
+
+/// Why a `serviceUrl` gets nothing from pricewatch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a URL ({0})")]
+    NotAUrl(url::ParseError),
+    #[error("it has no host")]
+    NoHost,
+    #[error("it carries credentials")]
+    Credentials,
+    #[error("{0} is loopback, allowed only in local-development mode")]
+    Loopback(String),
+    #[error("{0} is not https")]
+    NotHttps(String),
+    #[error("{0} is not on bot.service_url_hosts")]
+    NotAllowed(String),
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -134,13 +150,17 @@ pub struct Delivered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(String),
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
     #[error("invalid serviceUrl {url:?}: {reason}")]
     ServiceUrl { url: String, reason: String },
-    #[error("refusing to send to serviceUrl {url:?}: {reason}")]
-    Untrusted { url: String, reason: String },
-    #[error("cannot get the bot's token: {0}")]
+    #[error("refusing to send to serviceUrl {url:?}")]
+    Untrusted {
+        url: String,
+        #[source]
+        reason: Refusal,
+    },
+    #[error("cannot get the bot's token")]
     Token(#[from] TokenError),
     #[error("the channel answered {status}: {body}")]
     Status {
@@ -151,8 +171,8 @@ pub enum ConnectorError {
     },
     #[error("the channel did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("cannot reach the channel: {0}")]
-    Transport(String),
+    #[error("cannot reach the channel")]
+    Transport(#[source] reqwest::Error),
 }
 
 impl ConnectorError {
@@ -202,7 +222,7 @@ impl Connector {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
-            .map_err(|e| ConnectorError::Client(e.to_string()))?;
+            .map_err(ConnectorError::Client)?;
         Ok(Connector {
             client,
             timeout: config.timeout,
@@ -290,10 +310,10 @@ impl Connector {
         } else if e.is_builder() {
             ConnectorError::ServiceUrl {
                 url: e.url().map(|u| u.to_string()).unwrap_or_default(),
-                reason: error_chain(&e),
+                reason: Chain(&e).to_string(),
             }
         } else {
-            ConnectorError::Transport(error_chain(&e))
+            ConnectorError::Transport(e)
         }
     }
 }
@@ -334,17 +354,6 @@ pub fn activity_url(
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
     text.trim().to_owned()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -410,7 +419,7 @@ mod tests {
             ("not a url", "not a URL"),
         ] {
             let err = production.check(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.to_string().contains(why), "{bad}: {err}");
         }
         assert_eq!(dev.check("http://localhost:3979/"), Ok(()));
         assert_eq!(dev.check("http://127.0.0.1:9/"), Ok(()));

@@ -23,6 +23,7 @@ use crate::delivery::connector::{Connector, ConnectorError};
 use crate::delivery::ratelimit::{Admission, SendLimits};
 use crate::delivery::retry::{classify, Decision, Failure, RetryPolicy};
 use crate::domain::{Event, OutboxEntry, OutboxMessage, Unreachable, Watch};
+use crate::error::Chain;
 use crate::inbound::activity::ConversationKey;
 use crate::random::SplitMix64;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
@@ -349,7 +350,8 @@ impl Delivery {
                 Err(err) => err,
             };
             let failure = classify(&err);
-            let error = err.to_string();
+            // Stored with the message (last error, dead letter) and logged: the whole chain.
+            let error = Chain(&err).to_string();
             if let ConnectorError::Untrusted { url, reason } = &err {
                 tracing::error!(
                     channel = %key.channel_id,

@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(
             classify(&ConnectorError::Untrusted {
                 url: "http://x/".into(),
-                reason: "no".into()
+                reason: crate::delivery::connector::Refusal::NoHost
             }),
             Failure::Permanent
         );

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::delivery::connector::Connector;
 use crate::domain::{NewOutbox, OutboxMessage};
+use crate::error::Chain;
 use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
@@ -190,7 +191,7 @@ where
             "no conversation with that channelId and id is stored",
         ),
         Err(e) => {
-            tracing::error!(error = %e, "queueing an announcement failed");
+            tracing::error!(error = %Chain(&e), "queueing an announcement failed");
             error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "StorageFailed",
@@ -280,7 +281,7 @@ where
     let activity = match Activity::parse(&body) {
         Ok(a) => a,
         Err(e) => {
-            tracing::debug!(error = %e, "activity refused");
+            tracing::debug!(error = %Chain(&e), "activity refused");
             return error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
     };
@@ -288,7 +289,7 @@ where
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if let Err(e) = endpoint.auth.verify(authorization, &activity) {
-        tracing::info!(error = %e, channel = %activity.channel_id, "activity not authenticated");
+        tracing::info!(error = %Chain(&e), channel = %activity.channel_id, "activity not authenticated");
         return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", &e.to_string());
     }
     let span = tracing::info_span!(
@@ -304,7 +305,7 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     let turn = match endpoint.bot.turn(&activity).await {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(error = %e, "turn failed");
+            tracing::error!(error = %Chain(&e), "turn failed");
             return error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "StorageFailed",
@@ -322,7 +323,7 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
             Ok(d) => tracing::debug!(status = d.status, activity_id = ?d.activity_id, "reply sent"),
             // The user's activity was handled and stored; a channel failure must not make
             // the channel retry it, so the turn still answers 200.
-            Err(e) => tracing::warn!(error = %e, status = ?e.status(), "reply failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), status = ?e.status(), "reply failed"),
         }
     }
     if activity.kind == "invoke" {

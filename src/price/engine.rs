@@ -10,7 +10,7 @@ use crate::domain::Validators;
 use crate::ops::config::Config;
 use crate::price::extract::{Extractor, Report};
 use crate::price::fetch::{FetchError, Fetched, Fetcher};
-use crate::price::rules::Rules;
+use crate::price::rules::{RuleError, Rules};
 
 /// What one check of a product found.
 // One short-lived value per fetch: boxing the report would cost an allocation for nothing.
@@ -32,10 +32,10 @@ pub enum Check {
 pub enum EngineError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("the extraction task failed: {0}")]
-    Task(String),
-    #[error("{0}")]
-    Rules(String),
+    #[error("the extraction task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rules(Vec<RuleError>),
 }
 
 impl EngineError {
@@ -89,7 +89,7 @@ impl PriceEngine {
             extractor.extract(&requested, &body, content_type.as_deref())
         })
         .await
-        .map_err(|e| EngineError::Task(e.to_string()))?;
+        .map_err(EngineError::Task)?;
         Ok(Check::Read {
             report,
             final_url: page.final_url,
@@ -100,15 +100,7 @@ impl PriceEngine {
 
 /// The extractor alone, for reading saved pages (`probe --html`).
 pub fn extractor_from_config(config: &Config) -> Result<Extractor, EngineError> {
-    let rules = Rules::compile(&config.site_rule, &config.json_api).map_err(|errors| {
-        EngineError::Rules(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let rules = Rules::compile(&config.site_rule, &config.json_api).map_err(EngineError::Rules)?;
     let max_bytes = usize::try_from(config.fetch.max_body).unwrap_or(usize::MAX);
     Ok(Extractor::new(rules, max_bytes))
 }
