@@ -1,0 +1,697 @@
+//! Daemon configuration.
+//!
+//! One TOML file (see `config/pricewatch.toml`, embedded as [`EXAMPLE_TOML`]),
+//! every key optional, overridable from the environment with
+//! `PRICEWATCH__SECTION__KEY=value`. Secrets never live in the file: they are
+//! read with [`read_secret`] from a path named in the file or from
+//! `$CREDENTIALS_DIRECTORY`.
+//!
+//! This file holds the section types, which are the schema, and their
+//! defaults. Loading (`load`), the semantic checks (`validate`) and secrets
+//! (`secret`) live in their own files and are re-exported here, so callers
+//! keep naming everything `crate::ops::config::X`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+mod load;
+mod secret;
+mod validate;
+
+pub use load::{load, load_str, ConfigError, ConfigErrors, ReadConfigError};
+pub use secret::{
+    read_secret, Secret, SecretError, ADMIN_TOKEN_CREDENTIAL, APP_PASSWORD_CREDENTIAL,
+    MIN_ADMIN_TOKEN,
+};
+
+/// The fully commented example configuration; parsing it yields [`Config::default`].
+pub const EXAMPLE_TOML: &str = include_str!("../../../config/pricewatch.toml");
+
+const MIB: u64 = 1024 * 1024;
+
+/// The whole daemon configuration. `Default` gives the documented defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub bot: BotConfig,
+    pub storage: StorageConfig,
+    pub alerts: AlertsConfig,
+    pub delivery: DeliveryConfig,
+    pub notify: NotifyConfig,
+    /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
+    /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
+    pub rate_limits: BTreeMap<String, crate::delivery::ratelimit::ChannelLimits>,
+    pub schedule: ScheduleSection,
+    pub fetch: FetchConfig,
+    pub log: LogConfig,
+    /// `[[site_rule]]` entries, in file order.
+    pub site_rule: Vec<SiteRuleConfig>,
+    /// `[[json_api]]` entries, in file order.
+    pub json_api: Vec<JsonApiConfig>,
+}
+
+/// `[[site_rule]]`: where the price is on the pages of a shop without structured data.
+/// Used only when a page gives no JSON-LD, microdata or meta price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRuleConfig {
+    /// The shop's host; its subdomains match too.
+    pub host: String,
+    /// CSS selector of the element holding the price; the first match counts.
+    pub selector: String,
+    /// Attribute to read instead of the element's text.
+    #[serde(default)]
+    pub attribute: Option<String>,
+}
+
+/// `[[json_api]]`: where the price is in a shop's product JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonApiConfig {
+    /// The API's host (and subdomains); or give `url`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A URL pattern where `*` matches anything, query included.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// RFC 6901 JSON pointer to the price.
+    pub price_pointer: String,
+    /// Pointer to the ISO 4217 code, when the response has one.
+    #[serde(default)]
+    pub currency_pointer: Option<String>,
+    /// The currency when the response does not say.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The price is an integer in the currency's minor unit (cents).
+    #[serde(default)]
+    pub minor_units: bool,
+}
+
+/// `[server]`: the HTTP endpoint the channel posts activities to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listening address.
+    pub bind: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: u64,
+    /// How long in-flight turns may finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 3978)),
+            body_limit: 256 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[bot]`: Bot Framework identity and Connector client settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// Microsoft App ID; empty means local development with authentication off.
+    pub app_id: String,
+    pub app_type: AppType,
+    /// Required for [`AppType::SingleTenant`].
+    pub tenant_id: String,
+    /// File holding the app password; see [`BotConfig::app_password`].
+    pub app_password_file: Option<PathBuf>,
+    /// Display name of the bot.
+    pub name: String,
+    /// Total timeout of one call to the channel's Connector.
+    #[serde(with = "humantime_serde")]
+    pub reply_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// OAuth token endpoint for the bot's outbound token; empty means Azure AD's, for the
+    /// `botframework.com` authority or `tenant_id` (single-tenant).
+    pub token_endpoint: String,
+    /// Hosts a `serviceUrl` may name (exact, or `*.suffix`); the bot sends, and sends its
+    /// token, nowhere else.
+    pub service_url_hosts: Vec<String>,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            app_id: String::new(),
+            app_type: AppType::MultiTenant,
+            tenant_id: String::new(),
+            app_password_file: None,
+            name: "pricewatch".to_owned(),
+            reply_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            token_endpoint: String::new(),
+            service_url_hosts: crate::delivery::connector::DEFAULT_SERVICE_URL_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl BotConfig {
+    /// True when no app ID is configured: requests are not authenticated.
+    pub fn is_local_development(&self) -> bool {
+        self.app_id.is_empty()
+    }
+
+    /// `token_endpoint`, or Azure AD's for the app type.
+    pub fn token_endpoint(&self) -> String {
+        if !self.token_endpoint.trim().is_empty() {
+            return self.token_endpoint.trim().to_owned();
+        }
+        let tenant = (self.app_type == AppType::SingleTenant).then_some(self.tenant_id.as_str());
+        crate::delivery::token::default_endpoint(tenant)
+    }
+
+    /// Reads the app password from `app_password_file`, else from
+    /// `<credentials_dir>/app-password`; `Ok(None)` when neither exists.
+    pub fn app_password(
+        &self,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Option<Secret>, SecretError> {
+        read_secret(
+            self.app_password_file.as_deref(),
+            credentials_dir,
+            APP_PASSWORD_CREDENTIAL,
+        )
+    }
+}
+
+/// How the bot authenticates to Azure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppType {
+    #[default]
+    MultiTenant,
+    SingleTenant,
+    #[serde(rename = "UserAssignedMSI")]
+    UserAssignedMsi,
+}
+
+/// `[storage]`: the sled database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Database directory, relative to the working directory unless absolute.
+    pub path: PathBuf,
+    /// sled page cache size, in bytes.
+    pub cache_capacity: u64,
+    /// sled's background flush period.
+    #[serde(with = "humantime_serde")]
+    pub flush_every: Duration,
+    /// How long price history is kept (each product's latest price always stays).
+    #[serde(with = "humantime_serde")]
+    pub history_retention: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("pricewatch-data"),
+            cache_capacity: 32 * MIB,
+            flush_every: Duration::from_millis(500),
+            history_retention: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// `[notify]`: the operator's `POST /api/notify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// File holding the admin token; see [`NotifyConfig::admin_token`]. Without a token
+    /// the endpoint is off (404).
+    pub admin_token_file: Option<PathBuf>,
+    /// Longest accepted text, in characters.
+    pub max_text: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            admin_token_file: None,
+            max_text: 4000,
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Reads the admin token from `admin_token_file`, else from
+    /// `<credentials_dir>/admin-token`; `Ok(None)` when neither exists.
+    pub fn admin_token(
+        &self,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Option<Secret>, SecretError> {
+        read_secret(
+            self.admin_token_file.as_deref(),
+            credentials_dir,
+            ADMIN_TOKEN_CREDENTIAL,
+        )
+    }
+}
+
+/// `[delivery]`: how proactive messages are retried and when they are given up on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Ceiling of the first retry's random delay; it doubles with each failure.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Largest retry delay (a channel's `Retry-After` may ask for longer).
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// Failed attempts after which a message becomes a dead letter.
+    pub max_attempts: u32,
+    /// Age after which a message still failing becomes a dead letter.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let p = crate::delivery::retry::RetryPolicy::default();
+        Self {
+            retry_base: p.base,
+            retry_cap: p.cap,
+            max_attempts: p.max_attempts,
+            max_age: p.max_age,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn retry_policy(&self) -> crate::delivery::retry::RetryPolicy {
+        crate::delivery::retry::RetryPolicy {
+            base: self.retry_base,
+            cap: self.retry_cap,
+            max_attempts: self.max_attempts,
+            max_age: self.max_age,
+        }
+    }
+}
+
+/// `[alerts]`: watch behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Price drop, in percent, that triggers an alert when a watch names none.
+    #[serde(with = "decimal_number")]
+    pub default_drop: Decimal,
+    pub max_watches_per_conversation: usize,
+    /// How far above the alert line, in percent of the reference (of the target for
+    /// `below` watches), a price must rise before the watch can alert again.
+    #[serde(with = "decimal_number")]
+    pub hysteresis: Decimal,
+    /// Consecutive checks that must see the price at or below the line before it alerts.
+    pub confirmations: u32,
+    /// How long delivery waits after a check queued messages, so that alerts for one
+    /// conversation found in the same tick go out as one digest.
+    #[serde(with = "humantime_serde")]
+    pub digest_window: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            default_drop: Decimal::from(20),
+            max_watches_per_conversation: 50,
+            hysteresis: Decimal::from(2),
+            confirmations: 1,
+            digest_window: Duration::from_secs(2),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The trigger's settings.
+    pub fn trigger(&self) -> crate::watch::trigger::TriggerConfig {
+        crate::watch::trigger::TriggerConfig {
+            hysteresis_percent: self.hysteresis,
+            confirmations: self.confirmations,
+        }
+    }
+}
+
+/// `[schedule]`: when products are checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Whether products are checked at all; off, the bot still answers and delivers what
+    /// is queued, but fetches nothing (a standby instance, or a pause for maintenance).
+    pub enabled: bool,
+    /// Cron expression (seconds first, UTC) of the tick that looks for due products.
+    pub tick: String,
+    /// Time between two checks of one product.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Random spread of each check time, in percent of `interval` either way, so that
+    /// products added together do not stay in step.
+    pub jitter: u32,
+    /// First wait after a failed check; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest wait between checks of a failing product.
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// How long a product may fail before its watchers are told, once.
+    #[serde(with = "humantime_serde")]
+    pub fail_notice_after: Duration,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick: "0 * * * * *".to_owned(),
+            interval: Duration::from_secs(30 * 60),
+            jitter: 10,
+            backoff_base: Duration::from_secs(60),
+            backoff_cap: Duration::from_secs(6 * 3600),
+            fail_notice_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ScheduleSection {
+    /// The scheduler's settings.
+    pub fn schedule(&self) -> crate::watch::schedule::ScheduleConfig {
+        crate::watch::schedule::ScheduleConfig {
+            interval: self.interval,
+            jitter_percent: self.jitter,
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            fail_notice_after: self.fail_notice_after,
+        }
+    }
+}
+
+impl FetchConfig {
+    /// The politeness gate's settings.
+    pub fn gate(&self) -> crate::watch::gate::GateConfig {
+        crate::watch::gate::GateConfig {
+            per_host_concurrency: self.per_host_concurrency,
+            min_gap: self.host_gap,
+            global_concurrency: self.global_concurrency,
+        }
+    }
+}
+
+/// `[fetch]`: how product pages are fetched, and the SSRF guard's exceptions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// `User-Agent` of every page request; shops block empty or browser-faking ones.
+    pub user_agent: String,
+    /// `Accept-Language`: shops pick the currency and number format from it.
+    /// Empty: not sent.
+    pub accept_language: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Total time for one page: connection, redirects and the whole body.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Redirects followed before giving up; each hop is checked again.
+    pub max_redirects: usize,
+    /// Largest page accepted, in bytes after decompression (a gzip bomb is
+    /// small on the wire).
+    pub max_body: u64,
+    /// Ports a URL may name; allowlisted hosts and networks may use any.
+    pub ports: Vec<u16>,
+    /// Product pages fetched at once, over all shops.
+    pub global_concurrency: usize,
+    /// Pages fetched at once from one host.
+    pub per_host_concurrency: usize,
+    /// Shortest time between two requests to one host.
+    #[serde(with = "humantime_serde")]
+    pub host_gap: Duration,
+    /// Host names exempt from the SSRF guard, wherever they resolve to.
+    pub allow_hosts: Vec<String>,
+    /// CIDR networks exempt from the SSRF guard (kept as text so that a bad
+    /// entry is reported by `validate` with the others, not by serde alone).
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: "pricewatch/0.1 (price-watch bot)".to_owned(),
+            accept_language: "en-US,en;q=0.8".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            max_redirects: 5,
+            max_body: 5 * MIB,
+            ports: vec![80, 443],
+            global_concurrency: 32,
+            per_host_concurrency: 2,
+            host_gap: Duration::from_secs(1),
+            allow_hosts: Vec::new(),
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
+impl FetchConfig {
+    /// `allow_networks` parsed; a bare address is a one-address network.
+    /// Never fails on a configuration that passed validation.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, InvalidNetwork> {
+        self.allow_networks
+            .iter()
+            .map(|text| parse_network(text))
+            .collect()
+    }
+}
+
+/// An `allow_networks` entry that is not a network; `Display` is the message
+/// `validate` reports.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a CIDR network ({reason}; expected e.g. \"10.0.0.0/8\" or \"::1/128\")")]
+pub struct InvalidNetwork {
+    pub text: String,
+    reason: ipnet::AddrParseError,
+}
+
+fn parse_network(text: &str) -> Result<ipnet::IpNet, InvalidNetwork> {
+    let trimmed = text.trim();
+    match trimmed.parse::<ipnet::IpNet>() {
+        Ok(net) => Ok(net),
+        Err(reason) => match trimmed.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => Err(InvalidNetwork {
+                text: text.to_owned(),
+                reason,
+            }),
+        },
+    }
+}
+
+/// `[log]`: tracing output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The crate's `serde-str` feature makes `Decimal` accept only strings, but
+/// the file documents `default_drop = 20` / `12.5` as plain TOML numbers.
+mod decimal_number {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*value) {
+            Ok(int) if value.fract().is_zero() => serializer.serialize_i64(int),
+            _ => serializer.collect_str(value),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        deserializer.deserialize_any(Visitor)
+    }
+
+    struct Visitor;
+
+    impl de::Visitor<'_> for Visitor {
+        type Value = Decimal;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a decimal number")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+
+        // Going through the shortest round-trip text keeps 12.3 from
+        // becoming 12.300000000000000710542735760.
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
+            self.visit_str(&v.to_string())
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Decimal, E> {
+            Decimal::from_str(v.trim())
+                .map_err(|e| E::custom(format_args!("invalid decimal number {v:?}: {e}")))
+        }
+    }
+}
+
+/// Helpers shared by the unit tests of this folder, most of which load a
+/// small document and look at where each error was placed.
+#[cfg(test)]
+mod testing {
+    use super::{load_str, ConfigError};
+
+    pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub(super) fn errors(text: &str, vars: &[(&str, &str)]) -> Vec<ConfigError> {
+        load_str("test.toml", text, env(vars)).unwrap_err().errors
+    }
+
+    /// "origin:line key" of each error, the part tests care most about.
+    pub(super) fn places(errors: &[ConfigError]) -> Vec<String> {
+        let place = |e: &ConfigError| match e.line {
+            Some(line) => format!("{}:{line} {}", e.origin, e.key),
+            None => format!("{} {}", e.origin, e.key),
+        };
+        errors.iter().map(place).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::testing::{env, errors, places};
+    use super::*;
+
+    #[test]
+    fn defaults_equal_the_example_file() {
+        let parsed = load_str("pricewatch.toml", EXAMPLE_TOML, env(&[])).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        let keys = |table: toml::Table| -> BTreeSet<String> {
+            // Top-level arrays are the rule lists, empty by default.
+            let sections = table
+                .into_iter()
+                .filter(|(_, v)| !v.is_array())
+                .map(|(s, v)| (s, v.try_into::<toml::Table>().unwrap()));
+            sections
+                .flat_map(|(s, t)| t.into_iter().map(move |(k, _)| format!("{s}.{k}")))
+                .collect()
+        };
+        let example = keys(EXAMPLE_TOML.parse().unwrap());
+        assert_eq!(
+            example,
+            keys(toml::Table::try_from(Config::default()).unwrap())
+        );
+        // The one key unset by default, and the rule lists, are shown commented out.
+        assert!(EXAMPLE_TOML.contains("\n# app_password_file = "));
+        assert!(EXAMPLE_TOML.contains("\n# [[site_rule]]\n# host = "));
+        assert!(EXAMPLE_TOML.contains("\n# [[json_api]]\n# url = "));
+    }
+
+    #[test]
+    fn defaults_match_the_pure_modules_defaults() {
+        let c = Config::default();
+        assert_eq!(
+            c.alerts.trigger(),
+            crate::watch::trigger::TriggerConfig::default()
+        );
+        assert_eq!(
+            c.schedule.schedule(),
+            crate::watch::schedule::ScheduleConfig::default()
+        );
+        assert_eq!(
+            c.fetch.gate(),
+            crate::watch::gate::GateConfig::default()
+        );
+    }
+
+    #[test]
+    fn rate_limit_windows_are_checked() {
+        let text = "[rate_limits.msteams]\nper_conversation = [\"7/1s\", \"7\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].key.starts_with("rate_limits"), "{}", errs[0].key);
+        assert!(
+            errs[0].message.contains("count/duration"),
+            "{}",
+            errs[0].message
+        );
+        let ok = "[rate_limits.slack]\nper_conversation = [\"2/1s\"]\nper_channel = []\n";
+        let config = load_str("test.toml", ok, env(&[])).unwrap();
+        let slack = &config.rate_limits["slack"];
+        assert_eq!(slack.per_conversation[0].count, 2);
+        assert!(slack.per_channel.is_empty());
+    }
+
+    #[test]
+    fn humantime_durations_parse() {
+        let text = "[server]\nshutdown_grace = \"1h 30m\"\n[storage]\nflush_every = \"250ms\"\n";
+        let config = load_str("test.toml", text, env(&[])).unwrap();
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(90 * 60));
+        assert_eq!(config.storage.flush_every, Duration::from_millis(250));
+        let errs = errors("[bot]\nreply_timeout = \"soon\"\n", &[]);
+        assert_eq!(places(&errs), ["test.toml:2 bot.reply_timeout"]);
+    }
+
+    #[test]
+    fn enums_and_optional_path_parse() {
+        let text = "[bot]\napp_id = \"abc\"\napp_type = \"UserAssignedMSI\"\n\
+                    app_password_file = \"secrets/pw\"\n[log]\nformat = \"json\"\n";
+        let config = load_str("test.toml", text, env(&[])).unwrap();
+        assert_eq!(config.bot.app_type, AppType::UserAssignedMsi);
+        assert_eq!(
+            config.bot.app_password_file,
+            Some(PathBuf::from("secrets/pw"))
+        );
+        assert!(!config.bot.is_local_development());
+        assert!(Config::default().bot.is_local_development());
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,131 @@
+//! Secrets: the app password and the admin token, read from a file named in
+//! the configuration or from systemd's `$CREDENTIALS_DIRECTORY`, never from
+//! the configuration itself, and never shown by `Debug` or `Display`.
+//!
+//! Separate from the section types because secrets are read at start-up from
+//! files of their own, after the configuration has loaded.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Name of the app password under `$CREDENTIALS_DIRECTORY`.
+pub const APP_PASSWORD_CREDENTIAL: &str = "app-password";
+/// The credential name of the admin token under `$CREDENTIALS_DIRECTORY`.
+pub const ADMIN_TOKEN_CREDENTIAL: &str = "admin-token";
+/// Shorter admin tokens are refused at start-up: guessable.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+/// A secret value; `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("secret file {} is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Reads a secret from `explicit` if given (it must exist), else from
+/// `<credentials_dir>/<name>` if that exists (systemd `LoadCredential=`),
+/// else returns `Ok(None)`. Trailing newlines are dropped. Production passes
+/// `std::env::var_os("CREDENTIALS_DIRECTORY")` as `credentials_dir`.
+pub fn read_secret(
+    explicit: Option<&Path>,
+    credentials_dir: Option<&Path>,
+    name: &str,
+) -> Result<Option<Secret>, SecretError> {
+    let (path, optional) = match (explicit, credentials_dir) {
+        (Some(path), _) => (path.to_owned(), false),
+        (None, Some(dir)) if !dir.as_os_str().is_empty() => (dir.join(name), true),
+        (None, _) => return Ok(None),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if optional && err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SecretError::Read { path, source }),
+    };
+    let value = text.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(SecretError::Empty { path });
+    }
+    Ok(Some(Secret(value.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::config::BotConfig;
+
+    #[test]
+    fn secret_from_explicit_file_trims_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret \n").unwrap();
+        let secret = read_secret(Some(&path), Some(dir.path()), "app-password").unwrap();
+        assert_eq!(secret.unwrap().expose(), "s3cret ");
+    }
+
+    #[test]
+    fn secret_from_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let bot = BotConfig::default();
+        assert!(bot.app_password(Some(dir.path())).unwrap().is_none());
+        assert!(bot.app_password(None).unwrap().is_none());
+        std::fs::write(dir.path().join("app-password"), "from-systemd\r\n").unwrap();
+        let secret = bot.app_password(Some(dir.path())).unwrap();
+        assert_eq!(secret.unwrap().expose(), "from-systemd");
+    }
+
+    #[test]
+    fn secret_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = read_secret(Some(&missing), Some(dir.path()), "x").unwrap_err();
+        assert!(matches!(err, SecretError::Read { .. }));
+        assert!(
+            err.to_string().contains(&*missing.to_string_lossy()),
+            "{err}"
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = read_secret(Some(&empty), None, "x").unwrap_err();
+        assert!(matches!(err, SecretError::Empty { .. }));
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(format!("{secret}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(secret)), "Some([redacted])");
+    }
+}

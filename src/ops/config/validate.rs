@@ -1,0 +1,540 @@
+//! Semantic checks on a configuration that deserialized: ranges, keys that
+//! depend on each other, and patterns serde cannot express.
+//!
+//! Separate from loading because it sees only the typed [`Config`]; the
+//! loader maps each [`Violation`] back to the line or variable that set it.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use super::{parse_network, AppType, Config, DeliveryConfig, FetchConfig, MIB};
+
+const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
+const MAX_REDIRECTS: usize = 10;
+const MIN_CACHE_CAPACITY: u64 = MIB;
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A semantic problem at `key`. `near` is the key to point at when `key`
+/// itself was not set, e.g. the `app_type` that requires a `tenant_id`.
+pub(super) struct Violation {
+    pub(super) key: &'static str,
+    pub(super) near: &'static str,
+    pub(super) message: String,
+}
+
+pub(super) fn validate(config: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut fail = |key: &'static str, message: String| {
+        out.push(Violation {
+            key,
+            near: key,
+            message,
+        })
+    };
+
+    let body_limit = config.server.body_limit;
+    if !BODY_LIMIT_RANGE.contains(&body_limit) {
+        fail(
+            "server.body_limit",
+            format!(
+                "must be between {} and {} bytes (64 MiB), got {body_limit}",
+                BODY_LIMIT_RANGE.start(),
+                BODY_LIMIT_RANGE.end()
+            ),
+        );
+    }
+    for (key, duration) in [
+        ("server.shutdown_grace", config.server.shutdown_grace),
+        ("bot.reply_timeout", config.bot.reply_timeout),
+        ("bot.connect_timeout", config.bot.connect_timeout),
+        ("storage.flush_every", config.storage.flush_every),
+        ("fetch.connect_timeout", config.fetch.connect_timeout),
+        ("fetch.timeout", config.fetch.timeout),
+    ] {
+        if duration.is_zero() {
+            fail(key, "must be greater than zero".to_owned());
+        }
+    }
+    if config.storage.path.as_os_str().is_empty() {
+        fail("storage.path", "must not be empty".to_owned());
+    }
+    let cache = config.storage.cache_capacity;
+    if cache < MIN_CACHE_CAPACITY {
+        fail(
+            "storage.cache_capacity",
+            format!("must be at least {MIN_CACHE_CAPACITY} bytes (1 MiB), got {cache}"),
+        );
+    }
+    let drop = config.alerts.default_drop;
+    if drop < Decimal::ONE || drop > Decimal::from(95) {
+        fail(
+            "alerts.default_drop",
+            format!("must be between 1 and 95 (percent), got {drop}"),
+        );
+    }
+    if config.alerts.max_watches_per_conversation < 1 {
+        fail(
+            "alerts.max_watches_per_conversation",
+            "must be at least 1".to_owned(),
+        );
+    }
+    validate_fetch(&config.fetch, &mut fail);
+    validate_schedule(config, &mut fail);
+    validate_delivery(&config.delivery, &mut fail);
+    if !(1..=28_000).contains(&config.notify.max_text) {
+        fail(
+            "notify.max_text",
+            format!(
+                "must be between 1 and 28000, got {}",
+                config.notify.max_text
+            ),
+        );
+    }
+    for host in &config.bot.service_url_hosts {
+        if let Err(message) = check_host_pattern(host) {
+            fail("bot.service_url_hosts", message);
+        }
+    }
+    let endpoint = config.bot.token_endpoint.trim();
+    if !endpoint.is_empty() {
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            _ => fail(
+                "bot.token_endpoint",
+                format!("{endpoint:?} is not an http(s) URL"),
+            ),
+        }
+    }
+    if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
+        for e in errors {
+            let key = match e {
+                crate::price::rules::RuleError::Site { .. } => "site_rule",
+                crate::price::rules::RuleError::Api { .. } => "json_api",
+            };
+            fail(key, e.to_string());
+        }
+    }
+    if let Err(message) = check_log_level(&config.log.level) {
+        fail("log.level", message);
+    }
+    if config.bot.app_type == AppType::SingleTenant && config.bot.tenant_id.trim().is_empty() {
+        out.push(Violation {
+            key: "bot.tenant_id",
+            near: "bot.app_type",
+            message: "required when app_type is \"SingleTenant\"".to_owned(),
+        });
+    }
+    out
+}
+
+/// A `service_url_hosts` entry: a host name, or `*.` and a name with at least one dot.
+fn check_host_pattern(pattern: &str) -> Result<(), String> {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid {
+        return Err(format!(
+            "{pattern:?} is not a host name or `*.` followed by one (no scheme, port or path)"
+        ));
+    }
+    if pattern.starts_with("*.") && !name.contains('.') {
+        return Err(format!("{pattern:?} would match a whole top-level domain"));
+    }
+    Ok(())
+}
+
+fn validate_delivery(d: &DeliveryConfig, fail: &mut impl FnMut(&'static str, String)) {
+    if d.retry_base < Duration::from_millis(100) {
+        fail(
+            "delivery.retry_base",
+            format!(
+                "must be at least 100ms, got {}",
+                humantime::format_duration(d.retry_base)
+            ),
+        );
+    }
+    if d.retry_cap < d.retry_base {
+        fail(
+            "delivery.retry_cap",
+            format!(
+                "must be at least delivery.retry_base ({}), got {}",
+                humantime::format_duration(d.retry_base),
+                humantime::format_duration(d.retry_cap)
+            ),
+        );
+    }
+    if d.max_attempts < 1 {
+        fail("delivery.max_attempts", "must be at least 1".to_owned());
+    }
+    if d.max_age < Duration::from_secs(60) {
+        fail(
+            "delivery.max_age",
+            format!(
+                "must be at least 1m, got {}",
+                humantime::format_duration(d.max_age)
+            ),
+        );
+    }
+}
+
+fn validate_schedule(config: &Config, fail: &mut impl FnMut(&'static str, String)) {
+    if config.storage.history_retention < Duration::from_secs(24 * 3600) {
+        fail(
+            "storage.history_retention",
+            "must be at least 1day".to_owned(),
+        );
+    }
+    let s = &config.schedule;
+    if let Err(e) = tokio_cron_scheduler::Job::new_async(s.tick.as_str(), |_, _| Box::pin(async {}))
+    {
+        fail(
+            "schedule.tick",
+            format!(
+                "{:?} is not a cron expression with seconds (e.g. \"0 * * * * *\", every minute): {e}",
+                s.tick
+            ),
+        );
+    }
+    if s.interval < Duration::from_secs(60) {
+        fail(
+            "schedule.interval",
+            format!(
+                "must be at least 1m (shops are checked politely), got {}",
+                humantime::format_duration(s.interval)
+            ),
+        );
+    }
+    if s.jitter > 50 {
+        fail(
+            "schedule.jitter",
+            format!("must be between 0 and 50 percent, got {}", s.jitter),
+        );
+    }
+    if s.backoff_base.is_zero() {
+        fail(
+            "schedule.backoff_base",
+            "must be greater than zero".to_owned(),
+        );
+    }
+    if s.backoff_cap < s.backoff_base {
+        fail(
+            "schedule.backoff_cap",
+            "must be at least schedule.backoff_base".to_owned(),
+        );
+    }
+    if s.fail_notice_after.is_zero() {
+        fail(
+            "schedule.fail_notice_after",
+            "must be greater than zero".to_owned(),
+        );
+    }
+    let a = &config.alerts;
+    if a.hysteresis < Decimal::ZERO || a.hysteresis > Decimal::from(50) {
+        fail(
+            "alerts.hysteresis",
+            format!("must be between 0 and 50 percent, got {}", a.hysteresis),
+        );
+    }
+    if a.digest_window > Duration::from_secs(600) {
+        fail(
+            "alerts.digest_window",
+            "must be at most 10m: alerts should not wait longer than that".to_owned(),
+        );
+    }
+    if !(1..=10).contains(&a.confirmations) {
+        fail(
+            "alerts.confirmations",
+            format!("must be between 1 and 10, got {}", a.confirmations),
+        );
+    }
+    let f = &config.fetch;
+    if !(1..=1024).contains(&f.global_concurrency) {
+        fail(
+            "fetch.global_concurrency",
+            format!("must be between 1 and 1024, got {}", f.global_concurrency),
+        );
+    }
+    if f.per_host_concurrency < 1 || f.per_host_concurrency > f.global_concurrency {
+        fail(
+            "fetch.per_host_concurrency",
+            format!(
+                "must be between 1 and fetch.global_concurrency ({}), got {}",
+                f.global_concurrency, f.per_host_concurrency
+            ),
+        );
+    }
+}
+
+fn validate_fetch(fetch: &FetchConfig, fail: &mut impl FnMut(&'static str, String)) {
+    for (key, value) in [
+        ("fetch.user_agent", &fetch.user_agent),
+        ("fetch.accept_language", &fetch.accept_language),
+    ] {
+        if let Some(bad) = value
+            .chars()
+            .find(|&c| c != '\t' && !(' '..='~').contains(&c))
+        {
+            fail(
+                key,
+                format!("{bad:?} cannot be sent in an HTTP header (printable ASCII only)"),
+            );
+        }
+    }
+    if fetch.user_agent.trim().is_empty() {
+        fail("fetch.user_agent", "must not be empty".to_owned());
+    }
+    if fetch.max_redirects > MAX_REDIRECTS {
+        fail(
+            "fetch.max_redirects",
+            format!(
+                "must be between 0 and {MAX_REDIRECTS}, got {}",
+                fetch.max_redirects
+            ),
+        );
+    }
+    if !BODY_LIMIT_RANGE.contains(&fetch.max_body) {
+        fail(
+            "fetch.max_body",
+            format!(
+                "must be between {} and {} bytes (64 MiB), got {}",
+                BODY_LIMIT_RANGE.start(),
+                BODY_LIMIT_RANGE.end(),
+                fetch.max_body
+            ),
+        );
+    }
+    if fetch.ports.is_empty() {
+        fail(
+            "fetch.ports",
+            "must name at least one port, e.g. [80, 443]".to_owned(),
+        );
+    } else if fetch.ports.contains(&0) {
+        fail("fetch.ports", "port 0 cannot be fetched".to_owned());
+    }
+    for host in &fetch.allow_hosts {
+        if crate::price::fetch::guard::Allowlist::new(std::slice::from_ref(host), &[]).is_err() {
+            fail(
+                "fetch.allow_hosts",
+                format!("{host:?} is not a host name (write the name alone, without scheme, port or path)"),
+            );
+        }
+    }
+    for network in &fetch.allow_networks {
+        if let Err(err) = parse_network(network) {
+            fail("fetch.allow_networks", err.to_string());
+        }
+    }
+}
+
+/// A deliberately simple subset of tracing's `EnvFilter` syntax:
+/// comma-separated `level` or `target=level` (the target may carry span
+/// filters, which are not checked).
+fn check_log_level(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let (target, level) = match directive.rsplit_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive),
+        };
+        if directive.is_empty() {
+            return Err(format!("empty directive in {filter:?}"));
+        }
+        if target == Some("") {
+            return Err(format!("missing target before '=' in {directive:?}"));
+        }
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "invalid level {level:?} in {directive:?}, expected one of {}",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ops::config::testing::{errors, places};
+    use crate::ops::config::{load_str, BotConfig};
+
+    #[test]
+    fn semantic_errors_are_all_collected() {
+        let text = "[server]\nbody_limit = 10\nshutdown_grace = \"0s\"\n\
+                    [bot]\napp_type = \"SingleTenant\"\n\
+                    [storage]\ncache_capacity = 1000\n\
+                    [alerts]\nmax_watches_per_conversation = 0\n\
+                    [log]\nlevel = \"info,hyper=loud\"\nformat = \"xml\"\n";
+        assert_eq!(
+            places(&errors(text, &[])),
+            [
+                "test.toml:2 server.body_limit",
+                "test.toml:3 server.shutdown_grace",
+                "test.toml:5 bot.tenant_id",
+                "test.toml:7 storage.cache_capacity",
+                "test.toml:9 alerts.max_watches_per_conversation",
+                "test.toml:11 log.level",
+                "test.toml:12 log.format",
+            ]
+        );
+    }
+
+    #[test]
+    fn site_and_api_rules_are_compiled_and_checked() {
+        let good = "[[site_rule]]\nhost = \"shop.example\"\nselector = \"span.price\"\n\n\
+                    [[json_api]]\nurl = \"https://shop.example/products/*.js\"\n\
+                    price_pointer = \"/variants/0/price\"\ncurrency = \"USD\"\nminor_units = true\n";
+        let config = load_str("test.toml", good, []).unwrap();
+        assert_eq!(config.site_rule[0].selector, "span.price");
+        assert_eq!(config.site_rule[0].attribute, None);
+        assert!(config.json_api[0].minor_units);
+
+        let bad = "[server]\nbind = \"127.0.0.1:1\"\n\n[[site_rule]]\nhost = \"shop.example\"\nselector = \"span[\"\n\n\
+                   [[json_api]]\nhost = \"api.example\"\nprice_pointer = \"price\"\n";
+        let text = load_str("test.toml", bad, []).unwrap_err().to_string();
+        assert!(
+            text.contains("test.toml:4: site_rule: site rule 1:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("json_api: JSON API rule 1: price_pointer"),
+            "{text}"
+        );
+
+        let unknown = "[[site_rule]]\nhost = \"a.example\"\nselector = \"b\"\nattr = \"c\"\n";
+        let text = load_str("test.toml", unknown, []).unwrap_err().to_string();
+        assert!(
+            text.contains("test.toml:1: site_rule") && text.contains("attr"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_tick_must_be_a_cron_expression() {
+        let errors =
+            load_str("test.toml", "[schedule]\ntick = \"every minute\"\n", []).unwrap_err();
+        assert_eq!(places(&errors.errors), ["test.toml:2 schedule.tick"]);
+        assert!(errors.to_string().contains("cron expression"), "{errors}");
+        let ok = load_str("test.toml", "[schedule]\ntick = \"*/10 * * * * *\"\n", []).unwrap();
+        assert_eq!(ok.schedule.tick, "*/10 * * * * *");
+    }
+
+    #[test]
+    fn schedule_and_politeness_keys_are_validated() {
+        let text = "[schedule]\ninterval = \"30s\"\njitter = 80\nbackoff_base = \"2h\"\nbackoff_cap = \"1h\"\n\
+                    [alerts]\nhysteresis = 60\nconfirmations = 0\n\
+                    [fetch]\nglobal_concurrency = 4\nper_host_concurrency = 8\n";
+        let errors = load_str("test.toml", text, []).unwrap_err();
+        assert_eq!(
+            places(&errors.errors),
+            [
+                "test.toml:2 schedule.interval",
+                "test.toml:3 schedule.jitter",
+                "test.toml:5 schedule.backoff_cap",
+                "test.toml:7 alerts.hysteresis",
+                "test.toml:8 alerts.confirmations",
+                "test.toml:11 fetch.per_host_concurrency",
+            ]
+        );
+        let ok = "[schedule]\ninterval = \"1h 30m\"\n[fetch]\nhost_gap = \"0s\"\n";
+        let config = load_str("test.toml", ok, []).unwrap();
+        assert_eq!(config.schedule.interval, Duration::from_secs(5400));
+        assert!(config.fetch.host_gap.is_zero());
+    }
+
+    #[test]
+    fn fetch_section_is_validated() {
+        let text = "[fetch]\nuser_agent = \"bot\u{e9}\"\nconnect_timeout = \"0s\"\n\
+                    max_redirects = 11\nmax_body = 100\nports = []\n\
+                    allow_hosts = [\"ok.test\", \"http://shop.test/\"]\n\
+                    allow_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"lan\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:2 fetch.user_agent",
+                "test.toml:3 fetch.connect_timeout",
+                "test.toml:4 fetch.max_redirects",
+                "test.toml:5 fetch.max_body",
+                "test.toml:6 fetch.ports",
+                "test.toml:7 fetch.allow_hosts",
+                "test.toml:8 fetch.allow_networks",
+                "test.toml:8 fetch.allow_networks",
+            ]
+        );
+        assert!(errs[2].message.contains("between 0 and 10"), "{}", errs[2]);
+        assert!(
+            errs[5].message.contains("\"http://shop.test/\""),
+            "{}",
+            errs[5]
+        );
+        assert!(
+            errs[7]
+                .to_string()
+                .starts_with("test.toml:8: fetch.allow_networks: \"lan\" is not a CIDR network ("),
+            "{}",
+            errs[7]
+        );
+        assert_eq!(
+            places(&errors("[fetch]\nports = [80, 0]\n", &[])),
+            ["test.toml:2 fetch.ports"]
+        );
+    }
+
+    #[test]
+    fn service_url_hosts_and_token_endpoint_are_checked() {
+        let text = "[bot]\n\
+                    token_endpoint = \"login\"\n\
+                    service_url_hosts = [\"smba.trafficmanager.net\", \"https://x.example/\", \"*.com\", \"*.botframework.com\"]\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:2 bot.token_endpoint",
+                "test.toml:3 bot.service_url_hosts",
+                "test.toml:3 bot.service_url_hosts",
+            ]
+        );
+        assert!(
+            errs[2].message.contains("top-level domain"),
+            "{}",
+            errs[2].message
+        );
+        let config = Config::default();
+        assert_eq!(
+            config.bot.token_endpoint(),
+            "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+        );
+        let single = BotConfig {
+            app_type: AppType::SingleTenant,
+            tenant_id: "t-1".into(),
+            ..BotConfig::default()
+        };
+        assert_eq!(
+            single.token_endpoint(),
+            "https://login.microsoftonline.com/t-1/oauth2/v2.0/token"
+        );
+    }
+
+    #[test]
+    fn log_level_check() {
+        for ok in [
+            "info",
+            "pricewatch=debug,warn",
+            "WARN",
+            "a::b[span{x=1}]=trace",
+        ] {
+            assert!(check_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "loud", "=info", "info,", "x=verbose"] {
+            assert!(check_log_level(bad).is_err(), "{bad}");
+        }
+    }
+}
