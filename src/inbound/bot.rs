@@ -12,8 +12,8 @@ use crate::clock::Clock;
 use crate::domain::{NewWatch, Product, Rule, Watch};
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
 use crate::inbound::command::{self, AlertRule, Command, Limits, UnwatchTarget};
-use crate::speech::notices;
 use crate::speech::replies::{self, Lang};
+use crate::speech::{listing, notices};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
 
 /// What the bot needs from the configuration.
@@ -169,13 +169,13 @@ impl Bot {
                 for w in &all {
                     products.push(self.store.product(&w.url).await?);
                 }
-                let entries: Vec<notices::ListEntry<'_>> = all
+                let entries: Vec<listing::ListEntry<'_>> = all
                     .iter()
                     .zip(&products)
                     .enumerate()
                     .map(|(i, (w, p))| list_entry(i + 1, w, p.as_ref()))
                     .collect();
-                notices::list(lang, &entries)
+                listing::list(lang, &entries)
             }
             Command::Unwatch(target) => {
                 let all = self.store.watches(&conversation).await?;
@@ -210,7 +210,7 @@ impl Bot {
                             url: w.url.as_str(),
                             title: product.as_ref().and_then(|p| p.title.as_deref()),
                         };
-                        notices::history(lang, n, view, &points, self.clock.now_ms())
+                        listing::history(lang, n, view, &points, self.clock.now_ms())
                     }
                     None => replies::no_such_number(lang, n, all.len()),
                 }
@@ -224,17 +224,17 @@ fn list_entry<'a>(
     number: usize,
     w: &'a Watch,
     product: Option<&'a Product>,
-) -> notices::ListEntry<'a> {
+) -> listing::ListEntry<'a> {
     let last = w.trigger.last;
     let state = match (product.and_then(|p| p.health.failing_since_ms), last) {
-        (Some(since_ms), _) => notices::WatchState::CannotRead { since_ms },
+        (Some(since_ms), _) => listing::WatchState::CannotRead { since_ms },
         (None, Some(s)) if s.availability == crate::price::extract::Availability::OutOfStock => {
-            notices::WatchState::OutOfStock
+            listing::WatchState::OutOfStock
         }
-        _ if w.trigger.fired => notices::WatchState::Alerted,
-        _ => notices::WatchState::Watching,
+        _ if w.trigger.fired => listing::WatchState::Alerted,
+        _ => listing::WatchState::Watching,
     };
-    notices::ListEntry {
+    listing::ListEntry {
         number,
         product: notices::ProductView {
             url: w.url.as_str(),

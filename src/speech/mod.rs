@@ -1,5 +1,12 @@
-//! What the bot says, in English and French: the replies of a turn ([`replies`]) and what
-//! it says on its own ([`notices`]). No I/O.
+//! What the bot says, in English and French: the replies of a turn ([`replies`], and the
+//! `list` / `history` views in [`listing`]) and what it says on its own ([`notices`], with
+//! the alert [`card`]), all written with the locale rules of [`format`]. No I/O.
 
+pub mod card;
+pub mod format;
+pub mod listing;
 pub mod notices;
 pub mod replies;
+
+#[cfg(test)]
+mod test_support;

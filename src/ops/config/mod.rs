@@ -646,10 +646,7 @@ mod tests {
             c.schedule.schedule(),
             crate::watch::schedule::ScheduleConfig::default()
         );
-        assert_eq!(
-            c.fetch.gate(),
-            crate::watch::gate::GateConfig::default()
-        );
+        assert_eq!(c.fetch.gate(), crate::watch::gate::GateConfig::default());
     }
 
     #[test]
