@@ -11,7 +11,7 @@
 //! the change is on disk.
 
 mod codec;
-mod sled_store;
+mod sled;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use crate::domain::{
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 use crate::inbound::command::ProductUrl;
 
-pub use sled_store::{SledStore, SledStoreConfig};
+pub use self::sled::{SledStore, SledStoreConfig};
 
 /// The schema this build reads and writes; a store with another version is refused at open.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,292 @@
+//! The check transaction: one batch of the watch loop's check records applied in a single
+//! sled transaction (product, history point, watch states, queued messages).
+//!
+//! Separate from the store's other methods because it runs on the writer thread over the
+//! trees it owns, and because its rules (a product nobody watches records nothing, a message
+//! for a removed watch or an alert already queued is skipped) are its own. `queue_message`
+//! and the transaction error helpers serve the store's other transactions too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use super::io;
+use crate::domain::{CheckRecord, NewOutbox, OutboxEntry};
+use crate::store::codec::{encode, url_key, url_key_with, watch_key};
+use crate::store::StoreError;
+
+/// The trees a check writes, owned by the writer thread.
+pub(super) struct CheckTrees {
+    pub(super) products: sled::Tree,
+    pub(super) history: sled::Tree,
+    pub(super) watches: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    pub(super) alert_ids: sled::Tree,
+    /// The store's `watch_writes`: a batch never interleaves with `add_watch`'s
+    /// check-then-insert or `remove_watches`.
+    pub(super) watch_writes: Arc<Mutex<()>>,
+}
+
+/// A check record with its values encoded, ready for the transaction (which may run its
+/// closure more than once, so nothing is encoded inside it).
+pub(super) struct Prepared<'a> {
+    check: &'a CheckRecord,
+    product: Vec<u8>,
+    change: Option<(Vec<u8>, Vec<u8>)>,
+    watches: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+pub(super) fn prepare(check: &CheckRecord) -> Result<Prepared<'_>, StoreError> {
+    let url = check.product.url.as_str();
+    let change = match &check.change {
+        Some(point) => Some((url_key_with(url, point.at_ms), encode(point)?)),
+        None => None,
+    };
+    let watches = check
+        .watches
+        .iter()
+        .map(|w| Ok((watch_key(&w.conversation, w.id), encode(w)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Prepared {
+        check,
+        product: encode(&check.product)?,
+        change,
+        watches,
+    })
+}
+
+impl CheckTrees {
+    /// Applies several checks in one transaction: all of them or none. Returns the entries
+    /// each queued, in the order given.
+    pub(super) fn record(
+        &self,
+        checks: &[&Prepared<'_>],
+    ) -> Result<Vec<Vec<OutboxEntry>>, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let trees = (
+            &self.products,
+            &self.history,
+            &self.watches,
+            &self.outbox,
+            &self.alert_ids,
+        );
+        trees
+            .transaction(|(p, h, w, o, a)| {
+                let mut all = Vec::with_capacity(checks.len());
+                for prepared in checks {
+                    all.push(apply_check(prepared, p, h, w, o, a)?);
+                }
+                Ok(all)
+            })
+            .map_err(tx_error)
+    }
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
+
+/// One check inside the batch's transaction.
+fn apply_check(
+    prepared: &Prepared<'_>,
+    p: &TxTree,
+    h: &TxTree,
+    w: &TxTree,
+    o: &TxTree,
+    a: &TxTree,
+) -> TxResult<Vec<OutboxEntry>> {
+    let check = prepared.check;
+    let url = check.product.url.as_str();
+    let mut queued = Vec::new();
+    // Every watch went while the page was fetched: nothing to record.
+    if p.get(url_key(url))?.is_none() {
+        return Ok(queued);
+    }
+    p.insert(url_key(url), prepared.product.clone())?;
+    if let Some((k, v)) = &prepared.change {
+        h.insert(k.clone(), v.clone())?;
+    }
+    // Whether each watch still exists, read once: a check's messages are mostly about the
+    // watches it just updated.
+    let mut exists: HashMap<Vec<u8>, bool> = HashMap::new();
+    for (k, v) in &prepared.watches {
+        let there = w.get(k)?.is_some();
+        if there {
+            w.insert(k.clone(), v.clone())?;
+        }
+        exists.insert(k.clone(), there);
+    }
+    for m in &check.messages {
+        let watch_gone = match m.watch_id {
+            Some(id) => {
+                let k = watch_key(&m.conversation, id);
+                match exists.get(&k) {
+                    Some(there) => !there,
+                    None => {
+                        let there = w.get(&k)?.is_some();
+                        exists.insert(k, there);
+                        !there
+                    }
+                }
+            }
+            None => false,
+        };
+        if watch_gone {
+            continue;
+        }
+        queued.extend(queue_message(o, a, m, check.now_ms)?);
+    }
+    Ok(queued)
+}
+
+/// Queues one message inside a transaction over `(outbox, alert_ids)`, unless its alert
+/// id is queued already (the same alert recorded twice).
+pub(super) fn queue_message(
+    o: &TxTree,
+    a: &TxTree,
+    m: &NewOutbox,
+    now_ms: u64,
+) -> TxResult<Option<OutboxEntry>> {
+    if a.get(m.alert_id.as_bytes())?.is_some() {
+        return Ok(None);
+    }
+    let id = o.generate_id()?;
+    let entry = OutboxEntry {
+        id,
+        alert_id: m.alert_id.clone(),
+        conversation: m.conversation.clone(),
+        watch_id: m.watch_id,
+        message: m.message.clone(),
+        created_ms: now_ms,
+        attempts: 0,
+        next_attempt_ms: now_ms,
+        last_error: None,
+        dead_ms: None,
+    };
+    o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
+    a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
+    Ok(Some(entry))
+}
+
+pub(super) fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+pub(super) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{added, config, key, message, new_watch, point};
+    use super::*;
+    use crate::store::{SledStore, Store};
+
+    #[tokio::test]
+    async fn a_check_is_recorded_whole_and_its_messages_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let conv = key("c");
+        let (watch, gone) = {
+            let store = SledStore::open(&config(dir.path())).unwrap();
+            let w = added(
+                store
+                    .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
+                    .await
+                    .unwrap(),
+            );
+            let gone = added(
+                store
+                    .add_watch(new_watch(&conv, "https://shop.example/p/1?x=2"), 10)
+                    .await
+                    .unwrap(),
+            );
+            store.remove_watches(&conv, &[gone.id]).await.unwrap();
+            (w, gone)
+        };
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let mut product = store.product(&watch.url).await.unwrap().unwrap();
+        product.title = Some("Skillet".into());
+        product.next_due_ms = 5_000;
+        let mut changed = watch.clone();
+        changed.trigger.below_count = 1;
+        let check = CheckRecord {
+            product: product.clone(),
+            change: Some(point(100, 42)),
+            watches: vec![changed.clone()],
+            messages: vec![
+                message("alert-1", &conv, Some(watch.id)),
+                message("alert-1", &conv, Some(watch.id)),
+                message("alert-for-removed-watch", &conv, Some(gone.id)),
+                message("notice", &conv, None),
+            ],
+            now_ms: 100,
+        };
+        let queued = store.record_check(check.clone()).await.unwrap();
+        assert_eq!(
+            queued.len(),
+            2,
+            "duplicate and removed-watch messages are skipped"
+        );
+        assert_eq!(queued[0].alert_id, "alert-1");
+        assert!(queued[0].id < queued[1].id);
+        // The same check recorded again (a retry after a crash) queues nothing new.
+        assert!(store.record_check(check).await.unwrap().is_empty());
+        drop(store);
+
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(store.product(&watch.url).await.unwrap(), Some(product));
+        assert_eq!(store.watches(&conv).await.unwrap(), [changed]);
+        assert_eq!(store.history(&watch.url).await.unwrap(), [point(100, 42)]);
+        assert!(store.due_products(4_999, 10).await.unwrap().is_empty());
+
+        let ready = store.outbox_ready(100, 10).await.unwrap();
+        assert_eq!(ready, queued);
+        store
+            .outbox_retry(ready[0].id, 700, "429".into())
+            .await
+            .unwrap();
+        let ready = store.outbox_ready(100, 10).await.unwrap();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].alert_id, "notice");
+        let later = store.outbox_ready(700, 10).await.unwrap();
+        assert_eq!(
+            (later[0].attempts, later[0].last_error.as_deref()),
+            (1, Some("429"))
+        );
+        store.outbox_delivered(later[0].id).await.unwrap();
+        store.outbox_delivered(later[1].id).await.unwrap();
+        assert!(store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
+        assert_eq!(store.stats().await.unwrap().outbox, 0);
+    }
+
+    #[tokio::test]
+    async fn a_check_for_a_product_nobody_watches_any_more_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let w = added(
+            store
+                .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        store.remove_watches(&conv, &[w.id]).await.unwrap();
+        let check = CheckRecord {
+            product,
+            change: Some(point(5, 1)),
+            watches: vec![w.clone()],
+            messages: vec![message("m", &conv, None)],
+            now_ms: 5,
+        };
+        assert!(store.record_check(check).await.unwrap().is_empty());
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.products, stats.watches, stats.outbox), (0, 0, 0));
+    }
+}

@@ -1,0 +1,747 @@
+//! The sled 0.34 backend: one tree per concern, a schema record checked at open.
+//!
+//! This file holds the store itself: opening (schema check, lock handling) and the
+//! [`Store`] methods. The check transaction (`check`) and the group-commit writer thread
+//! (`writer`) live beside it, each with its own tests.
+
+mod check;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sled::transaction::Transactional;
+
+use self::check::{abort, queue_message, tx_error, CheckTrees};
+use self::writer::Writer;
+use super::codec::{
+    conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
+};
+use super::{
+    AddWatch, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
+};
+use crate::domain::{
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
+};
+use crate::inbound::activity::{ConversationKey, ConversationReference};
+use crate::inbound::command::ProductUrl;
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// How to open the sled store.
+#[derive(Debug, Clone)]
+pub struct SledStoreConfig {
+    pub path: PathBuf,
+    /// Bytes of page cache (sled counts on-disk size, so RSS stays near this).
+    pub cache_capacity: u64,
+    /// Background fsync period: the loss window for writes nobody waited on.
+    pub flush_every: Duration,
+}
+
+pub struct SledStore {
+    path: PathBuf,
+    db: sled::Db,
+    /// Flushes and check records for the group-commit thread (see [`Writer`]).
+    writer: Writer,
+    references: sled::Tree,
+    watches: sled::Tree,
+    /// Product URL key → `Product`.
+    products: sled::Tree,
+    /// `url_key ‖ watch id` → the watch's conversation key: a product's watches.
+    product_watches: sled::Tree,
+    /// `url_key ‖ time` → `ChangePoint`.
+    history: sled::Tree,
+    /// Outbox id (big-endian, queue order) → `OutboxEntry`.
+    outbox: sled::Tree,
+    /// Alert id → outbox id, so an alert queued twice (a check retried after a crash) is
+    /// kept once.
+    alert_ids: sled::Tree,
+    /// Outbox id → `OutboxEntry` given up on (`dead_ms` set), kept for the operator.
+    dead_letters: sled::Tree,
+    /// Conversation key → `Unreachable`: the channel refused it; its watches are paused.
+    unreachable: sled::Tree,
+    /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
+    /// prefix scan, which sled transactions cannot do). A std mutex is enough: it is never
+    /// held across an `.await`.
+    watch_writes: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store. Blocking: call it at start-up, not on a hot path.
+    pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
+        let path = config.path.clone();
+        let open_err = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
+        let flush_ms = config.flush_every.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let sled_config = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity)
+            .flush_every_ms(Some(flush_ms));
+        // A store just dropped (a restart in this process, or the previous daemon still
+        // exiting) keeps sled's file lock until sled's background threads let go, which
+        // takes a moment: wait a little before calling the directory busy.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled_config.open() {
+                Ok(db) => break db,
+                Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_err(describe_open_error(&e))),
+            }
+        };
+        let meta = db.open_tree("meta").map_err(|e| open_err(e.to_string()))?;
+        let references = db
+            .open_tree("references")
+            .map_err(|e| open_err(e.to_string()))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let watches = tree("watches")?;
+        let products = tree("products")?;
+        let product_watches = tree("product_watches")?;
+        let history = tree("history")?;
+        let outbox = tree("outbox")?;
+        let alert_ids = tree("alert_ids")?;
+        let dead_letters = tree("dead_letters")?;
+        let unreachable = tree("unreachable")?;
+        check_schema(&path, &meta)?;
+        db.flush().map_err(|e| open_err(e.to_string()))?;
+        let watch_writes = Arc::new(Mutex::new(()));
+        let checks = CheckTrees {
+            products: products.clone(),
+            history: history.clone(),
+            watches: watches.clone(),
+            outbox: outbox.clone(),
+            alert_ids: alert_ids.clone(),
+            watch_writes: Arc::clone(&watch_writes),
+        };
+        let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(e.to_string()))?;
+        Ok(SledStore {
+            path,
+            writer,
+            db,
+            references,
+            watches,
+            products,
+            product_watches,
+            history,
+            outbox,
+            alert_ids,
+            dead_letters,
+            unreachable,
+            watch_writes,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn upsert_reference_sync(
+        &self,
+        reference: &ConversationReference,
+    ) -> Result<ReferenceChange, StoreError> {
+        let key = conversation_key(&reference.key());
+        let new = encode(reference)?;
+        let old = self.references.get(&key).map_err(io)?;
+        let change = match old {
+            Some(ref bytes) if bytes.as_ref() == new.as_slice() => {
+                return Ok(ReferenceChange::Unchanged)
+            }
+            None => ReferenceChange::New,
+            Some(bytes) => match decode::<ConversationReference>("reference", &bytes) {
+                Ok(prev) if prev.service_url == reference.service_url => ReferenceChange::Updated,
+                // A record we cannot read is replaced and made durable, like a new one.
+                _ => ReferenceChange::ServiceUrlChanged,
+            },
+        };
+        self.references.insert(key, new).map_err(io)?;
+        Ok(change)
+    }
+
+    /// Sets `paused` on every watch of the conversation, and records (or clears) the mark,
+    /// in one transaction. Returns how many watches changed.
+    fn set_reachability(
+        &self,
+        key: &ConversationKey,
+        mark: Option<&Unreachable>,
+    ) -> Result<usize, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let paused = mark.is_some();
+        let changed = self
+            .conversation_watches(key)?
+            .into_iter()
+            .filter(|w| w.paused != paused)
+            .map(|mut w| {
+                w.paused = paused;
+                Ok((watch_key(key, w.id), encode(&w)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let ckey = conversation_key(key);
+        let mark = mark.map(encode).transpose()?;
+        (&self.watches, &self.unreachable)
+            .transaction(|(w, u)| {
+                for (k, v) in &changed {
+                    w.insert(k.clone(), v.clone())?;
+                }
+                match &mark {
+                    Some(m) => u.insert(ckey.clone(), m.clone())?,
+                    None => u.remove(ckey.clone())?,
+                };
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(changed.len())
+    }
+
+    fn move_entry(
+        &self,
+        from: &sled::Tree,
+        to: &sled::Tree,
+        id: u64,
+        change: impl Fn(&mut OutboxEntry),
+    ) -> Result<bool, StoreError> {
+        let key = id.to_be_bytes();
+        let Some(bytes) = from.get(key).map_err(io)? else {
+            return Ok(false);
+        };
+        let mut entry: OutboxEntry = decode("outbox entry", &bytes)?;
+        change(&mut entry);
+        let value = encode(&entry)?;
+        (from, to, &self.alert_ids)
+            .transaction(|(f, t, a)| {
+                f.remove(&key)?;
+                t.insert(&key, value.clone())?;
+                // A dead letter no longer blocks its alert id; a requeued one does again.
+                if entry.dead_ms.is_some() {
+                    a.remove(entry.alert_id.as_bytes())?;
+                } else {
+                    a.insert(entry.alert_id.as_bytes(), &key)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(true)
+    }
+
+    fn conversation_watches(&self, key: &ConversationKey) -> Result<Vec<Watch>, StoreError> {
+        self.watches
+            .scan_prefix(conversation_key(key))
+            .values()
+            .map(|v| v.map_err(io).and_then(|b| decode::<Watch>("watch", &b)))
+            .collect()
+    }
+
+    fn add_watch_sync(&self, new: NewWatch, max: usize) -> Result<AddWatch, StoreError> {
+        // Poisoning only means another thread panicked mid-insert; sled itself stays
+        // consistent, so carry on with the guard.
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let existing = self.conversation_watches(&new.conversation)?;
+        if let Some(w) = existing.iter().find(|w| w.url == new.url) {
+            return Ok(AddWatch::Duplicate(w.clone()));
+        }
+        if existing.len() >= max {
+            return Ok(AddWatch::LimitReached { max });
+        }
+        let id = self.db.generate_id().map_err(io)?;
+        let watch = Watch {
+            id,
+            conversation: new.conversation,
+            user: new.user,
+            url: new.url,
+            rule: new.rule,
+            created_at_ms: new.created_at_ms,
+            trigger: Default::default(),
+            paused: false,
+        };
+        let url = watch.url.as_str();
+        let product = Product::new(watch.url.clone(), watch.created_at_ms);
+        // One transaction: a crash never leaves a watch whose product is not scheduled.
+        (&self.watches, &self.products, &self.product_watches)
+            .transaction(|(w, p, pw)| {
+                w.insert(
+                    watch_key(&watch.conversation, id),
+                    encode(&watch).map_err(abort)?,
+                )?;
+                if p.get(url_key(url))?.is_none() {
+                    p.insert(url_key(url), encode(&product).map_err(abort)?)?;
+                }
+                pw.insert(
+                    url_key_with(url, id),
+                    encode(&watch.conversation).map_err(abort)?,
+                )?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(AddWatch::Added(watch))
+    }
+
+    fn remove_watches_sync(
+        &self,
+        key: &ConversationKey,
+        ids: &[u64],
+    ) -> Result<Vec<Watch>, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut removed = Vec::new();
+        for &id in ids {
+            let Some(bytes) = self.watches.get(watch_key(key, id)).map_err(io)? else {
+                continue;
+            };
+            let watch = decode::<Watch>("watch", &bytes)?;
+            let url = watch.url.as_str();
+            (&self.watches, &self.product_watches)
+                .transaction(|(w, pw)| {
+                    w.remove(watch_key(key, id))?;
+                    pw.remove(url_key_with(url, id))?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+            // The last watch of a product takes the product and its history with it. (A crash
+            // right here leaves a product without watches; the watch loop drops such a
+            // product when it next comes due.)
+            if self
+                .product_watches
+                .scan_prefix(url_key(url))
+                .next()
+                .is_none()
+            {
+                self.products.remove(url_key(url)).map_err(io)?;
+                for k in self.history.scan_prefix(url_key(url)).keys() {
+                    self.history.remove(k.map_err(io)?).map_err(io)?;
+                }
+            }
+            removed.push(watch);
+        }
+        Ok(removed)
+    }
+
+    fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        match self.outbox.get(id.to_be_bytes()).map_err(io)? {
+            Some(bytes) => decode("outbox entry", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn prune_history_sync(&self, before_ms: u64) -> Result<usize, StoreError> {
+        // The latest point of each product is kept whatever its age: it is the current price.
+        let mut removed = 0;
+        let mut previous: Option<(Vec<u8>, u64)> = None;
+        for key in self.history.iter().keys() {
+            let key = key.map_err(io)?;
+            let at = trailing_u64(&key).unwrap_or(u64::MAX);
+            if let Some((prev, prev_at)) = previous.take() {
+                let same_product =
+                    prev.len() == key.len() && prev[..prev.len() - 8] == key[..key.len() - 8];
+                if same_product && prev_at < before_ms {
+                    self.history.remove(&prev).map_err(io)?;
+                    removed += 1;
+                }
+            }
+            previous = Some((key.to_vec(), at));
+        }
+        Ok(removed)
+    }
+
+    async fn flush_now(&self) -> Result<(), StoreError> {
+        self.writer.flush().await
+    }
+}
+
+impl Store for SledStore {
+    fn upsert_reference<'a>(
+        &'a self,
+        reference: &'a ConversationReference,
+    ) -> StoreFuture<'a, ReferenceChange> {
+        Box::pin(async move {
+            let change = self.upsert_reference_sync(reference)?;
+            // The conversation wrote again: the channel takes messages once more, so its
+            // paused watches resume.
+            let key = reference.key();
+            let resumed = self
+                .unreachable
+                .contains_key(conversation_key(&key))
+                .map_err(io)?;
+            if resumed {
+                let watches = self.set_reachability(&key, None)?;
+                tracing::info!(
+                    channel = %key.channel_id,
+                    conversation = %key.conversation_id,
+                    watches,
+                    "conversation reachable again; its watches resume"
+                );
+            }
+            // Only a reference proactive messages would miss needs the fsync before the turn
+            // is acknowledged; a changed display name can ride on the background flush.
+            if resumed
+                || matches!(
+                    change,
+                    ReferenceChange::New | ReferenceChange::ServiceUrlChanged
+                )
+            {
+                self.flush_now().await?;
+            }
+            Ok(change)
+        })
+    }
+
+    fn reference<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+    ) -> StoreFuture<'a, Option<ConversationReference>> {
+        Box::pin(async move {
+            match self.references.get(conversation_key(key)).map_err(io)? {
+                Some(bytes) => decode("reference", &bytes).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn add_watch(&self, watch: NewWatch, max: usize) -> StoreFuture<'_, AddWatch> {
+        Box::pin(async move {
+            let result = self.add_watch_sync(watch, max)?;
+            if matches!(result, AddWatch::Added(_)) {
+                self.flush_now().await?;
+            }
+            Ok(result)
+        })
+    }
+
+    fn watches<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Vec<Watch>> {
+        Box::pin(async move { self.conversation_watches(key) })
+    }
+
+    fn remove_watches<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        Box::pin(async move {
+            let removed = self.remove_watches_sync(key, ids)?;
+            if !removed.is_empty() {
+                self.flush_now().await?;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        Box::pin(async move {
+            Ok(StoreStats {
+                references: self.references.len(),
+                watches: self.watches.len(),
+                products: self.products.len(),
+                outbox: self.outbox.len(),
+                dead_letters: self.dead_letters.len(),
+            })
+        })
+    }
+
+    fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
+        Box::pin(async move {
+            let mut due = Vec::new();
+            for value in self.products.iter().values() {
+                let product: Product = decode("product", &value.map_err(io)?)?;
+                if product.next_due_ms <= now_ms {
+                    due.push(product);
+                }
+            }
+            due.sort_by_key(|p| p.next_due_ms);
+            due.truncate(limit);
+            Ok(due)
+        })
+    }
+
+    fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>> {
+        Box::pin(async move {
+            match self.products.get(url_key(url.as_str())).map_err(io)? {
+                Some(bytes) => decode("product", &bytes).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn product_watches<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<Watch>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for item in self.product_watches.scan_prefix(url_key(url.as_str())) {
+                let (k, v) = item.map_err(io)?;
+                let conversation: ConversationKey = decode("product index", &v)?;
+                let Some(id) = trailing_u64(&k) else { continue };
+                if let Some(bytes) = self.watches.get(watch_key(&conversation, id)).map_err(io)? {
+                    out.push(decode("watch", &bytes)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        // The writer thread applies it and flushes before answering: durable before anyone
+        // is told, so the delivery task only sees flushed entries.
+        Box::pin(self.writer.record(check))
+    }
+
+    fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>> {
+        Box::pin(async move {
+            self.history
+                .scan_prefix(url_key(url.as_str()))
+                .values()
+                .map(|v| v.map_err(io).and_then(|b| decode("history point", &b)))
+                .collect()
+        })
+    }
+
+    fn latest_point<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<ChangePoint>> {
+        Box::pin(async move {
+            match self.history.scan_prefix(url_key(url.as_str())).next_back() {
+                Some(item) => decode("history point", &item.map_err(io)?.1).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize> {
+        Box::pin(async move { self.prune_history_sync(before_ms) })
+    }
+
+    fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let mut ready = Vec::new();
+            for value in self.outbox.iter().values() {
+                let entry: OutboxEntry = decode("outbox entry", &value.map_err(io)?)?;
+                if entry.next_attempt_ms <= now_ms {
+                    ready.push(entry);
+                    if ready.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(ready)
+        })
+    }
+
+    fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(entry) = self.outbox_entry(id)? {
+                self.alert_ids
+                    .remove(entry.alert_id.as_bytes())
+                    .map_err(io)?;
+            }
+            // Not flushed here: losing the removal to a crash resends the message, the one
+            // duplicate at-least-once delivery allows; sled's background flush
+            // (`storage.flush_every`) makes it durable soon, and a flush per message would
+            // cap delivery at the disk's fsync rate.
+            self.outbox.remove(id.to_be_bytes()).map_err(io)?;
+            Ok(())
+        })
+    }
+
+    fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.next_attempt_ms = next_attempt_ms;
+                entry.last_error = Some(error);
+                // Losing this on a crash only means an earlier retry: no flush needed.
+                self.outbox
+                    .insert(id.to_be_bytes(), encode(&entry)?)
+                    .map_err(io)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            let entries = (&self.outbox, &self.alert_ids)
+                .transaction(|(o, a)| {
+                    let mut queued = Vec::with_capacity(messages.len());
+                    for m in &messages {
+                        queued.extend(queue_message(o, a, m, now_ms)?);
+                    }
+                    Ok(queued)
+                })
+                .map_err(tx_error)?;
+            // Answered 202 only once it cannot be lost.
+            self.flush_now().await?;
+            Ok(entries)
+        })
+    }
+
+    fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
+        Box::pin(async move {
+            self.references
+                .iter()
+                .values()
+                .map(|v| {
+                    v.map_err(io)
+                        .and_then(|b| decode::<ConversationReference>("reference", &b))
+                        .map(|r| r.key())
+                })
+                .collect()
+        })
+    }
+
+    fn outbox_get(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
+        Box::pin(async move { self.outbox_entry(id) })
+    }
+
+    fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut entry) = self.outbox_entry(id)? {
+                if entry.next_attempt_ms < next_attempt_ms {
+                    entry.next_attempt_ms = next_attempt_ms;
+                    self.outbox
+                        .insert(id.to_be_bytes(), encode(&entry)?)
+                        .map_err(io)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let moved = self.move_entry(&self.outbox, &self.dead_letters, id, |e| {
+                e.attempts = e.attempts.saturating_add(1);
+                e.last_error = Some(error.clone());
+                e.dead_ms = Some(now_ms);
+            })?;
+            // Dead letters are what the operator is shown; do not lose one to a crash.
+            self.flush_now().await?;
+            Ok(moved)
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            self.dead_letters
+                .iter()
+                .values()
+                .take(limit)
+                .map(|v| v.map_err(io).and_then(|b| decode("dead letter", &b)))
+                .collect()
+        })
+    }
+
+    fn outbox_pending(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        Box::pin(async move {
+            self.outbox
+                .iter()
+                .values()
+                .take(limit)
+                .map(|v| v.map_err(io).and_then(|b| decode("outbox entry", &b)))
+                .collect()
+        })
+    }
+
+    fn outbox_requeue(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let moved = self.move_entry(&self.dead_letters, &self.outbox, id, |e| {
+                e.attempts = 0;
+                e.next_attempt_ms = now_ms;
+                e.dead_ms = None;
+            })?;
+            self.flush_now().await?;
+            Ok(moved)
+        })
+    }
+
+    fn conversation_unreachable<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        mark: Unreachable,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let paused = self.set_reachability(key, Some(&mark))?;
+            self.flush_now().await?;
+            Ok(paused)
+        })
+    }
+
+    fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>> {
+        Box::pin(async move {
+            match self.unreachable.get(conversation_key(key)).map_err(io)? {
+                Some(bytes) => decode("unreachable mark", &bytes).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.flush_now())
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// How long `open` waits for a lock another store is releasing.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+}
+
+/// sled reports a held lock as an opaque I/O error; say what it means.
+fn describe_open_error(e: &sled::Error) -> String {
+    match e {
+        e if is_locked(e) => {
+            "it is locked by another process (is another pricewatch running on it?)".to_owned()
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("permission denied ({io})")
+        }
+        sled::Error::Corruption { .. } => {
+            format!("the data is corrupt ({e}); move the directory aside and restore a backup")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn check_schema(path: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
+    let current = SCHEMA_VERSION.to_be_bytes();
+    match meta.get(SCHEMA_KEY).map_err(io)? {
+        None => {
+            meta.insert(SCHEMA_KEY, &current).map_err(io)?;
+            Ok(())
+        }
+        Some(v) if v.as_ref() == current => Ok(()),
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            Err(StoreError::Schema {
+                path: path.to_owned(),
+                found,
+                expected: SCHEMA_VERSION,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
