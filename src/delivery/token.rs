@@ -40,12 +40,13 @@ pub struct TokenConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot build the token client: {0}")]
-    Client(String),
+    #[error("cannot build the token client")]
+    Client(#[source] reqwest::Error),
     #[error("the token endpoint answered {status}: {detail}")]
     Refused { status: u16, detail: String },
-    #[error("cannot reach the token endpoint: {0}")]
-    Transport(String),
+    /// Without the URL: the request's form carries the app password.
+    #[error("cannot reach the token endpoint")]
+    Transport(#[source] reqwest::Error),
     #[error("the token endpoint's answer is not a token: {0}")]
     Malformed(String),
 }
@@ -105,7 +106,7 @@ impl TokenClient {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| TokenError::Client(e.to_string()))?;
+            .map_err(TokenError::Client)?;
         Ok(TokenClient {
             http,
             config,
@@ -161,12 +162,12 @@ impl TokenClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| TokenError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| TokenError::Transport(e.without_url()))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|e| TokenError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| TokenError::Transport(e.without_url()))?;
         if !(200..300).contains(&status) {
             return Err(TokenError::Refused {
                 status,

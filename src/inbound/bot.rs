@@ -29,7 +29,7 @@ pub struct BotSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
-    #[error("storing the conversation reference failed: {0}")]
+    #[error("storing the conversation reference failed")]
     Reference(#[source] StoreError),
 }
 

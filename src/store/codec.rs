@@ -4,6 +4,8 @@
 //! Emulator ids contain `:`, `@`, `;`, `|`) can make two conversations share a prefix.
 //! Values are JSON wrapped in a version envelope so a later schema can read old records.
 
+use std::sync::Arc;
+
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::StoreError;
@@ -64,7 +66,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
         v: super::SCHEMA_VERSION,
         body: value,
     })
-    .map_err(|e| StoreError::Io(format!("encoding failed: {e}")))
+    .map_err(|e| StoreError::Encode(Arc::new(e)))
 }
 
 /// Reads a record written by [`encode`]. Every stored type is a struct, which skips the
@@ -75,7 +77,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice::<T>(bytes).map_err(|e| StoreError::Corrupt {
         what,
-        reason: e.to_string(),
+        source: Arc::new(e),
     })
 }
 

@@ -16,6 +16,7 @@ mod sled;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
@@ -66,20 +67,37 @@ pub struct StoreStats {
     pub dead_letters: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What a backend reports as the cause of a failure (sled's error, an I/O error, a
+/// database driver's). Shared, because one failed flush or batch answers every caller
+/// that waited on it with the same cause.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the data directory {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
+    #[error("cannot open the data directory {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
     #[error("the data directory {path} has schema version {found}, this build needs {expected}")]
     Schema {
         path: PathBuf,
         found: u32,
         expected: u32,
     },
-    #[error("storage I/O failed: {0}")]
-    Io(String),
-    #[error("a stored record could not be decoded ({what}): {reason}")]
-    Corrupt { what: &'static str, reason: String },
+    #[error("storage I/O failed")]
+    Io(#[source] Cause),
+    #[error("a stored record could not be decoded ({what})")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    #[error("a record could not be encoded")]
+    Encode(#[source] Arc<serde_json::Error>),
+    #[error("the store's writer thread has stopped")]
+    WriterStopped,
 }
 
 /// The narrow interface every backend implements.

@@ -379,7 +379,8 @@ async fn a_data_directory_in_use_is_a_clear_error() {
     let t = TestApp::spawn().await;
     let err = match pricewatch::app::App::start(&test_config(&t.data)).await {
         Ok(_) => panic!("a second daemon on the same directory must not start"),
-        Err(e) => e.to_string(),
+        // As a person sees it: the error with its causes.
+        Err(e) => pricewatch::error::Chain(&e).to_string(),
     };
     assert!(err.contains(&t.data.display().to_string()), "{err}");
     assert!(err.contains("locked"), "{err}");

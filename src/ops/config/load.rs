@@ -76,7 +76,7 @@ impl fmt::Display for ConfigError {
 
 /// The configuration file could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {}: {source}", path.display())]
+#[error("cannot read {}", path.display())]
 pub struct ReadConfigError {
     pub path: PathBuf,
     #[source]

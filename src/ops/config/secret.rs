@@ -44,7 +44,7 @@ impl fmt::Display for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read secret file {}: {source}", path.display())]
+    #[error("cannot read secret file {}", path.display())]
     Read {
         path: PathBuf,
         #[source]

@@ -431,7 +431,7 @@ impl fmt::Debug for GuardedResolver {
 pub enum ResolveError {
     #[error("{0}")]
     Refused(Refusal),
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}")]
     Lookup {
         host: String,
         #[source]

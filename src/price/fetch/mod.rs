@@ -26,6 +26,7 @@ use reqwest::{redirect, StatusCode};
 use url::Url;
 
 use crate::domain::Validators;
+use crate::error::Chain;
 
 use crate::ops::config::FetchConfig;
 use guard::{check_url, Allowlist, GuardedResolver, Lookup, Refusal, ResolveError, SystemLookup};
@@ -141,7 +142,7 @@ impl FetchError {
                     return FetchError::Refused(refusal.clone())
                 }
                 // Names the host, which the io error below it does not.
-                Some(other) => return FetchError::Connect(other.to_string()),
+                Some(other) => return FetchError::Connect(Chain(other).to_string()),
                 None => {}
             }
             if let Some(limit) = cause.downcast_ref::<RedirectLimit>() {

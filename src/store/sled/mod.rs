@@ -19,7 +19,7 @@ use super::codec::{
     conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
 };
 use super::{
-    AddWatch, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
+    AddWatch, Cause, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
 };
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
@@ -79,11 +79,11 @@ impl SledStore {
     /// Opens (or creates) the store. Blocking: call it at start-up, not on a hot path.
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
         let path = config.path.clone();
-        let open_err = |reason: String| StoreError::Open {
+        let open_err = |source: Cause| StoreError::Open {
             path: path.clone(),
-            reason,
+            source,
         };
-        std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
+        std::fs::create_dir_all(&path).map_err(|e| open_err(Arc::new(e)))?;
         let flush_ms = config.flush_every.as_millis().clamp(1, u64::MAX as u128) as u64;
         let sled_config = sled::Config::new()
             .path(&path)
@@ -99,14 +99,12 @@ impl SledStore {
                 Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(open_err(describe_open_error(&e))),
+                Err(e) => return Err(open_err(Arc::new(OpenFailure::from(e)))),
             }
         };
-        let meta = db.open_tree("meta").map_err(|e| open_err(e.to_string()))?;
-        let references = db
-            .open_tree("references")
-            .map_err(|e| open_err(e.to_string()))?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(Arc::new(e)));
+        let meta = tree("meta")?;
+        let references = tree("references")?;
         let watches = tree("watches")?;
         let products = tree("products")?;
         let product_watches = tree("product_watches")?;
@@ -116,7 +114,7 @@ impl SledStore {
         let dead_letters = tree("dead_letters")?;
         let unreachable = tree("unreachable")?;
         check_schema(&path, &meta)?;
-        db.flush().map_err(|e| open_err(e.to_string()))?;
+        db.flush().map_err(|e| open_err(Arc::new(e)))?;
         let watch_writes = Arc::new(Mutex::new(()));
         let checks = CheckTrees {
             products: products.clone(),
@@ -126,7 +124,7 @@ impl SledStore {
             alert_ids: alert_ids.clone(),
             watch_writes: Arc::clone(&watch_writes),
         };
-        let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(e.to_string()))?;
+        let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(Arc::new(e)))?;
         Ok(SledStore {
             path,
             writer,
@@ -694,7 +692,7 @@ impl Store for SledStore {
 }
 
 fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+    StoreError::Io(Arc::new(e))
 }
 
 /// How long `open` waits for a lock another store is releasing.
@@ -706,19 +704,32 @@ fn is_locked(e: &sled::Error) -> bool {
             || io.to_string().contains("could not acquire lock"))
 }
 
-/// sled reports a held lock as an opaque I/O error; say what it means.
-fn describe_open_error(e: &sled::Error) -> String {
-    match e {
-        e if is_locked(e) => {
-            "it is locked by another process (is another pricewatch running on it?)".to_owned()
+/// Why sled could not open the directory, in an operator's words: sled reports a held
+/// lock as an opaque I/O error.
+#[derive(Debug, thiserror::Error)]
+enum OpenFailure {
+    #[error("it is locked by another process (is another pricewatch running on it?)")]
+    Locked,
+    #[error("permission denied ({0})")]
+    PermissionDenied(std::io::Error),
+    #[error("the data is corrupt ({0}); move the directory aside and restore a backup")]
+    Corrupt(sled::Error),
+    #[error(transparent)]
+    Other(sled::Error),
+}
+
+impl From<sled::Error> for OpenFailure {
+    fn from(e: sled::Error) -> Self {
+        if is_locked(&e) {
+            return OpenFailure::Locked;
         }
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-            format!("permission denied ({io})")
+        match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                OpenFailure::PermissionDenied(io)
+            }
+            e @ sled::Error::Corruption { .. } => OpenFailure::Corrupt(e),
+            other => OpenFailure::Other(other),
         }
-        sled::Error::Corruption { .. } => {
-            format!("the data is corrupt ({e}); move the directory aside and restore a backup")
-        }
-        other => other.to_string(),
     }
 }
 

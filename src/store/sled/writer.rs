@@ -124,10 +124,7 @@ fn apply_batch(
         let ready: Vec<&Prepared<'_>> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
         let mut applied = match trees.record(&ready) {
             Ok(queued) => queued.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => ready
-                .iter()
-                .map(|_| Err(StoreError::Io(e.to_string())))
-                .collect(),
+            Err(e) => ready.iter().map(|_| Err(e.clone())).collect(),
         }
         .into_iter();
         prepared
@@ -148,12 +145,12 @@ fn apply_batch(
 fn copy_result<T>(flushed: &Result<(), StoreError>, value: T) -> Result<T, StoreError> {
     match flushed {
         Ok(()) => Ok(value),
-        Err(e) => Err(StoreError::Io(e.to_string())),
+        Err(e) => Err(e.clone()),
     }
 }
 
 fn stopped() -> StoreError {
-    StoreError::Io("the store's writer thread has stopped".to_owned())
+    StoreError::WriterStopped
 }
 
 #[cfg(test)]
