@@ -92,6 +92,9 @@ struct ProbeArgs {
     config: Option<PathBuf>,
 }
 
+/// Exit status for bad input: a configuration that does not load, a missing file, a bad URL.
+const BAD_INPUT: u8 = 2;
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::CheckConfig { file } => match pricewatch::ops::config::load(Some(&file), env_vars()) {
@@ -101,13 +104,10 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprintln!("{errors}");
-                ExitCode::from(2)
+                ExitCode::from(BAD_INPUT)
             }
         },
-        Cmd::Probe(args) => match &args.price_text {
-            Some(text) => probe_text(text, args.currency_hint.as_deref(), args.json),
-            None => probe_page(&args),
-        },
+        Cmd::Probe(args) => probe(&args),
         Cmd::Outbox { action, config } => match outbox(config, action) {
             Ok(code) => code,
             Err(e) => {
@@ -125,113 +125,39 @@ fn main() -> ExitCode {
     }
 }
 
-fn probe_text(text: &str, hint: Option<&str>, json: bool) -> ExitCode {
-    let report = pricewatch::price::TextProbe::run(text, hint);
-    if json {
-        match serde_json::to_string(&report) {
-            Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("pricewatch: cannot print the report: {e}"),
-        }
-    } else {
-        println!("amount: {}", report.amount.as_deref().unwrap_or("none"));
-        match (&report.currency, report.currency_candidates.is_empty()) {
-            (Some(c), _) => println!("currency: {c}"),
-            (None, false) => println!("currency: one of {}", report.currency_candidates.join(", ")),
-            (None, true) => println!("currency: unknown"),
-        }
-        if let Some(p) = &report.problem {
-            eprintln!("note: {p}");
-        }
-    }
-    if report.found() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn probe_page(args: &ProbeArgs) -> ExitCode {
-    let config = match pricewatch::ops::config::load(args.config.as_deref(), env_vars()) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let (url, report) = match read_page(args, &config) {
-        Ok(found) => found,
-        Err(message) => {
-            eprintln!("pricewatch: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match report {
-        Err(fetch_error) => {
-            if args.json {
-                let line = serde_json::json!({
-                    "url": url.as_str(), "amount": null, "currency": null,
-                    "error": "fetch_failed", "problem": fetch_error,
-                });
-                println!("{line}");
-            }
-            eprintln!("pricewatch: cannot read {url}: {fetch_error}");
-            ExitCode::from(1)
-        }
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string(&report.to_json(url.as_str())) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => eprintln!("pricewatch: cannot print the report: {e}"),
+fn probe(args: &ProbeArgs) -> ExitCode {
+    use pricewatch::ops::probe::{self, Page};
+    let outcome = match &args.price_text {
+        Some(text) => probe::text(text, args.currency_hint.as_deref(), args.json),
+        None => {
+            let config = match pricewatch::ops::config::load(args.config.as_deref(), env_vars()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(BAD_INPUT);
                 }
-            } else {
-                print!("{}", report.to_text(url.as_str()));
-            }
-            if report.price().is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            };
+            let page = match &args.html {
+                Some(file) => Page::Saved {
+                    file,
+                    url: args.page_url.as_deref(),
+                },
+                None => Page::Fetch {
+                    url: args.target.as_deref().unwrap_or_default(),
+                },
+            };
+            match probe::page(page, &config, args.json) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    eprintln!("pricewatch: {e}");
+                    return ExitCode::from(BAD_INPUT);
+                }
             }
         }
-    }
-}
-
-type Probed = (url::Url, Result<pricewatch::price::extract::Report, String>);
-
-/// Fetches or reads the page; `Err` is a usage problem (exit 2), the inner `Err` a page
-/// that could not be fetched (exit 1).
-fn read_page(args: &ProbeArgs, config: &pricewatch::ops::config::Config) -> Result<Probed, String> {
-    let parse = |text: &str| {
-        url::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))
     };
-    if let Some(file) = &args.html {
-        let body =
-            std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let url = parse(
-            args.page_url
-                .as_deref()
-                .unwrap_or("https://saved-page.invalid/"),
-        )?;
-        let extractor =
-            pricewatch::price::engine::extractor_from_config(config).map_err(|e| e.to_string())?;
-        let report = extractor.extract(&url, &body, None);
-        return Ok((url, Ok(report)));
-    }
-    let url = parse(args.target.as_deref().unwrap_or_default())?;
-    let engine =
-        pricewatch::price::engine::PriceEngine::from_config(config).map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let checked = runtime.block_on(engine.check(&url, &Default::default()));
-    let report = match checked {
-        Ok(pricewatch::price::engine::Check::Read { report, .. }) => Ok(report),
-        Ok(pricewatch::price::engine::Check::Unchanged { .. }) => {
-            Err("the site answered 304 Not Modified to an unconditional request".to_owned())
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    Ok((url, report))
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    ExitCode::from(outcome.status())
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod probe;
 pub mod shutdown;
 pub mod telemetry;

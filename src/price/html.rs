@@ -279,12 +279,15 @@ fn on_element(state: &Rc<RefCell<LolState>>, el: &mut Element<'_, '_>, site_attr
     }
 }
 
+/// What the collector reads from a start tag. Attribute names are lowercase; values come back
+/// entity-decoded.
 struct LolTag<'a, 'b, 'c> {
     el: &'a Element<'b, 'c>,
     name: String,
 }
 
-impl StartTag for LolTag<'_, '_, '_> {
+impl LolTag<'_, '_, '_> {
+    /// Lowercase tag name.
     fn name(&self) -> &str {
         &self.name
     }
@@ -337,7 +340,7 @@ impl LolState {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The tokenizer-independent part: a stack machine fed start tags, end tags and decoded text.
+// The collector: a stack machine fed start tags, end tags and decoded text.
 
 /// The elements the collector is told about. Others are invisible to it: their text still reaches
 /// open captures, but they neither open nor close anything. Leaving out `div` and the other
@@ -385,21 +388,12 @@ const MAX_METAS: usize = 10_000;
 const MAX_CAPTURES: usize = 32;
 /// A text value longer than this is cut (at a character boundary); prices and names are far shorter.
 const MAX_CAPTURE_BYTES: usize = 64 * 1024;
-/// How far implied-end-tag and end-tag-by-name searches look down the stack, so hostile nesting
+/// How far implied-end-tag searches look down the stack, so hostile nesting
 /// cannot make each tag cost O(depth).
 const MAX_SCOPE_SEARCH: usize = 64;
 
-/// What the collector needs from a start tag. Attribute names are lowercase; values come back
-/// entity-decoded.
-pub(crate) trait StartTag {
-    /// Lowercase tag name.
-    fn name(&self) -> &str;
-    fn has(&self, attr: &str) -> bool;
-    fn get(&self, attr: &str) -> Option<String>;
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TextKind {
+enum TextKind {
     /// Ordinary text, entities decoded.
     Data,
     /// `<title>`/`<textarea>` text, entities decoded.
@@ -490,17 +484,8 @@ fn closes_p(name: &str) -> bool {
     )
 }
 
-/// A 64-bit FNV-1a hash of the tag name, so end tags can be matched by name without storing one
-/// string per open element.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 struct Open {
     serial: u32,
-    name: u64,
     kind: Kind,
     /// This element started an item (or an ignored one): pop `item_stack` when it closes.
     item: bool,
@@ -565,20 +550,14 @@ fn push_capped(out: &mut String, s: &str) {
     }
 }
 
-fn collapse(s: &str) -> String {
-    let mut t = Text::default();
-    t.push(s);
-    t.text
-}
-
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// Builds `PageFacts` from tokenizer events. Tokenizer adapters call `start` for each start tag,
-/// `end` (by the serial `start` returned) or `end_by_name` for end tags, and `text` for text.
+/// Builds `PageFacts` from lol_html's events: `start` for each start tag, `end` (by the serial
+/// `start` returned) for end tags, and `text` for text.
 #[derive(Default)]
-pub(crate) struct Collector {
+struct Collector {
     facts: PageFacts,
     stack: Vec<Open>,
     next_serial: u32,
@@ -598,14 +577,14 @@ pub(crate) struct Collector {
 }
 
 impl Collector {
-    pub(crate) fn site_hit(&mut self) {
+    fn site_hit(&mut self) {
         if !self.site_done {
             self.site_hit = true;
         }
     }
 
-    /// Whether text of this kind would be used now (lets adapters skip buffering).
-    pub(crate) fn wants(&self, kind: TextKind) -> bool {
+    /// Whether text of this kind would be used now (lets `LolState` skip buffering).
+    fn wants(&self, kind: TextKind) -> bool {
         match kind {
             TextKind::Data => !self.captures.is_empty(),
             TextKind::RcData => !self.captures.is_empty() || self.title.is_some(),
@@ -614,7 +593,7 @@ impl Collector {
         }
     }
 
-    pub(crate) fn text(&mut self, text: &str, kind: TextKind) {
+    fn text(&mut self, text: &str, kind: TextKind) {
         match kind {
             TextKind::Script => {
                 if let Some(i) = self.open_ld {
@@ -645,11 +624,11 @@ impl Collector {
     }
 
     /// Handles a start tag. Returns the element's serial when it was pushed on the stack (the
-    /// adapter reports its end tag with it); `None` for void, foreign-self-closing or too-deep
+    /// end-tag handler reports it); `None` for void, foreign-self-closing or too-deep
     /// elements.
-    pub(crate) fn start(
+    fn start(
         &mut self,
-        tag: &impl StartTag,
+        tag: &LolTag<'_, '_, '_>,
         can_have_content: bool,
         html_ns: bool,
         site_attr: Option<&str>,
@@ -688,7 +667,6 @@ impl Collector {
 
         let mut open = Open {
             serial: self.next_serial,
-            name: name_hash(name),
             kind,
             item: false,
             captures: 0,
@@ -730,7 +708,7 @@ impl Collector {
         Some(self.stack.last().map_or(0, |o| o.serial))
     }
 
-    fn meta(&mut self, tag: &impl StartTag) {
+    fn meta(&mut self, tag: &LolTag<'_, '_, '_>) {
         let Some(content) = tag.get("content") else {
             return;
         };
@@ -755,7 +733,7 @@ impl Collector {
         }
     }
 
-    fn microdata(&mut self, tag: &impl StartTag, name: &str, tracked: bool, open: &mut Open) {
+    fn microdata(&mut self, tag: &LolTag<'_, '_, '_>, name: &str, tracked: bool, open: &mut Open) {
         let prop_names: Vec<String> = match tag.get("itemprop") {
             Some(p) => p.split_ascii_whitespace().map(str::to_owned).collect(),
             None => Vec::new(),
@@ -962,28 +940,12 @@ impl Collector {
 
     /// The end tag of the element `start` returned `serial` for. Elements opened after it and
     /// still open were implicitly closed by it.
-    pub(crate) fn end(&mut self, serial: u32) {
+    fn end(&mut self, serial: u32) {
         self.end_text_runs();
         // Serials grow along the stack, so a binary search finds the element in O(log depth).
         if let Ok(i) = self.stack.binary_search_by_key(&serial, |o| o.serial) {
             if self.stack[i].kind != Kind::Root {
                 self.pop_to(i);
-            }
-        }
-    }
-
-    /// The end tag `</name>`, for tokenizers that do not track elements themselves.
-    #[allow(dead_code)]
-    pub(crate) fn end_by_name(&mut self, name: &str) {
-        self.end_text_runs();
-        let h = name_hash(name);
-        let len = self.stack.len();
-        for i in (len.saturating_sub(MAX_SCOPE_SEARCH)..len).rev() {
-            if self.stack[i].name == h {
-                if self.stack[i].kind != Kind::Root {
-                    self.pop_to(i);
-                }
-                return;
             }
         }
     }
@@ -1002,7 +964,7 @@ impl Collector {
         }
     }
 
-    pub(crate) fn finish(mut self) -> PageFacts {
+    fn finish(mut self) -> PageFacts {
         self.end_text_runs();
         self.pop_to(0);
         self.facts
@@ -1011,12 +973,6 @@ impl Collector {
 
 fn trim_ascii(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_ascii_whitespace())
-}
-
-/// Normalises a text the way `PageFacts` text fields are (used by tests and adapters).
-#[allow(dead_code)]
-pub(crate) fn normalise_text(s: &str) -> String {
-    collapse(s)
 }
 
 #[cfg(test)]

@@ -6,17 +6,12 @@
 //! positive price for the product decides amount, currency, method and availability; the
 //! prices the other structured sources give for the same product are kept as candidates.
 //!
-//! Several prices for one product are resolved in this order (see
-//! `tests/fixtures/pages/README.md` for the full rules the fixtures pin down):
-//! 1. the selected variant: an offer whose `url` carries the page's `?variant=` value, or
-//!    whose `sku` equals it;
-//! 2. the main offer: the product's only offer, or its `AggregateOffer` (`lowPrice`);
-//! 3. the lowest-priced offer in stock, else the lowest overall.
+//! Which of several prices for one product wins is decided in `choice`; how a report is
+//! shown by `probe` is in `report`.
 //!
 //! A price of zero is never a price ("price on request" pages write 0.00), and no price is
 //! an error that says what was looked for.
 
-use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -31,6 +26,12 @@ use super::jsonld::{decode_entities, parse_lenient};
 use super::rules::{JsonApiRule, Rules};
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
 
+mod choice;
+mod report;
+
+use choice::{blank_offer, candidate, choose, from_offers, settle, with_minor_digits, Offer, Role};
+pub use report::ReportJson;
+
 /// Where a price came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -40,24 +41,6 @@ pub enum Method {
     Meta,
     SiteRule,
     JsonApi,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::JsonLd => "json-ld",
-            Method::Microdata => "microdata",
-            Method::Meta => "meta",
-            Method::SiteRule => "site-rule",
-            Method::JsonApi => "json-api",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -88,15 +71,6 @@ impl Availability {
             "outofstock" | "soldout" | "discontinued" | "unavailable" => Availability::OutOfStock,
             "preorder" | "presale" | "backorder" => Availability::Preorder,
             _ => Availability::Unknown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Availability::InStock => "in_stock",
-            Availability::OutOfStock => "out_of_stock",
-            Availability::Preorder => "preorder",
-            Availability::Unknown => "unknown",
         }
     }
 }
@@ -191,76 +165,6 @@ impl Report {
     }
 }
 
-impl Report {
-    /// The `probe` text: one field per line, then the candidates, the chosen one marked.
-    pub fn to_text(&self, url: &str) -> String {
-        let mut out = format!("url:          {url}\n");
-        out.push_str(&format!(
-            "title:        {}\n",
-            self.title.as_deref().unwrap_or("(none)")
-        ));
-        let price = match (self.amount, self.currency) {
-            (Some(a), Some(c)) => format!("{a} {c}"),
-            (Some(a), None) => format!("{a} (currency unknown)"),
-            _ => "none".to_owned(),
-        };
-        out.push_str(&format!("price:        {price}\n"));
-        out.push_str(&format!("availability: {}\n", self.availability.as_str()));
-        out.push_str(&format!(
-            "method:       {}\n",
-            self.method.map_or("none", Method::as_str)
-        ));
-        if self.candidates.len() > 1 {
-            out.push_str(&format!("candidates:   {}\n", self.candidates.len()));
-            for (i, c) in self.candidates.iter().enumerate() {
-                out.push_str(&format!(
-                    "  {} {} {:<4} {:<12} {:<10} {}\n",
-                    if i == 0 { "*" } else { " " },
-                    c.amount,
-                    c.currency.as_deref().unwrap_or("?"),
-                    c.availability.as_str(),
-                    c.method.as_str(),
-                    c.source
-                ));
-            }
-        }
-        if let Some(e) = &self.error {
-            out.push_str(&format!("problem:      {e}\n"));
-        }
-        out
-    }
-}
-
-/// The `probe --json` shape of a [`Report`].
-#[derive(Debug, Serialize)]
-pub struct ReportJson<'a> {
-    pub url: &'a str,
-    pub title: Option<&'a str>,
-    pub amount: Option<String>,
-    pub currency: Option<&'a str>,
-    pub availability: Availability,
-    pub method: Option<Method>,
-    pub candidates: &'a [Candidate],
-    pub error: Option<&'static str>,
-    pub problem: Option<String>,
-}
-
-impl Report {
-    pub fn to_json<'a>(&'a self, url: &'a str) -> ReportJson<'a> {
-        ReportJson {
-            url,
-            title: self.title.as_deref(),
-            amount: self.amount.map(|a| a.to_string()),
-            currency: self.currency.as_ref().map(Currency::as_str),
-            availability: self.availability,
-            method: self.method,
-            candidates: &self.candidates,
-            error: self.error.as_ref().map(ExtractError::code),
-            problem: self.error.as_ref().map(ToString::to_string),
-        }
-    }
-}
-
 /// Reads prices from bodies. Cheap to share: it holds only the compiled rules.
 pub struct Extractor {
     rules: Rules,
@@ -295,27 +199,6 @@ impl Extractor {
         };
         from_facts(url, &facts, site.map(|(_, _, desc)| desc.as_str()))
     }
-}
-
-/// A price as one source states it, before the choice.
-#[derive(Clone, Debug)]
-struct Offer {
-    /// `None` when the offer states no usable price; `zero` tells whether it stated 0.
-    price: Option<(Decimal, CurrencyFound)>,
-    zero: bool,
-    availability: Availability,
-    url: Option<String>,
-    sku: Option<String>,
-    role: Role,
-    source: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    Single,
-    AggregateLow,
-    /// A candidate only, never chosen.
-    AggregateHigh,
 }
 
 /// The offers one source gives for the product, and its name for the product.
@@ -428,53 +311,6 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
     }
 }
 
-/// A price whose currency is not known is still reported, with the reason.
-fn settle(amount: Decimal, currency: CurrencyFound) -> (Option<Currency>, Option<ExtractError>) {
-    match currency {
-        CurrencyFound::Known(c) => (Some(c), None),
-        CurrencyFound::Ambiguous(candidates) => (
-            None,
-            Some(ExtractError::AmbiguousCurrency { amount, candidates }),
-        ),
-        CurrencyFound::Unstated => (
-            None,
-            Some(ExtractError::AmbiguousCurrency {
-                amount,
-                candidates: Vec::new(),
-            }),
-        ),
-    }
-}
-
-/// `2499.9` BRL reads `2499.90`: amounts are shown with their currency's minor digits.
-fn with_minor_digits(amount: Decimal, currency: Option<Currency>) -> Decimal {
-    let Some(c) = currency else {
-        return amount;
-    };
-    let mut a = amount.normalize();
-    if a.scale() < c.minor_digits() {
-        a.rescale(c.minor_digits());
-    }
-    a
-}
-
-fn candidate(o: &Offer, method: Method) -> Candidate {
-    let (amount, currency) = match &o.price {
-        Some((a, CurrencyFound::Known(c))) => {
-            (with_minor_digits(*a, Some(*c)), Some(c.to_string()))
-        }
-        Some((a, _)) => (*a, None),
-        None => (Decimal::ZERO, None),
-    };
-    Candidate {
-        amount,
-        currency,
-        method,
-        availability: o.availability,
-        source: o.source.clone(),
-    }
-}
-
 fn looked_for(sources: &[(Method, Found)], site_rule: Option<&str>) -> String {
     let mut parts = vec![
         "JSON-LD Product offers".to_owned(),
@@ -495,42 +331,6 @@ fn looked_for(sources: &[(Method, Found)], site_rule: Option<&str>) -> String {
         msg.push_str(&notes.join("; "));
     }
     msg
-}
-
-/// The rule in the module documentation. Returns an index into `offers`.
-fn choose(offers: &[Offer], variant: Option<&str>) -> Option<usize> {
-    let priced = || {
-        offers
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.price.is_some() && o.role != Role::AggregateHigh)
-    };
-    if let Some(v) = variant.filter(|v| !v.is_empty()) {
-        let selected = priced().find(|(_, o)| {
-            o.sku.as_deref() == Some(v)
-                || o.url.as_deref().and_then(variant_of).as_deref() == Some(v)
-        });
-        if let Some((i, _)) = selected {
-            return Some(i);
-        }
-    }
-    if let Some((i, _)) = priced().find(|(_, o)| o.role == Role::AggregateLow) {
-        return Some(i);
-    }
-    let amount = |o: &Offer| o.price.as_ref().map_or(Decimal::MAX, |p| p.0);
-    priced()
-        .filter(|(_, o)| o.availability != Availability::OutOfStock)
-        .min_by_key(|(_, o)| amount(o))
-        .or_else(|| priced().min_by_key(|(_, o)| amount(o)))
-        .map(|(i, _)| i)
-}
-
-fn variant_of(offer_url: &str) -> Option<String> {
-    let query = offer_url.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or(query);
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "variant")
-        .map(|(_, v)| v.into_owned())
 }
 
 /// A price written for machines (JSON-LD, `content` attributes, APIs): schema.org asks for
@@ -586,18 +386,6 @@ fn text_offer(
         Err(_) => {}
     }
     o
-}
-
-fn blank_offer(availability: Availability, source: String) -> Offer {
-    Offer {
-        price: None,
-        zero: false,
-        availability,
-        url: None,
-        sku: None,
-        role: Role::Single,
-        source,
-    }
 }
 
 /// Whitespace runs to one space, trimmed; entities decoded.
@@ -1046,27 +834,6 @@ fn extract_json_api(url: &Url, body: &[u8], rule: &JsonApiRule) -> Report {
     }
 }
 
-fn from_offers(method: Method, offers: Vec<Offer>, title: Option<String>) -> Option<Report> {
-    let i = choose(&offers, None);
-    let Some(i) = i else {
-        return offers.iter().any(|o| o.zero).then(|| Report {
-            title: title.clone(),
-            ..Report::failed(ExtractError::ZeroPrice)
-        });
-    };
-    let (amount, found_currency) = offers[i].price.clone()?;
-    let (currency, error) = settle(amount, found_currency);
-    Some(Report {
-        title,
-        amount: Some(with_minor_digits(amount, currency)),
-        currency,
-        availability: offers[i].availability,
-        method: Some(method),
-        candidates: vec![candidate(&offers[i], method)],
-        error,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1075,7 +842,7 @@ mod tests {
         Url::parse(u).unwrap()
     }
 
-    fn json_ld(page_url: &str, script: &str) -> Report {
+    pub(super) fn json_ld(page_url: &str, script: &str) -> Report {
         let facts = PageFacts {
             json_ld: vec![script.to_owned()],
             ..PageFacts::default()
@@ -1148,40 +915,6 @@ mod tests {
             o.price.unwrap().1,
             CurrencyFound::Known(Currency::parse("EUR").unwrap())
         );
-    }
-
-    #[test]
-    fn the_choice_follows_variant_then_main_offer_then_lowest_in_stock() {
-        let script = r#"{"@type":"Product","name":"P","offers":[
-            {"@type":"Offer","price":"30.00","priceCurrency":"USD","sku":"A","availability":"InStock"},
-            {"@type":"Offer","price":"20.00","priceCurrency":"USD","sku":"B","availability":"OutOfStock"},
-            {"@type":"Offer","price":"25.00","priceCurrency":"USD","sku":"C","url":"/p?variant=77","availability":"InStock"}]}"#;
-        let pick = |u: &str| json_ld(u, script).amount.unwrap().to_string();
-        assert_eq!(pick("https://s.example/p"), "25.00", "lowest in stock");
-        assert_eq!(
-            pick("https://s.example/p?variant=B"),
-            "20.00",
-            "by sku, even out of stock"
-        );
-        assert_eq!(
-            pick("https://s.example/p?variant=77"),
-            "25.00",
-            "by offer url"
-        );
-        assert_eq!(
-            pick("https://s.example/p?variant=zzz"),
-            "25.00",
-            "unknown variant ignored"
-        );
-        let r = json_ld("https://s.example/p", script);
-        assert_eq!(r.candidates.len(), 3);
-        assert_eq!(r.candidates[0].amount, r.amount.unwrap());
-
-        let aggregate = r#"{"@type":"Product","name":"P","offers":{"@type":"AggregateOffer",
-            "lowPrice":9.5,"highPrice":"12","priceCurrency":"EUR","offerCount":3}}"#;
-        let r = json_ld("https://s.example/p", aggregate);
-        assert_eq!(r.amount.unwrap().to_string(), "9.50");
-        assert_eq!(r.candidates.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,217 @@
+//! The `pricewatch probe` command: a product's price read the way the daemon reads it, from
+//! its URL, from a saved page or from one price string. It lives in the library, apart from
+//! the CLI shell, so that it can be tested without a process; it prints nothing itself but
+//! returns what to print and the exit status.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use url::Url;
+
+use crate::ops::config::Config;
+use crate::price::engine::{extractor_from_config, Check, EngineError, PriceEngine};
+use crate::price::extract::Report;
+use crate::price::TextProbe;
+
+/// The URL a saved page is read as when none is given.
+const SAVED_PAGE_URL: &str = "https://saved-page.invalid/";
+
+/// Where the page comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Page<'a> {
+    /// Fetched, through the same SSRF guard and limits as the daemon.
+    Fetch { url: &'a str },
+    /// A saved page; `url` is where it came from (for site rules, `?variant=` and the
+    /// currency hint of its domain).
+    Saved {
+        file: &'a Path,
+        url: Option<&'a str>,
+    },
+}
+
+/// Bad input: the probe could not start (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{text:?} is not a URL: {source}")]
+    NotAUrl {
+        text: String,
+        source: url::ParseError,
+    },
+    #[error("cannot read {}: {source}", .file.display())]
+    ReadFile {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Why a page that was asked for gave no report; the probe still ends normally (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum Unread {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the site answered 304 Not Modified to an unconditional request")]
+    NotModified,
+}
+
+/// What a probe prints, and how it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    /// A price was found (for a page: with its currency).
+    pub found: bool,
+}
+
+impl Outcome {
+    /// The exit status: 0 when a price was found, 1 when not (the reason is printed).
+    pub fn status(&self) -> u8 {
+        if self.found {
+            0
+        } else {
+            1
+        }
+    }
+
+    fn json_line(&mut self, value: &impl Serialize) {
+        match serde_json::to_string(value) {
+            Ok(line) => {
+                self.stdout.push_str(&line);
+                self.stdout.push('\n');
+            }
+            Err(e) => self
+                .stderr
+                .push_str(&format!("pricewatch: cannot print the report: {e}\n")),
+        }
+    }
+}
+
+/// `probe --price-text`: one price string, with what the page says about its currency.
+pub fn text(text: &str, hint: Option<&str>, json: bool) -> Outcome {
+    let report = TextProbe::run(text, hint);
+    let mut out = Outcome {
+        found: report.found(),
+        ..Outcome::default()
+    };
+    if json {
+        out.json_line(&report);
+        return out;
+    }
+    out.stdout.push_str(&format!(
+        "amount: {}\n",
+        report.amount.as_deref().unwrap_or("none")
+    ));
+    let currency = match (&report.currency, report.currency_candidates.is_empty()) {
+        (Some(c), _) => c.clone(),
+        (None, false) => format!("one of {}", report.currency_candidates.join(", ")),
+        (None, true) => "unknown".to_owned(),
+    };
+    out.stdout.push_str(&format!("currency: {currency}\n"));
+    if let Some(p) = &report.problem {
+        out.stderr.push_str(&format!("note: {p}\n"));
+    }
+    out
+}
+
+/// `probe URL` and `probe --html FILE`: the page's report, or why it could not be read.
+pub fn page(page: Page<'_>, config: &Config, json: bool) -> Result<Outcome, ProbeError> {
+    let (url, read) = read_page(page, config)?;
+    let mut out = Outcome::default();
+    match read {
+        Err(unread) => {
+            if json {
+                out.json_line(&serde_json::json!({
+                    "url": url.as_str(), "amount": null, "currency": null,
+                    "error": "fetch_failed", "problem": unread.to_string(),
+                }));
+            }
+            out.stderr
+                .push_str(&format!("pricewatch: cannot read {url}: {unread}\n"));
+        }
+        Ok(report) => {
+            if json {
+                out.json_line(&report.to_json(url.as_str()));
+            } else {
+                out.stdout.push_str(&report.to_text(url.as_str()));
+            }
+            out.found = report.price().is_ok();
+        }
+    }
+    Ok(out)
+}
+
+fn parse_url(text: &str) -> Result<Url, ProbeError> {
+    Url::parse(text.trim()).map_err(|source| ProbeError::NotAUrl {
+        text: text.to_owned(),
+        source,
+    })
+}
+
+/// Fetches or reads the page; the inner `Err` is a page that could not be fetched.
+fn read_page(page: Page<'_>, config: &Config) -> Result<(Url, Result<Report, Unread>), ProbeError> {
+    let target = match page {
+        Page::Saved { file, url } => {
+            let body = std::fs::read(file).map_err(|source| ProbeError::ReadFile {
+                file: file.to_owned(),
+                source,
+            })?;
+            let url = parse_url(url.unwrap_or(SAVED_PAGE_URL))?;
+            let report = extractor_from_config(config)?.extract(&url, &body, None);
+            return Ok((url, Ok(report)));
+        }
+        Page::Fetch { url } => url,
+    };
+    let url = parse_url(target)?;
+    let engine = PriceEngine::from_config(config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProbeError::Runtime)?;
+    let report = match runtime.block_on(engine.check(&url, &Default::default())) {
+        Ok(Check::Read { report, .. }) => Ok(report),
+        Ok(Check::Unchanged { .. }) => Err(Unread::NotModified),
+        Err(e) => Err(Unread::Engine(e)),
+    };
+    Ok((url, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Config {
+        crate::ops::config::load(None, std::iter::empty()).expect("the embedded defaults")
+    }
+
+    #[test]
+    fn a_price_text_prints_amount_and_currency_and_notes_problems() {
+        let out = text("1.234,56 €", None, false);
+        assert_eq!(out.stdout, "amount: 1234.56\ncurrency: EUR\n");
+        assert_eq!((out.stderr.as_str(), out.status()), ("", 0));
+        let out = text("$5", None, false);
+        assert!(
+            out.stdout.contains("currency: one of USD"),
+            "{}",
+            out.stdout
+        );
+        let out = text("Call for price", None, false);
+        assert!(out.stderr.starts_with("note: ") && out.status() == 1);
+    }
+
+    #[test]
+    fn a_missing_saved_page_or_a_bad_url_is_bad_input() {
+        let file = Path::new("no-such-dir/page.html");
+        let e = page(Page::Saved { file, url: None }, &defaults(), false).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("cannot read no-such-dir/page.html: "));
+        let e = page(Page::Fetch { url: " nope " }, &defaults(), true).unwrap_err();
+        assert!(
+            e.to_string().starts_with("\" nope \" is not a URL: "),
+            "{e}"
+        );
+    }
+}
