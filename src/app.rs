@@ -78,6 +78,8 @@ pub enum AppError {
     ShortAdminToken,
     #[error("cannot build the price engine")]
     Engine(#[from] EngineError),
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
     #[error("cannot start the scheduler")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
@@ -480,4 +482,18 @@ async fn deliver(
     for p in lingering {
         let _ = p.await;
     }
+}
+
+/// `pricewatch serve`: starts the daemon, stops it on SIGINT/SIGTERM, and returns once it
+/// has drained and flushed.
+pub async fn serve(config: &Config) -> Result<(), AppError> {
+    if config.bot.is_local_development() {
+        tracing::warn!(
+            "LOCAL-DEVELOPMENT MODE: no bot.app_id, so activities are NOT authenticated; \
+             listening on loopback only (connect the Bot Framework Emulator with no app id)"
+        );
+    }
+    let app = App::start(config).await?;
+    crate::ops::shutdown::listen(app.shutdown_token()).map_err(AppError::Signals)?;
+    app.run_until_stopped().await
 }

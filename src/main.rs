@@ -149,7 +149,7 @@ fn probe(args: &ProbeArgs) -> ExitCode {
             match probe::page(page, &config, args.json) {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    eprintln!("pricewatch: {e}");
+                    eprintln!("pricewatch: {}", pricewatch::error::Chain(&e));
                     return ExitCode::from(BAD_INPUT);
                 }
             }
@@ -164,63 +164,26 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
     pricewatch::ops::telemetry::init(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        if config.bot.is_local_development() {
-            tracing::warn!(
-                "LOCAL-DEVELOPMENT MODE: no bot.app_id, so activities are NOT authenticated; \
-                 listening on loopback only (connect the Bot Framework Emulator with no app id)"
-            );
-        }
-        let app = pricewatch::app::App::start(&config).await?;
-        pricewatch::ops::shutdown::listen(app.shutdown_token())
-            .context("cannot install the signal handlers")?;
-        app.run_until_stopped().await?;
-        anyhow::Ok(())
-    })
+    Ok(runtime.block_on(pricewatch::app::serve(&config))?)
 }
 
 fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {
-    use pricewatch::clock::Clock;
+    use pricewatch::ops::admin::{outbox_command, Requeue};
     let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
-    let store = pricewatch::store::SledStore::open(&pricewatch::store::SledStoreConfig {
-        path: config.storage.path.clone(),
-        cache_capacity: config.storage.cache_capacity,
-        flush_every: config.storage.flush_every,
-    })
-    .context(
-        "stop the daemon first: the outbox is read and changed only while it is not running",
-    )?;
-    let now = pricewatch::clock::SystemClock.now_ms();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        match action {
-            None => {
-                print!(
-                    "{}",
-                    pricewatch::ops::admin::outbox_listing(&store, now).await?
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Some(OutboxCmd::Retry { ids, all_dead }) => {
-                let which = if all_dead {
-                    pricewatch::ops::admin::Requeue::AllDead
-                } else {
-                    pricewatch::ops::admin::Requeue::Ids(ids)
-                };
-                let done = pricewatch::ops::admin::requeue(&store, which, now).await?;
-                println!("re-queued {} dead letter(s)", done.requeued.len());
-                if done.not_dead.is_empty() {
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    let ids: Vec<String> = done.not_dead.iter().map(u64::to_string).collect();
-                    eprintln!("pricewatch: not dead letters: {}", ids.join(", "));
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+    let action = action.map(|OutboxCmd::Retry { ids, all_dead }| {
+        if all_dead {
+            Requeue::AllDead
+        } else {
+            Requeue::Ids(ids)
         }
+    });
+    let done = outbox_command(&config, action)?;
+    print!("{}", done.stdout);
+    eprint!("{}", done.stderr);
+    Ok(if done.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

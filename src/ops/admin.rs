@@ -3,8 +3,10 @@
 //! dead letters. sled's directory lock makes a running daemon's data unavailable here,
 //! and [`crate::store::SledStore::open`] says so.
 
+use crate::clock::{Clock, SystemClock};
 use crate::domain::OutboxEntry;
-use crate::store::{Store, StoreError};
+use crate::ops::config::Config;
+use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
 
 /// Most entries listed per section; the count is always exact.
 pub const LIST_LIMIT: usize = 1000;
@@ -22,6 +24,64 @@ pub struct Requeued {
     pub requeued: Vec<u64>,
     /// Ids that are not dead letters (delivered, still pending, or never existed).
     pub not_dead: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("stop the daemon first: the outbox is read and changed only while it is not running")]
+    Open(#[source] StoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What `pricewatch outbox [retry …]` prints, and whether it all went as asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxCommand {
+    pub stdout: String,
+    pub stderr: String,
+    /// `false` when some ids to re-queue were not dead letters.
+    pub success: bool,
+}
+
+/// Runs `pricewatch outbox` (`action: None`) or `pricewatch outbox retry` on the data
+/// directory `config` names, which a running daemon must not hold.
+pub fn outbox_command(
+    config: &Config,
+    action: Option<Requeue>,
+) -> Result<OutboxCommand, AdminError> {
+    let store = SledStore::open(&SledStoreConfig {
+        path: config.storage.path.clone(),
+        cache_capacity: config.storage.cache_capacity,
+        flush_every: config.storage.flush_every,
+    })
+    .map_err(AdminError::Open)?;
+    let now = SystemClock.now_ms();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AdminError::Runtime)?;
+    runtime.block_on(async {
+        let Some(which) = action else {
+            return Ok(OutboxCommand {
+                stdout: outbox_listing(&store, now).await?,
+                stderr: String::new(),
+                success: true,
+            });
+        };
+        let done = requeue(&store, which, now).await?;
+        let mut out = OutboxCommand {
+            stdout: format!("re-queued {} dead letter(s)\n", done.requeued.len()),
+            stderr: String::new(),
+            success: done.not_dead.is_empty(),
+        };
+        if !out.success {
+            let ids: Vec<String> = done.not_dead.iter().map(u64::to_string).collect();
+            out.stderr = format!("pricewatch: not dead letters: {}\n", ids.join(", "));
+        }
+        Ok(out)
+    })
 }
 
 /// The text of `pricewatch outbox`.

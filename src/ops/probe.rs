@@ -32,19 +32,19 @@ pub enum Page<'a> {
 /// Bad input: the probe could not start (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("{text:?} is not a URL: {source}")]
+    #[error("{text:?} is not a URL")]
     NotAUrl {
         text: String,
         source: url::ParseError,
     },
-    #[error("cannot read {}: {source}", .file.display())]
+    #[error("cannot read {}", .file.display())]
     ReadFile {
         file: PathBuf,
         source: std::io::Error,
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }
 
