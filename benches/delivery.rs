@@ -32,6 +32,7 @@ use pricewatch::clock::{Clock, SystemClock};
 use pricewatch::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use pricewatch::delivery::ratelimit::{ChannelLimits, SendLimits};
 use pricewatch::delivery::retry::RetryPolicy;
+use pricewatch::delivery::run::next_pause;
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::{
@@ -397,18 +398,12 @@ fn run() -> Result<ExitCode, String> {
     let d = delivery(&store, SendLimits::new(&table, Arc::new(SystemClock)))?;
     let deadline = Instant::now() + limited_for + Duration::from_secs(2);
     rt.block_on(async {
-        // The daemon's loop (`app::deliver`): a pass, then the wait it asks for.
+        // The daemon's loop (`delivery::run`): a pass, then the wait it asks for.
         while Instant::now() < deadline {
             let r = d.pass().await.map_err(|e| e.to_string())?;
-            let pause = if r.more && r.done + r.deferred > 0 {
-                0
-            } else {
-                r.next_attempt_ms.map_or(5_000, |at| {
-                    at.saturating_sub(SystemClock.now_ms()).min(5_000)
-                })
-            };
-            if pause > 0 {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+            let pause = next_pause(&r, SystemClock.now_ms());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
         }
         Ok::<_, String>(())

@@ -3,6 +3,7 @@
 //! ([`trigger`]), and recorded by the store.
 
 pub mod plan;
+pub mod run;
 pub mod schedule;
 pub mod trigger;
 pub mod watcher;
