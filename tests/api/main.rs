@@ -2,6 +2,8 @@
 
 mod connector;
 mod delivery;
+#[path = "../common/fakes.rs"]
+mod fakes;
 mod fetch;
 mod helpers;
 mod notify;
@@ -360,7 +362,7 @@ async fn a_failing_channel_does_not_fail_the_turn() {
 async fn a_changed_service_url_replaces_the_reference() {
     let t = TestApp::spawn().await;
     t.say("c1", "help").await;
-    let second = helpers::FakeChannel::start().await;
+    let second = fakes::FakeChannel::start().await;
     let mut m = t.message("c1", "help");
     m["serviceUrl"] = second.url.clone().into();
     t.post(&m).await;
