@@ -15,7 +15,7 @@ use crate::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::ratelimit::SendLimits;
 use crate::delivery::run::Wakeups;
 use crate::delivery::token::{TokenClient, TokenConfig};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, PassReport};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::{Bot, BotSettings};
 use crate::inbound::command::Limits;
@@ -25,7 +25,7 @@ use crate::price::engine::{EngineError, PriceEngine};
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::start_ticks;
-use crate::watch::watcher::Watcher;
+use crate::watch::watcher::{TickReport, Watcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -70,6 +70,7 @@ pub struct App {
     ticks: JoinHandle<()>,
     delivering: JoinHandle<()>,
     watcher: Watcher,
+    delivery: Arc<Delivery>,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -243,7 +244,7 @@ impl App {
         let (scheduler, tick_signals) = start_ticks(cron).await?;
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
         let delivering = tokio::spawn(crate::delivery::run::run(
-            delivery,
+            delivery.clone(),
             Wakeups {
                 checks: watcher.clone(),
                 announced,
@@ -262,6 +263,7 @@ impl App {
             ticks,
             delivering,
             watcher,
+            delivery,
         })
     }
 
@@ -271,6 +273,21 @@ impl App {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// Runs one step of the watch loop now, beside the scheduled ones (a product being
+    /// checked is never checked twice at once), whether or not the schedule is on. For
+    /// tests and operators' tooling: whoever needs to know what a tick did asks for one
+    /// and reads its report, instead of waiting for the cron.
+    pub async fn tick_now(&self) -> Result<TickReport, StoreError> {
+        self.watcher.step().await
+    }
+
+    /// Runs one delivery pass now, beside the loop's (a channel is in one pass at a time,
+    /// so one the loop is sending to is left to it), and returns its report. For tests and
+    /// operators' tooling, like [`App::tick_now`].
+    pub async fn deliver_now(&self) -> Result<PassReport, StoreError> {
+        self.delivery.pass().await
     }
 
     /// Cancelling this token starts a graceful shutdown.
@@ -290,6 +307,7 @@ impl App {
             ticks,
             delivering,
             watcher,
+            delivery,
             ..
         } = self;
         // Both branches can be ready at once (a cancel makes the graceful server finish
@@ -315,6 +333,7 @@ impl App {
         let _ = ticks.await;
         delivering.abort();
         let _ = delivering.await;
+        drop(delivery);
         watcher.shutdown().await;
         drop(watcher);
         store.flush().await?;

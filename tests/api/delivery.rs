@@ -21,6 +21,7 @@ use rust_decimal::Decimal;
 use warp::http::StatusCode;
 
 use crate::fakes::{open_store, FakeChannel};
+use crate::helpers::eventually;
 
 struct Setup {
     store: Arc<dyn Store>,
@@ -675,9 +676,14 @@ async fn a_slow_channel_does_not_hold_back_another_channels_messages() {
     // The first pass is stuck on Slack ...
     let d = delivery.clone();
     let first = tokio::spawn(async move { d.pass().await.unwrap() });
-    while slow.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| async {
+        if slow.received().is_empty() {
+            Err("the first pass to reach Slack")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     // ... while a message for Telegram, queued meanwhile, goes out in the next one.
     seed(&store, &clock, &fast.url, "telegram", 1).await;
     let started = std::time::Instant::now();

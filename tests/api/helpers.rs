@@ -1,8 +1,10 @@
 //! Test harness: the real daemon on a loopback port, a temporary data directory, and the
 //! fake channel (`fakes.rs`) that records every activity the bot sends.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pricewatch::app::App;
 use pricewatch::ops::config::Config;
@@ -19,6 +21,44 @@ pub fn test_config(data: &Path) -> Config {
     config.storage.path = data.to_owned();
     config.schedule.enabled = false;
     config
+}
+
+/// How long a test waits for something it cannot trigger itself before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it returns `Ok`, failing the test with its last `Err` (what it
+/// still waits for) if [`DEADLINE`] passes first. For what only the daemon's own tasks
+/// do (a first check, a delivery); what a test can trigger, it triggers
+/// (`App::tick_now`, `App::deliver_now`) and asserts on the report.
+pub async fn eventually<T, E, F, Fut>(mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(waiting) if tokio::time::Instant::now() >= until => {
+                panic!("waited {DEADLINE:?} for {waiting}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Waits until `channel` has received `n` activities in all, and returns them.
+pub async fn wait_for(channel: &FakeChannel, n: usize) -> Vec<Recorded> {
+    eventually(|| async {
+        let got = channel.received();
+        if got.len() >= n {
+            Ok(got)
+        } else {
+            Err(format!("{n} activities; got {got:?}"))
+        }
+    })
+    .await
 }
 
 pub struct TestApp {
@@ -121,17 +161,24 @@ impl TestApp {
         })
     }
 
-    /// Waits (up to 10 s) until the fake channel has received `n` activities in all,
-    /// and returns them.
+    /// Waits until the fake channel has received `n` activities in all, and returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
-        for _ in 0..200 {
-            let got = self.channel.received();
-            if got.len() >= n {
-                return got;
+        wait_for(&self.channel, n).await
+    }
+
+    /// Waits until every queued message has been delivered (or dead-lettered): after it,
+    /// anything the channel has not received was never queued.
+    pub async fn outbox_drained(&self) {
+        let store = self.app().store();
+        eventually(|| async {
+            let left = store.stats().await.unwrap().outbox;
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("the outbox to empty; {left} left"))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} activities, got {:?}", self.channel.received());
+        })
+        .await
     }
 
     /// Sends a message and returns the text of the single reply it produced.

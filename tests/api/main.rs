@@ -525,8 +525,16 @@ async fn stopping_after_the_server_already_finished_is_clean() {
         let app = pricewatch::app::App::start(&test_config(&dir.path().join("data")))
             .await
             .unwrap();
+        let addr = app.local_addr();
         app.shutdown_token().cancel();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The server closes its listener on its way out.
+        helpers::eventually(|| async {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => Err("the server to close its listener"),
+                Err(_) => Ok(()),
+            }
+        })
+        .await;
         app.run_until_stopped().await.expect("clean stop");
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use pricewatch::store::Store;
 
-use crate::fakes::{open_store, FakeChannel, FakeShop, Page, Recorded};
+use crate::fakes::{open_store, FakeChannel, FakeShop, Page};
+use crate::helpers::wait_for;
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let file = dir.join("pricewatch.toml");
@@ -286,17 +287,6 @@ fn spawn_daemon(file: &std::path::Path) -> (KillOnDrop, String, String) {
             return (child, addr, log);
         }
     }
-}
-
-async fn wait_for(channel: &FakeChannel, n: usize) -> Vec<Recorded> {
-    for _ in 0..300 {
-        let got = channel.received();
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("expected {n} activities, got {:?}", channel.received());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

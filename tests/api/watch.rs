@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use warp::http::StatusCode;
 
 use crate::fakes::{open_store, FakeShop, Page};
+use crate::helpers::{eventually, test_config, TestApp};
 
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 60 * MINUTE;
@@ -249,30 +250,55 @@ async fn a_first_check_without_a_price_removes_the_watch_and_says_why() {
 #[tokio::test]
 async fn a_tick_never_fetches_a_product_that_is_already_being_checked() {
     let shop = FakeShop::start().await;
-    shop.put(
-        "/p/slow",
-        Page::product("Skillet /p/slow", "10.00").after(Duration::from_millis(500)),
-    );
+    shop.set_price("/p/slow", "10.00");
     let l = Loop::new();
     l.watch("a", &url(&shop, "/p/slow")).await;
+    // The shop holds the first tick's fetch until the second tick is over.
+    shop.hold();
     let (first, second) = tokio::join!(l.watcher.tick(), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        l.watcher.tick().await
+        eventually(|| async {
+            if shop.hits() == 1 {
+                Ok(())
+            } else {
+                Err("the first tick's fetch")
+            }
+        })
+        .await;
+        let second = l.watcher.tick().await;
+        shop.release();
+        second
     });
-    assert_eq!(first.unwrap().checked + second.unwrap().checked, 1);
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        second.checked, 0,
+        "the product in flight is not checked again"
+    );
+    assert_eq!(first.checked + second.checked, 1);
     assert_eq!(shop.hits(), 1);
 }
 
-/// The daemon with the watch loop on: ticks every second on a clock the test moves,
-/// the loopback shop allowed.
-async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path) -> crate::helpers::TestApp {
-    let mut config = crate::helpers::test_config(data);
+/// A cron tick that never comes while a test runs (the next is on 1 January 2999).
+const NO_SCHEDULED_TICK: &str = "0 0 0 1 1 * 2999";
+
+/// The daemon with the watch loop on, the loopback shop allowed, on a clock the test
+/// moves. `tick`: its cron; with [`NO_SCHEDULED_TICK`] the test ticks with
+/// `App::tick_now`, so no scheduled tick can take a check whose report it reads.
+async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path, tick: &str) -> TestApp {
+    let mut config = watching(data);
+    config.schedule.tick = tick.into();
+    config.fetch.host_gap = Duration::ZERO;
+    config.alerts.digest_window = Duration::from_millis(300);
+    TestApp::spawn_with_clock(config, clock).await
+}
+
+/// The test configuration with the watch loop on (every second) and the loopback shop
+/// allowed.
+fn watching(data: &std::path::Path) -> pricewatch::ops::config::Config {
+    let mut config = test_config(data);
     config.schedule.enabled = true;
     config.schedule.tick = "* * * * * *".into();
     config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
-    config.fetch.host_gap = Duration::ZERO;
-    config.alerts.digest_window = Duration::from_millis(300);
-    crate::helpers::TestApp::spawn_with_clock(config, clock).await
+    config
 }
 
 fn real_now() -> u64 {
@@ -285,7 +311,7 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
     shop.set_price("/p/1", "199.00");
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(real_now()));
-    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+    let t = daemon(clock.clone(), &dir.path().join("data"), NO_SCHEDULED_TICK).await;
 
     let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
     assert_eq!(t.post(&watch).await.0, 200);
@@ -310,6 +336,8 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
     // 25% down, the next check due: exactly one alert.
     shop.set_price("/p/1", "149.00");
     clock.advance_ms(34 * MINUTE);
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!((tick.checked, tick.queued), (1, 1));
     let got = t.wait_for(3).await;
     let alert = got[2].text();
     assert!(
@@ -317,7 +345,14 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
         "{alert}"
     );
     clock.advance_ms(34 * MINUTE);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!(
+        (tick.checked, tick.queued),
+        (1, 0),
+        "staying low does not alert again"
+    );
+    t.outbox_drained().await;
+    assert_eq!(t.app().deliver_now().await.unwrap().sent, 0);
     assert_eq!(
         t.channel.received().len(),
         3,
@@ -348,19 +383,13 @@ async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let clock = Arc::new(ManualClock::new(real_now()));
-    let mut t = daemon(clock.clone(), &data).await;
+    let mut t = daemon(clock.clone(), &data, "* * * * * *").await;
     t.post(&t.message("c1", &format!("watch {}/p/1", shop.base)))
         .await;
     t.wait_for(2).await;
     // The follow-up is recorded before the channel's answer: wait until it counts as
     // delivered, or the 503 below could answer it too and it would rightly be sent again.
-    for _ in 0..100 {
-        if t.app().store().stats().await.unwrap().outbox == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(t.app().store().stats().await.unwrap().outbox, 0);
+    t.outbox_drained().await;
 
     // The channel is down when the drop is seen: the alert is committed, not sent.
     t.channel.answer_with(StatusCode::SERVICE_UNAVAILABLE);
@@ -372,18 +401,9 @@ async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
 
     // A new daemon on the same data delivers it once the channel is back.
     t.channel.answer_with(StatusCode::OK);
-    let app = pricewatch::app::App::start_with_clock(
-        &{
-            let mut c = crate::helpers::test_config(&data);
-            c.schedule.enabled = true;
-            c.schedule.tick = "* * * * * *".into();
-            c.fetch.allow_networks = vec!["127.0.0.0/8".into()];
-            c
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let app = pricewatch::app::App::start_with_clock(&watching(&data), clock.clone())
+        .await
+        .unwrap();
     clock.advance_ms(MINUTE);
     let got = t.wait_for(4).await;
     assert!(got[3].text().contains("70.00"), "{}", got[3].text());
@@ -397,7 +417,7 @@ async fn two_products_dropping_for_one_conversation_make_one_digest() {
     shop.set_price("/p/2", "40.00");
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(real_now()));
-    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+    let t = daemon(clock.clone(), &dir.path().join("data"), NO_SCHEDULED_TICK).await;
     for p in ["/p/1", "/p/2"] {
         t.post(&t.message("c1", &format!("watch {}{p}", shop.base)))
             .await;
@@ -407,6 +427,8 @@ async fn two_products_dropping_for_one_conversation_make_one_digest() {
     shop.set_price("/p/1", "70.00");
     shop.set_price("/p/2", "30.00");
     clock.advance_ms(34 * MINUTE);
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!((tick.checked, tick.queued), (2, 2));
     let got = t.wait_for(5).await;
     let digest = got[4].text();
     assert!(
@@ -417,6 +439,7 @@ async fn two_products_dropping_for_one_conversation_make_one_digest() {
         digest.contains("unwatch 1") && digest.contains("unwatch 2"),
         "{digest}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    t.outbox_drained().await;
+    assert_eq!(t.app().deliver_now().await.unwrap().sent, 0);
     assert_eq!(t.channel.received().len(), 5, "no second message");
 }
