@@ -2,10 +2,11 @@
 //! (b) a channel limited to 50 messages per second, held for 60 s.
 //!
 //! The fake channel is this binary re-executed with `PW_DELIVERY_CHANNEL=1` (a child
-//! process, so its CPU is not delivery's): a warp server that answers every
-//! `POST /v3/conversations/{id}/activities` with 201 and an id, and records when each
-//! arrived (µs since the epoch). It prints `PORT <n>`; when its stdin closes it prints
-//! `TIMES` and the arrival times, one per line.
+//! process, so its CPU is not delivery's): the tests' fake channel (`tests/common/fakes.rs`)
+//! keeping arrival times only, which answers every `POST /v3/conversations/{id}/activities`
+//! with 200 and an id, and records when each arrived (µs since the epoch). It prints
+//! `URL <serviceUrl>`; when its stdin closes it prints `TIMES` and the arrival times, one
+//! per line.
 //!
 //! (a) `PW_BENCH_MESSAGES` messages (default 100,000) for `PW_BENCH_CONVERSATIONS`
 //! conversations (default 10,000), queued through `record_check` (the watch loop's path)
@@ -25,27 +26,31 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pricewatch::clock::{Clock, SystemClock};
 use pricewatch::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use pricewatch::delivery::ratelimit::{ChannelLimits, SendLimits};
 use pricewatch::delivery::retry::RetryPolicy;
+use pricewatch::delivery::run::next_pause;
 use pricewatch::delivery::Delivery;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
 };
 use pricewatch::inbound::command::ProductUrl;
-use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
-use warp::Filter;
+use pricewatch::store::{AddWatch, SledStore, Store};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/common/fakes.rs"]
+mod fakes;
 #[path = "common/procstat.rs"]
 mod procstat;
+
+use fakes::{open_store, FakeChannel, Keep};
 
 use procstat::{cpu_seconds, env_usize, reset_peak, status_kb};
 
@@ -72,40 +77,17 @@ fn main() -> ExitCode {
 // The fake channel (child process)
 // ---------------------------------------------------------------------------------------
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 fn channel_main() -> ExitCode {
-    let times: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let t2 = times.clone();
-    let route = warp::post()
-        .and(warp::path!("v3" / "conversations" / String / "activities"))
-        .and(warp::body::bytes())
-        .map(move |_conversation: String, _body: bytes::Bytes| {
-            let n = {
-                let mut all = t2.lock().unwrap();
-                all.push(now_us());
-                all.len()
-            };
-            warp::reply::with_status(
-                warp::reply::json(&serde_json::json!({ "id": format!("a{n}") })),
-                warp::http::StatusCode::CREATED,
-            )
-        });
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    runtime.spawn(warp::serve(route).incoming(listener).run());
-    println!("PORT {port}");
+    let channel = runtime.block_on(FakeChannel::start_with(
+        Arc::new(SystemClock),
+        Keep::Arrivals,
+    ));
+    println!("URL {}", channel.url);
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
-    let all = times.lock().unwrap().clone();
+    let all = channel.arrivals_us();
     let mut out = std::io::stdout().lock();
     writeln!(out, "TIMES {}", all.len()).unwrap();
     for t in all {
@@ -132,16 +114,12 @@ impl Channel {
             .map_err(|e| format!("cannot start the channel: {e}"))?;
         let stdout = child.stdout.take().ok_or("no channel stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let port = lines
+        let url = lines
             .next()
             .and_then(Result::ok)
-            .and_then(|l| l.strip_prefix("PORT ")?.parse::<u16>().ok())
-            .ok_or("the channel did not say its port")?;
-        Ok(Channel {
-            child,
-            lines,
-            url: format!("http://127.0.0.1:{port}/"),
-        })
+            .and_then(|l| Some(l.strip_prefix("URL ")?.to_owned()))
+            .ok_or("the channel did not say its URL")?;
+        Ok(Channel { child, lines, url })
     }
 
     fn cpu(&self) -> f64 {
@@ -169,16 +147,6 @@ impl Channel {
 // ---------------------------------------------------------------------------------------
 // Delivery (this process)
 // ---------------------------------------------------------------------------------------
-
-fn open_store(dir: &std::path::Path) -> Result<Arc<SledStore>, String> {
-    SledStore::open(&SledStoreConfig {
-        path: dir.join("data"),
-        cache_capacity: 32 << 20,
-        flush_every: Duration::from_millis(500),
-    })
-    .map(Arc::new)
-    .map_err(|e| e.to_string())
-}
 
 fn key(channel: &str, i: usize) -> ConversationKey {
     ConversationKey {
@@ -317,7 +285,7 @@ fn run() -> Result<ExitCode, String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = open_store(dir.path())?;
+    let store = open_store(&dir.path().join("data")).map_err(|e| e.to_string())?;
     let mut ok = true;
 
     // (a) limits off.
@@ -399,18 +367,12 @@ fn run() -> Result<ExitCode, String> {
     let d = delivery(&store, SendLimits::new(&table, Arc::new(SystemClock)))?;
     let deadline = Instant::now() + limited_for + Duration::from_secs(2);
     rt.block_on(async {
-        // The daemon's loop (`app::deliver`): a pass, then the wait it asks for.
+        // The daemon's loop (`delivery::run`): a pass, then the wait it asks for.
         while Instant::now() < deadline {
             let r = d.pass().await.map_err(|e| e.to_string())?;
-            let pause = if r.more && r.done + r.deferred > 0 {
-                0
-            } else {
-                r.next_attempt_ms.map_or(5_000, |at| {
-                    at.saturating_sub(SystemClock.now_ms()).min(5_000)
-                })
-            };
-            if pause > 0 {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
+            let pause = next_pause(&r, SystemClock.now_ms());
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
         }
         Ok::<_, String>(())

@@ -2,7 +2,8 @@
 //! watches, served by a local shop with ~100 KB product pages, politeness limits raised.
 //!
 //! 1. **Shop** (a child process: this binary re-executed with `PW_POLL_SHOP=1`, so its CPU
-//!    and memory are not the watch loop's): the fixture pages of `tests/fixtures/pages/`
+//!    and memory are not the watch loop's; the tests' fake shop, `tests/common/fakes.rs`,
+//!    with a page put for each product): the fixture pages of `tests/fixtures/pages/`
 //!    whose price comes from the page alone (no site or API rule, no expected error, in
 //!    stock, and still read at a loopback URL), each padded to ~100 KB with related-product cards,
 //!    gzip-encoded, with an ETag (`If-None-Match` answers 304). Product `i` gets fixture
@@ -33,11 +34,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use pricewatch::clock::{Clock, SystemClock};
 use pricewatch::domain::{NewWatch, Rule};
@@ -48,19 +48,19 @@ use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;
 use pricewatch::price::fetch::Fetcher;
 use pricewatch::price::rules::Rules;
-use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
+use pricewatch::store::{AddWatch, Store};
 use pricewatch::watch::gate::GateConfig;
 use pricewatch::watch::plan::PlanConfig;
 use pricewatch::watch::schedule::ScheduleConfig;
 use pricewatch::watch::trigger::TriggerConfig;
 use pricewatch::watch::watcher::{TickReport, Watcher};
 use rust_decimal::Decimal;
-use warp::http::{Response, StatusCode};
-use warp::Filter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../tests/common/fakes.rs"]
+mod fakes;
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
 #[path = "common/procstat.rs"]
@@ -68,6 +68,7 @@ mod procstat;
 
 use procstat::{cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
 
+use fakes::{open_store, FakeShop, Page};
 use fixtures::Fixture;
 
 const TARGET_PRODUCTS_PER_S: f64 = 2_000.0;
@@ -93,16 +94,9 @@ fn main() -> ExitCode {
 // The shop (child process)
 // ---------------------------------------------------------------------------------------
 
-/// One fixture in the rotation: its gzip-encoded page variants and content type.
+/// One fixture in the rotation: its gzip-encoded page variants.
 struct ShopPage {
-    variants: Vec<Bytes>,
-    content_type: String,
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
+    variants: Vec<Page>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Vec<usize> {
@@ -192,74 +186,51 @@ fn shop_pages(variants: usize) -> (Vec<ShopPage>, Vec<String>, usize, usize) {
         for b in &bodies {
             raw_bytes += b.len();
         }
-        let variants: Vec<Bytes> = bodies.iter().map(|b| Bytes::from(gzip(b))).collect();
-        wire_bytes += variants.iter().map(Bytes::len).sum::<usize>();
+        let variants: Vec<Page> = bodies
+            .into_iter()
+            .map(|b| Page::new(&f.content_type, b).gzip())
+            .collect();
+        wire_bytes += variants.iter().map(|p| p.body.len()).sum::<usize>();
         let n = variants.len();
         names.push(if n > 1 {
             format!("{name} ({n} prices)")
         } else {
             name.clone()
         });
-        pages.push(ShopPage {
-            variants,
-            content_type: f.content_type.clone(),
-        });
+        pages.push(ShopPage { variants });
     }
     let count: usize = pages.iter().map(|p| p.variants.len()).sum::<usize>().max(1);
     (pages, names, raw_bytes / count, wire_bytes / count)
 }
 
-/// Serves the pages on a loopback port, prints `PORT <n>` and the rotation, then serves
-/// until stdin closes, and prints `SERVED <full> <not_modified>`.
+/// Serves product `i` at `/p/{i}` for each of `PW_POLL_PRODUCTS` products, prints
+/// `PORT <n>` and the rotation, then serves until stdin closes, and prints
+/// `SERVED <full> <not_modified>`.
 fn shop_main() -> ExitCode {
     let variants = env_usize("PW_POLL_VARIANTS", 8).max(1);
+    let products = env_usize("PW_POLL_PRODUCTS", 0);
     let (pages, names, raw, wire) = shop_pages(variants);
     if pages.is_empty() {
         eprintln!("shop: no fixture reads its price at a loopback URL");
         return ExitCode::FAILURE;
     }
-    let pages = Arc::new(pages);
-    let full = Arc::new(AtomicUsize::new(0));
-    let not_modified = Arc::new(AtomicUsize::new(0));
-    let (f2, n2) = (full.clone(), not_modified.clone());
-    let route = warp::path!("p" / usize)
-        .and(warp::header::optional::<String>("if-none-match"))
-        .map(move |i: usize, inm: Option<String>| {
-            let page = &pages[i % pages.len()];
-            let v = (i / pages.len()) % page.variants.len();
-            let etag = format!("\"{}-{v}\"", i % pages.len());
-            if inm.as_deref() == Some(etag.as_str()) {
-                n2.fetch_add(1, Ordering::Relaxed);
-                return Response::builder()
-                    .status(StatusCode::NOT_MODIFIED)
-                    .header("etag", etag)
-                    .body(Bytes::new())
-                    .unwrap();
-            }
-            f2.fetch_add(1, Ordering::Relaxed);
-            Response::builder()
-                .header("content-type", page.content_type.as_str())
-                .header("content-encoding", "gzip")
-                .header("etag", etag)
-                .body(page.variants[v].clone())
-                .unwrap()
-        });
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    runtime.spawn(warp::serve(route).incoming(listener).run());
-    println!("PORT {port}");
+    let shop = runtime.block_on(FakeShop::start());
+    for i in 0..products {
+        let page = &pages[i % pages.len()];
+        let v = (i / pages.len()) % page.variants.len();
+        let etag = format!("\"{}-{v}\"", i % pages.len());
+        shop.put(
+            &format!("/p/{i}"),
+            page.variants[v].clone().with_etag(&etag),
+        );
+    }
+    println!("PORT {}", shop.port);
     println!("PAGES {} {raw} {wire} {}", names.len(), names.join(", "));
     std::io::stdout().flush().unwrap();
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
-    println!(
-        "SERVED {} {}",
-        full.load(Ordering::Relaxed),
-        not_modified.load(Ordering::Relaxed)
-    );
+    println!("SERVED {} {}", shop.full(), shop.not_modified());
     std::io::stdout().flush().unwrap();
     ExitCode::SUCCESS
 }
@@ -286,10 +257,11 @@ struct Shop {
 }
 
 impl Shop {
-    fn start(variants: usize) -> Result<Shop, String> {
+    fn start(products: usize, variants: usize) -> Result<Shop, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .env("PW_POLL_SHOP", "1")
+            .env("PW_POLL_PRODUCTS", products.to_string())
             .env("PW_POLL_VARIANTS", variants.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -392,16 +364,9 @@ fn run() -> Result<ExitCode, String> {
     let variants = env_usize("PW_POLL_VARIANTS", if full { 8 } else { 2 });
     let watches = products * per_product;
 
-    let shop = Shop::start(variants)?;
+    let shop = Shop::start(products, variants)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = Arc::new(
-        SledStore::open(&SledStoreConfig {
-            path: dir.path().join("data"),
-            cache_capacity: 32 << 20,
-            flush_every: Duration::from_millis(500),
-        })
-        .map_err(|e| e.to_string())?,
-    );
+    let store = open_store(&dir.path().join("data")).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let clock = Arc::new(ShiftedClock(AtomicU64::new(0)));
 

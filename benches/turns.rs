@@ -36,12 +36,16 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use warp::{Filter, Reply};
+
+#[path = "../tests/common/fakes.rs"]
+mod fakes;
+
+use fakes::{FakeChannel, Keep};
 
 /// Targets from the issue, for a 2-core machine.
 const TARGET_TURNS_PER_S: f64 = 12_000.0;
@@ -152,7 +156,7 @@ fn run() -> anyhow::Result<ExitCode> {
         .tempdir()
         .context("cannot create a temporary directory")?;
 
-    let channel = FakeChannel::start()?;
+    let channel = Channel::start()?;
     println!("fake channel on {}", channel.url);
     let body = BodyTemplate::new(&channel.url);
 
@@ -264,7 +268,7 @@ fn run() -> anyhow::Result<ExitCode> {
             wrk.requests
         ));
     }
-    let unexpected = channel.unexpected.load(Ordering::Relaxed);
+    let unexpected = channel.unexpected();
     if unexpected > 0 {
         broken.push(format!(
             "the fake channel received {unexpected} requests on an unexpected path"
@@ -458,19 +462,17 @@ fn wrk_version() -> Option<String> {
 // ---------------------------------------------------------------------------------------
 // The fake channel
 
-/// A Connector that accepts every reply at once, counting them.
-struct FakeChannel {
+/// The tests' fake channel keeping arrival times only, on a runtime of its own.
+struct Channel {
+    fake: FakeChannel,
     /// The `serviceUrl` activities carry, with the trailing slash channels use.
     url: String,
-    replies: Arc<AtomicU64>,
-    /// Requests that were not a reply POST: the daemon built a wrong URL.
-    unexpected: Arc<AtomicU64>,
     // Kept alive for the whole run; dropping it stops the server.
     _runtime: tokio::runtime::Runtime,
 }
 
-impl FakeChannel {
-    fn start() -> anyhow::Result<FakeChannel> {
+impl Channel {
+    fn start() -> anyhow::Result<Channel> {
         // One worker: the daemon and wrk need the machine's cores more than the fake does,
         // and a real channel would not run on the bot's machine at all.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -479,47 +481,24 @@ impl FakeChannel {
             .enable_all()
             .build()
             .context("cannot start the fake channel's runtime")?;
-        let replies = Arc::new(AtomicU64::new(0));
-        let unexpected = Arc::new(AtomicU64::new(0));
-        let counter = replies.clone();
-        // POST {serviceUrl}v3/conversations/{conversation}/activities/{replyToId}
-        let reply = warp::post()
-            .and(warp::path!(
-                "v3" / "conversations" / String / "activities" / String
-            ))
-            // Read the body so the connection stays reusable, as a real channel would.
-            .and(warp::body::bytes())
-            .map(
-                move |_conversation: String, _reply_to: String, _body: bytes::Bytes| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    warp::reply::with_header(r#"{"id":"1"}"#, "content-type", "application/json")
-                        .into_response()
-                },
-            );
-        let other_counter = unexpected.clone();
-        let other = warp::any().map(move || {
-            other_counter.fetch_add(1, Ordering::Relaxed);
-            warp::reply::with_status("unexpected request", warp::http::StatusCode::NOT_FOUND)
-                .into_response()
-        });
-        let routes = reply.or(other).unify();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .context("the fake channel cannot listen on 127.0.0.1")?;
-        let addr = listener
-            .local_addr()
-            .context("the fake channel has no local address")?;
-        runtime.spawn(warp::serve(routes).incoming(listener).run());
-        Ok(FakeChannel {
-            url: format!("http://{addr}/"),
-            replies,
-            unexpected,
+        let fake = runtime.block_on(FakeChannel::start_with(
+            Arc::new(pricewatch::clock::SystemClock),
+            Keep::Arrivals,
+        ));
+        Ok(Channel {
+            url: fake.url.clone(),
+            fake,
             _runtime: runtime,
         })
     }
 
     fn replies(&self) -> u64 {
-        self.replies.load(Ordering::Relaxed)
+        self.fake.count() as u64
+    }
+
+    /// Requests that were not a reply POST: the daemon built a wrong URL.
+    fn unexpected(&self) -> usize {
+        self.fake.unexpected()
     }
 }
 

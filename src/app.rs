@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::ratelimit::SendLimits;
+use crate::delivery::run::Wakeups;
 use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
 use crate::inbound::auth::InboundAuth;
@@ -23,12 +24,8 @@ use crate::ops::config::Config;
 use crate::price::engine::{EngineError, PriceEngine};
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
 use crate::watch::plan::PlanConfig;
-use crate::watch::watcher::Watcher;
-
-/// How often delivery looks at the outbox when no check has woken it (retries come due).
-const DELIVERY_POLL: Duration = Duration::from_secs(5);
-/// How long the delivery loop waits for one pass before starting the next beside it.
-const PASS_WAIT: Duration = Duration::from_secs(1);
+use crate::watch::run::start_ticks;
+use crate::watch::watcher::{TickReport, Watcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -93,8 +90,9 @@ pub struct App {
     grace: Duration,
     scheduler: tokio_cron_scheduler::JobScheduler,
     ticks: JoinHandle<()>,
-    delivery: JoinHandle<()>,
+    delivering: JoinHandle<()>,
     watcher: Watcher,
+    delivery: Arc<Delivery>,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -226,13 +224,13 @@ impl App {
             queued: announced.clone(),
             max_text: config.notify.max_text,
         });
-        let delivery = Delivery::new(
+        let delivery = Arc::new(Delivery::new(
             store.clone(),
             connector.clone(),
             clock,
             config.delivery.retry_policy(),
             limits,
-        );
+        ));
         let endpoint = Arc::new(Endpoint {
             auth: InboundAuth::LocalDevelopment,
             bot,
@@ -256,14 +254,19 @@ impl App {
             .graceful(cancel.clone().cancelled_owned())
             .run();
         let server = tokio::spawn(server);
-        let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
-        let scheduler = start_ticks(config, tick_tx).await?;
-        let ticks = tokio::spawn(run_ticks(watcher.clone(), tick_rx, cancel.clone()));
-        let delivery = tokio::spawn(deliver(
-            delivery,
-            watcher.clone(),
-            announced,
-            config.alerts.digest_window,
+        let cron = config
+            .schedule
+            .enabled
+            .then_some(config.schedule.tick.as_str());
+        let (scheduler, tick_signals) = start_ticks(cron).await?;
+        let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
+        let delivering = tokio::spawn(crate::delivery::run::run(
+            delivery.clone(),
+            Wakeups {
+                checks: watcher.clone(),
+                announced,
+                digest_window: config.alerts.digest_window,
+            },
             cancel.clone(),
         ));
         tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");
@@ -275,8 +278,9 @@ impl App {
             grace: config.server.shutdown_grace,
             scheduler,
             ticks,
-            delivery,
+            delivering,
             watcher,
+            delivery,
         })
     }
 
@@ -286,6 +290,21 @@ impl App {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// Runs one step of the watch loop now, beside the scheduled ones (a product being
+    /// checked is never checked twice at once), whether or not the schedule is on. For
+    /// tests and operators' tooling: whoever needs to know what a tick did asks for one
+    /// and reads its report, instead of waiting for the cron.
+    pub async fn tick_now(&self) -> Result<TickReport, StoreError> {
+        self.watcher.step().await
+    }
+
+    /// Runs one delivery pass now, beside the loop's (a channel is in one pass at a time,
+    /// so one the loop is sending to is left to it), and returns its report. For tests and
+    /// operators' tooling, like [`App::tick_now`].
+    pub async fn deliver_now(&self) -> Result<PassReport, StoreError> {
+        self.delivery.pass().await
     }
 
     /// Cancelling this token starts a graceful shutdown.
@@ -303,8 +322,9 @@ impl App {
             grace,
             mut scheduler,
             ticks,
-            delivery,
+            delivering,
             watcher,
+            delivery,
             ..
         } = self;
         // Both branches can be ready at once (a cancel makes the graceful server finish
@@ -328,8 +348,9 @@ impl App {
         // Every task holding the store ends here, so sled's directory lock is released
         // when this returns and a new daemon can open the same data.
         let _ = ticks.await;
-        delivery.abort();
-        let _ = delivery.await;
+        delivering.abort();
+        let _ = delivering.await;
+        drop(delivery);
         watcher.shutdown().await;
         drop(watcher);
         store.flush().await?;
@@ -341,146 +362,6 @@ impl App {
     pub async fn stop(self) -> Result<(), AppError> {
         self.cancel.cancel();
         self.run_until_stopped().await
-    }
-}
-
-/// The cron schedule of the tick. The job only signals [`run_ticks`]: a full channel
-/// means a tick is already pending, so slow ticks never pile up, and the scheduler's own
-/// tasks hold nothing of the daemon.
-async fn start_ticks(
-    config: &Config,
-    tick: tokio::sync::mpsc::Sender<()>,
-) -> Result<tokio_cron_scheduler::JobScheduler, AppError> {
-    let scheduler = tokio_cron_scheduler::JobScheduler::new().await?;
-    if !config.schedule.enabled {
-        tracing::warn!("schedule.enabled is false: no product is checked");
-        return Ok(scheduler);
-    }
-    let job = tokio_cron_scheduler::Job::new_async(config.schedule.tick.as_str(), move |_, _| {
-        let tick = tick.clone();
-        Box::pin(async move {
-            let _ = tick.try_send(());
-        })
-    })?;
-    scheduler.add(job).await?;
-    scheduler.start().await?;
-    Ok(scheduler)
-}
-
-/// Runs one watcher tick per signal until shutdown. A tick that is cut off leaves its
-/// products due; nothing half-done was recorded (a check commits in one transaction).
-async fn run_ticks(
-    watcher: Watcher,
-    mut ticks: tokio::sync::mpsc::Receiver<()>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            signal = ticks.recv() => {
-                if signal.is_none() {
-                    return;
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            result = watcher.tick() => match result {
-                Ok(r) if r.checked > 0 || r.failed > 0 => {
-                    tracing::info!(checked = r.checked, queued = r.queued, failed = r.failed, "tick")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "tick failed; due products wait for the next"),
-            },
-        }
-    }
-}
-
-/// Sends queued messages when a check queued some, and every few seconds for retries.
-///
-/// Each pass runs as its own task and is waited for at most [`PASS_WAIT`]: a channel that
-/// is slow to answer keeps its pass going in the background while the next pass serves
-/// the other channels (a channel is in one pass at a time).
-async fn deliver(
-    delivery: Delivery,
-    watcher: Watcher,
-    announced: Arc<tokio::sync::Notify>,
-    digest_window: Duration,
-    cancel: CancellationToken,
-) {
-    let delivery = Arc::new(delivery);
-    // Passes still sending to a slow channel; ended at shutdown, so none holds the store.
-    let mut lingering: Vec<JoinHandle<Result<PassReport, StoreError>>> = Vec::new();
-    loop {
-        // Until the next pass: at once when the last one left due messages behind, at the
-        // earliest stored next attempt, else the poll period (retries of earlier passes).
-        let mut pause = DELIVERY_POLL;
-        let d = delivery.clone();
-        let mut pass = tokio::spawn(async move { d.pass().await });
-        let outcome = tokio::select! {
-            _ = cancel.cancelled() => {
-                pass.abort();
-                lingering.push(pass);
-                break;
-            }
-            outcome = tokio::time::timeout(PASS_WAIT, &mut pass) => outcome,
-        };
-        match outcome {
-            Ok(Ok(Ok(r))) => {
-                if r.sent > 0 || r.retried > 0 || r.dead > 0 {
-                    tracing::debug!(
-                        sent = r.sent,
-                        retried = r.retried,
-                        dead = r.dead,
-                        deferred = r.deferred,
-                        "delivery pass"
-                    );
-                }
-                // Only when it moved something: due messages of a paused (429) channel stay
-                // due, and must not make this loop spin.
-                let moved = r.done + r.retried + r.dead + r.deferred > 0;
-                if r.more && moved {
-                    pause = Duration::ZERO;
-                } else if let Some(at) = r.next_attempt_ms {
-                    let ms = at.saturating_sub(delivery.now_ms());
-                    pause = pause.min(Duration::from_millis(ms));
-                }
-            }
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "delivery pass failed; retrying"),
-            Ok(Err(e)) => tracing::error!(error = %e, "a delivery pass failed"),
-            Err(_) => {
-                // A slow channel: its pass goes on; the next serves the others.
-                lingering.push(pass);
-                pause = PASS_WAIT;
-            }
-        }
-        lingering.retain(|p| !p.is_finished());
-        if pause.is_zero() {
-            if cancel.is_cancelled() {
-                break;
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = watcher.messages_queued() => {
-                // The checks of one tick finish one after another: wait a moment so that
-                // alerts for one conversation go out as one digest, not one by one.
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(digest_window) => {}
-                }
-            }
-            _ = announced.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
-    // A message cut off mid-send is still queued: the next daemon sends it (at least once).
-    for p in &lingering {
-        p.abort();
-    }
-    for p in lingering {
-        let _ = p.await;
     }
 }
 

@@ -6,11 +6,13 @@
 //! the outbox, so a restart does not retry in a burst), or moved to the dead letters with
 //! its last error. A 403/404 marks the conversation unreachable and pauses its watches. A
 //! 429/503 also holds back the rest of that channel's messages for the `Retry-After`.
-//! Every outcome is logged with the alert id and counted.
+//! Every outcome is logged with the alert id and counted. When passes run is
+//! [`run`]'s business.
 
 pub mod connector;
 pub mod ratelimit;
 pub mod retry;
+pub mod run;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

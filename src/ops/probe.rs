@@ -205,12 +205,12 @@ mod tests {
     fn a_missing_saved_page_or_a_bad_url_is_bad_input() {
         let file = Path::new("no-such-dir/page.html");
         let e = page(Page::Saved { file, url: None }, &defaults(), false).unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("cannot read no-such-dir/page.html: "));
+        // As main prints it: the error with its cause.
+        let shown = |e: &ProbeError| crate::error::Chain(e).to_string();
+        assert!(shown(&e).starts_with("cannot read no-such-dir/page.html: "));
         let e = page(Page::Fetch { url: " nope " }, &defaults(), true).unwrap_err();
         assert!(
-            e.to_string().starts_with("\" nope \" is not a URL: "),
+            shown(&e).starts_with("\" nope \" is not a URL: "),
             "{e}"
         );
     }

@@ -4,6 +4,7 @@
 
 pub mod gate;
 pub mod plan;
+pub mod run;
 pub mod schedule;
 pub mod trigger;
 pub mod watcher;

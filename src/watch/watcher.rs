@@ -1,7 +1,8 @@
 //! The watch loop's engine room: picks the products that are due, fetches each once
 //! through the politeness gate however many watches share it, and records what the check
 //! changed ([`crate::watch::plan`]) in one store transaction. The decisions are pure
-//! (`schedule`, `trigger`, `plan`); this module only sequences the I/O.
+//! (`schedule`, `trigger`, `plan`); this module only sequences the I/O, and when ticks
+//! run is [`crate::watch::run`]'s business.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,6 @@
 //! The Connector client's outbound token and serviceUrl policy, against a local token
 //! endpoint and a local channel (real HTTP servers on loopback).
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use pricewatch::ops::config::Secret;
 use warp::http::StatusCode;
 use warp::Filter;
 
-use crate::helpers::serve;
+use crate::fakes::{serve, FakeChannel};
 
 /// One token request's form fields.
 type Form = Vec<(String, String)>;
@@ -75,47 +74,13 @@ impl TokenEndpoint {
     }
 }
 
-/// A channel that records each call's `Authorization` header and answers from a script
-/// (then 201).
-struct Channel {
-    url: String,
-    auth: Arc<Mutex<Vec<Option<String>>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Channel {
-    async fn start() -> Channel {
-        let auth: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-        let script: Arc<Mutex<VecDeque<u16>>> = Arc::default();
-        let (a, sc) = (auth.clone(), script.clone());
-        let route = warp::post()
-            .and(warp::header::optional::<String>("authorization"))
-            .and(warp::body::bytes())
-            .map(move |header: Option<String>, _body: bytes::Bytes| {
-                let n = {
-                    let mut all = a.lock().unwrap();
-                    all.push(header);
-                    all.len()
-                };
-                let status = sc.lock().unwrap().pop_front().unwrap_or(201);
-                warp::reply::with_status(
-                    warp::reply::json(&serde_json::json!({ "id": format!("act-{n}") })),
-                    StatusCode::from_u16(status).unwrap(),
-                )
-            });
-        let (url, stop) = serve(route).await;
-        Channel {
-            url,
-            auth,
-            script,
-            _stop: stop,
-        }
-    }
-
-    fn headers(&self) -> Vec<Option<String>> {
-        self.auth.lock().unwrap().clone()
-    }
+/// Each call's `Authorization` header, as the channel received it.
+fn headers(channel: &FakeChannel) -> Vec<Option<String>> {
+    channel
+        .received()
+        .into_iter()
+        .map(|r| r.authorization)
+        .collect()
 }
 
 fn activity(service_url: &str) -> OutboundActivity {
@@ -179,7 +144,7 @@ fn loopback() -> ServiceUrlPolicy {
 #[tokio::test]
 async fn one_token_serves_many_sends_and_is_refreshed_five_minutes_early() {
     let token = TokenEndpoint::start(3600).await;
-    let channel = Channel::start().await;
+    let channel = FakeChannel::start().await;
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let (connector, _) = connector(&token, clock.clone(), loopback());
 
@@ -202,8 +167,7 @@ async fn one_token_serves_many_sends_and_is_refreshed_five_minutes_early() {
     assert_eq!(get("client_id"), Some("app-id"));
     assert_eq!(get("client_secret"), Some("s3cret"));
     assert_eq!(get("scope"), Some("https://api.botframework.com/.default"));
-    assert!(channel
-        .headers()
+    assert!(headers(&channel)
         .iter()
         .all(|h| h.as_deref() == Some("Bearer tok-1")));
 
@@ -216,7 +180,7 @@ async fn one_token_serves_many_sends_and_is_refreshed_five_minutes_early() {
     connector.send(&activity(&channel.url)).await.unwrap();
     assert_eq!(token.calls(), 2);
     assert_eq!(
-        channel.headers().last().unwrap().as_deref(),
+        headers(&channel).last().unwrap().as_deref(),
         Some("Bearer tok-2")
     );
 }
@@ -224,16 +188,16 @@ async fn one_token_serves_many_sends_and_is_refreshed_five_minutes_early() {
 #[tokio::test]
 async fn a_401_gets_exactly_one_fresh_token_and_one_retry() {
     let token = TokenEndpoint::start(3600).await;
-    let channel = Channel::start().await;
+    let channel = FakeChannel::start().await;
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let (connector, _) = connector(&token, clock, loopback());
 
-    channel.script.lock().unwrap().push_back(401);
+    channel.answer_next(&[401]);
     let delivered = connector.send(&activity(&channel.url)).await.unwrap();
     assert_eq!(delivered.activity_id.as_deref(), Some("act-2"));
     assert_eq!(token.calls(), 2);
     assert_eq!(
-        channel.headers(),
+        headers(&channel),
         [
             Some("Bearer tok-1".to_owned()),
             Some("Bearer tok-2".to_owned())
@@ -241,17 +205,17 @@ async fn a_401_gets_exactly_one_fresh_token_and_one_retry() {
     );
 
     // A channel that keeps refusing gets one retry, not a loop.
-    channel.script.lock().unwrap().extend([401, 401, 401]);
+    channel.answer_next(&[401, 401, 401]);
     let err = connector.send(&activity(&channel.url)).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
-    assert_eq!(channel.headers().len(), 4);
+    assert_eq!(headers(&channel).len(), 4);
     assert_eq!(token.calls(), 3);
 }
 
 #[tokio::test]
 async fn the_token_never_goes_to_a_service_url_off_the_allowlist() {
     let token = TokenEndpoint::start(3600).await;
-    let channel = Channel::start().await;
+    let channel = FakeChannel::start().await;
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let hosts = vec!["*.botframework.com".to_owned()];
     let (connector, _) = connector(&token, clock, ServiceUrlPolicy::new(&hosts, false));
@@ -267,7 +231,7 @@ async fn the_token_never_goes_to_a_service_url_off_the_allowlist() {
         .await
         .unwrap_err();
     assert!(matches!(err, ConnectorError::Untrusted { .. }), "{err}");
-    assert!(channel.headers().is_empty(), "nothing reached the channel");
+    assert!(headers(&channel).is_empty(), "nothing reached the channel");
     assert_eq!(token.calls(), 0, "no token was even fetched");
 }
 
@@ -275,7 +239,7 @@ async fn the_token_never_goes_to_a_service_url_off_the_allowlist() {
 async fn a_refused_token_request_is_a_clear_error_and_nothing_is_sent() {
     let token = TokenEndpoint::start(3600).await;
     *token.status.lock().unwrap() = StatusCode::UNAUTHORIZED;
-    let channel = Channel::start().await;
+    let channel = FakeChannel::start().await;
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let (connector, _) = connector(&token, clock, loopback());
 
@@ -285,12 +249,12 @@ async fn a_refused_token_request_is_a_clear_error_and_nothing_is_sent() {
         text.contains("401") && text.contains("AADSTS7000215") && !text.contains("s3cret"),
         "{text}"
     );
-    assert!(channel.headers().is_empty());
+    assert!(headers(&channel).is_empty());
 }
 
 #[tokio::test]
 async fn local_development_sends_no_token() {
-    let channel = Channel::start().await;
+    let channel = FakeChannel::start().await;
     let connector = Connector::new(
         &ConnectorConfig {
             timeout: Duration::from_secs(5),
@@ -302,5 +266,5 @@ async fn local_development_sends_no_token() {
     )
     .unwrap();
     connector.send(&activity(&channel.url)).await.unwrap();
-    assert_eq!(channel.headers(), [None]);
+    assert_eq!(headers(&channel), [None]);
 }

@@ -16,11 +16,12 @@ use pricewatch::inbound::activity::{
 };
 use pricewatch::inbound::command::ProductUrl;
 use pricewatch::price::Currency;
-use pricewatch::store::{AddWatch, SledStore, SledStoreConfig, Store};
+use pricewatch::store::{AddWatch, Store};
 use rust_decimal::Decimal;
 use warp::http::StatusCode;
 
-use crate::helpers::FakeChannel;
+use crate::fakes::{open_store, FakeChannel};
+use crate::helpers::eventually;
 
 struct Setup {
     store: Arc<dyn Store>,
@@ -49,14 +50,7 @@ async fn setup_with(
     limited: bool,
 ) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&SledStoreConfig {
-            path: dir.path().join("data"),
-            cache_capacity: 4 << 20,
-            flush_every: Duration::from_millis(500),
-        })
-        .unwrap(),
-    );
+    let store: Arc<dyn Store> = open_store(&dir.path().join("data")).unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let channel = FakeChannel::start_with_clock(clock.clone()).await;
     let reference = ConversationReference {
@@ -465,7 +459,7 @@ async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     let channel = FakeChannel::start_with_clock(clock.clone()).await;
-    let open = || open_store(dir.path());
+    let open = || -> Arc<dyn Store> { open_store(&dir.path().join("data")).unwrap() };
     let delivery = |store: &Arc<dyn Store>| {
         Delivery::new(
             store.clone(),
@@ -512,17 +506,6 @@ async fn waits_for_a_limit_or_a_retry_after_survive_a_restart() {
 
     let times: Vec<u64> = channel.received().iter().map(|r| r.at_ms).collect();
     assert!(times.windows(2).all(|p| p[1] - p[0] >= 2_000), "{times:?}");
-}
-
-fn open_store(dir: &std::path::Path) -> Arc<dyn Store> {
-    Arc::new(
-        SledStore::open(&SledStoreConfig {
-            path: dir.join("data"),
-            cache_capacity: 4 << 20,
-            flush_every: Duration::from_millis(500),
-        })
-        .unwrap(),
-    )
 }
 
 /// A local-development Connector (loopback allowed, no token).
@@ -605,7 +588,7 @@ async fn one_message_to(
     timeout: Duration,
 ) -> (Arc<dyn Store>, Delivery, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let store: Arc<dyn Store> = open_store(&dir.path().join("data")).unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     seed(&store, &clock, service_url, "slack", 1).await;
     let delivery = Delivery::new(
@@ -680,7 +663,7 @@ async fn a_slow_channel_does_not_hold_back_another_channels_messages() {
     slow.answer_after(Duration::from_secs(2));
     let fast = FakeChannel::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path());
+    let store: Arc<dyn Store> = open_store(&dir.path().join("data")).unwrap();
     let clock = Arc::new(ManualClock::new(1_764_000_000_000));
     seed(&store, &clock, &slow.url, "slack", 1).await;
     let delivery = Arc::new(Delivery::new(
@@ -693,9 +676,14 @@ async fn a_slow_channel_does_not_hold_back_another_channels_messages() {
     // The first pass is stuck on Slack ...
     let d = delivery.clone();
     let first = tokio::spawn(async move { d.pass().await.unwrap() });
-    while slow.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| async {
+        if slow.received().is_empty() {
+            Err("the first pass to reach Slack")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     // ... while a message for Telegram, queued meanwhile, goes out in the next one.
     seed(&store, &clock, &fast.url, "telegram", 1).await;
     let started = std::time::Instant::now();

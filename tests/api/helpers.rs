@@ -1,142 +1,16 @@
-//! Test harness: the real daemon on a loopback port, a temporary data directory, and a
-//! fake channel (a real HTTP server) that records every activity the bot sends.
+//! Test harness: the real daemon on a loopback port, a temporary data directory, and the
+//! fake channel (`fakes.rs`) that records every activity the bot sends.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use pricewatch::app::App;
 use pricewatch::ops::config::Config;
 use serde_json::{json, Value};
-use warp::http::StatusCode;
-use warp::Filter;
 
-/// One request the bot made to the fake channel.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// The path exactly as sent, still percent-encoded.
-    pub path: String,
-    pub body: Value,
-    /// When it arrived, in ms on the channel's clock (the real one unless the test gave
-    /// its own).
-    pub at_ms: u64,
-}
-
-impl Recorded {
-    pub fn text(&self) -> &str {
-        self.body["text"].as_str().unwrap_or("")
-    }
-}
-
-/// A Connector stand-in that accepts both the send and the reply endpoints.
-pub struct FakeChannel {
-    pub url: String,
-    received: Arc<Mutex<Vec<Recorded>>>,
-    status: Arc<Mutex<StatusCode>>,
-    delay: Arc<Mutex<std::time::Duration>>,
-    retry_after: Arc<Mutex<Option<String>>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl FakeChannel {
-    pub async fn start() -> FakeChannel {
-        Self::start_with_clock(Arc::new(pricewatch::clock::SystemClock)).await
-    }
-
-    /// Stamps each arrival with `clock`, so a test on a manual clock can check spacing.
-    pub async fn start_with_clock(clock: Arc<dyn pricewatch::clock::Clock>) -> FakeChannel {
-        let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let status = Arc::new(Mutex::new(StatusCode::OK));
-        let delay: Arc<Mutex<std::time::Duration>> = Arc::default();
-        let retry_after: Arc<Mutex<Option<String>>> = Arc::default();
-        let (rec, st, dl, ra) = (
-            received.clone(),
-            status.clone(),
-            delay.clone(),
-            retry_after.clone(),
-        );
-        let route = warp::post()
-            .and(warp::path::full())
-            .and(warp::body::json())
-            .then(move |path: warp::path::FullPath, body: Value| {
-                let (rec, st, dl, ra) = (rec.clone(), st.clone(), dl.clone(), ra.clone());
-                let at_ms = clock.now_ms();
-                async move {
-                    let path = path.as_str().to_owned();
-                    assert!(
-                        path.starts_with("/v3/conversations/") && path.contains("/activities"),
-                        "unexpected path {path}"
-                    );
-                    let id = {
-                        let mut all = rec.lock().unwrap();
-                        all.push(Recorded { path, body, at_ms });
-                        format!("act-{}", all.len())
-                    };
-                    let wait = *dl.lock().unwrap();
-                    tokio::time::sleep(wait).await;
-                    let reply = warp::reply::with_status(
-                        warp::reply::json(&json!({ "id": id })),
-                        *st.lock().unwrap(),
-                    );
-                    let retry_after = ra.lock().unwrap().clone().unwrap_or_default();
-                    // An empty header value means none (warp needs one reply type).
-                    warp::reply::with_header(reply, "retry-after", retry_after)
-                }
-            });
-        let (base, tx) = serve(route).await;
-        FakeChannel {
-            url: format!("{base}/"),
-            received,
-            status,
-            delay,
-            retry_after,
-            _shutdown: tx,
-        }
-    }
-
-    pub fn received(&self) -> Vec<Recorded> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Everything received so far, emptying the record.
-    pub fn take(&self) -> Vec<Recorded> {
-        std::mem::take(&mut *self.received.lock().unwrap())
-    }
-
-    pub fn answer_with(&self, status: StatusCode) {
-        *self.status.lock().unwrap() = status;
-    }
-
-    /// Sends this `Retry-After` with every answer (`None`: none).
-    pub fn answer_retry_after(&self, value: Option<&str>) {
-        *self.retry_after.lock().unwrap() = value.map(str::to_owned);
-    }
-
-    /// Records each request at once but answers only after `delay` (a hanging channel).
-    pub fn answer_after(&self, delay: std::time::Duration) {
-        *self.delay.lock().unwrap() = delay;
-    }
-}
-
-/// Serves `route` on a loopback port until the returned sender is dropped; returns
-/// `http://127.0.0.1:<port>`.
-pub async fn serve<F>(route: F) -> (String, tokio::sync::oneshot::Sender<()>)
-where
-    F: Filter + Clone + Send + Sync + 'static,
-    F::Extract: warp::Reply,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        warp::serve(route)
-            .incoming(listener)
-            .graceful(async {
-                let _ = rx.await;
-            })
-            .run(),
-    );
-    (format!("http://{addr}"), tx)
-}
+use crate::fakes::{FakeChannel, Recorded};
 
 /// The configuration every test starts from: port 0, the given data directory, and the
 /// bot's commands alone: nothing is fetched (the example URLs do not exist, and a
@@ -147,6 +21,44 @@ pub fn test_config(data: &Path) -> Config {
     config.storage.path = data.to_owned();
     config.schedule.enabled = false;
     config
+}
+
+/// How long a test waits for something it cannot trigger itself before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it returns `Ok`, failing the test with its last `Err` (what it
+/// still waits for) if [`DEADLINE`] passes first. For what only the daemon's own tasks
+/// do (a first check, a delivery); what a test can trigger, it triggers
+/// (`App::tick_now`, `App::deliver_now`) and asserts on the report.
+pub async fn eventually<T, E, F, Fut>(mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(waiting) if tokio::time::Instant::now() >= until => {
+                panic!("waited {DEADLINE:?} for {waiting}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Waits until `channel` has received `n` activities in all, and returns them.
+pub async fn wait_for(channel: &FakeChannel, n: usize) -> Vec<Recorded> {
+    eventually(|| async {
+        let got = channel.received();
+        if got.len() >= n {
+            Ok(got)
+        } else {
+            Err(format!("{n} activities; got {got:?}"))
+        }
+    })
+    .await
 }
 
 pub struct TestApp {
@@ -249,17 +161,24 @@ impl TestApp {
         })
     }
 
-    /// Waits (up to 10 s) until the fake channel has received `n` activities in all,
-    /// and returns them.
+    /// Waits until the fake channel has received `n` activities in all, and returns them.
     pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
-        for _ in 0..200 {
-            let got = self.channel.received();
-            if got.len() >= n {
-                return got;
+        wait_for(&self.channel, n).await
+    }
+
+    /// Waits until every queued message has been delivered (or dead-lettered): after it,
+    /// anything the channel has not received was never queued.
+    pub async fn outbox_drained(&self) {
+        let store = self.app().store();
+        eventually(|| async {
+            let left = store.stats().await.unwrap().outbox;
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("the outbox to empty; {left} left"))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} activities, got {:?}", self.channel.received());
+        })
+        .await
     }
 
     /// Sends a message and returns the text of the single reply it produced.

@@ -2,6 +2,8 @@
 
 mod connector;
 mod delivery;
+#[path = "../common/fakes.rs"]
+mod fakes;
 mod fetch;
 mod helpers;
 mod notify;
@@ -360,7 +362,7 @@ async fn a_failing_channel_does_not_fail_the_turn() {
 async fn a_changed_service_url_replaces_the_reference() {
     let t = TestApp::spawn().await;
     t.say("c1", "help").await;
-    let second = helpers::FakeChannel::start().await;
+    let second = fakes::FakeChannel::start().await;
     let mut m = t.message("c1", "help");
     m["serviceUrl"] = second.url.clone().into();
     t.post(&m).await;
@@ -524,8 +526,16 @@ async fn stopping_after_the_server_already_finished_is_clean() {
         let app = pricewatch::app::App::start(&test_config(&dir.path().join("data")))
             .await
             .unwrap();
+        let addr = app.local_addr();
         app.shutdown_token().cancel();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The server closes its listener on its way out.
+        helpers::eventually(|| async {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => Err("the server to close its listener"),
+                Err(_) => Ok(()),
+            }
+        })
+        .await;
         app.run_until_stopped().await.expect("clean stop");
     }
 }

@@ -57,7 +57,7 @@ async fn a_missing_or_wrong_token_is_401_and_queues_nothing() {
     let get = t.client.get(notify_url(&t)).send().await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
     assert_eq!(t.app().store().stats().await.unwrap().outbox, 0);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.app().deliver_now().await.unwrap().sent, 0);
     assert!(t.channel.take().is_empty());
 }
 

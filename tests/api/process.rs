@@ -4,7 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pricewatch::store::{SledStore, SledStoreConfig, Store};
+use pricewatch::store::Store;
+
+use crate::fakes::{open_store, FakeChannel, FakeShop, Page};
+use crate::helpers::wait_for;
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let file = dir.join("pricewatch.toml");
@@ -41,7 +44,7 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
     let (mut child, addr, log) = spawn_daemon(&file);
     assert!(log.contains("LOCAL-DEVELOPMENT MODE"), "{log}");
 
-    let channel = super::helpers::FakeChannel::start().await;
+    let channel = FakeChannel::start().await;
     let activity = serde_json::json!({
         "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
         "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
@@ -64,12 +67,7 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "exit status after SIGTERM");
 
-    let store = SledStore::open(&SledStoreConfig {
-        path: dir.path().join("data"),
-        cache_capacity: 1 << 20,
-        flush_every: Duration::from_millis(500),
-    })
-    .unwrap();
+    let store = open_store(&dir.path().join("data")).unwrap();
     assert_eq!(store.stats().await.unwrap().watches, 1);
 }
 
@@ -291,25 +289,14 @@ fn spawn_daemon(file: &std::path::Path) -> (KillOnDrop, String, String) {
     }
 }
 
-async fn wait_for(
-    channel: &super::helpers::FakeChannel,
-    n: usize,
-) -> Vec<super::helpers::Recorded> {
-    for _ in 0..300 {
-        let got = channel.received();
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("expected {n} activities, got {:?}", channel.received());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_committed_but_not_sent_arrives_after_a_kill_9() {
-    let shop = super::watch::Shop::start().await;
+    let shop = FakeShop::start().await;
     // Slow enough that the command's reply is out before the first price is read.
-    shop.set("/p/1", "100.00", 200, 1000);
+    shop.put(
+        "/p/1",
+        Page::product("Skillet /p/1", "100.00").after(Duration::from_secs(1)),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(
         dir.path(),
@@ -317,7 +304,7 @@ async fn a_message_committed_but_not_sent_arrives_after_a_kill_9() {
          [bot]\nreply_timeout = \"60s\"\n",
     );
     let (mut daemon, addr, _) = spawn_daemon(&file);
-    let channel = super::helpers::FakeChannel::start().await;
+    let channel = FakeChannel::start().await;
     let activity = serde_json::json!({
         "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
         "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
@@ -366,14 +353,7 @@ async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() 
     let dir = tempfile::tempdir().unwrap();
     let file = write_config(dir.path(), "");
     let config = pricewatch::ops::config::load(Some(&file), std::iter::empty()).unwrap();
-    let open = || {
-        SledStore::open(&SledStoreConfig {
-            path: config.storage.path.clone(),
-            cache_capacity: 4 << 20,
-            flush_every: Duration::from_millis(500),
-        })
-        .unwrap()
-    };
+    let open = || open_store(&config.storage.path).unwrap();
     let conv = ConversationKey {
         channel_id: "slack".into(),
         conversation_id: "C42".into(),

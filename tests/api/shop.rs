@@ -2,12 +2,10 @@
 //! (gzip-encoded, with validators, behind redirects), read through the SSRF-guarded
 //! fetcher and the extractor exactly as the daemon reads product pages.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +16,8 @@ use pricewatch::price::fetch::guard::Lookup;
 use pricewatch::price::fetch::{FetchError, Fetcher};
 use pricewatch::price::rules::Rules;
 use url::Url;
-use warp::http::{Response, StatusCode};
-use warp::Filter;
+
+use crate::fakes::{FakeShop, Page};
 
 #[path = "../common/fixtures.rs"]
 mod fixtures;
@@ -38,114 +36,35 @@ impl Lookup for ShopNames {
     }
 }
 
-struct Shop {
-    port: u16,
-    /// Requests answered with a body, and with 304.
-    full: Arc<AtomicUsize>,
-    not_modified: Arc<AtomicUsize>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// The fixture corpus in the shared shop: each fixture under its own host and path,
+/// gzip-encoded, with an ETag and a `Last-Modified`; also `/moved/<name>` redirecting to
+/// a fixture and `/huge` (6 MiB).
+async fn shop(fixtures: &[Fixture]) -> FakeShop {
+    let shop = FakeShop::start().await;
+    for f in fixtures {
+        let page = Page::new(&f.content_type, f.body.clone()).gzip();
+        let etag = format!("\"{}\"", page.body.len());
+        let page = page
+            .with_etag(&etag)
+            .with_last_modified("Tue, 24 Nov 2026 10:00:00 GMT");
+        shop.put(
+            &format!("{}{}", f.url.host_str().unwrap(), f.url.path()),
+            page,
+        );
+        shop.put(&format!("/moved/{}", f.name), Page::redirect(f.url.path()));
+    }
+    let mut huge = b"<html><body>".to_vec();
+    huge.resize(6 << 20, b'x');
+    shop.put("/huge", Page::new("text/html", huge));
+    shop
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-impl Shop {
-    /// Serves each fixture under its own host and path, gzip-encoded, with an ETag; also
-    /// `/moved/<name>` redirecting to a fixture and `/huge` (6 MiB).
-    async fn start(fixtures: &[Fixture]) -> Shop {
-        let pages: HashMap<String, (Vec<u8>, String)> = fixtures
-            .iter()
-            .map(|f| {
-                let key = format!("{}{}", f.url.host_str().unwrap(), f.url.path());
-                (key, (gzip(&f.body), f.content_type.clone()))
-            })
-            .collect();
-        let by_name: HashMap<String, String> = fixtures
-            .iter()
-            .map(|f| (f.name.clone(), f.url.path().to_owned()))
-            .collect();
-        let pages = Arc::new(pages);
-        let full = Arc::new(AtomicUsize::new(0));
-        let not_modified = Arc::new(AtomicUsize::new(0));
-        let (f2, n2) = (full.clone(), not_modified.clone());
-        let route = warp::path::full()
-            .and(warp::header::<String>("host"))
-            .and(warp::header::optional::<String>("if-none-match"))
-            .map(
-                move |path: warp::path::FullPath, host: String, inm: Option<String>| {
-                    let host = host.split(':').next().unwrap_or("").to_owned();
-                    let path = path.as_str();
-                    if let Some(name) = path.strip_prefix("/moved/") {
-                        let target = by_name.get(name).cloned().unwrap_or_default();
-                        return Response::builder()
-                            .status(StatusCode::MOVED_PERMANENTLY)
-                            .header("location", target)
-                            .body(Vec::new())
-                            .unwrap();
-                    }
-                    if path == "/huge" {
-                        let mut body = b"<html><body>".to_vec();
-                        body.resize(6 << 20, b'x');
-                        return Response::builder()
-                            .header("content-type", "text/html")
-                            .body(body)
-                            .unwrap();
-                    }
-                    let Some((body, content_type)) = pages.get(&format!("{host}{path}")) else {
-                        return Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Vec::new())
-                            .unwrap();
-                    };
-                    let etag = format!("\"{}\"", body.len());
-                    if inm.as_deref() == Some(etag.as_str()) {
-                        n2.fetch_add(1, Ordering::SeqCst);
-                        return Response::builder()
-                            .status(StatusCode::NOT_MODIFIED)
-                            .header("etag", etag)
-                            .body(Vec::new())
-                            .unwrap();
-                    }
-                    f2.fetch_add(1, Ordering::SeqCst);
-                    Response::builder()
-                        .header("content-type", content_type.as_str())
-                        .header("content-encoding", "gzip")
-                        .header("etag", etag)
-                        .header("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")
-                        .body(body.clone())
-                        .unwrap()
-                },
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            warp::serve(route)
-                .incoming(listener)
-                .graceful(async {
-                    let _ = rx.await;
-                })
-                .run()
-                .await;
-        });
-        Shop {
-            port,
-            full,
-            not_modified,
-            _stop: tx,
-        }
-    }
-
-    /// The fixture's URL, over plain HTTP on the shop's port.
-    fn url(&self, f: &Fixture) -> Url {
-        let mut url = f.url.clone();
-        url.set_scheme("http").unwrap();
-        url.set_port(Some(self.port)).unwrap();
-        url
-    }
+/// The fixture's URL, over plain HTTP on the shop's port.
+fn url(shop: &FakeShop, f: &Fixture) -> Url {
+    let mut url = f.url.clone();
+    url.set_scheme("http").unwrap();
+    url.set_port(Some(shop.port)).unwrap();
+    url
 }
 
 /// The fixture hosts are allowed by name (they resolve to loopback here); everything
@@ -169,10 +88,10 @@ fn engine(fixtures: &[Fixture], rules: Rules) -> PriceEngine {
 #[tokio::test]
 async fn every_fixture_served_over_http_reads_as_expected() {
     let all: Vec<Fixture> = fixtures::names().iter().map(|n| Fixture::load(n)).collect();
-    let shop = Shop::start(&all).await;
+    let shop = shop(&all).await;
     for f in &all {
         let engine = engine(std::slice::from_ref(f), f.rules());
-        let url = shop.url(f);
+        let url = url(&shop, f);
         let Check::Read {
             report,
             validators,
@@ -185,15 +104,15 @@ async fn every_fixture_served_over_http_reads_as_expected() {
         assert_eq!(final_url, url);
         assert!(validators.etag.is_some() && validators.last_modified.is_some());
     }
-    assert_eq!(shop.full.load(Ordering::SeqCst), all.len());
+    assert_eq!(shop.full(), all.len());
 }
 
 #[tokio::test]
 async fn an_unchanged_page_costs_a_304_and_no_parsing() {
     let f = Fixture::load("shopify-variant-selected");
-    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let shop = shop(std::slice::from_ref(&f)).await;
     let engine = engine(std::slice::from_ref(&f), Rules::default());
-    let url = shop.url(&f);
+    let url = url(&shop, &f);
     let Check::Read { validators, .. } = engine.check(&url, &Validators::default()).await.unwrap()
     else {
         panic!("first check must read the page");
@@ -202,8 +121,8 @@ async fn an_unchanged_page_costs_a_304_and_no_parsing() {
         Check::Unchanged { validators: kept } => assert_eq!(kept, validators),
         other => panic!("expected 304, got {other:?}"),
     }
-    assert_eq!(shop.full.load(Ordering::SeqCst), 1);
-    assert_eq!(shop.not_modified.load(Ordering::SeqCst), 1);
+    assert_eq!(shop.full(), 1);
+    assert_eq!(shop.not_modified(), 1);
 
     // A validator the shop no longer recognises gets the page again.
     let stale = Validators {
@@ -219,9 +138,9 @@ async fn an_unchanged_page_costs_a_304_and_no_parsing() {
 #[tokio::test]
 async fn a_redirected_product_is_read_at_its_new_address() {
     let f = Fixture::load("jsonld-out-of-stock");
-    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let shop = shop(std::slice::from_ref(&f)).await;
     let engine = engine(std::slice::from_ref(&f), Rules::default());
-    let mut moved = shop.url(&f);
+    let mut moved = url(&shop, &f);
     moved.set_path("/moved/jsonld-out-of-stock");
     let Check::Read {
         report, final_url, ..
@@ -240,9 +159,9 @@ async fn a_redirected_product_is_read_at_its_new_address() {
 #[tokio::test]
 async fn a_huge_page_is_refused_not_parsed() {
     let f = Fixture::load("jsonld-out-of-stock");
-    let shop = Shop::start(std::slice::from_ref(&f)).await;
+    let shop = shop(std::slice::from_ref(&f)).await;
     let engine = engine(std::slice::from_ref(&f), Rules::default());
-    let mut url = shop.url(&f);
+    let mut url = url(&shop, &f);
     url.set_path("/huge");
     let err = engine
         .check(&url, &Validators::default())

@@ -2,9 +2,7 @@
 //! product however many watch it, the trigger's alerts and notices queued durably, and
 //! no second fetch of a product already being checked.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pricewatch::clock::{Clock, ManualClock};
@@ -17,90 +15,23 @@ use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;
 use pricewatch::price::fetch::Fetcher;
 use pricewatch::price::rules::Rules;
-use pricewatch::store::{SledStore, SledStoreConfig, Store};
+use pricewatch::store::Store;
 use pricewatch::watch::gate::GateConfig;
 use pricewatch::watch::plan::PlanConfig;
 use pricewatch::watch::schedule::ScheduleConfig;
 use pricewatch::watch::trigger::TriggerConfig;
 use pricewatch::watch::watcher::Watcher;
 use rust_decimal::Decimal;
-use warp::http::{Response, StatusCode};
+use warp::http::StatusCode;
 
-use warp::Filter;
+use crate::fakes::{open_store, FakeShop, Page};
+use crate::helpers::{eventually, test_config, TestApp};
 
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 60 * MINUTE;
 
-/// What the shop serves at one path: the price text, the status and a delay in ms.
-type Pages = Arc<Mutex<HashMap<String, (String, u16, u64)>>>;
-
-/// A shop whose product pages carry a JSON-LD price the test sets, or an error status.
-pub(crate) struct Shop {
-    pub(crate) base: String,
-    pages: Pages,
-    hits: Arc<AtomicUsize>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Shop {
-    pub(crate) async fn start() -> Shop {
-        let pages: Pages = Arc::default();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (p, h) = (pages.clone(), hits.clone());
-        let route = warp::path::full().then(move |path: warp::path::FullPath| {
-            let (p, h) = (p.clone(), h.clone());
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                let page = p.lock().unwrap().get(path.as_str()).cloned();
-                let Some((price, status, delay)) = page else {
-                    return Response::builder().status(404).body(String::new()).unwrap();
-                };
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                let body = format!(
-                    r#"<html><head><script type="application/ld+json">{{"@type":"Product","name":"Skillet {path}","offers":{{"@type":"Offer","price":"{price}","priceCurrency":"EUR","availability":"https://schema.org/InStock"}}}}</script></head><body></body></html>"#,
-                    path = path.as_str()
-                );
-                Response::builder()
-                    .status(StatusCode::from_u16(status).unwrap())
-                    .header("content-type", "text/html; charset=utf-8")
-                    .body(body)
-                    .unwrap()
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            warp::serve(route)
-                .incoming(listener)
-                .graceful(async {
-                    let _ = rx.await;
-                })
-                .run()
-                .await;
-        });
-        Shop {
-            base,
-            pages,
-            hits,
-            _stop: tx,
-        }
-    }
-
-    pub(crate) fn set(&self, path: &str, price: &str, status: u16, delay_ms: u64) {
-        self.pages
-            .lock()
-            .unwrap()
-            .insert(path.to_owned(), (price.to_owned(), status, delay_ms));
-    }
-
-    fn url(&self, path: &str) -> ProductUrl {
-        ProductUrl::parse(&format!("{}{path}", self.base), 2048).unwrap()
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
+fn url(shop: &FakeShop, path: &str) -> ProductUrl {
+    ProductUrl::parse(&shop.url(path), 2048).unwrap()
 }
 
 struct Loop {
@@ -120,14 +51,7 @@ fn conversation(id: &str) -> ConversationKey {
 impl Loop {
     fn new() -> Loop {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SledStore::open(&SledStoreConfig {
-                path: dir.path().join("data"),
-                cache_capacity: 4 << 20,
-                flush_every: Duration::from_millis(500),
-            })
-            .unwrap(),
-        );
+        let store: Arc<dyn Store> = open_store(&dir.path().join("data")).unwrap();
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let fetch = FetchConfig {
             allow_networks: vec!["127.0.0.0/8".into()],
@@ -210,13 +134,13 @@ fn alerts(messages: &[OutboxMessage]) -> Vec<(Decimal, Decimal)> {
 
 #[tokio::test]
 async fn a_shared_product_is_fetched_once_and_a_25_percent_drop_alerts_once() {
-    let shop = Shop::start().await;
-    shop.set("/p/1", "200.00", 200, 0);
-    shop.set("/p/2", "50.00", 200, 0);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "200.00");
+    shop.set_price("/p/2", "50.00");
     let l = Loop::new();
-    l.watch("a", &shop.url("/p/1")).await;
-    l.watch("b", &shop.url("/p/1")).await;
-    l.watch("b", &shop.url("/p/2")).await;
+    l.watch("a", &url(&shop, "/p/1")).await;
+    l.watch("b", &url(&shop, "/p/1")).await;
+    l.watch("b", &url(&shop, "/p/2")).await;
 
     let report = l.watcher.tick().await.unwrap();
     assert_eq!((report.checked, report.queued), (2, 3));
@@ -234,13 +158,13 @@ async fn a_shared_product_is_fetched_once_and_a_25_percent_drop_alerts_once() {
     assert_eq!(shop.hits(), 2);
 
     // 10% down: no alert.
-    shop.set("/p/1", "180.00", 200, 0);
+    shop.set_price("/p/1", "180.00");
     l.later();
     l.watcher.tick().await.unwrap();
     assert!(alerts(&l.drain().await).is_empty());
 
     // 25% down: exactly one alert per watch, with the right numbers.
-    shop.set("/p/1", "150.00", 200, 0);
+    shop.set_price("/p/1", "150.00");
     l.later();
     l.watcher.tick().await.unwrap();
     let fired = alerts(&l.drain().await);
@@ -254,32 +178,35 @@ async fn a_shared_product_is_fetched_once_and_a_25_percent_drop_alerts_once() {
     l.watcher.tick().await.unwrap();
     assert!(l.drain().await.is_empty());
     // History keeps the three distinct prices.
-    let history = l.store.history(&shop.url("/p/1")).await.unwrap();
+    let history = l.store.history(&url(&shop, "/p/1")).await.unwrap();
     let prices: Vec<String> = history.iter().map(|p| p.amount.to_string()).collect();
     assert_eq!(prices, ["200.00", "180.00", "150.00"]);
 
     // A year and more later, history older than the retention is gone; the current price stays.
     l.clock.advance_ms(400 * 24 * HOUR);
     l.watcher.tick().await.unwrap();
-    let history = l.store.history(&shop.url("/p/1")).await.unwrap();
+    let history = l.store.history(&url(&shop, "/p/1")).await.unwrap();
     let prices: Vec<String> = history.iter().map(|p| p.amount.to_string()).collect();
     assert_eq!(prices, ["150.00"]);
 }
 
 #[tokio::test]
 async fn a_shop_failing_for_a_day_is_reported_once() {
-    let shop = Shop::start().await;
-    shop.set("/p/1", "99.00", 200, 0);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "99.00");
     let l = Loop::new();
-    l.watch("a", &shop.url("/p/1")).await;
+    l.watch("a", &url(&shop, "/p/1")).await;
     l.watcher.tick().await.unwrap();
     l.drain().await;
 
-    shop.set("/p/1", "99.00", 500, 0);
+    shop.put(
+        "/p/1",
+        Page::product("Skillet /p/1", "99.00").with_status(500),
+    );
     let mut notices = Vec::new();
     let start = l.clock.now_ms();
     while l.clock.now_ms() < start + 30 * HOUR {
-        l.advance_to_due(&shop.url("/p/1")).await;
+        l.advance_to_due(&url(&shop, "/p/1")).await;
         l.watcher.tick().await.unwrap();
         notices.extend(l.drain().await);
     }
@@ -289,8 +216,8 @@ async fn a_shop_failing_for_a_day_is_reported_once() {
     };
     assert!(reason.contains("500"), "{reason}");
     // The watch is kept, and is told once when the page is readable again.
-    shop.set("/p/1", "99.00", 200, 0);
-    l.advance_to_due(&shop.url("/p/1")).await;
+    shop.set_price("/p/1", "99.00");
+    l.advance_to_due(&url(&shop, "/p/1")).await;
     l.watcher.tick().await.unwrap();
     let back = l.drain().await;
     assert!(
@@ -301,10 +228,13 @@ async fn a_shop_failing_for_a_day_is_reported_once() {
 
 #[tokio::test]
 async fn a_first_check_without_a_price_removes_the_watch_and_says_why() {
-    let shop = Shop::start().await;
+    let shop = FakeShop::start().await;
     let l = Loop::new();
-    l.watch("a", &shop.url("/p/missing")).await;
-    l.watcher.check_now(&shop.url("/p/missing")).await.unwrap();
+    l.watch("a", &url(&shop, "/p/missing")).await;
+    l.watcher
+        .check_now(&url(&shop, "/p/missing"))
+        .await
+        .unwrap();
     let messages = l.drain().await;
     let [OutboxMessage::FirstCheckFailed { reason, .. }] = messages.as_slice() else {
         panic!("{messages:?}");
@@ -321,28 +251,56 @@ async fn a_first_check_without_a_price_removes_the_watch_and_says_why() {
 
 #[tokio::test]
 async fn a_tick_never_fetches_a_product_that_is_already_being_checked() {
-    let shop = Shop::start().await;
-    shop.set("/p/slow", "10.00", 200, 500);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/slow", "10.00");
     let l = Loop::new();
-    l.watch("a", &shop.url("/p/slow")).await;
+    l.watch("a", &url(&shop, "/p/slow")).await;
+    // The shop holds the first tick's fetch until the second tick is over.
+    shop.hold();
     let (first, second) = tokio::join!(l.watcher.tick(), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        l.watcher.tick().await
+        eventually(|| async {
+            if shop.hits() == 1 {
+                Ok(())
+            } else {
+                Err("the first tick's fetch")
+            }
+        })
+        .await;
+        let second = l.watcher.tick().await;
+        shop.release();
+        second
     });
-    assert_eq!(first.unwrap().checked + second.unwrap().checked, 1);
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        second.checked, 0,
+        "the product in flight is not checked again"
+    );
+    assert_eq!(first.checked + second.checked, 1);
     assert_eq!(shop.hits(), 1);
 }
 
-/// The daemon with the watch loop on: ticks every second on a clock the test moves,
-/// the loopback shop allowed.
-async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path) -> crate::helpers::TestApp {
-    let mut config = crate::helpers::test_config(data);
+/// A cron tick that never comes while a test runs (the next is on 1 January 2999).
+const NO_SCHEDULED_TICK: &str = "0 0 0 1 1 * 2999";
+
+/// The daemon with the watch loop on, the loopback shop allowed, on a clock the test
+/// moves. `tick`: its cron; with [`NO_SCHEDULED_TICK`] the test ticks with
+/// `App::tick_now`, so no scheduled tick can take a check whose report it reads.
+async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path, tick: &str) -> TestApp {
+    let mut config = watching(data);
+    config.schedule.tick = tick.into();
+    config.fetch.host_gap = Duration::ZERO;
+    config.alerts.digest_window = Duration::from_millis(300);
+    TestApp::spawn_with_clock(config, clock).await
+}
+
+/// The test configuration with the watch loop on (every second) and the loopback shop
+/// allowed.
+fn watching(data: &std::path::Path) -> pricewatch::ops::config::Config {
+    let mut config = test_config(data);
     config.schedule.enabled = true;
     config.schedule.tick = "* * * * * *".into();
     config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
-    config.fetch.host_gap = Duration::ZERO;
-    config.alerts.digest_window = Duration::from_millis(300);
-    crate::helpers::TestApp::spawn_with_clock(config, clock).await
+    config
 }
 
 fn real_now() -> u64 {
@@ -351,11 +309,11 @@ fn real_now() -> u64 {
 
 #[tokio::test]
 async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
-    let shop = Shop::start().await;
-    shop.set("/p/1", "199.00", 200, 0);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "199.00");
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(real_now()));
-    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+    let t = daemon(clock.clone(), &dir.path().join("data"), NO_SCHEDULED_TICK).await;
 
     let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
     assert_eq!(t.post(&watch).await.0, 200);
@@ -378,8 +336,10 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
     );
 
     // 25% down, the next check due: exactly one alert.
-    shop.set("/p/1", "149.00", 200, 0);
+    shop.set_price("/p/1", "149.00");
     clock.advance_ms(34 * MINUTE);
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!((tick.checked, tick.queued), (1, 1));
     let got = t.wait_for(3).await;
     let alert = got[2].text();
     assert!(
@@ -387,7 +347,14 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
         "{alert}"
     );
     clock.advance_ms(34 * MINUTE);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!(
+        (tick.checked, tick.queued),
+        (1, 0),
+        "staying low does not alert again"
+    );
+    t.outbox_drained().await;
+    assert_eq!(t.app().deliver_now().await.unwrap().sent, 0);
     assert_eq!(
         t.channel.received().len(),
         3,
@@ -413,28 +380,22 @@ async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
 
 #[tokio::test]
 async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
-    let shop = Shop::start().await;
-    shop.set("/p/1", "100.00", 200, 0);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "100.00");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let clock = Arc::new(ManualClock::new(real_now()));
-    let mut t = daemon(clock.clone(), &data).await;
+    let mut t = daemon(clock.clone(), &data, "* * * * * *").await;
     t.post(&t.message("c1", &format!("watch {}/p/1", shop.base)))
         .await;
     t.wait_for(2).await;
     // The follow-up is recorded before the channel's answer: wait until it counts as
     // delivered, or the 503 below could answer it too and it would rightly be sent again.
-    for _ in 0..100 {
-        if t.app().store().stats().await.unwrap().outbox == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(t.app().store().stats().await.unwrap().outbox, 0);
+    t.outbox_drained().await;
 
     // The channel is down when the drop is seen: the alert is committed, not sent.
     t.channel.answer_with(StatusCode::SERVICE_UNAVAILABLE);
-    shop.set("/p/1", "70.00", 200, 0);
+    shop.set_price("/p/1", "70.00");
     clock.advance_ms(34 * MINUTE);
     let got = t.wait_for(3).await;
     assert!(got[2].text().contains("70.00"));
@@ -442,18 +403,9 @@ async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
 
     // A new daemon on the same data delivers it once the channel is back.
     t.channel.answer_with(StatusCode::OK);
-    let app = pricewatch::app::App::start_with_clock(
-        &{
-            let mut c = crate::helpers::test_config(&data);
-            c.schedule.enabled = true;
-            c.schedule.tick = "* * * * * *".into();
-            c.fetch.allow_networks = vec!["127.0.0.0/8".into()];
-            c
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let app = pricewatch::app::App::start_with_clock(&watching(&data), clock.clone())
+        .await
+        .unwrap();
     clock.advance_ms(MINUTE);
     let got = t.wait_for(4).await;
     assert!(got[3].text().contains("70.00"), "{}", got[3].text());
@@ -462,21 +414,23 @@ async fn an_alert_committed_but_not_sent_arrives_after_a_restart() {
 
 #[tokio::test]
 async fn two_products_dropping_for_one_conversation_make_one_digest() {
-    let shop = Shop::start().await;
-    shop.set("/p/1", "100.00", 200, 0);
-    shop.set("/p/2", "40.00", 200, 0);
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "100.00");
+    shop.set_price("/p/2", "40.00");
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(real_now()));
-    let t = daemon(clock.clone(), &dir.path().join("data")).await;
+    let t = daemon(clock.clone(), &dir.path().join("data"), NO_SCHEDULED_TICK).await;
     for p in ["/p/1", "/p/2"] {
         t.post(&t.message("c1", &format!("watch {}{p}", shop.base)))
             .await;
     }
     // Two replies and two first-price follow-ups.
     t.wait_for(4).await;
-    shop.set("/p/1", "70.00", 200, 0);
-    shop.set("/p/2", "30.00", 200, 0);
+    shop.set_price("/p/1", "70.00");
+    shop.set_price("/p/2", "30.00");
     clock.advance_ms(34 * MINUTE);
+    let tick = t.app().tick_now().await.unwrap();
+    assert_eq!((tick.checked, tick.queued), (2, 2));
     let got = t.wait_for(5).await;
     let digest = got[4].text();
     assert!(
@@ -487,6 +441,7 @@ async fn two_products_dropping_for_one_conversation_make_one_digest() {
         digest.contains("unwatch 1") && digest.contains("unwatch 2"),
         "{digest}"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    t.outbox_drained().await;
+    assert_eq!(t.app().deliver_now().await.unwrap().sent, 0);
     assert_eq!(t.channel.received().len(), 5, "no second message");
 }
