@@ -160,7 +160,7 @@ impl Delivery {
             tracing::debug!(kept, "rate limiter keys pruned");
         }
         let finished_before = self.finished.load(Ordering::SeqCst);
-        let ready = self.store.outbox_ready(now, PASS_LIMIT).await?;
+        let ready = self.store.due_messages(now, PASS_LIMIT).await?;
         let more = ready.len() >= PASS_LIMIT;
         // Queue order within a conversation; conversations in key order.
         let mut by_channel: BTreeMap<String, BTreeMap<ConversationKey, Vec<OutboxEntry>>> =
@@ -222,7 +222,7 @@ impl Delivery {
         for (key, entries) in conversations {
             let mut kept = Vec::with_capacity(entries.len());
             for e in entries {
-                if let Some(current) = self.store.outbox_get(e.id).await? {
+                if let Some(current) = self.store.queued_message(e.id).await? {
                     if current.next_attempt_ms <= now {
                         kept.push(current);
                     }
@@ -307,7 +307,7 @@ impl Delivery {
         }
         for entry in stale {
             // About a watch removed since: telling the user would only confuse.
-            self.store.outbox_delivered(entry.id).await?;
+            self.store.remove_delivered(entry.id).await?;
             report.done += 1;
         }
         let digest = {
@@ -326,7 +326,7 @@ impl Delivery {
             if let Some(at) = self.wait_for_limits(key).await {
                 // Everything left for this conversation waits for the limit, durably.
                 for e in covered.iter().copied().chain(outgoing.flat_map(|(_, c)| c)) {
-                    self.store.outbox_defer(e.id, at).await?;
+                    self.store.defer_message(e.id, at).await?;
                     report.deferred += 1;
                 }
                 report.wait_until(at);
@@ -344,7 +344,7 @@ impl Delivery {
                             activity_id = delivered.activity_id.as_deref().unwrap_or(""),
                             "message delivered"
                         );
-                        self.store.outbox_delivered(e.id).await?;
+                        self.store.remove_delivered(e.id).await?;
                         report.done += 1;
                     }
                     continue;
@@ -381,7 +381,7 @@ impl Delivery {
                     // not send them into the channel's pause.
                     for (_, rest) in outgoing.by_ref() {
                         for e in rest {
-                            self.store.outbox_defer(e.id, until).await?;
+                            self.store.defer_message(e.id, until).await?;
                             report.deferred += 1;
                         }
                     }
@@ -391,7 +391,7 @@ impl Delivery {
                 Failure::Unreachable => {
                     let paused = self
                         .store
-                        .conversation_unreachable(
+                        .mark_unreachable(
                             key,
                             Unreachable {
                                 since_ms: self.clock.now_ms(),
@@ -468,7 +468,7 @@ impl Delivery {
                     "delivery failed; will retry"
                 );
                 self.store
-                    .outbox_retry(entry.id, at, error.to_owned())
+                    .schedule_retry(entry.id, at, error.to_owned())
                     .await?;
                 report.retried += 1;
                 report.wait_until(at);
@@ -495,7 +495,7 @@ impl Delivery {
         );
         if self
             .store
-            .outbox_dead(entry.id, error.to_owned(), self.clock.now_ms())
+            .move_to_dead_letters(entry.id, error.to_owned(), self.clock.now_ms())
             .await?
         {
             report.dead += 1;

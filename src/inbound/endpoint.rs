@@ -242,7 +242,7 @@ async fn queue_announcement(
     }
     let mut queued = 0;
     for chunk in messages.chunks(1000) {
-        queued += store.enqueue(chunk.to_vec(), now).await?.len();
+        queued += store.queue_messages(chunk.to_vec(), now).await?.len();
     }
     Ok(Some(queued))
 }

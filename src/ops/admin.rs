@@ -87,7 +87,7 @@ pub fn outbox_command(
 /// The text of `pricewatch outbox`.
 pub async fn outbox_listing(store: &dyn Store, now_ms: u64) -> Result<String, StoreError> {
     let stats = store.stats().await?;
-    let pending = store.outbox_pending(LIST_LIMIT).await?;
+    let pending = store.queued_messages(LIST_LIMIT).await?;
     let dead = store.dead_letters(LIST_LIMIT).await?;
     let mut out = String::new();
     section(&mut out, "pending", stats.outbox, &pending, now_ms);
@@ -149,7 +149,7 @@ pub async fn requeue(
                     });
                 }
                 for id in batch {
-                    if store.outbox_requeue(id, now_ms).await? {
+                    if store.requeue_dead_letter(id, now_ms).await? {
                         all.push(id);
                     }
                 }
@@ -158,7 +158,7 @@ pub async fn requeue(
     };
     let mut done = Requeued::default();
     for id in ids {
-        if store.outbox_requeue(id, now_ms).await? {
+        if store.requeue_dead_letter(id, now_ms).await? {
             done.requeued.push(id);
         } else {
             done.not_dead.push(id);

@@ -209,9 +209,6 @@ mod tests {
         let shown = |e: &ProbeError| crate::error::Chain(e).to_string();
         assert!(shown(&e).starts_with("cannot read no-such-dir/page.html: "));
         let e = page(Page::Fetch { url: " nope " }, &defaults(), true).unwrap_err();
-        assert!(
-            shown(&e).starts_with("\" nope \" is not a URL: "),
-            "{e}"
-        );
+        assert!(shown(&e).starts_with("\" nope \" is not a URL: "), "{e}");
     }
 }

@@ -101,6 +101,10 @@ pub enum StoreError {
 }
 
 /// The narrow interface every backend implements.
+///
+/// Names follow one pattern: a query is named for what it returns (`watches`,
+/// `due_messages`, `dead_letters`), a change is a verb and its object (`add_watch`,
+/// `record_check`, `move_to_dead_letters`). Outbox entries are "messages".
 pub trait Store: Send + Sync + 'static {
     /// Stores the reference keyed by (channelId, conversation.id), replacing an older one.
     fn upsert_reference<'a>(
@@ -152,21 +156,25 @@ pub trait Store: Send + Sync + 'static {
     fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize>;
 
     /// Queued messages whose next attempt is due, in queue order, at most `limit`.
-    fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// A queued message as stored now (`None`: delivered, dead or never queued).
-    fn outbox_get(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>>;
+    fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>>;
 
     /// Removes a delivered message. Durable with the next flush, not before: a crash just
     /// after a send resends it (the only duplicate at-least-once delivery allows).
-    fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()>;
+    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()>;
 
     /// Records a failed attempt and when to try again.
-    fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
+    fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
 
     /// Queues messages that no check produced (the notify endpoint), durably; an alert id
     /// already queued is skipped. Returns the entries queued.
-    fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    fn queue_messages(
+        &self,
+        messages: Vec<NewOutbox>,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// Every stored conversation, in key order.
     fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>>;
@@ -174,26 +182,26 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a queued message's next attempt without counting a failure (it waits for a
     /// rate limit). Not flushed: losing it to a crash only brings the attempt forward to
     /// where the limiter, restarted empty, allows one send.
-    fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()>;
+    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()>;
 
     /// Moves a queued message to the dead letters with its last error; `false` when it
     /// was not queued (delivered or dead already).
-    fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool>;
+    fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool>;
 
     /// Dead letters, oldest first, at most `limit`.
     fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// Queued messages whatever their next attempt, in queue order, at most `limit`.
-    fn outbox_pending(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
+    fn queued_messages(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// Puts a dead letter back in the outbox, due at `now_ms` with no attempts counted;
     /// `false` when there is no such dead letter.
-    fn outbox_requeue(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool>;
+    fn requeue_dead_letter(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool>;
 
     /// Marks the conversation unreachable and pauses its watches (durably); returns how
     /// many watches were paused. The next activity from the conversation
     /// (`upsert_reference`) clears the mark and resumes them.
-    fn conversation_unreachable<'a>(
+    fn mark_unreachable<'a>(
         &'a self,
         key: &'a ConversationKey,
         mark: Unreachable,

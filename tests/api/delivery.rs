@@ -221,7 +221,7 @@ async fn a_failed_send_stays_queued_and_goes_out_later() {
     s.channel.answer_with(StatusCode::INTERNAL_SERVER_ERROR);
     let report = s.delivery.pass().await.unwrap();
     assert_eq!((report.sent, report.retried), (0, 1));
-    let waiting = s.store.outbox_ready(u64::MAX, 10).await.unwrap();
+    let waiting = s.store.due_messages(u64::MAX, 10).await.unwrap();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].attempts, 1);
     assert!(waiting[0].last_error.as_deref().unwrap().contains("500"));
@@ -261,7 +261,7 @@ async fn retry_after_in_seconds_or_as_a_date_is_waited_for() {
         s.channel.answer_retry_after(Some(&value));
         let now = s.clock.now_ms();
         assert_eq!(s.delivery.pass().await.unwrap().retried, 1);
-        let waiting = s.store.outbox_ready(u64::MAX, 10).await.unwrap();
+        let waiting = s.store.due_messages(u64::MAX, 10).await.unwrap();
         assert!(
             waiting[0].next_attempt_ms >= now + 29_000,
             "{header}: waits {} ms",
@@ -297,7 +297,7 @@ async fn repeated_failures_end_in_a_dead_letter_that_can_be_requeued() {
     let report = s.delivery.pass().await.unwrap();
     assert_eq!((report.retried, report.dead), (0, 1));
     assert_eq!(s.channel.take().len(), 3);
-    assert!(s.store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
+    assert!(s.store.due_messages(u64::MAX, 10).await.unwrap().is_empty());
     let dead = s.store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
@@ -308,7 +308,7 @@ async fn repeated_failures_end_in_a_dead_letter_that_can_be_requeued() {
     s.channel.answer_with(StatusCode::OK);
     assert!(s
         .store
-        .outbox_requeue(dead[0].id, s.clock.now_ms())
+        .requeue_dead_letter(dead[0].id, s.clock.now_ms())
         .await
         .unwrap());
     assert!(s.store.dead_letters(10).await.unwrap().is_empty());
@@ -610,7 +610,7 @@ async fn a_channel_that_hangs_past_the_timeout_is_retried_later() {
     let report = delivery.pass().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!((report.sent, report.retried, report.dead), (0, 1, 0));
-    let waiting = store.outbox_ready(u64::MAX, 10).await.unwrap();
+    let waiting = store.due_messages(u64::MAX, 10).await.unwrap();
     assert!(
         waiting[0]
             .last_error
@@ -635,7 +635,7 @@ async fn a_dropped_connection_is_retried_later() {
     let (store, delivery, _dir) = one_message_to(&url, Duration::from_secs(2)).await;
     let report = delivery.pass().await.unwrap();
     assert_eq!((report.sent, report.retried, report.dead), (0, 1, 0));
-    let waiting = store.outbox_ready(u64::MAX, 10).await.unwrap();
+    let waiting = store.due_messages(u64::MAX, 10).await.unwrap();
     assert_eq!(waiting[0].attempts, 1);
     assert!(
         waiting[0]

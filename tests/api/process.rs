@@ -397,11 +397,11 @@ async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() 
             .await
             .unwrap();
         store
-            .outbox_retry(queued[0].id, 5_000, "the channel answered 502: busy".into())
+            .schedule_retry(queued[0].id, 5_000, "the channel answered 502: busy".into())
             .await
             .unwrap();
         assert!(store
-            .outbox_dead(queued[1].id, "the channel answered 400: bad".into(), 2_000)
+            .move_to_dead_letters(queued[1].id, "the channel answered 400: bad".into(), 2_000)
             .await
             .unwrap());
     }

@@ -106,9 +106,9 @@ impl Loop {
 
     /// The outbox's messages, oldest first, removed from it.
     async fn drain(&self) -> Vec<OutboxMessage> {
-        let ready = self.store.outbox_ready(u64::MAX, 1000).await.unwrap();
+        let ready = self.store.due_messages(u64::MAX, 1000).await.unwrap();
         for e in &ready {
-            self.store.outbox_delivered(e.id).await.unwrap();
+            self.store.remove_delivered(e.id).await.unwrap();
         }
         ready.into_iter().map(|e| e.message).collect()
     }

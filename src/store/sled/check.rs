@@ -245,23 +245,23 @@ mod tests {
         assert_eq!(store.history(&watch.url).await.unwrap(), [point(100, 42)]);
         assert!(store.due_products(4_999, 10).await.unwrap().is_empty());
 
-        let ready = store.outbox_ready(100, 10).await.unwrap();
+        let ready = store.due_messages(100, 10).await.unwrap();
         assert_eq!(ready, queued);
         store
-            .outbox_retry(ready[0].id, 700, "429".into())
+            .schedule_retry(ready[0].id, 700, "429".into())
             .await
             .unwrap();
-        let ready = store.outbox_ready(100, 10).await.unwrap();
+        let ready = store.due_messages(100, 10).await.unwrap();
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].alert_id, "notice");
-        let later = store.outbox_ready(700, 10).await.unwrap();
+        let later = store.due_messages(700, 10).await.unwrap();
         assert_eq!(
             (later[0].attempts, later[0].last_error.as_deref()),
             (1, Some("429"))
         );
-        store.outbox_delivered(later[0].id).await.unwrap();
-        store.outbox_delivered(later[1].id).await.unwrap();
-        assert!(store.outbox_ready(u64::MAX, 10).await.unwrap().is_empty());
+        store.remove_delivered(later[0].id).await.unwrap();
+        store.remove_delivered(later[1].id).await.unwrap();
+        assert!(store.due_messages(u64::MAX, 10).await.unwrap().is_empty());
         assert_eq!(store.stats().await.unwrap().outbox, 0);
     }
 

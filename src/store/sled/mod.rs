@@ -522,7 +522,7 @@ impl Store for SledStore {
         Box::pin(async move { self.prune_history_sync(before_ms) })
     }
 
-    fn outbox_ready(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+    fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
             let mut ready = Vec::new();
             for value in self.outbox.iter().values() {
@@ -538,7 +538,7 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if let Some(entry) = self.outbox_entry(id)? {
                 self.alert_ids
@@ -554,7 +554,7 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
+    fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if let Some(mut entry) = self.outbox_entry(id)? {
                 entry.attempts = entry.attempts.saturating_add(1);
@@ -569,7 +569,11 @@ impl Store for SledStore {
         })
     }
 
-    fn enqueue(&self, messages: Vec<NewOutbox>, now_ms: u64) -> StoreFuture<'_, Vec<OutboxEntry>> {
+    fn queue_messages(
+        &self,
+        messages: Vec<NewOutbox>,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
             let entries = (&self.outbox, &self.alert_ids)
                 .transaction(|(o, a)| {
@@ -600,11 +604,11 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_get(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
+    fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
         Box::pin(async move { self.outbox_entry(id) })
     }
 
-    fn outbox_defer(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             if let Some(mut entry) = self.outbox_entry(id)? {
                 if entry.next_attempt_ms < next_attempt_ms {
@@ -618,7 +622,7 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_dead(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
+    fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let moved = self.move_entry(&self.outbox, &self.dead_letters, id, |e| {
                 e.attempts = e.attempts.saturating_add(1);
@@ -642,7 +646,7 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_pending(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+    fn queued_messages(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
             self.outbox
                 .iter()
@@ -653,7 +657,7 @@ impl Store for SledStore {
         })
     }
 
-    fn outbox_requeue(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
+    fn requeue_dead_letter(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let moved = self.move_entry(&self.dead_letters, &self.outbox, id, |e| {
                 e.attempts = 0;
@@ -665,7 +669,7 @@ impl Store for SledStore {
         })
     }
 
-    fn conversation_unreachable<'a>(
+    fn mark_unreachable<'a>(
         &'a self,
         key: &'a ConversationKey,
         mark: Unreachable,
