@@ -35,11 +35,11 @@ use pricewatch::delivery::ratelimit::{ChannelLimits, SendLimits};
 use pricewatch::delivery::retry::RetryPolicy;
 use pricewatch::delivery::run::next_pause;
 use pricewatch::delivery::Delivery;
+use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
 };
-use pricewatch::inbound::command::ProductUrl;
 use pricewatch::store::{AddWatch, SledStore, Store};
 
 #[global_allocator]

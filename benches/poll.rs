@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pricewatch::clock::{Clock, SystemClock};
+use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{NewWatch, Rule};
 use pricewatch::inbound::activity::ConversationKey;
-use pricewatch::inbound::command::ProductUrl;
 use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use crate::clock::Clock;
 use crate::domain::{NewWatch, Product, Rule, Watch};
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
-use crate::inbound::command::{self, AlertRule, Command, Limits, UnwatchTarget};
+use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
 use crate::speech::replies::{self, Lang};
 use crate::speech::{listing, notices};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
@@ -124,13 +124,9 @@ impl Bot {
                 replies::unknown(lang, &command::clean_text(text), suggestion)
             }
             Command::Watch { url, rule } => {
-                let rule = match rule {
-                    None => Rule::Drop {
-                        percent: self.settings.default_drop,
-                    },
-                    Some(AlertRule::Drop(percent)) => Rule::Drop { percent },
-                    Some(AlertRule::Below(amount)) => Rule::Below { amount },
-                };
+                let rule = rule.unwrap_or(Rule::Drop {
+                    percent: self.settings.default_drop,
+                });
                 let new = NewWatch {
                     conversation: conversation.clone(),
                     user: activity.from().cloned(),

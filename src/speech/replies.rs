@@ -5,6 +5,7 @@
 
 use rust_decimal::Decimal;
 
+use crate::domain::product_url::UrlError;
 use crate::domain::{Rule, Watch};
 use crate::inbound::command::CommandError;
 
@@ -226,7 +227,7 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
     use CommandError as E;
     let fr = lang == Lang::Fr;
     match error {
-        E::MissingUrl => {
+        E::Url(UrlError::Missing) => {
             if fr {
                 "Il manque le lien du produit. Exemple : `watch https://shop.example/p/123`"
                     .to_owned()
@@ -235,28 +236,28 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
                     .to_owned()
             }
         }
-        E::NotHttp { scheme } => {
+        E::Url(UrlError::NotHttp { scheme }) => {
             if fr {
                 format!("Je ne surveille que des liens http ou https, pas « {scheme}: ». Copiez le lien depuis la barre d'adresse du navigateur.")
             } else {
                 format!("I only watch http or https links, not “{scheme}:”. Copy the link from your browser's address bar.")
             }
         }
-        E::UrlTooLong { len, max } => {
+        E::Url(UrlError::TooLong { len, max }) => {
             if fr {
                 format!("Ce lien fait {len} caractères, le maximum est {max}. Essayez le lien court de la page produit.")
             } else {
                 format!("That link is {len} characters long; the most I accept is {max}. Try the product page's short link.")
             }
         }
-        E::Credentials => {
+        E::Url(UrlError::Credentials) => {
             if fr {
                 "Ce lien contient un identifiant ou un mot de passe : je ne le surveille pas. Envoyez le lien sans `utilisateur:motdepasse@`.".to_owned()
             } else {
                 "That link contains a user name or password, so I will not watch it. Send the link without the `user:password@` part.".to_owned()
             }
         }
-        E::InvalidUrl { reason } => {
+        E::Url(UrlError::Invalid { reason }) => {
             if fr {
                 format!("Ce lien n'est pas valide ({reason}). Exemple : `watch https://shop.example/p/123`")
             } else {

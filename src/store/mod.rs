@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::domain::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
-use crate::inbound::command::ProductUrl;
 
 pub use self::sled::{SledStore, SledStoreConfig};
 

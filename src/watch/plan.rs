@@ -233,9 +233,9 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProductUrl;
     use crate::domain::Rule;
     use crate::inbound::activity::ConversationKey;
-    use crate::inbound::command::ProductUrl;
     use crate::price::extract::{Availability, ExtractError, Method};
     use crate::price::Currency;
     use crate::random::SplitMix64;

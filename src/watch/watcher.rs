@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::domain::Product;
-use crate::inbound::command::ProductUrl;
+use crate::domain::ProductUrl;
 use crate::price::engine::{Check, EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
 use crate::random::SplitMix64;

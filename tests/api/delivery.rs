@@ -9,12 +9,12 @@ use pricewatch::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPoli
 use pricewatch::delivery::ratelimit::SendLimits;
 use pricewatch::delivery::retry::RetryPolicy;
 use pricewatch::delivery::Delivery;
+use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule, Watch};
 use pricewatch::domain::{Event, Reference};
 use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
 };
-use pricewatch::inbound::command::ProductUrl;
 use pricewatch::price::Currency;
 use pricewatch::store::{AddWatch, Store};
 use rust_decimal::Decimal;

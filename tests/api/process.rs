@@ -345,9 +345,9 @@ fn outbox_cmd(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() {
+    use pricewatch::domain::ProductUrl;
     use pricewatch::domain::{CheckRecord, NewOutbox, NewWatch, OutboxMessage, Rule};
     use pricewatch::inbound::activity::ConversationKey;
-    use pricewatch::inbound::command::ProductUrl;
     use pricewatch::store::AddWatch;
 
     let dir = tempfile::tempdir().unwrap();

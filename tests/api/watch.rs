@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use pricewatch::clock::{Clock, ManualClock};
 use pricewatch::domain::Event;
+use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::ConversationKey;
-use pricewatch::inbound::command::ProductUrl;
 use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;

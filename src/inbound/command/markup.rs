@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use super::{is_separator, words, MAX_INPUT_BYTES};
+use super::{words, MAX_INPUT_BYTES};
+use crate::domain::product_url::is_separator;
 
 /// The text with mentions, markup and entities removed, whitespace collapsed:
 /// used by the bot for logs and for `Unknown` replies.

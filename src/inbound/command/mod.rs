@@ -34,17 +34,16 @@
 mod markup;
 #[cfg(test)]
 mod testing;
-mod url;
 
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
 use self::markup::{strip_markup, unwrap_markdown_links};
-use self::url::looks_like_url;
+use crate::domain::product_url::{is_separator, looks_like_url, UrlError, DEFAULT_MAX_URL_LEN};
+use crate::domain::{ProductUrl, Rule};
 
 pub use self::markup::clean_text;
-pub use self::url::ProductUrl;
 
 /// Longest message, in bytes, that [`parse`] looks at.
 ///
@@ -55,10 +54,6 @@ pub use self::url::ProductUrl;
 /// dedicated error variant would widen the API every caller must match on for a
 /// case the bot answers like any other unknown text.
 pub const MAX_INPUT_BYTES: usize = 8 * 1024;
-
-/// Default for [`Limits::max_url_len`] and the limit applied when a stored URL
-/// is read back through `TryFrom<String>` / serde.
-pub const DEFAULT_MAX_URL_LEN: usize = 2048;
 
 /// Configurable bounds checked while parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +82,7 @@ pub enum Command {
     /// Start watching `url`; `rule: None` means the configured default drop.
     Watch {
         url: ProductUrl,
-        rule: Option<AlertRule>,
+        rule: Option<Rule>,
     },
     List,
     Unwatch(UnwatchTarget),
@@ -98,15 +93,6 @@ pub enum Command {
     Unknown {
         suggestion: Option<&'static str>,
     },
-}
-
-/// When to alert for a watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AlertRule {
-    /// Alert when the price falls by at least this percent (e.g. `15` for 15 %).
-    Drop(Decimal),
-    /// Alert when the price falls below this amount (currency ignored).
-    Below(Decimal),
 }
 
 /// Which watches `unwatch` removes.
@@ -124,16 +110,8 @@ pub enum UnwatchTarget {
 /// language; the messages here are for logs only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    #[error("no product URL given")]
-    MissingUrl,
-    #[error("URL scheme `{scheme}` is not http or https")]
-    NotHttp { scheme: String },
-    #[error("URL is {len} characters long, more than the {max} allowed")]
-    UrlTooLong { len: usize, max: usize },
-    #[error("URL contains a user name or password")]
-    Credentials,
-    #[error("invalid URL: {reason}")]
-    InvalidUrl { reason: String },
+    #[error(transparent)]
+    Url(#[from] UrlError),
     #[error("`{text}` is not a drop percentage")]
     InvalidDrop { text: String },
     #[error("a drop of {percent}% is outside the allowed {min}% to {max}%")]
@@ -150,13 +128,6 @@ pub enum CommandError {
     MissingUnwatchTarget,
     #[error("`{text}` is not a watch number")]
     InvalidIndex { text: String },
-}
-
-/// Whitespace for tokenising: Unicode white space (which includes the no-break
-/// space Teams and `&nbsp;` produce) plus the invisible zero-width characters
-/// that copy-paste from web pages leaves behind.
-fn is_separator(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{2060}' | '\u{FEFF}')
 }
 
 /// Parses a chat message into a command.
@@ -222,13 +193,13 @@ fn command_name(word: &str) -> String {
 
 fn parse_watch(args: &[&str], limits: &Limits) -> Result<Command, CommandError> {
     let Some((first, rest)) = args.split_first() else {
-        return Err(CommandError::MissingUrl);
+        return Err(CommandError::Url(UrlError::Missing));
     };
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
         return Err(match args.iter().position(|w| looks_like_url(w)) {
             Some(at) => unexpected(&args[..at]),
-            None => CommandError::MissingUrl,
+            None => CommandError::Url(UrlError::Missing),
         });
     }
     let url = ProductUrl::parse(first, limits.max_url_len)?;
@@ -236,7 +207,7 @@ fn parse_watch(args: &[&str], limits: &Limits) -> Result<Command, CommandError> 
     Ok(Command::Watch { url, rule })
 }
 
-fn parse_rule(args: &[&str], limits: &Limits) -> Result<Option<AlertRule>, CommandError> {
+fn parse_rule(args: &[&str], limits: &Limits) -> Result<Option<Rule>, CommandError> {
     let Some(first) = args.first() else {
         return Ok(None);
     };
@@ -283,7 +254,7 @@ fn parse_rule(args: &[&str], limits: &Limits) -> Result<Option<AlertRule>, Comma
         });
     }
     match &spec[used..] {
-        [] => Ok(Some(AlertRule::Drop(percent))),
+        [] => Ok(Some(Rule::Drop { percent })),
         rest => Err(unexpected(rest)),
     }
 }
@@ -296,7 +267,7 @@ fn parse_percent(text: &str) -> Option<Decimal> {
 }
 
 /// `[currency] amount [currency]`, the currency attached or separate.
-fn parse_target(args: &[&str]) -> Result<AlertRule, CommandError> {
+fn parse_target(args: &[&str]) -> Result<Rule, CommandError> {
     let mut rest = args;
     if rest.first().is_some_and(|w| is_currency(w)) {
         rest = &rest[1..];
@@ -317,7 +288,7 @@ fn parse_target(args: &[&str]) -> Result<AlertRule, CommandError> {
         rest = &rest[1..];
     }
     if rest.is_empty() {
-        Ok(AlertRule::Below(amount))
+        Ok(Rule::Below { amount })
     } else {
         Err(unexpected(rest))
     }
@@ -586,12 +557,12 @@ mod tests {
         Decimal::from_str(s).unwrap()
     }
 
-    fn drop_rule(s: &str) -> Option<AlertRule> {
-        Some(AlertRule::Drop(dec(s)))
+    fn drop_rule(s: &str) -> Option<Rule> {
+        Some(Rule::Drop { percent: dec(s) })
     }
 
-    fn below(s: &str) -> Option<AlertRule> {
-        Some(AlertRule::Below(dec(s)))
+    fn below(s: &str) -> Option<Rule> {
+        Some(Rule::Below { amount: dec(s) })
     }
 
     fn unknown(suggestion: Option<&'static str>) -> Result<Command, CommandError> {
@@ -692,7 +663,7 @@ mod tests {
     #[test]
     fn drop_is_normalised() {
         let Ok(Command::Watch {
-            rule: Some(AlertRule::Drop(d)),
+            rule: Some(Rule::Drop { percent: d }),
             ..
         }) = p("watch https://shop.example/p/1 15.50%")
         else {
@@ -836,76 +807,82 @@ mod tests {
         assert_eq!(long.chars().count(), 2049);
         let too_long = format!("watch {long}");
         check(&[
-            ("watch", Err(E::MissingUrl)),
-            ("watch 15%", Err(E::MissingUrl)),
-            ("watch below 10", Err(E::MissingUrl)),
-            ("watch banana", Err(E::MissingUrl)),
+            ("watch", Err(E::Url(UrlError::Missing))),
+            ("watch 15%", Err(E::Url(UrlError::Missing))),
+            ("watch below 10", Err(E::Url(UrlError::Missing))),
+            ("watch banana", Err(E::Url(UrlError::Missing))),
             (
                 "watch 192.0.2.1/p",
-                Err(E::InvalidUrl {
+                Err(E::Url(UrlError::Invalid {
                     reason: "relative URL without a base".into(),
-                }),
+                })),
             ),
             (
                 "watch ftp://shop.example/p",
-                Err(E::NotHttp {
+                Err(E::Url(UrlError::NotHttp {
                     scheme: "ftp".into(),
-                }),
+                })),
             ),
             (
                 "watch javascript:alert(1)",
-                Err(E::NotHttp {
+                Err(E::Url(UrlError::NotHttp {
                     scheme: "javascript".into(),
-                }),
+                })),
             ),
             (
                 "watch JavaScript:alert(1)",
-                Err(E::NotHttp {
+                Err(E::Url(UrlError::NotHttp {
                     scheme: "javascript".into(),
-                }),
+                })),
             ),
             (
                 "watch file:///etc/passwd",
-                Err(E::NotHttp {
+                Err(E::Url(UrlError::NotHttp {
                     scheme: "file".into(),
-                }),
+                })),
             ),
             (
                 &too_long,
-                Err(E::UrlTooLong {
+                Err(E::Url(UrlError::TooLong {
                     len: 2049,
                     max: 2048,
-                }),
+                })),
             ),
             (
                 "watch https://bob:secret@shop.example/p",
-                Err(E::Credentials),
+                Err(E::Url(UrlError::Credentials)),
             ),
-            ("watch https://bob@shop.example/p", Err(E::Credentials)),
-            ("watch https://:secret@shop.example/p", Err(E::Credentials)),
+            (
+                "watch https://bob@shop.example/p",
+                Err(E::Url(UrlError::Credentials)),
+            ),
+            (
+                "watch https://:secret@shop.example/p",
+                Err(E::Url(UrlError::Credentials)),
+            ),
             (
                 "watch https://shop.example\\p\\1",
-                Err(E::InvalidUrl {
+                Err(E::Url(UrlError::Invalid {
                     reason: "contains a backslash".into(),
-                }),
+                })),
             ),
             (
                 "watch https://shop.example/p&#1;",
-                Err(E::InvalidUrl {
+                Err(E::Url(UrlError::Invalid {
                     reason: "contains a control character".into(),
-                }),
+                })),
             ),
             (
                 "watch https://",
-                Err(E::InvalidUrl {
+                Err(E::Url(UrlError::Invalid {
                     reason: "empty host".into(),
-                }),
+                })),
             ),
             (
                 "watch http://[::1/p",
-                Err(E::InvalidUrl {
+                Err(E::Url(UrlError::Invalid {
                     reason: "invalid IPv6 address".into(),
-                }),
+                })),
             ),
             (
                 "watch https://shop.example/p abc%",
@@ -1042,9 +1019,9 @@ mod tests {
             ("unwatch 1.5", Err(E::InvalidIndex { text: "1.5".into() })),
             (
                 "unwatch ftp://shop.example/p",
-                Err(E::NotHttp {
+                Err(E::Url(UrlError::NotHttp {
                     scheme: "ftp".into(),
-                }),
+                })),
             ),
             (
                 "history",
@@ -1081,7 +1058,7 @@ mod tests {
         assert!(parse("watch https://shop.example/p 50%", &limits).is_ok());
         assert_eq!(
             parse("watch https://shop.example/p/aaaaaaaaaaaaaaaaaaaa", &limits),
-            Err(CommandError::UrlTooLong { len: 43, max: 40 })
+            Err(CommandError::Url(UrlError::TooLong { len: 43, max: 40 }))
         );
     }
 
@@ -1372,7 +1349,7 @@ mod tests {
             "a drop of 96% is outside the allowed 1% to 95%"
         );
         assert_eq!(
-            CommandError::UrlTooLong { len: 3, max: 2 }.to_string(),
+            CommandError::Url(UrlError::TooLong { len: 3, max: 2 }).to_string(),
             "URL is 3 characters long, more than the 2 allowed"
         );
     }

@@ -2,7 +2,9 @@
 //! modules: several tests there check markup and URL handling through a whole
 //! `parse`, so they build their expectations the same way.
 
-use super::{parse, AlertRule, Command, CommandError, Limits, ProductUrl, DEFAULT_MAX_URL_LEN};
+use super::{parse, Command, CommandError, Limits};
+use crate::domain::product_url::DEFAULT_MAX_URL_LEN;
+use crate::domain::{ProductUrl, Rule};
 
 pub(super) fn limits() -> Limits {
     Limits::default()
@@ -16,7 +18,7 @@ pub(super) fn url(raw: &str) -> ProductUrl {
     ProductUrl::parse(raw, DEFAULT_MAX_URL_LEN).unwrap()
 }
 
-pub(super) fn watch(u: &str, rule: Option<AlertRule>) -> Result<Command, CommandError> {
+pub(super) fn watch(u: &str, rule: Option<Rule>) -> Result<Command, CommandError> {
     Ok(Command::Watch { url: url(u), rule })
 }
 

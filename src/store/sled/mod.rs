@@ -21,11 +21,11 @@ use super::codec::{
 use super::{
     AddWatch, Cause, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
 };
+use crate::domain::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
-use crate::inbound::command::ProductUrl;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 

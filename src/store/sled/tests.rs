@@ -5,9 +5,9 @@
 //! code they test.
 
 use super::*;
+use crate::domain::ProductUrl;
 use crate::domain::Rule;
 use crate::inbound::activity::{ChannelAccount, ConversationAccount};
-use crate::inbound::command::ProductUrl;
 use rust_decimal::Decimal;
 
 pub(super) fn config(dir: &Path) -> SledStoreConfig {

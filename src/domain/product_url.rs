@@ -1,15 +1,38 @@
 //! Product URLs: validation and normalisation of a link as a user typed it
 //! into a [`ProductUrl`], the key that stores and compares watches.
 //!
-//! Kept apart from the command grammar because it is also the strict reader of
-//! stored URLs (`TryFrom<String>` / serde), used well beyond chat parsing.
+//! A domain type rather than part of the command grammar: it is also the strict reader of
+//! stored URLs (`TryFrom<String>` / serde), used by the store, the watch loop and the bot.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use url::Url;
 
-use super::{is_separator, CommandError, DEFAULT_MAX_URL_LEN};
+/// Longest product URL accepted unless configured otherwise (`Limits::max_url_len` in chat).
+pub const DEFAULT_MAX_URL_LEN: usize = 2048;
+
+/// Whitespace for tokenising: Unicode white space (which includes the no-break
+/// space Teams and `&nbsp;` produce) plus the invisible zero-width characters
+/// that copy-paste from web pages leaves behind.
+pub fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Why a text is not a product URL; the chat reply says it in the user's language.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("no product URL given")]
+    Missing,
+    #[error("URL scheme `{scheme}` is not http or https")]
+    NotHttp { scheme: String },
+    #[error("URL is {len} characters long, more than the {max} allowed")]
+    TooLong { len: usize, max: usize },
+    #[error("URL contains a user name or password")]
+    Credentials,
+    #[error("invalid URL: {reason}")]
+    Invalid { reason: String },
+}
 
 /// A normalised product URL: http(s), with a host, without credentials,
 /// fragment or tracking parameters.
@@ -37,7 +60,7 @@ impl ProductUrl {
     /// sentence punctuation or brackets around it. `max_len` counts the
     /// characters of `raw`, before any of that work, and of the normalised URL,
     /// because percent-encoding and IDNA can make it longer than typed.
-    pub fn parse(raw: &str, max_len: usize) -> Result<Self, CommandError> {
+    pub fn parse(raw: &str, max_len: usize) -> Result<Self, UrlError> {
         Self::parse_with(raw, max_len, true)
     }
 
@@ -57,13 +80,13 @@ impl ProductUrl {
     /// `forgiving` is off when reading back a stored URL: trimming punctuation
     /// there could change a URL that legitimately ends with one (after its
     /// fragment or tracking query was removed), which would break round trips.
-    fn parse_with(raw: &str, max_len: usize, forgiving: bool) -> Result<Self, CommandError> {
+    fn parse_with(raw: &str, max_len: usize, forgiving: bool) -> Result<Self, UrlError> {
         let raw = raw.trim_matches(is_separator);
         // Counting bytes first avoids walking huge input char by char.
         if raw.len() > max_len {
             let len = raw.chars().count();
             if len > max_len {
-                return Err(CommandError::UrlTooLong { len, max: max_len });
+                return Err(UrlError::TooLong { len, max: max_len });
             }
         }
         // The url crate silently drops tabs and newlines and reads `\` as `/`;
@@ -84,7 +107,7 @@ impl ProductUrl {
             raw
         };
         if raw.is_empty() {
-            return Err(CommandError::MissingUrl);
+            return Err(UrlError::Missing);
         }
         let candidate: Cow<'_, str> = if is_schemeless_host(raw) {
             Cow::Owned(format!("https://{raw}"))
@@ -96,12 +119,12 @@ impl ProductUrl {
         if let Some((scheme, _)) = split_scheme(&candidate) {
             let scheme = scheme.to_ascii_lowercase();
             if scheme != "http" && scheme != "https" {
-                return Err(CommandError::NotHttp { scheme });
+                return Err(UrlError::NotHttp { scheme });
             }
         }
         let mut url = Url::parse(&candidate).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(CommandError::NotHttp {
+            return Err(UrlError::NotHttp {
                 scheme: url.scheme().to_owned(),
             });
         }
@@ -109,14 +132,14 @@ impl ProductUrl {
             return Err(invalid("missing host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(CommandError::Credentials);
+            return Err(UrlError::Credentials);
         }
         url.set_fragment(None);
         remove_tracking_params(&mut url);
         // Serialised URLs are ASCII, so bytes are characters here.
         let len = url.as_str().len();
         if len > max_len {
-            return Err(CommandError::UrlTooLong { len, max: max_len });
+            return Err(UrlError::TooLong { len, max: max_len });
         }
         Ok(Self(url))
     }
@@ -135,7 +158,7 @@ impl AsRef<str> for ProductUrl {
 }
 
 impl TryFrom<String> for ProductUrl {
-    type Error = CommandError;
+    type Error = UrlError;
 
     /// Strict form for stored values: same checks and normalisation as
     /// [`ProductUrl::parse`] with [`DEFAULT_MAX_URL_LEN`], without the
@@ -151,8 +174,8 @@ impl From<ProductUrl> for String {
     }
 }
 
-fn invalid(reason: &str) -> CommandError {
-    CommandError::InvalidUrl {
+fn invalid(reason: &str) -> UrlError {
+    UrlError::Invalid {
         reason: reason.to_owned(),
     }
 }
@@ -260,7 +283,7 @@ fn trim_user_punctuation(s: &str) -> &str {
 /// than "missing URL" or "bad index". Besides what [`ProductUrl::parse`] can
 /// accept, a dotted first segment followed by a path (`192.0.2.1/p`) counts, so
 /// the user hears that this URL is invalid rather than that none was given.
-pub(super) fn looks_like_url(word: &str) -> bool {
+pub(crate) fn looks_like_url(word: &str) -> bool {
     let word = trim_user_punctuation(word);
     let dotted_path = word
         .split_once('/')
@@ -272,8 +295,11 @@ pub(super) fn looks_like_url(word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::url;
     use super::*;
+
+    fn url(raw: &str) -> ProductUrl {
+        ProductUrl::parse(raw, DEFAULT_MAX_URL_LEN).unwrap()
+    }
 
     #[test]
     fn url_length_boundary() {
@@ -283,7 +309,7 @@ mod tests {
         let over = format!("{exact}b");
         assert_eq!(
             ProductUrl::parse(&over, 2048),
-            Err(CommandError::UrlTooLong {
+            Err(UrlError::TooLong {
                 len: 2049,
                 max: 2048
             })
@@ -292,11 +318,11 @@ mod tests {
         let wide = format!("https://shop.example/{}", "é".repeat(100));
         assert_eq!(
             ProductUrl::parse(&wide, 120),
-            Err(CommandError::UrlTooLong { len: 121, max: 120 })
+            Err(UrlError::TooLong { len: 121, max: 120 })
         );
         assert_eq!(
             ProductUrl::parse(&wide, 200),
-            Err(CommandError::UrlTooLong { len: 621, max: 200 })
+            Err(UrlError::TooLong { len: 621, max: 200 })
         );
         // ...and the normalised URL is held to the same limit.
         assert!(ProductUrl::parse(&wide, 2048).is_ok());
@@ -365,15 +391,15 @@ mod tests {
 
     #[test]
     fn url_rejections() {
-        use CommandError as E;
+        use UrlError as E;
         let not_http = |s: &str| {
             Err(E::NotHttp {
                 scheme: s.to_owned(),
             })
         };
-        let cases: Vec<(&str, Result<ProductUrl, CommandError>)> = vec![
-            ("", Err(E::MissingUrl)),
-            ("  ", Err(E::MissingUrl)),
+        let cases: Vec<(&str, Result<ProductUrl, UrlError>)> = vec![
+            ("", Err(E::Missing)),
+            ("  ", Err(E::Missing)),
             ("javascript:alert(1)", not_http("javascript")),
             ("ftp://shop.example/p", not_http("ftp")),
             ("file:///etc/passwd", not_http("file")),
@@ -445,7 +471,7 @@ mod tests {
         assert_eq!(ProductUrl::try_from(u.as_str().to_owned()), Ok(u.clone()));
         assert_eq!(
             ProductUrl::try_from("ftp://x.example/".to_owned()),
-            Err(CommandError::NotHttp {
+            Err(UrlError::NotHttp {
                 scheme: "ftp".into()
             })
         );

@@ -11,8 +11,11 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod product_url;
+
+pub use product_url::ProductUrl;
+
 use crate::inbound::activity::{ChannelAccount, ConversationKey};
-use crate::inbound::command::ProductUrl;
 use crate::price::extract::Availability;
 use crate::price::Currency;
 
