@@ -15,7 +15,7 @@ use crate::price::rules::{RuleError, Rules};
 /// What one check of a product found.
 // One short-lived value per fetch: boxing the report would cost an allocation for nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Check {
     /// HTTP 304: the page is as it was; nothing was parsed.
     Unchanged { validators: Validators },

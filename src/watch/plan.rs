@@ -5,24 +5,19 @@
 
 use std::time::Duration;
 
-use crate::domain::{
-    ChangePoint, CheckRecord, Event, NewOutbox, OutboxMessage, Product, Validators, Watch,
-};
-use crate::price::extract::Report;
+use crate::domain::{ChangePoint, CheckRecord, Event, NewOutbox, OutboxMessage, Product, Watch};
+use crate::price::engine::Check;
 use crate::random::RandomSource;
 use crate::watch::schedule::{Notice, ScheduleConfig};
 use crate::watch::trigger::{step, Observation, TriggerConfig};
 
-/// How the fetch ended.
+/// How the check ended: what the engine read, or why it read nothing.
+// One short-lived value per check, like `Check` itself: boxing would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// HTTP 304: the page, and so the price, is as at the last check.
-    Unchanged { validators: Validators },
-    /// The page was read: a price, or the reason there is none.
-    Read {
-        report: Report,
-        validators: Validators,
-    },
+    /// The page was fetched: unchanged (304) or read.
+    Checked(Check),
     /// The page could not be fetched.
     Failed {
         reason: String,
@@ -62,11 +57,13 @@ pub fn plan(
 
     // What each watch observes, and why there is no price when there is none.
     let (observed, failure) = match outcome {
-        Outcome::Unchanged { validators } => {
+        Outcome::Checked(Check::Unchanged { validators }) => {
             next.validators = validators.clone();
             (Observed::LastPrice, None)
         }
-        Outcome::Read { report, validators } => {
+        Outcome::Checked(Check::Read {
+            report, validators, ..
+        }) => {
             next.validators = validators.clone();
             if report.title.is_some() {
                 next.title = report.title.clone();
@@ -181,18 +178,20 @@ pub fn plan(
 
     // History keeps change points only: the same price again is no new point.
     let change = match outcome {
-        Outcome::Read { report, .. } => match (report.amount, report.currency, failure) {
-            (Some(amount), Some(currency), None)
-                if latest.is_none_or(|p| p.amount != amount || p.currency != currency) =>
-            {
-                Some(ChangePoint {
-                    at_ms: now_ms,
-                    amount,
-                    currency,
-                })
+        Outcome::Checked(Check::Read { report, .. }) => {
+            match (report.amount, report.currency, failure) {
+                (Some(amount), Some(currency), None)
+                    if latest.is_none_or(|p| p.amount != amount || p.currency != currency) =>
+                {
+                    Some(ChangePoint {
+                        at_ms: now_ms,
+                        amount,
+                        currency,
+                    })
+                }
+                _ => None,
             }
-            _ => None,
-        },
+        }
         _ => None,
     };
 
@@ -233,10 +232,10 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ProductUrl;
     use crate::domain::Rule;
+    use crate::domain::{ProductUrl, Validators};
     use crate::inbound::activity::ConversationKey;
-    use crate::price::extract::{Availability, ExtractError, Method};
+    use crate::price::extract::{Availability, ExtractError, Method, Report};
     use crate::price::Currency;
     use crate::random::SplitMix64;
     use rust_decimal::Decimal;
@@ -283,7 +282,7 @@ mod tests {
     }
 
     fn priced(amount: i64) -> Outcome {
-        Outcome::Read {
+        Outcome::Checked(Check::Read {
             report: Report {
                 title: Some("Skillet".into()),
                 amount: Some(Decimal::from(amount)),
@@ -297,11 +296,12 @@ mod tests {
                 etag: Some("\"v1\"".into()),
                 last_modified: None,
             },
-        }
+            final_url: url::Url::parse("https://shop.example/p/1").expect("a URL"),
+        })
     }
 
     fn no_price() -> Outcome {
-        Outcome::Read {
+        Outcome::Checked(Check::Read {
             report: Report {
                 title: Some("Skillet".into()),
                 amount: None,
@@ -312,7 +312,8 @@ mod tests {
                 error: Some(ExtractError::NoPrice("looked everywhere".into())),
             },
             validators: Validators::default(),
-        }
+            final_url: url::Url::parse("https://shop.example/p/1").expect("a URL"),
+        })
     }
 
     /// Runs a plan and applies it the way the store would, returning the new watches.
@@ -381,9 +382,9 @@ mod tests {
             format!("1:alert:{}", 3 * HOUR)
         );
         // A 304 afterwards sees the same low price: no second alert.
-        let unchanged = Outcome::Unchanged {
+        let unchanged = Outcome::Checked(Check::Unchanged {
             validators: Validators::default(),
-        };
+        });
         let plan = run(&mut p, &mut ws, &mut latest, unchanged, 4 * HOUR);
         assert!(
             plan.record.messages.is_empty(),

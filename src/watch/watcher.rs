@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::domain::Product;
 use crate::domain::ProductUrl;
-use crate::price::engine::{Check, EngineError, PriceEngine};
+use crate::price::engine::{EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
 use crate::random::SplitMix64;
 use crate::store::{Store, StoreError};
@@ -280,10 +280,7 @@ impl Watcher {
             .check(product.url.as_url(), &product.validators)
             .await
         {
-            Ok(Check::Unchanged { validators }) => Outcome::Unchanged { validators },
-            Ok(Check::Read {
-                report, validators, ..
-            }) => Outcome::Read { report, validators },
+            Ok(check) => Outcome::Checked(check),
             Err(e) => {
                 let retry_after = match &e {
                     EngineError::Fetch(FetchError::Status {
