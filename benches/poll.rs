@@ -438,6 +438,7 @@ fn run() -> Result<ExitCode, String> {
             global_concurrency: concurrency,
         },
         Duration::from_secs(365 * 86_400),
+        pricewatch::delivery::run::Wake::default(),
     );
 
     let first = run_cycle(&rt, &watcher, &shop)?;

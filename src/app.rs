@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::ratelimit::SendLimits;
-use crate::delivery::run::Wakeups;
+use crate::delivery::run::Wake;
 use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
 use crate::inbound::auth::InboundAuth;
-use crate::inbound::bot::{Bot, BotSettings};
+use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
-use crate::inbound::endpoint::{routes, Endpoint, Notify};
+use crate::inbound::endpoint::{routes, Announcements, Endpoint};
 use crate::ops::config::Config;
 use crate::price::engine::{EngineError, PriceEngine};
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
@@ -191,6 +191,7 @@ impl App {
             },
             outbound_token(config, clock.clone())?,
         )?;
+        let wake = Wake::default();
         let watcher = Watcher::new(
             store.clone(),
             PriceEngine::from_config(config)?,
@@ -201,11 +202,12 @@ impl App {
             },
             config.fetch.gate(),
             config.storage.history_retention,
+            wake.clone(),
         );
         let mut bot = Bot::new(
             store.clone(),
             clock.clone(),
-            BotSettings {
+            TurnSettings {
                 name: config.bot.name.clone(),
                 default_drop: config.alerts.default_drop,
                 max_watches_per_conversation: config.alerts.max_watches_per_conversation,
@@ -213,15 +215,14 @@ impl App {
             },
         );
         if config.schedule.enabled {
-            bot = bot.with_watcher(watcher.clone());
+            bot = bot.with_first_check(Arc::new(watcher.clone()));
         }
         let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
-        let announced = Arc::new(tokio::sync::Notify::new());
-        let notify = admin_token(config)?.map(|token| Notify {
+        let announcements = admin_token(config)?.map(|token| Announcements {
             token,
             store: store.clone(),
             clock: clock.clone(),
-            queued: announced.clone(),
+            wake: wake.clone(),
             max_text: config.notify.max_text,
         });
         let delivery = Arc::new(Delivery::new(
@@ -236,7 +237,7 @@ impl App {
             bot,
             connector,
             body_limit: config.server.body_limit,
-            notify,
+            announcements,
         });
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
@@ -262,11 +263,8 @@ impl App {
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
         let delivering = tokio::spawn(crate::delivery::run::run(
             delivery.clone(),
-            Wakeups {
-                checks: watcher.clone(),
-                announced,
-                digest_window: config.alerts.digest_window,
-            },
+            wake,
+            config.alerts.digest_window,
             cancel.clone(),
         ));
         tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");

@@ -15,22 +15,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, PassReport};
 use crate::store::StoreError;
-use crate::watch::watcher::Watcher;
 
 /// How often delivery looks at the outbox when no check has woken it (retries come due).
 pub const DELIVERY_POLL: Duration = Duration::from_secs(5);
 /// How long the delivery loop waits for one pass before starting the next beside it.
 pub const PASS_WAIT: Duration = Duration::from_secs(1);
 
-/// What wakes the loop before its pause is over.
-pub struct Wakeups {
-    /// Checks that queued messages: the loop waits `digest_window` before its pass.
-    pub checks: Watcher,
-    /// Messages queued by someone else (an announcement): the pass runs at once.
-    pub announced: Arc<Notify>,
-    /// The checks of one tick finish one after another: waiting this long after the first
-    /// one lets alerts for one conversation go out as one digest, not one by one.
-    pub digest_window: Duration,
+/// How the rest of the daemon tells the delivery loop that messages were queued, so that
+/// it need not wait for its poll. The two kinds wake it differently: the checks of one tick
+/// finish one after another, so after a check the loop waits the digest window and alerts
+/// for one conversation go out as one digest; an announcement goes at once.
+#[derive(Clone, Default)]
+pub struct Wake {
+    checked: Arc<Notify>,
+    announced: Arc<Notify>,
+}
+
+impl Wake {
+    /// A check queued messages.
+    pub fn checks_queued(&self) {
+        self.checked.notify_one();
+    }
+
+    /// An operator's announcement was queued.
+    pub fn announcement_queued(&self) {
+        self.announced.notify_one();
+    }
 }
 
 /// What one step of the loop saw of its pass.
@@ -136,7 +146,12 @@ fn after(step: Step, delivery: &Delivery) -> Option<Duration> {
 
 /// Sends queued messages when a check queued some, when an announcement was queued, and
 /// every few seconds for retries, until `cancel`.
-pub async fn run(delivery: Arc<Delivery>, wake: Wakeups, cancel: CancellationToken) {
+pub async fn run(
+    delivery: Arc<Delivery>,
+    wake: Wake,
+    digest_window: Duration,
+    cancel: CancellationToken,
+) {
     let mut passes = Passes {
         delivery: delivery.clone(),
         lingering: Vec::new(),
@@ -154,10 +169,10 @@ pub async fn run(delivery: Arc<Delivery>, wake: Wakeups, cancel: CancellationTok
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = wake.checks.messages_queued() => {
+            _ = wake.checked.notified() => {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(wake.digest_window) => {}
+                    _ = tokio::time::sleep(digest_window) => {}
                 }
             }
             _ = wake.announced.notified() => {}

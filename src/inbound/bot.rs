@@ -15,10 +15,13 @@ use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
 use crate::speech::replies::{self, Lang};
 use crate::speech::{listing, notices};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
+use crate::watch::FirstCheck;
 
-/// What the bot needs from the configuration.
+/// How the bot handles a turn: its name, the drop a bare `watch` gets, and the limits on
+/// what a conversation may ask. (The `[bot]` section, `BotConfig`, is the Bot Framework
+/// registration instead: app id, password, endpoints.)
 #[derive(Debug, Clone)]
-pub struct BotSettings {
+pub struct TurnSettings {
     /// The bot's display name, used in the welcome.
     pub name: String,
     /// The drop a `watch` without one gets, in percent.
@@ -43,24 +46,25 @@ pub struct Turn {
 pub struct Bot {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    settings: BotSettings,
-    /// Gives a new watch its first check at once; `None` in tests of the bot alone.
-    watcher: Option<crate::watch::watcher::Watcher>,
+    settings: TurnSettings,
+    /// Gives a new watch its first check at once; `None` when checks are off
+    /// (`schedule.enabled = false`) and in tests of the bot alone.
+    first_check: Option<Arc<dyn FirstCheck>>,
 }
 
 impl Bot {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: BotSettings) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: TurnSettings) -> Self {
         Bot {
             store,
             clock,
             settings,
-            watcher: None,
+            first_check: None,
         }
     }
 
     /// New watches get their first check right away, not at the next tick.
-    pub fn with_watcher(mut self, watcher: crate::watch::watcher::Watcher) -> Self {
-        self.watcher = Some(watcher);
+    pub fn with_first_check(mut self, first_check: Arc<dyn FirstCheck>) -> Self {
+        self.first_check = Some(first_check);
         self
     }
 
@@ -140,13 +144,13 @@ impl Bot {
                     .await?
                 {
                     AddWatch::Added(w) => {
-                        if let Some(watcher) = &self.watcher {
+                        if let Some(first_check) = &self.first_check {
                             // The reply goes out now; the first price follows as a
                             // proactive message when the page has been read.
-                            watcher.spawn_first_check(w.url.clone());
+                            first_check.start_first_check(w.url.clone());
                         }
                         let all = self.store.watches(&conversation).await?;
-                        let checks = match self.watcher {
+                        let checks = match self.first_check {
                             Some(_) => replies::Checks::Running,
                             None => replies::Checks::Paused,
                         };

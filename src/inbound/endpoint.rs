@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::delivery::connector::Connector;
+use crate::delivery::run::Wake;
 use crate::domain::{NewOutbox, OutboxMessage};
 use crate::error::Chain;
 use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
@@ -36,18 +37,18 @@ pub struct Endpoint {
     /// Largest accepted body in bytes.
     pub body_limit: u64,
     /// `None` when no admin token is configured: `/api/notify` is then 404.
-    pub notify: Option<Notify>,
+    pub announcements: Option<Announcements>,
 }
 
 /// The sample's `/api/notify`, done right: a POST, an admin bearer token, a message that
 /// goes through the outbox (so the rate limits, retries and dead letters apply), and an
 /// answer saying how many conversations it was queued for.
-pub struct Notify {
+pub struct Announcements {
     pub token: Secret,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     /// Told when announcements were queued, so delivery need not wait for its poll.
-    pub queued: Arc<tokio::sync::Notify>,
+    pub wake: Wake,
     pub max_text: usize,
 }
 
@@ -104,7 +105,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let Some(notify) = &endpoint.notify else {
+    let Some(announcements) = &endpoint.announcements else {
         return error_response(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -122,7 +123,7 @@ where
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    if !presented.is_some_and(|t| same_secret(t, notify.token.expose())) {
+    if !presented.is_some_and(|t| same_secret(t, announcements.token.expose())) {
         tracing::warn!("notify refused: missing or wrong admin token");
         let mut r = error_response(
             StatusCode::UNAUTHORIZED,
@@ -163,21 +164,21 @@ where
         return error_response(StatusCode::BAD_REQUEST, "BadRequest", "text is empty");
     }
     let chars = text.chars().count();
-    if chars > notify.max_text {
+    if chars > announcements.max_text {
         return error_response(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!(
-                "text has {chars} characters, more than notify.max_text ({})",
-                notify.max_text
+                "text has {chars} characters, more than announcements.max_text ({})",
+                announcements.max_text
             ),
         );
     }
-    match queue_announcement(notify, text, request.conversation).await {
+    match queue_announcement(announcements, text, request.conversation).await {
         Ok(Some(queued)) => {
             tracing::info!(queued, "announcement queued");
             if queued > 0 {
-                notify.queued.notify_one();
+                announcements.wake.announcement_queued();
             }
             warp::reply::with_status(
                 warp::reply::json(&json!({ "queued": queued })),
@@ -204,11 +205,11 @@ where
 /// Queues `text` for the named conversation or every stored one, skipping those the
 /// channel refused; `None` when the named one is not stored.
 async fn queue_announcement(
-    notify: &Notify,
+    announcements: &Announcements,
     text: &str,
     target: Option<NotifyTarget>,
 ) -> Result<Option<usize>, StoreError> {
-    let store = &notify.store;
+    let store = &announcements.store;
     let keys = match target {
         Some(t) => {
             let key = ConversationKey {
@@ -222,7 +223,7 @@ async fn queue_announcement(
         }
         None => store.conversations().await?,
     };
-    let now = notify.clock.now_ms();
+    let now = announcements.clock.now_ms();
     let mut messages = Vec::with_capacity(keys.len());
     for key in keys {
         if store.unreachable(&key).await?.is_some() {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::delivery::run::Wake;
 use crate::domain::Product;
 use crate::domain::ProductUrl;
 use crate::price::engine::{EngineError, PriceEngine};
@@ -20,6 +21,7 @@ use crate::random::SplitMix64;
 use crate::store::{Store, StoreError};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{plan, Outcome, PlanConfig};
+use crate::watch::FirstCheck;
 
 /// Most products one tick takes from the store; the rest wait for the next tick.
 const TICK_LIMIT: usize = 100_000;
@@ -50,7 +52,7 @@ struct Inner {
     in_flight: Mutex<HashSet<String>>,
     rng: Mutex<SplitMix64>,
     /// Told whenever a check queued messages, so delivery need not poll.
-    queued: tokio::sync::Notify,
+    wake: Wake,
     history_retention: std::time::Duration,
     /// When history was last pruned; pruning reads the whole history tree, so hourly.
     last_prune_ms: std::sync::atomic::AtomicU64,
@@ -67,6 +69,7 @@ impl Watcher {
         plan: PlanConfig,
         gate: GateConfig,
         history_retention: std::time::Duration,
+        wake: Wake,
     ) -> Watcher {
         // Jitter only has to differ between daemons and restarts, not be unpredictable.
         let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(32);
@@ -79,7 +82,7 @@ impl Watcher {
                 gate: Mutex::new(HostGate::new(gate)),
                 in_flight: Mutex::new(HashSet::new()),
                 rng: Mutex::new(SplitMix64::new(seed)),
-                queued: tokio::sync::Notify::new(),
+                wake,
                 history_retention,
                 last_prune_ms: std::sync::atomic::AtomicU64::new(0),
                 tasks: TaskTracker::new(),
@@ -88,32 +91,12 @@ impl Watcher {
         }
     }
 
-    /// Starts a new watch's first check in the background (the bot's reply does not wait).
-    pub fn spawn_first_check(&self, url: ProductUrl) {
-        let this = self.clone();
-        self.inner.tasks.spawn(async move {
-            tokio::select! {
-                _ = this.inner.cancel.cancelled() => {}
-                result = this.check_now(&url) => {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, url = url.as_str(), "first check failed to record");
-                    }
-                }
-            }
-        });
-    }
-
     /// Ends the first checks still running (their products stay due, so the next daemon
     /// checks them) and waits until they have let go of the store.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-    }
-
-    /// Resolves when a check has queued messages since the last call.
-    pub async fn messages_queued(&self) {
-        self.inner.queued.notified().await;
     }
 
     /// Checks every due product once, as fast as the politeness gate allows, and returns
@@ -220,7 +203,7 @@ impl Watcher {
 
     /// Checks one product now (a new watch's first price), waiting for the gate if the
     /// shop was asked a moment ago. Returns the messages queued.
-    pub async fn check_now(&self, url: &ProductUrl) -> Result<usize, StoreError> {
+    pub async fn first_check(&self, url: &ProductUrl) -> Result<usize, StoreError> {
         let Some(product) = self.inner.store.product(url).await? else {
             return Ok(0);
         };
@@ -327,7 +310,7 @@ impl Watcher {
             "product checked"
         );
         if !queued.is_empty() {
-            self.inner.queued.notify_one();
+            self.inner.wake.checks_queued();
         }
         Ok(queued.len())
     }
@@ -343,4 +326,21 @@ enum Refused {
 /// A poisoned lock only means a check task panicked; the sets and the gate stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Each first check runs as a task of the watcher's, so `shutdown` ends it.
+impl FirstCheck for Watcher {
+    fn start_first_check(&self, url: ProductUrl) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = this.inner.cancel.cancelled() => {}
+                result = this.first_check(&url) => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, url = url.as_str(), "first check failed to record");
+                    }
+                }
+            }
+        });
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pricewatch::clock::{Clock, ManualClock};
+use pricewatch::delivery::run::Wake;
 use pricewatch::domain::Event;
 use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{NewWatch, OutboxMessage, Rule};
@@ -70,7 +71,15 @@ impl Loop {
             ..GateConfig::default()
         };
         let year = Duration::from_secs(365 * 24 * 3600);
-        let watcher = Watcher::new(store.clone(), engine, clock.clone(), plan, gate, year);
+        let watcher = Watcher::new(
+            store.clone(),
+            engine,
+            clock.clone(),
+            plan,
+            gate,
+            year,
+            Wake::default(),
+        );
         Loop {
             store,
             clock,
@@ -232,7 +241,7 @@ async fn a_first_check_without_a_price_removes_the_watch_and_says_why() {
     let l = Loop::new();
     l.watch("a", &url(&shop, "/p/missing")).await;
     l.watcher
-        .check_now(&url(&shop, "/p/missing"))
+        .first_check(&url(&shop, "/p/missing"))
         .await
         .unwrap();
     let messages = l.drain().await;
