@@ -16,6 +16,7 @@ use crate::delivery::ratelimit::SendLimits;
 use crate::delivery::run::Wake;
 use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
+use crate::error::Chain;
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
@@ -341,7 +342,7 @@ impl App {
             server.abort();
         }
         if let Err(e) = scheduler.shutdown().await {
-            tracing::warn!(error = %e, "the scheduler did not stop cleanly");
+            tracing::warn!(error = %Chain(&e), "the scheduler did not stop cleanly");
         }
         // Every task holding the store ends here, so sled's directory lock is released
         // when this returns and a new daemon can open the same data.

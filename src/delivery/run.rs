@@ -14,6 +14,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, PassReport};
+use crate::error::Chain;
 use crate::store::StoreError;
 
 /// How often delivery looks at the outbox when no check has woken it (retries come due).
@@ -132,11 +133,11 @@ fn after(step: Step, delivery: &Delivery) -> Option<Duration> {
             Some(next_pause(&r, delivery.now_ms()))
         }
         Step::Done(Err(e)) => {
-            tracing::warn!(error = %e, "delivery pass failed; retrying");
+            tracing::warn!(error = %Chain(&e), "delivery pass failed; retrying");
             Some(DELIVERY_POLL)
         }
         Step::Failed(e) => {
-            tracing::error!(error = %e, "a delivery pass failed");
+            tracing::error!(error = %Chain(&e), "a delivery pass failed");
             Some(DELIVERY_POLL)
         }
         Step::Slow => Some(PASS_WAIT),

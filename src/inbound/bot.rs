@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use crate::clock::Clock;
 use crate::domain::{NewWatch, Product, Rule, Watch};
+use crate::error::Chain;
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
 use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
 use crate::speech::replies::{self, Lang};
@@ -101,14 +102,14 @@ impl Bot {
         let command = match command::parse(text, &self.settings.limits) {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(error = %e, "command refused");
+                tracing::debug!(error = %Chain(&e), "command refused");
                 return replies::command_error(lang, &e);
             }
         };
         match self.execute(activity, lang, text, command).await {
             Ok(reply) => reply,
             Err(e) => {
-                tracing::error!(error = %e, "storage failed during a command");
+                tracing::error!(error = %Chain(&e), "storage failed during a command");
                 replies::storage_failed(lang)
             }
         }

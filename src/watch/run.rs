@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Chain;
 use crate::store::StoreError;
 use crate::watch::watcher::{TickReport, Watcher};
 
@@ -69,7 +70,9 @@ impl Watcher {
                 )
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "tick failed; due products wait for the next"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "tick failed; due products wait for the next")
+            }
         }
         result
     }

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::delivery::run::Wake;
 use crate::domain::Product;
 use crate::domain::ProductUrl;
+use crate::error::Chain;
 use crate::price::engine::{EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
 use crate::random::SplitMix64;
@@ -167,11 +168,11 @@ impl Watcher {
                         }
                         Some(Ok(Err(e))) => {
                             report.failed += 1;
-                            tracing::warn!(error = %e, "recording a check failed");
+                            tracing::warn!(error = %Chain(&e), "recording a check failed");
                         }
                         Some(Err(e)) => {
                             report.failed += 1;
-                            tracing::error!(error = %e, "a check task failed");
+                            tracing::error!(error = %Chain(&e), "a check task failed");
                         }
                         None => {}
                     }
@@ -337,7 +338,7 @@ impl FirstCheck for Watcher {
                 _ = this.inner.cancel.cancelled() => {}
                 result = this.first_check(&url) => {
                     if let Err(e) = result {
-                        tracing::warn!(error = %e, url = url.as_str(), "first check failed to record");
+                        tracing::warn!(error = %Chain(&e), url = url.as_str(), "first check failed to record");
                     }
                 }
             }
