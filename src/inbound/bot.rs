@@ -99,7 +99,8 @@ impl Bot {
     }
 
     async fn on_command(&self, activity: &ValidActivity, lang: Lang, text: &str) -> String {
-        let command = match command::parse(text, &self.settings.limits) {
+        let locale = activity.activity.locale.as_deref();
+        let command = match command::parse(text, &self.settings.limits, locale) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %Chain(&e), "command refused");

@@ -198,6 +198,38 @@ fn for_country(code: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether a word written beside an amount names a currency: one of [`SIGNS`] (the ASCII
+/// ones in any case, as people type them: `kr`, `ZŁ`), a single currency symbol (`€`,
+/// `₹`), or three letters (`EUR`, `usd`). Three letters are accepted without checking
+/// the code, because a chat user's `below 10 eur` must not fail on a code this table
+/// does not list.
+pub fn is_currency_word(word: &str) -> bool {
+    if word.chars().count() == 3 && word.chars().all(|c| c.is_ascii_alphabetic()) {
+        return true;
+    }
+    if word.chars().count() == 1 && word.chars().all(is_currency_symbol) {
+        return true;
+    }
+    SIGNS.iter().any(|(text, _)| {
+        if text.is_ascii() {
+            text.eq_ignore_ascii_case(word)
+        } else {
+            text.to_lowercase() == word.to_lowercase()
+        }
+    })
+}
+
+/// Unicode's currency symbols (category Sc) that shops use, `$` included.
+fn is_currency_symbol(c: char) -> bool {
+    c == '$'
+        || c == '\u{A2}'
+        || c == '\u{A3}'
+        || c == '\u{A5}'
+        || c == '\u{E3F}'
+        || ('\u{20A0}'..='\u{20CF}').contains(&c)
+        || c == '\u{FDFC}'
+}
+
 /// The currency a locale (`de-CH`, `fr_CA`, `ja`) normally prices in: its region's, or
 /// for a bare language, the currency of the country that language is mostly priced in.
 pub fn for_locale(locale: &str) -> Option<Currency> {

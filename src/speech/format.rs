@@ -117,14 +117,27 @@ fn group_thousands(digits: &str, sep: &str) -> String {
     out
 }
 
-/// A rule's number as the replies write it (`149.99`, `20`), for the pending line, which
-/// has no currency yet.
-pub(super) fn plain_number(lang: Lang, d: Decimal) -> String {
-    let s = d.normalize().to_string();
-    match lang {
-        Lang::En => s,
-        Lang::Fr => s.replace('.', ","),
+/// A rule's number as the replies write it (`149.99`, `20`, `1,299`; `1 299` in French),
+/// when there is no currency to format it with. Thousands are grouped so that the user
+/// sees how a typed `1.299` was read.
+pub(crate) fn plain_number(lang: Lang, d: Decimal) -> String {
+    let plain = d.normalize().abs().to_string();
+    let (int, frac) = plain.split_once('.').unwrap_or((plain.as_str(), ""));
+    let (group, point) = match lang {
+        Lang::En => (",", "."),
+        Lang::Fr => ("\u{202f}", ","),
+    };
+    let mut number = if d.is_sign_negative() && !d.is_zero() {
+        "-".to_owned()
+    } else {
+        String::new()
+    };
+    number.push_str(&group_thousands(int, group));
+    if !frac.is_empty() {
+        number.push_str(point);
+        number.push_str(frac);
     }
+    number
 }
 
 pub(super) fn percent_text(lang: Lang, p: Decimal) -> String {

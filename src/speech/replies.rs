@@ -3,11 +3,10 @@
 //! A user never sees a Rust error: every failure the bot can explain has a sentence here
 //! that says what was wrong and what to type instead.
 
-use rust_decimal::Decimal;
-
 use crate::domain::product_url::UrlError;
 use crate::domain::{Rule, Watch};
 use crate::inbound::command::CommandError;
+use crate::speech::format::plain_number;
 
 /// The reply language, from the activity's `locale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,27 +63,20 @@ pub fn welcome(lang: Lang, bot_name: &str) -> String {
     }
 }
 
-/// A decimal as the user's language writes it (`149.99` / `149,99`).
-fn amount(lang: Lang, d: &Decimal) -> String {
-    let s = d.normalize().to_string();
-    match lang {
-        Lang::En => s,
-        Lang::Fr => s.replace('.', ","),
-    }
-}
-
 /// A rule as the replies and proactive messages write it.
 pub(crate) fn rule_text(lang: Lang, rule: &Rule) -> String {
     match (lang, rule) {
         (Lang::En, Rule::Drop { percent }) => {
-            format!("a drop of {}% or more", amount(lang, percent))
+            format!("a drop of {}% or more", plain_number(lang, *percent))
         }
         (Lang::Fr, Rule::Drop { percent }) => {
-            format!("une baisse de {} % ou plus", amount(lang, percent))
+            format!("une baisse de {} % ou plus", plain_number(lang, *percent))
         }
-        (Lang::En, Rule::Below { amount: a }) => format!("a price of {} or less", amount(lang, a)),
+        (Lang::En, Rule::Below { amount: a }) => {
+            format!("a price of {} or less", plain_number(lang, *a))
+        }
         (Lang::Fr, Rule::Below { amount: a }) => {
-            format!("un prix de {} ou moins", amount(lang, a))
+            format!("un prix de {} ou moins", plain_number(lang, *a))
         }
     }
 }
@@ -275,16 +267,16 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
             if fr {
                 format!(
                     "Une baisse de {} % n'est pas possible : choisissez entre {} et {} %.",
-                    amount(lang, percent),
-                    amount(lang, min),
-                    amount(lang, max)
+                    plain_number(lang, *percent),
+                    plain_number(lang, *min),
+                    plain_number(lang, *max)
                 )
             } else {
                 format!(
                     "A drop of {}% is not possible: choose between {}% and {}%.",
-                    amount(lang, percent),
-                    amount(lang, min),
-                    amount(lang, max)
+                    plain_number(lang, *percent),
+                    plain_number(lang, *min),
+                    plain_number(lang, *max)
                 )
             }
         }
@@ -338,10 +330,17 @@ mod tests {
 
     #[test]
     fn amounts_follow_the_language() {
+        use rust_decimal::Decimal;
         let d = Decimal::new(14999, 2);
-        assert_eq!(amount(Lang::En, &d), "149.99");
-        assert_eq!(amount(Lang::Fr, &d), "149,99");
-        assert_eq!(amount(Lang::En, &Decimal::new(2000, 2)), "20");
+        assert_eq!(plain_number(Lang::En, d), "149.99");
+        assert_eq!(plain_number(Lang::Fr, d), "149,99");
+        assert_eq!(plain_number(Lang::En, Decimal::new(2000, 2)), "20");
+        // A typed `below 1.299` is 1299, and the reply shows it grouped.
+        assert_eq!(plain_number(Lang::En, Decimal::from(1299)), "1,299");
+        assert_eq!(
+            plain_number(Lang::Fr, Decimal::new(12995, 1)),
+            "1\u{202f}299,5"
+        );
     }
 
     #[test]

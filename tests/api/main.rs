@@ -539,3 +539,26 @@ async fn stopping_after_the_server_already_finished_is_clean() {
         app.run_until_stopped().await.expect("clean stop");
     }
 }
+
+#[tokio::test]
+async fn a_typed_amount_is_read_as_on_a_page_and_the_reply_shows_how() {
+    let t = TestApp::spawn().await;
+    // `1.299` on a page is 1299 (a lone separator before three digits groups thousands),
+    // so it is in chat too, and the reply shows the amount it understood.
+    let reply = t
+        .say("c1", "watch https://shop.example/p/1 below 1.299")
+        .await;
+    assert!(reply.contains("a price of 1,299 or less"), "{reply}");
+    let reply = t
+        .say("c1", "watch https://shop.example/p/2 below 149,99 €")
+        .await;
+    assert!(reply.contains("a price of 149.99 or less"), "{reply}");
+
+    let mut m = t.message("c2", "watch https://shop.example/p/3 below 1.299,50");
+    m["locale"] = "fr-FR".into();
+    let (status, _) = t.post(&m).await;
+    assert_eq!(status, 200);
+    let got = t.channel.take();
+    let reply = got.last().expect("a reply").text();
+    assert!(reply.contains("un prix de 1\u{202f}299,5 ou moins"), "{reply}");
+}

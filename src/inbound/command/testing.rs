@@ -11,7 +11,7 @@ pub(super) fn limits() -> Limits {
 }
 
 pub(super) fn p(text: &str) -> Result<Command, CommandError> {
-    parse(text, &limits())
+    parse(text, &limits(), None)
 }
 
 pub(super) fn url(raw: &str) -> ProductUrl {
