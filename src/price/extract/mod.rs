@@ -22,7 +22,7 @@ use url::Url;
 use super::currency::for_tld;
 use super::decode::decode_html;
 use super::html::{scan, MetaKind, MicroItem, MicroValue, PageFacts};
-use super::jsonld::{decode_entities, parse_lenient};
+use super::lenient_json::{decode_entities, parse_lenient};
 use super::rules::{JsonApiRule, Rules};
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
 
