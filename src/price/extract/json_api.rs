@@ -7,7 +7,7 @@ use url::Url;
 
 use super::choice::from_offers;
 use super::json_ld::str_of;
-use super::{clean_text, machine_offer, Availability, ExtractError, Method, Report};
+use super::{decode_and_collapse, machine_offer, Availability, ExtractError, Method, Report};
 use crate::price::lenient_json::parse_lenient;
 use crate::price::rules::JsonApiRule;
 use crate::price::CurrencyFound;
@@ -22,7 +22,7 @@ pub(super) fn extract_json_api(url: &Url, body: &[u8], rule: &JsonApiRule) -> Re
     let title = ["/title", "/name", "/product/title", "/product/name"]
         .iter()
         .find_map(|p| doc.pointer(p).and_then(Value::as_str))
-        .map(clean_text);
+        .map(decode_and_collapse);
     let host = url.host_str().unwrap_or("");
     let no_price = |why: String| Report {
         title: title.clone(),

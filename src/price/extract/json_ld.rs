@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::choice::{blank_offer, Offer, Role};
-use super::{clean_text, machine_offer, Availability, Found, PRODUCT_TYPES};
+use super::{decode_and_collapse, machine_offer, Availability, Found, PRODUCT_TYPES};
 use crate::price::lenient_json::parse_lenient;
 
 /// How deep the top-level walk goes into arrays and `@graph`s; real pages use two levels.
@@ -150,7 +150,7 @@ pub(super) fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
         found.note = (!notes.is_empty()).then(|| notes.join("; "));
         return found;
     };
-    found.title = str_of(product.get("name")).map(|n| clean_text(&n));
+    found.title = str_of(product.get("name")).map(|n| decode_and_collapse(&n));
     offers_of(product, None, host, &mut found.offers);
     for variant in as_list(product.get("hasVariant")) {
         offers_of(variant, Some(variant), host, &mut found.offers);

@@ -3,7 +3,7 @@
 //! when JSON-LD gives none.
 
 use super::choice::{blank_offer, Role};
-use super::{clean_text, text_offer, Availability, Found, PRODUCT_TYPES};
+use super::{decode_and_collapse, text_offer, Availability, Found, PRODUCT_TYPES};
 use crate::price::html::{MicroItem, MicroValue};
 
 fn item_type_is(item: &MicroItem, names: &[&str]) -> bool {
@@ -29,7 +29,7 @@ pub(super) fn from_microdata(items: &[MicroItem], host: &str) -> Found {
         return found;
     };
     let product = &items[main];
-    found.title = prop(product, "name").map(clean_text);
+    found.title = prop(product, "name").map(decode_and_collapse);
     let mut offer_items: Vec<&MicroItem> = vec![product];
     for (name, value) in &product.props {
         if let (true, MicroValue::Item(i)) = (name == "offers", value) {

@@ -268,7 +268,7 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
         sources
             .iter()
             .find_map(|(_, f)| f.title.clone())
-            .or_else(|| meta_content(facts, "og:title").map(clean_text))
+            .or_else(|| meta_content(facts, "og:title").map(decode_and_collapse))
             .or_else(|| facts.h1.clone())
             .or_else(|| facts.title.clone())
     };
@@ -410,7 +410,7 @@ fn text_offer(
 }
 
 /// Whitespace runs to one space, trimmed; entities decoded.
-fn clean_text(s: &str) -> String {
+fn decode_and_collapse(s: &str) -> String {
     let decoded = if s.contains('&') {
         decode_entities(s)
     } else {
