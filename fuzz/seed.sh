@@ -4,7 +4,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 pages="$here/../tests/fixtures/pages"
-mkdir -p "$here/corpus/extract" "$here/corpus/jsonld" "$here/corpus/price_text"
+mkdir -p "$here/corpus/extract" "$here/corpus/lenient_json" "$here/corpus/price_text"
 
 # extract: every page and API body as it is.
 for f in "$pages"/*.html "$pages"/*.json; do
@@ -12,10 +12,10 @@ for f in "$pages"/*.html "$pages"/*.json; do
     cp "$f" "$here/corpus/extract/"
 done
 
-# jsonld: each page's JSON-LD scripts, one file per script, plus the API bodies.
+# lenient_json: each page's JSON-LD scripts, one file per script, plus the API bodies.
 for f in "$pages"/*.html; do
     name=$(basename "$f" .html)
-    awk -v out="$here/corpus/jsonld/$name" '
+    awk -v out="$here/corpus/lenient_json/$name" '
         /<script[^>]*application\/ld\+json/ { n++; inside = 1; sub(/.*<script[^>]*>/, ""); }
         inside {
             line = $0
@@ -27,7 +27,7 @@ for f in "$pages"/*.html; do
 done
 for f in "$pages"/*.json; do
     case "$f" in *.expected.json) continue ;; esac
-    cp "$f" "$here/corpus/jsonld/"
+    cp "$f" "$here/corpus/lenient_json/"
 done
 
 # price_text: the price strings the fixtures expect to read, and a few hand-written ones.
@@ -43,4 +43,4 @@ for hint in EUR de-DE .com.au sv-SE .jp; do
     i=$((i + 1))
     printf '%s\n%s' "$hint" '$1.299' > "$here/corpus/price_text/hint-$i"
 done
-echo "seeded: $(ls "$here/corpus/extract" | wc -l) extract, $(ls "$here/corpus/jsonld" | wc -l) jsonld, $(ls "$here/corpus/price_text" | wc -l) price_text"
+echo "seeded: $(ls "$here/corpus/extract" | wc -l) extract, $(ls "$here/corpus/lenient_json" | wc -l) lenient_json, $(ls "$here/corpus/price_text" | wc -l) price_text"

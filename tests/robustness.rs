@@ -21,7 +21,7 @@ use std::str::FromStr;
 use pricewatch::price::decode::decode_html;
 use pricewatch::price::extract::{ExtractError, Extractor, Method, Report};
 use pricewatch::price::html::{scan, SiteSelector};
-use pricewatch::price::jsonld::parse_lenient;
+use pricewatch::price::lenient_json::parse_lenient;
 use pricewatch::price::rules::{JsonApiRule, Rules, UrlMatch};
 use pricewatch::price::{parse_price, Currency, Hints};
 use proptest::prelude::*;

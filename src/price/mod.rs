@@ -8,7 +8,7 @@ pub mod engine;
 pub mod extract;
 pub mod fetch;
 pub mod html;
-pub mod jsonld;
+pub mod lenient_json;
 pub mod parse;
 pub mod rules;
 

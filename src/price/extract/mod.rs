@@ -6,8 +6,10 @@
 //! positive price for the product decides amount, currency, method and availability; the
 //! prices the other structured sources give for the same product are kept as candidates.
 //!
-//! Which of several prices for one product wins is decided in `choice`; how a report is
-//! shown by `probe` is in `report`.
+//! Each source reads its own markup in its own file (`json_ld`, `microdata`, `meta`, and
+//! `json_api` for product APIs); this file holds the order between them. Which of several
+//! prices for one product wins is decided in `choice`; how a report is shown by `probe` is
+//! in `report`.
 //!
 //! A price of zero is never a price ("price on request" pages write 0.00), and no price is
 //! an error that says what was looked for.
@@ -16,20 +18,27 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::Value;
 use url::Url;
 
 use super::currency::for_tld;
 use super::decode::decode_html;
-use super::html::{scan, MetaKind, MicroItem, MicroValue, PageFacts};
-use super::jsonld::{decode_entities, parse_lenient};
-use super::rules::{JsonApiRule, Rules};
+use super::html::{scan, PageFacts};
+use super::lenient_json::decode_entities;
+use super::rules::Rules;
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
 
 mod choice;
+mod json_api;
+mod json_ld;
+mod meta;
+mod microdata;
 mod report;
 
-use choice::{blank_offer, candidate, choose, from_offers, settle, with_minor_digits, Offer, Role};
+use choice::{blank_offer, candidate, choose, settle, with_minor_digits, Offer};
+use json_api::extract_json_api;
+use json_ld::from_json_ld;
+use meta::{from_meta, meta_content};
+use microdata::from_microdata;
 pub use report::ReportJson;
 
 /// Where a price came from.
@@ -210,6 +219,18 @@ struct Found {
     note: Option<String>,
 }
 
+/// The schema.org types that name a product, in JSON-LD and in microdata.
+const PRODUCT_TYPES: &[&str] = &[
+    "Product",
+    "ProductGroup",
+    "IndividualProduct",
+    "ProductModel",
+    "SomeProducts",
+    "Vehicle",
+    "Car",
+    "Book",
+];
+
 /// Applies the source order and the choice rule to one page's facts.
 pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Report {
     let host = url.host_str().unwrap_or("");
@@ -247,7 +268,7 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
         sources
             .iter()
             .find_map(|(_, f)| f.title.clone())
-            .or_else(|| meta_content(facts, "og:title").map(clean_text))
+            .or_else(|| meta_content(facts, "og:title").map(decode_and_collapse))
             .or_else(|| facts.h1.clone())
             .or_else(|| facts.title.clone())
     };
@@ -389,7 +410,7 @@ fn text_offer(
 }
 
 /// Whitespace runs to one space, trimmed; entities decoded.
-fn clean_text(s: &str) -> String {
+fn decode_and_collapse(s: &str) -> String {
     let decoded = if s.contains('&') {
         decode_entities(s)
     } else {
@@ -398,447 +419,11 @@ fn clean_text(s: &str) -> String {
     decoded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-// ---------------------------------------------------------------- JSON-LD
-
-/// How deep the top-level walk goes into arrays and `@graph`s; real pages use two levels.
-const MAX_GRAPH_DEPTH: usize = 4;
-/// Largest JSON-LD script read, and most JSON-LD read from one page.
-const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
-const MAX_JSON_LD_BYTES: usize = 2 * 1024 * 1024;
-/// Bounds the offers read from one product (marketplaces list a few hundred at most).
-const MAX_OFFERS: usize = 1000;
-
-fn type_is(node: &Value, names: &[&str]) -> bool {
-    let one = |t: &Value| {
-        t.as_str().is_some_and(|s| {
-            let last = s.rsplit(['/', ':', '#']).next().unwrap_or(s);
-            names.iter().any(|n| last.eq_ignore_ascii_case(n))
-        })
-    };
-    match node.get("@type") {
-        Some(Value::Array(a)) => a.iter().any(one),
-        Some(t) => one(t),
-        None => false,
-    }
-}
-
-const PRODUCT_TYPES: &[&str] = &[
-    "Product",
-    "ProductGroup",
-    "IndividualProduct",
-    "ProductModel",
-    "SomeProducts",
-    "Vehicle",
-    "Car",
-    "Book",
-];
-
-fn top_nodes<'v>(v: &'v Value, depth: usize, out: &mut Vec<&'v Value>) {
-    if depth > MAX_GRAPH_DEPTH {
-        return;
-    }
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| top_nodes(i, depth + 1, out)),
-        Value::Object(map) => {
-            if let Some(graph) = map.get("@graph") {
-                top_nodes(graph, depth + 1, out);
-            }
-            if map.contains_key("@type") {
-                out.push(v);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn as_list(v: Option<&Value>) -> Vec<&Value> {
-    match v {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(v @ Value::Object(_)) => vec![v],
-        _ => Vec::new(),
-    }
-}
-
-fn str_of(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => str_of(o.get("@id")).or_else(|| str_of(o.get("name"))),
-        Value::Array(a) => str_of(a.first()),
-        _ => None,
-    }
-}
-
-fn same_page(candidate: &str, page: &Url) -> bool {
-    let Ok(u) = page.join(candidate.trim()) else {
-        return false;
-    };
-    let strip = |u: &Url| {
-        let mut s = format!(
-            "{}{}",
-            u.host_str().unwrap_or("").to_ascii_lowercase(),
-            u.path()
-        );
-        while s.ends_with('/') {
-            s.pop();
-        }
-        s
-    };
-    strip(&u) == strip(page)
-}
-
-fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
-    // A JSON tree takes about fourteen times its text in memory, so the JSON-LD read from one
-    // page is bounded; real product scripts are a few kilobytes, marketplaces' a few hundred.
-    let mut budget = MAX_JSON_LD_BYTES;
-    let mut skipped = 0;
-    let docs: Vec<Value> = scripts
-        .iter()
-        .filter(|s| {
-            let fits = s.len() <= MAX_SCRIPT_BYTES && s.len() <= budget;
-            if fits {
-                budget -= s.len();
-            } else {
-                skipped += 1;
-            }
-            fits
-        })
-        .filter_map(|s| parse_lenient(s))
-        .collect();
-    let broken = scripts
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .count()
-        .saturating_sub(docs.len() + skipped);
-    let mut nodes = Vec::new();
-    for d in &docs {
-        top_nodes(d, 0, &mut nodes);
-    }
-    // A WebPage's mainEntity counts as top level: it is the page's subject.
-    let mut main_ids = Vec::new();
-    let mut products: Vec<&Value> = Vec::new();
-    for n in &nodes {
-        if type_is(n, PRODUCT_TYPES) {
-            products.push(n);
-        } else if let Some(main) = n.get("mainEntity") {
-            if type_is(main, PRODUCT_TYPES) {
-                products.push(main);
-            } else if let Some(id) = str_of(Some(main)) {
-                main_ids.push(id);
-            }
-        }
-    }
-    let main = products
-        .iter()
-        .find(|p| {
-            str_of(p.get("url")).is_some_and(|u| same_page(&u, url))
-                || str_of(p.get("@id")).is_some_and(|id| main_ids.contains(&id))
-        })
-        .or(products.first());
-
-    let mut found = Found::default();
-    let Some(product) = main else {
-        let mut notes = Vec::new();
-        if broken > 0 {
-            notes.push(format!("{broken} JSON-LD script(s) could not be parsed"));
-        }
-        if skipped > 0 {
-            notes.push(format!(
-                "{skipped} JSON-LD script(s) were too large to read (over {} KiB)",
-                MAX_SCRIPT_BYTES / 1024
-            ));
-        }
-        found.note = (!notes.is_empty()).then(|| notes.join("; "));
-        return found;
-    };
-    found.title = str_of(product.get("name")).map(|n| clean_text(&n));
-    offers_of(product, None, host, &mut found.offers);
-    for variant in as_list(product.get("hasVariant")) {
-        offers_of(variant, Some(variant), host, &mut found.offers);
-    }
-    found.offers.truncate(MAX_OFFERS);
-    if found.offers.is_empty() {
-        found.note = Some("the JSON-LD Product has no offers".to_owned());
-    } else if found.offers.iter().all(|o| o.price.is_none() && !o.zero) {
-        found.note = Some("the JSON-LD offers state no price".to_owned());
-    }
-    found
-}
-
-fn offers_of(product: &Value, variant: Option<&Value>, host: &str, out: &mut Vec<Offer>) {
-    let variant_sku = variant.and_then(|v| str_of(v.get("sku")));
-    let variant_url = variant.and_then(|v| str_of(v.get("url")));
-    for offer in as_list(product.get("offers")) {
-        if out.len() >= MAX_OFFERS {
-            return;
-        }
-        let availability = str_of(offer.get("availability"))
-            .map_or(Availability::Unknown, |a| Availability::from_text(&a));
-        let code = str_of(offer.get("priceCurrency"));
-        let sku = str_of(offer.get("sku")).or_else(|| variant_sku.clone());
-        let url = str_of(offer.get("url")).or_else(|| variant_url.clone());
-        let describe = |what: &str| {
-            let mut s = format!("JSON-LD {what}");
-            if let Some(sku) = &sku {
-                s.push_str(&format!(" sku={sku}"));
-            }
-            s
-        };
-        if type_is(offer, &["AggregateOffer"]) {
-            let low = str_of(offer.get("lowPrice")).or_else(|| str_of(offer.get("price")));
-            if let Some(low) = low {
-                let mut o = machine_offer(
-                    &low,
-                    code.as_deref(),
-                    host,
-                    availability,
-                    describe("AggregateOffer lowPrice"),
-                );
-                o.role = Role::AggregateLow;
-                out.push(o);
-            }
-            if let Some(high) = str_of(offer.get("highPrice")) {
-                let mut o = machine_offer(
-                    &high,
-                    code.as_deref(),
-                    host,
-                    availability,
-                    describe("AggregateOffer highPrice"),
-                );
-                o.role = Role::AggregateHigh;
-                out.push(o);
-            }
-            offers_of(offer, None, host, out);
-            continue;
-        }
-        let (value, code) = match str_of(offer.get("price")) {
-            Some(p) => (Some(p), code),
-            None => specification_price(offer)
-                .map_or((None, code.clone()), |(p, c)| (Some(p), c.or(code))),
-        };
-        let mut o = match value {
-            Some(v) => machine_offer(&v, code.as_deref(), host, availability, describe("Offer")),
-            None => blank_offer(availability, describe("Offer")),
-        };
-        o.sku = sku;
-        o.url = url;
-        out.push(o);
-    }
-}
-
-/// The first `priceSpecification` that is the selling price, with its currency.
-fn specification_price(offer: &Value) -> Option<(String, Option<String>)> {
-    as_list(offer.get("priceSpecification"))
-        .into_iter()
-        .filter(|s| {
-            !str_of(s.get("priceType")).is_some_and(|t| {
-                let t = t.rsplit('/').next().unwrap_or(&t).to_ascii_lowercase();
-                t == "listprice" || t == "strikethroughprice" || t == "msrp"
-            }) && s.get("referenceQuantity").is_none()
-        })
-        .find_map(|s| {
-            let p = str_of(s.get("price")).or_else(|| str_of(s.get("minPrice")))?;
-            Some((p, str_of(s.get("priceCurrency"))))
-        })
-}
-
-// ---------------------------------------------------------------- microdata
-
-fn item_type_is(item: &MicroItem, names: &[&str]) -> bool {
-    item.types.iter().any(|t| {
-        let last = t.rsplit(['/', ':', '#']).next().unwrap_or(t);
-        names.iter().any(|n| last.eq_ignore_ascii_case(n))
-    })
-}
-
-fn prop<'a>(item: &'a MicroItem, name: &str) -> Option<&'a str> {
-    item.props.iter().find_map(|(n, v)| match v {
-        MicroValue::Text(t) if n == name => Some(t.as_str()),
-        _ => None,
-    })
-}
-
-fn from_microdata(items: &[MicroItem], host: &str) -> Found {
-    let mut found = Found::default();
-    let main = items
-        .iter()
-        .position(|i| i.parent.is_none() && item_type_is(i, PRODUCT_TYPES));
-    let Some(main) = main else {
-        return found;
-    };
-    let product = &items[main];
-    found.title = prop(product, "name").map(clean_text);
-    let mut offer_items: Vec<&MicroItem> = vec![product];
-    for (name, value) in &product.props {
-        if let (true, MicroValue::Item(i)) = (name == "offers", value) {
-            if let Some(item) = items.get(*i) {
-                offer_items.push(item);
-            }
-        }
-    }
-    for item in offer_items {
-        let availability =
-            prop(item, "availability").map_or(Availability::Unknown, Availability::from_text);
-        let code = prop(item, "priceCurrency");
-        let sku = prop(item, "sku").map(str::to_owned);
-        let url = prop(item, "url").map(str::to_owned);
-        let aggregate = item_type_is(item, &["AggregateOffer"]);
-        let price = if aggregate {
-            prop(item, "lowPrice").or_else(|| prop(item, "price"))
-        } else {
-            prop(item, "price")
-        };
-        let what = if std::ptr::eq(item, product) {
-            "microdata Product price"
-        } else {
-            "microdata Offer"
-        };
-        let mut o = match price {
-            Some(p) => text_offer(p, code, host, availability, what.to_owned()),
-            // An offer without a price still says whether the product is in stock.
-            None if !std::ptr::eq(item, product) => blank_offer(availability, what.to_owned()),
-            None => continue,
-        };
-        o.sku = sku;
-        o.url = url;
-        if aggregate {
-            o.role = Role::AggregateLow;
-        }
-        found.offers.push(o);
-        if let Some(high) = prop(item, "highPrice").filter(|_| aggregate) {
-            let mut h = text_offer(high, code, host, availability, "microdata highPrice".into());
-            h.role = Role::AggregateHigh;
-            found.offers.push(h);
-        }
-    }
-    if found.offers.iter().all(|o| o.price.is_none() && !o.zero) {
-        found.note = Some("the microdata Product states no readable price".to_owned());
-    }
-    found
-}
-
-// ---------------------------------------------------------------- meta tags
-
-fn meta_content<'a>(facts: &'a PageFacts, key: &str) -> Option<&'a str> {
-    facts
-        .metas
-        .iter()
-        .find(|m| m.kind != MetaKind::Itemprop && m.key == key && !m.content.is_empty())
-        .map(|m| m.content.as_str())
-}
-
-fn itemprop_meta<'a>(facts: &'a PageFacts, key: &str) -> Option<&'a str> {
-    facts
-        .metas
-        .iter()
-        .find(|m| m.kind == MetaKind::Itemprop && !m.in_item && m.key == key)
-        .map(|m| m.content.as_str())
-}
-
-fn from_meta(facts: &PageFacts, host: &str) -> Found {
-    let mut found = Found::default();
-    type Get = for<'a> fn(&'a PageFacts, &str) -> Option<&'a str>;
-    let sets: [(Get, &str, [&str; 3]); 3] = [
-        (
-            meta_content,
-            "meta product:price:amount",
-            [
-                "product:price:amount",
-                "product:price:currency",
-                "product:availability",
-            ],
-        ),
-        (
-            meta_content,
-            "meta og:price:amount",
-            ["og:price:amount", "og:price:currency", "og:availability"],
-        ),
-        (
-            itemprop_meta,
-            "meta itemprop=price",
-            ["price", "pricecurrency", "availability"],
-        ),
-    ];
-    for (get, label, [amount_key, currency_key, availability_key]) in sets {
-        if let Some(amount) = get(facts, amount_key) {
-            let availability =
-                get(facts, availability_key).map_or(Availability::Unknown, Availability::from_text);
-            found.offers.push(machine_offer(
-                amount,
-                get(facts, currency_key),
-                host,
-                availability,
-                label.to_owned(),
-            ));
-        }
-    }
-    found
-}
-
-// ---------------------------------------------------------------- JSON APIs
-
-fn extract_json_api(url: &Url, body: &[u8], rule: &JsonApiRule) -> Report {
-    let text = String::from_utf8_lossy(body);
-    let Some(doc) = parse_lenient(&text) else {
-        return Report::failed(ExtractError::Unreadable(
-            "a JSON API rule matches this URL but the body is not JSON".to_owned(),
-        ));
-    };
-    let title = ["/title", "/name", "/product/title", "/product/name"]
-        .iter()
-        .find_map(|p| doc.pointer(p).and_then(Value::as_str))
-        .map(clean_text);
-    let host = url.host_str().unwrap_or("");
-    let no_price = |why: String| Report {
-        title: title.clone(),
-        ..Report::failed(ExtractError::NoPrice(why))
-    };
-    let Some(raw) = str_of(doc.pointer(&rule.price_pointer)) else {
-        return no_price(format!(
-            "the JSON has no price at {} (the site's JSON API rule)",
-            rule.price_pointer
-        ));
-    };
-    let code = rule
-        .currency_pointer
-        .as_deref()
-        .and_then(|p| str_of(doc.pointer(p)))
-        .or_else(|| rule.currency.map(|c| c.to_string()));
-    let mut offer = machine_offer(
-        &raw,
-        code.as_deref(),
-        host,
-        Availability::Unknown,
-        format!("JSON {}", rule.price_pointer),
-    );
-    if rule.minor_units {
-        // Minor units only mean something once the currency, and so its exponent, is known.
-        offer.price = match offer.price.take() {
-            Some((amount, CurrencyFound::Known(c))) if amount.fract().is_zero() => {
-                let mut a = amount.trunc();
-                match a.set_scale(c.minor_digits()) {
-                    Ok(()) => Some((a, CurrencyFound::Known(c))),
-                    Err(_) => None,
-                }
-            }
-            _ => None,
-        };
-    }
-    let report = from_offers(Method::JsonApi, vec![offer], title.clone());
-    match report {
-        Some(r) => r,
-        None => no_price(format!(
-            "the value at {} is not a price: {raw}",
-            rule.price_pointer
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn url(u: &str) -> Url {
+    pub(super) fn url(u: &str) -> Url {
         Url::parse(u).unwrap()
     }
 
@@ -944,54 +529,5 @@ mod tests {
             Some(ExtractError::AmbiguousCurrency { .. })
         ));
         assert!(r.price().is_err());
-    }
-
-    #[test]
-    fn oversized_json_ld_is_skipped_and_said() {
-        let big = format!(
-            r#"{{"@type":"Product","name":"P","offers":{{"price":"5.00","priceCurrency":"EUR"}},"pad":"{}"}}"#,
-            "x".repeat(MAX_SCRIPT_BYTES)
-        );
-        let r = json_ld("https://s.example/p", &big);
-        assert_eq!(r.error.as_ref().map(ExtractError::code), Some("no_price"));
-        assert!(r.error.unwrap().to_string().contains("too large"));
-        // Under the per-script cap, but together over the page's budget: the first ones count.
-        let small =
-            r#"{"@type":"Product","name":"P","offers":{"price":"5.00","priceCurrency":"EUR"}}"#;
-        let pad = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_SCRIPT_BYTES - 20));
-        let facts = PageFacts {
-            json_ld: vec![small.to_owned(), pad.clone(), pad.clone(), pad],
-            ..PageFacts::default()
-        };
-        let r = from_facts(&url("https://s.example/p"), &facts, None);
-        assert_eq!(r.price().unwrap().0.to_string(), "5.00");
-    }
-
-    #[test]
-    fn json_api_minor_units_follow_the_currency_exponent() {
-        let rule = |currency: &str| JsonApiRule {
-            price_pointer: "/price".into(),
-            currency_pointer: None,
-            currency: Currency::parse(currency),
-            minor_units: true,
-        };
-        let body = br#"{"title":"T","price":6800}"#;
-        let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("USD"));
-        assert_eq!(r.price().unwrap().0.to_string(), "68.00");
-        let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("JPY"));
-        assert_eq!(r.price().unwrap().0.to_string(), "6800");
-        let r = extract_json_api(
-            &url("https://s.example/p.js"),
-            br#"{"price":68.5}"#,
-            &rule("USD"),
-        );
-        assert!(
-            r.price().is_err(),
-            "a fraction of a cent is not minor units"
-        );
-        let r = extract_json_api(&url("https://s.example/p.js"), b"<html>", &rule("USD"));
-        assert_eq!(r.error.as_ref().map(ExtractError::code), Some("unreadable"));
-        let r = extract_json_api(&url("https://s.example/p.js"), br#"{"x":1}"#, &rule("USD"));
-        assert!(r.error.unwrap().to_string().contains("/price"));
     }
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pricewatch::price::jsonld::{decode_entities, parse_lenient};
+use pricewatch::price::lenient_json::{decode_entities, parse_lenient};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
