@@ -21,8 +21,9 @@ use crate::inbound::bot::{Bot, BotSettings};
 use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Endpoint, Notify};
 use crate::ops::config::Config;
-use crate::price::engine::{EngineError, PriceEngine};
+use crate::price::engine::EngineError;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::start_ticks;
 use crate::watch::watcher::{TickReport, Watcher};
@@ -135,7 +136,7 @@ fn credentials_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The notify endpoint's admin token, when one is configured.
-fn admin_token(config: &Config) -> Result<Option<crate::ops::config::Secret>, AppError> {
+fn admin_token(config: &Config) -> Result<Option<crate::secret::Secret>, AppError> {
     let token = config
         .notify
         .admin_token(credentials_dir().as_deref())
@@ -193,13 +194,13 @@ impl App {
         )?;
         let watcher = Watcher::new(
             store.clone(),
-            PriceEngine::from_config(config)?,
+            config.price_engine()?,
             clock.clone(),
             PlanConfig {
                 trigger: config.alerts.trigger(),
                 schedule: config.schedule.schedule(),
             },
-            config.fetch.gate(),
+            GateConfig::from(&config.fetch),
             config.storage.history_retention,
         );
         let mut bot = Bot::new(

@@ -2,11 +2,48 @@
 //! JSON pointers for shops that expose product JSON. Compiled once from the config, so
 //! a bad selector is a `check-config` error, not a failure at the first fetch.
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::html::SiteSelector;
 use super::Currency;
-use crate::ops::config::{JsonApiConfig, SiteRuleConfig};
+
+/// `[[site_rule]]`: where the price is on the pages of a shop without structured data.
+/// Used only when a page gives no JSON-LD, microdata or meta price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRuleConfig {
+    /// The shop's host; its subdomains match too.
+    pub host: String,
+    /// CSS selector of the element holding the price; the first match counts.
+    pub selector: String,
+    /// Attribute to read instead of the element's text.
+    #[serde(default)]
+    pub attribute: Option<String>,
+}
+
+/// `[[json_api]]`: where the price is in a shop's product JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonApiConfig {
+    /// The API's host (and subdomains); or give `url`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A URL pattern where `*` matches anything, query included.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// RFC 6901 JSON pointer to the price.
+    pub price_pointer: String,
+    /// Pointer to the ISO 4217 code, when the response has one.
+    #[serde(default)]
+    pub currency_pointer: Option<String>,
+    /// The currency when the response does not say.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The price is an integer in the currency's minor unit (cents).
+    #[serde(default)]
+    pub minor_units: bool,
+}
 
 /// Where in a product API's JSON the price is.
 #[derive(Clone, Debug, PartialEq, Eq)]

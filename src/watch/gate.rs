@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::price::fetch::FetchConfig;
 use crate::watch::schedule::ms;
 
 /// Limits that keep the daemon a polite client of every shop.
@@ -30,6 +31,17 @@ impl Default for GateConfig {
             per_host_concurrency: 2,
             min_gap: Duration::from_secs(1),
             global_concurrency: 32,
+        }
+    }
+}
+
+/// The gate's settings are part of `[fetch]`, which also configures the fetcher.
+impl From<&FetchConfig> for GateConfig {
+    fn from(fetch: &FetchConfig) -> Self {
+        GateConfig {
+            per_host_concurrency: fetch.per_host_concurrency,
+            min_gap: fetch.host_gap,
+            global_concurrency: fetch.global_concurrency,
         }
     }
 }

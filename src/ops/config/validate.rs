@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use super::{parse_network, AppType, Config, DeliveryConfig, FetchConfig, MIB};
+use super::{AppType, Config, DeliveryConfig, MIB};
+use crate::price::fetch::{parse_network, FetchConfig};
+use crate::price::rules::RuleError;
 
 const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
 const MAX_REDIRECTS: usize = 10;
@@ -106,11 +108,11 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
             ),
         }
     }
-    if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
+    if let Err(errors) = config.rules() {
         for e in errors {
             let key = match e {
-                crate::price::rules::RuleError::Site { .. } => "site_rule",
-                crate::price::rules::RuleError::Api { .. } => "json_api",
+                RuleError::Site { .. } => "site_rule",
+                RuleError::Api { .. } => "json_api",
             };
             fail(key, e.to_string());
         }
