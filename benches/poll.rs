@@ -433,7 +433,7 @@ fn run() -> Result<ExitCode, String> {
         },
         GateConfig {
             per_host_concurrency: concurrency,
-            min_gap: Duration::ZERO,
+            host_gap: Duration::ZERO,
             global_concurrency: concurrency,
         },
         Duration::from_secs(365 * 86_400),

@@ -198,7 +198,7 @@ impl App {
             clock.clone(),
             PlanConfig {
                 trigger: config.alerts.trigger(),
-                schedule: config.schedule.schedule(),
+                schedule: config.schedule.clone(),
             },
             GateConfig::from(&config.fetch),
             config.storage.history_retention,
@@ -229,7 +229,7 @@ impl App {
             store.clone(),
             connector.clone(),
             clock,
-            config.delivery.retry_policy(),
+            config.delivery,
             limits,
         ));
         let endpoint = Arc::new(Endpoint {

@@ -19,7 +19,7 @@ pub struct GateConfig {
     /// zero would stop every fetch.
     pub per_host_concurrency: usize,
     /// Least time between two starts on one host.
-    pub min_gap: Duration,
+    pub host_gap: Duration,
     /// Fetches running at once in total; bounds sockets and memory. 0 counts
     /// as 1.
     pub global_concurrency: usize,
@@ -29,7 +29,7 @@ impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             per_host_concurrency: 2,
-            min_gap: Duration::from_secs(1),
+            host_gap: Duration::from_secs(1),
             global_concurrency: 32,
         }
     }
@@ -40,7 +40,7 @@ impl From<&FetchConfig> for GateConfig {
     fn from(fetch: &FetchConfig) -> Self {
         GateConfig {
             per_host_concurrency: fetch.per_host_concurrency,
-            min_gap: fetch.host_gap,
+            host_gap: fetch.host_gap,
             global_concurrency: fetch.global_concurrency,
         }
     }
@@ -51,7 +51,7 @@ impl From<&FetchConfig> for GateConfig {
 pub enum WaitReason {
     /// The host asked for a pause with `Retry-After`.
     RetryAfter,
-    /// The host was asked less than `min_gap` ago.
+    /// The host was asked less than `host_gap` ago.
     HostGap,
     /// The host already has `per_host_concurrency` fetches running.
     HostBusy,
@@ -141,7 +141,7 @@ impl HostGate {
             if state.last_start_ms.is_some_and(|start| start > now_ms) {
                 state.last_start_ms = Some(now_ms);
             }
-            if let Some((until, reason)) = state.ready_at(now_ms, ms(self.cfg.min_gap)) {
+            if let Some((until, reason)) = state.ready_at(now_ms, ms(self.cfg.host_gap)) {
                 return Err(Wait {
                     until_ms: Some(until),
                     reason,
@@ -197,7 +197,7 @@ impl HostGate {
     /// with the hosts active in the last gap or pause, not with every host
     /// ever fetched. Returns how many were dropped.
     pub fn prune(&mut self, now_ms: u64) -> usize {
-        let gap_ms = ms(self.cfg.min_gap);
+        let gap_ms = ms(self.cfg.host_gap);
         let before = self.hosts.len();
         self.hosts
             .retain(|_, state| state.running > 0 || state.ready_at(now_ms, gap_ms).is_some());
@@ -408,7 +408,7 @@ mod tests {
             ) {
                 let mut gate = HostGate::new(GateConfig {
                     per_host_concurrency: per_host,
-                    min_gap: Duration::from_millis(gap),
+                    host_gap: Duration::from_millis(gap),
                     global_concurrency: global,
                 });
                 let mut now = 1_000_000u64;

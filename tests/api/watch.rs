@@ -65,7 +65,7 @@ impl Loop {
             schedule: ScheduleConfig::default(),
         };
         let gate = GateConfig {
-            min_gap: Duration::ZERO,
+            host_gap: Duration::ZERO,
             ..GateConfig::default()
         };
         let year = Duration::from_secs(365 * 24 * 3600);

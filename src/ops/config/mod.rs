@@ -22,12 +22,16 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::ratelimit::ChannelLimits;
+use crate::delivery::retry::RetryPolicy;
 use crate::ops::telemetry::LogConfig;
 use crate::price::engine::{extractor_from_config, EngineError, PriceEngine};
 use crate::price::extract::Extractor;
 use crate::price::fetch::FetchConfig;
 use crate::price::rules::{JsonApiConfig, RuleError, Rules, SiteRuleConfig};
 use crate::secret::Secret;
+use crate::watch::schedule::ScheduleConfig;
+use crate::watch::trigger::TriggerConfig;
 
 mod load;
 mod secret;
@@ -51,12 +55,12 @@ pub struct Config {
     pub bot: BotConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
-    pub delivery: DeliveryConfig,
+    pub delivery: RetryPolicy,
     pub notify: NotifyConfig,
     /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
     /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
-    pub rate_limits: BTreeMap<String, crate::delivery::ratelimit::ChannelLimits>,
-    pub schedule: ScheduleSection,
+    pub rate_limits: BTreeMap<String, ChannelLimits>,
+    pub schedule: ScheduleConfig,
     pub fetch: FetchConfig,
     pub log: LogConfig,
     /// `[[site_rule]]` entries, in file order.
@@ -253,46 +257,6 @@ impl NotifyConfig {
     }
 }
 
-/// `[delivery]`: how proactive messages are retried and when they are given up on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Ceiling of the first retry's random delay; it doubles with each failure.
-    #[serde(with = "humantime_serde")]
-    pub retry_base: Duration,
-    /// Largest retry delay (a channel's `Retry-After` may ask for longer).
-    #[serde(with = "humantime_serde")]
-    pub retry_cap: Duration,
-    /// Failed attempts after which a message becomes a dead letter.
-    pub max_attempts: u32,
-    /// Age after which a message still failing becomes a dead letter.
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        let p = crate::delivery::retry::RetryPolicy::default();
-        Self {
-            retry_base: p.base,
-            retry_cap: p.cap,
-            max_attempts: p.max_attempts,
-            max_age: p.max_age,
-        }
-    }
-}
-
-impl DeliveryConfig {
-    pub fn retry_policy(&self) -> crate::delivery::retry::RetryPolicy {
-        crate::delivery::retry::RetryPolicy {
-            base: self.retry_base,
-            cap: self.retry_cap,
-            max_attempts: self.max_attempts,
-            max_age: self.max_age,
-        }
-    }
-}
-
 /// `[alerts]`: watch behaviour.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -327,63 +291,10 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     /// The trigger's settings.
-    pub fn trigger(&self) -> crate::watch::trigger::TriggerConfig {
-        crate::watch::trigger::TriggerConfig {
-            hysteresis_percent: self.hysteresis,
+    pub fn trigger(&self) -> TriggerConfig {
+        TriggerConfig {
+            hysteresis: self.hysteresis,
             confirmations: self.confirmations,
-        }
-    }
-}
-
-/// `[schedule]`: when products are checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScheduleSection {
-    /// Whether products are checked at all; off, the bot still answers and delivers what
-    /// is queued, but fetches nothing (a standby instance, or a pause for maintenance).
-    pub enabled: bool,
-    /// Cron expression (seconds first, UTC) of the tick that looks for due products.
-    pub tick: String,
-    /// Time between two checks of one product.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Random spread of each check time, in percent of `interval` either way, so that
-    /// products added together do not stay in step.
-    pub jitter: u32,
-    /// First wait after a failed check; it doubles with each further failure.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    /// Longest wait between checks of a failing product.
-    #[serde(with = "humantime_serde")]
-    pub backoff_cap: Duration,
-    /// How long a product may fail before its watchers are told, once.
-    #[serde(with = "humantime_serde")]
-    pub fail_notice_after: Duration,
-}
-
-impl Default for ScheduleSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            tick: "0 * * * * *".to_owned(),
-            interval: Duration::from_secs(30 * 60),
-            jitter: 10,
-            backoff_base: Duration::from_secs(60),
-            backoff_cap: Duration::from_secs(6 * 3600),
-            fail_notice_after: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl ScheduleSection {
-    /// The scheduler's settings.
-    pub fn schedule(&self) -> crate::watch::schedule::ScheduleConfig {
-        crate::watch::schedule::ScheduleConfig {
-            interval: self.interval,
-            jitter_percent: self.jitter,
-            backoff_base: self.backoff_base,
-            backoff_cap: self.backoff_cap,
-            fail_notice_after: self.fail_notice_after,
         }
     }
 }
@@ -504,14 +415,7 @@ mod tests {
     #[test]
     fn defaults_match_the_pure_modules_defaults() {
         let c = Config::default();
-        assert_eq!(
-            c.alerts.trigger(),
-            crate::watch::trigger::TriggerConfig::default()
-        );
-        assert_eq!(
-            c.schedule.schedule(),
-            crate::watch::schedule::ScheduleConfig::default()
-        );
+        assert_eq!(c.alerts.trigger(), TriggerConfig::default());
         assert_eq!(
             crate::watch::gate::GateConfig::from(&c.fetch),
             crate::watch::gate::GateConfig::default()

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use super::{AppType, Config, DeliveryConfig, MIB};
+use super::{AppType, Config, MIB};
+use crate::delivery::retry::RetryPolicy;
 use crate::price::fetch::{parse_network, FetchConfig};
 use crate::price::rules::RuleError;
 
@@ -148,7 +149,7 @@ fn check_host_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_delivery(d: &DeliveryConfig, fail: &mut impl FnMut(&'static str, String)) {
+fn validate_delivery(d: &RetryPolicy, fail: &mut impl FnMut(&'static str, String)) {
     if d.retry_base < Duration::from_millis(100) {
         fail(
             "delivery.retry_base",
