@@ -127,8 +127,11 @@ impl Rules {
         let mut errors = Vec::new();
         for (i, s) in sites.iter().enumerate() {
             let n = i + 1;
-            if let Err(message) = check_host(&s.host) {
-                errors.push(RuleError::Site { n, message });
+            if let Err(e) = check_host(&s.host) {
+                errors.push(RuleError::Site {
+                    n,
+                    message: e.to_string(),
+                });
             }
             match SiteSelector::new(&s.selector, s.attribute.as_deref()) {
                 Ok(sel) => {
@@ -152,8 +155,8 @@ impl Rules {
             let matcher = match (&a.host, &a.url) {
                 (Some(h), None) => match check_host(h) {
                     Ok(()) => Some(UrlMatch::Host(h.clone())),
-                    Err(m) => {
-                        fail(m);
+                    Err(e) => {
+                        fail(e.to_string());
                         None
                     }
                 },
@@ -213,12 +216,15 @@ impl Rules {
     }
 }
 
-fn check_host(host: &str) -> Result<(), String> {
+/// A rule's `host` that is not a host name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("host {0:?} must be a host name such as \"shop.example\"")]
+struct NotAHost(String);
+
+fn check_host(host: &str) -> Result<(), NotAHost> {
     let h = host.trim_start_matches("*.");
     if h.is_empty() || h.contains(['/', ':', ' ']) {
-        Err(format!(
-            "host {host:?} must be a host name such as \"shop.example\""
-        ))
+        Err(NotAHost(host.to_owned()))
     } else {
         Ok(())
     }
@@ -311,6 +317,10 @@ mod tests {
             .collect();
         assert_eq!(errors.len(), 6, "{errors:#?}");
         assert!(errors[0].starts_with("site rule 2: host"), "{errors:#?}");
+        assert_eq!(
+            errors[0],
+            "site rule 2: host \"https://x/\" must be a host name such as \"shop.example\""
+        );
         assert!(errors[1].starts_with("site rule 2:"), "{errors:#?}");
         assert!(
             errors
