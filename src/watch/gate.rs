@@ -184,6 +184,8 @@ impl HostGate {
     /// The host answered 429 or 503 with `Retry-After`: nothing starts on it
     /// before `until_ms` (see [`ScheduleConfig::retry_after_until`] for the
     /// cap). A later answer can extend the pause but not shorten it.
+    ///
+    /// [`ScheduleConfig::retry_after_until`]: crate::watch::schedule::ScheduleConfig::retry_after_until
     pub fn retry_after(&mut self, host: &str, until_ms: u64) {
         let state = match self.hosts.get_mut(host) {
             Some(state) => state,

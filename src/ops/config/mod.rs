@@ -9,7 +9,9 @@
 //! This file holds [`Config`], which is the schema, and the sections that belong
 //! to no one component, with their defaults. A component's own section lives
 //! beside the component and is only assembled here (`[fetch]` in
-//! [`crate::price::fetch`], the rule lists in [`crate::price::rules`], `[log]` in
+//! [`crate::price::fetch`], the rule lists in [`crate::price::rules`], `[schedule]`
+//! in [`crate::watch::schedule`], `[delivery]` in [`crate::delivery::retry`],
+//! `[rate_limits]` in [`crate::delivery::ratelimit`], `[log]` in
 //! [`crate::ops::telemetry`]): components never depend on the configuration.
 //! Loading (`load`), the semantic checks (`validate`) and reading secrets
 //! (`secret`) live in their own files and are re-exported here.
