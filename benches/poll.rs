@@ -43,10 +43,9 @@ use pricewatch::clock::{Clock, SystemClock};
 use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{NewWatch, Rule};
 use pricewatch::inbound::activity::ConversationKey;
-use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;
-use pricewatch::price::fetch::Fetcher;
+use pricewatch::price::fetch::{FetchConfig, Fetcher};
 use pricewatch::price::rules::Rules;
 use pricewatch::store::{AddWatch, Store};
 use pricewatch::watch::gate::GateConfig;
@@ -434,7 +433,7 @@ fn run() -> Result<ExitCode, String> {
         },
         GateConfig {
             per_host_concurrency: concurrency,
-            min_gap: Duration::ZERO,
+            host_gap: Duration::ZERO,
             global_concurrency: concurrency,
         },
         Duration::from_secs(365 * 86_400),

@@ -22,8 +22,9 @@ use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Announcements, Endpoint};
 use crate::ops::config::Config;
-use crate::price::engine::{EngineError, PriceEngine};
+use crate::price::engine::EngineError;
 use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::start_ticks;
 use crate::watch::watcher::{TickReport, Watcher};
@@ -136,7 +137,7 @@ fn credentials_dir() -> Option<std::path::PathBuf> {
 }
 
 /// The notify endpoint's admin token, when one is configured.
-fn admin_token(config: &Config) -> Result<Option<crate::ops::config::Secret>, AppError> {
+fn admin_token(config: &Config) -> Result<Option<crate::secret::Secret>, AppError> {
     let token = config
         .notify
         .admin_token(credentials_dir().as_deref())
@@ -195,13 +196,13 @@ impl App {
         let wake = Wake::default();
         let watcher = Watcher::new(
             store.clone(),
-            PriceEngine::from_config(config)?,
+            config.price_engine()?,
             clock.clone(),
             PlanConfig {
                 trigger: config.alerts.trigger(),
-                schedule: config.schedule.schedule(),
+                schedule: config.schedule.clone(),
             },
-            config.fetch.gate(),
+            GateConfig::from(&config.fetch),
             config.storage.history_retention,
             wake.clone(),
         );
@@ -230,7 +231,7 @@ impl App {
             store.clone(),
             connector.clone(),
             clock,
-            config.delivery.retry_policy(),
+            config.delivery,
             limits,
         ));
         let endpoint = Arc::new(Endpoint {

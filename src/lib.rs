@@ -17,6 +17,7 @@
 //! - [`clock`]: wall-clock time as a dependency.
 //! - [`error`]: the error policy and the one way an error is shown.
 //! - [`random`]: the seeded generator behind jitter, as a dependency.
+//! - [`secret`]: a credential that is never printed.
 //!
 //! # Errors
 //! Each module has its own `thiserror` enum; only `main` uses `anyhow`. A cause is kept as
@@ -31,6 +32,7 @@ pub mod inbound;
 pub mod ops;
 pub mod price;
 pub mod random;
+pub mod secret;
 pub mod speech;
 pub mod store;
 pub mod watch;

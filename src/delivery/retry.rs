@@ -3,26 +3,34 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::delivery::connector::ConnectorError;
 use crate::random::RandomSource;
 
-/// How delivery retries (`[delivery]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[delivery]`: how proactive messages are retried and when they are given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// The first backoff's ceiling; each failure doubles it, up to `cap`.
-    pub base: Duration,
-    pub cap: Duration,
-    /// Failed attempts after which a message is dead-lettered.
+    /// Ceiling of the first retry's random delay; it doubles with each failure, up to
+    /// `retry_cap`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Largest retry delay (a channel's `Retry-After` may ask for longer).
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// Failed attempts after which a message becomes a dead letter.
     pub max_attempts: u32,
-    /// Age after which a message still failing is dead-lettered.
+    /// Age after which a message still failing becomes a dead letter.
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            base: Duration::from_secs(2),
-            cap: Duration::from_secs(600),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(600),
             max_attempts: 12,
             max_age: Duration::from_secs(48 * 3600),
         }
@@ -93,7 +101,7 @@ pub enum Decision {
 
 impl RetryPolicy {
     /// `failures` counts this failure too. The delay is full jitter,
-    /// `rand(0, min(cap, base·2^(failures−1)))`, but never less than `retry_after`.
+    /// `rand(0, min(retry_cap, retry_base·2^(failures−1)))`, but never less than `retry_after`.
     pub fn decide(
         &self,
         failures: u32,
@@ -107,12 +115,12 @@ impl RetryPolicy {
         {
             return Decision::Dead;
         }
-        let ceiling = (self.base.as_millis() as u64)
+        let ceiling = (self.retry_base.as_millis() as u64)
             .saturating_mul(
                 1u64.checked_shl(failures.saturating_sub(1))
                     .unwrap_or(u64::MAX),
             )
-            .min(self.cap.as_millis() as u64);
+            .min(self.retry_cap.as_millis() as u64);
         let jittered = rng.next_u64() % ceiling.saturating_add(1);
         let floor = retry_after.map_or(0, |d| d.as_millis() as u64);
         Decision::RetryAt(now_ms.saturating_add(jittered.max(floor)))
@@ -177,8 +185,8 @@ mod tests {
     #[test]
     fn backoff_is_full_jitter_under_a_doubling_capped_ceiling() {
         let p = RetryPolicy {
-            base: Duration::from_secs(2),
-            cap: Duration::from_secs(60),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(60),
             max_attempts: 100,
             max_age: Duration::from_secs(1_000_000),
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::ops::config::Secret;
+use crate::secret::Secret;
 
 /// What every Bot Framework Connector accepts.
 pub const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";

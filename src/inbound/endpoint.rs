@@ -26,7 +26,7 @@ use crate::error::Chain;
 use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
-use crate::ops::config::Secret;
+use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 
 /// What the endpoint needs, shared by every request.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::ops::config::Config;
-use crate::price::engine::{extractor_from_config, Check, EngineError, PriceEngine};
+use crate::price::engine::{Check, EngineError};
 use crate::price::extract::Report;
 use crate::price::TextProbe;
 
@@ -159,13 +159,13 @@ fn read_page(page: Page<'_>, config: &Config) -> Result<(Url, Result<Report, Unr
                 source,
             })?;
             let url = parse_url(url.unwrap_or(SAVED_PAGE_URL))?;
-            let report = extractor_from_config(config)?.extract(&url, &body, None);
+            let report = config.extractor()?.extract(&url, &body, None);
             return Ok((url, Ok(report)));
         }
         Page::Fetch { url } => url,
     };
     let url = parse_url(target)?;
-    let engine = PriceEngine::from_config(config)?;
+    let engine = config.price_engine()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

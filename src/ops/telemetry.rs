@@ -1,10 +1,36 @@
-//! Logging setup: `tracing` with the level from `RUST_LOG` or the config.
+//! Logging setup: `tracing` with the level from `RUST_LOG` or the config, and the `[log]`
+//! section that configures it.
 
 use std::io::IsTerminal;
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::ops::config::{LogConfig, LogFormat};
+/// `[log]`: tracing output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber once; later calls (tests) are ignored.
 /// `RUST_LOG` wins over the configured level so an operator can raise it for one run.

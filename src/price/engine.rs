@@ -7,9 +7,8 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::domain::Validators;
-use crate::ops::config::Config;
 use crate::price::extract::{Extractor, Report};
-use crate::price::fetch::{FetchError, Fetched, Fetcher};
+use crate::price::fetch::{FetchConfig, FetchError, Fetched, Fetcher};
 use crate::price::rules::{RuleError, Rules};
 
 /// What one check of a product found.
@@ -64,11 +63,11 @@ impl PriceEngine {
         }
     }
 
-    /// Builds the fetcher and the extractor the configuration describes.
-    pub fn from_config(config: &Config) -> Result<PriceEngine, EngineError> {
+    /// Builds the fetcher `fetch` describes and the extractor for `rules`.
+    pub fn from_config(fetch: &FetchConfig, rules: Rules) -> Result<PriceEngine, EngineError> {
         Ok(PriceEngine::new(
-            Fetcher::new(&config.fetch)?,
-            extractor_from_config(config)?,
+            Fetcher::new(fetch)?,
+            extractor_from_config(fetch, rules),
         ))
     }
 
@@ -98,9 +97,9 @@ impl PriceEngine {
     }
 }
 
-/// The extractor alone, for reading saved pages (`probe --html`).
-pub fn extractor_from_config(config: &Config) -> Result<Extractor, EngineError> {
-    let rules = Rules::compile(&config.site_rule, &config.json_api).map_err(EngineError::Rules)?;
-    let max_bytes = usize::try_from(config.fetch.max_body).unwrap_or(usize::MAX);
-    Ok(Extractor::new(rules, max_bytes))
+/// The extractor alone, for reading saved pages (`probe --html`): `rules`, and the page
+/// size limit of `fetch`.
+pub fn extractor_from_config(fetch: &FetchConfig, rules: Rules) -> Extractor {
+    let max_bytes = usize::try_from(fetch.max_body).unwrap_or(usize::MAX);
+    Extractor::new(rules, max_bytes)
 }

@@ -2,11 +2,48 @@
 //! JSON pointers for shops that expose product JSON. Compiled once from the config, so
 //! a bad selector is a `check-config` error, not a failure at the first fetch.
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::html::SiteSelector;
 use super::Currency;
-use crate::ops::config::{JsonApiConfig, SiteRuleConfig};
+
+/// `[[site_rule]]`: where the price is on the pages of a shop without structured data.
+/// Used only when a page gives no JSON-LD, microdata or meta price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRuleConfig {
+    /// The shop's host; its subdomains match too.
+    pub host: String,
+    /// CSS selector of the element holding the price; the first match counts.
+    pub selector: String,
+    /// Attribute to read instead of the element's text.
+    #[serde(default)]
+    pub attribute: Option<String>,
+}
+
+/// `[[json_api]]`: where the price is in a shop's product JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonApiConfig {
+    /// The API's host (and subdomains); or give `url`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A URL pattern where `*` matches anything, query included.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// RFC 6901 JSON pointer to the price.
+    pub price_pointer: String,
+    /// Pointer to the ISO 4217 code, when the response has one.
+    #[serde(default)]
+    pub currency_pointer: Option<String>,
+    /// The currency when the response does not say.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The price is an integer in the currency's minor unit (cents).
+    #[serde(default)]
+    pub minor_units: bool,
+}
 
 /// Where in a product API's JSON the price is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,8 +127,11 @@ impl Rules {
         let mut errors = Vec::new();
         for (i, s) in sites.iter().enumerate() {
             let n = i + 1;
-            if let Err(message) = check_host(&s.host) {
-                errors.push(RuleError::Site { n, message });
+            if let Err(e) = check_host(&s.host) {
+                errors.push(RuleError::Site {
+                    n,
+                    message: e.to_string(),
+                });
             }
             match SiteSelector::new(&s.selector, s.attribute.as_deref()) {
                 Ok(sel) => {
@@ -115,8 +155,8 @@ impl Rules {
             let matcher = match (&a.host, &a.url) {
                 (Some(h), None) => match check_host(h) {
                     Ok(()) => Some(UrlMatch::Host(h.clone())),
-                    Err(m) => {
-                        fail(m);
+                    Err(e) => {
+                        fail(e.to_string());
                         None
                     }
                 },
@@ -176,12 +216,15 @@ impl Rules {
     }
 }
 
-fn check_host(host: &str) -> Result<(), String> {
+/// A rule's `host` that is not a host name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("host {0:?} must be a host name such as \"shop.example\"")]
+struct NotAHost(String);
+
+fn check_host(host: &str) -> Result<(), NotAHost> {
     let h = host.trim_start_matches("*.");
     if h.is_empty() || h.contains(['/', ':', ' ']) {
-        Err(format!(
-            "host {host:?} must be a host name such as \"shop.example\""
-        ))
+        Err(NotAHost(host.to_owned()))
     } else {
         Ok(())
     }
@@ -274,6 +317,10 @@ mod tests {
             .collect();
         assert_eq!(errors.len(), 6, "{errors:#?}");
         assert!(errors[0].starts_with("site rule 2: host"), "{errors:#?}");
+        assert_eq!(
+            errors[0],
+            "site rule 2: host \"https://x/\" must be a host name such as \"shop.example\""
+        );
         assert!(errors[1].starts_with("site rule 2:"), "{errors:#?}");
         assert!(
             errors

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::price::fetch::FetchConfig;
 use crate::watch::schedule::ms;
 
 /// Limits that keep the daemon a polite client of every shop.
@@ -18,7 +19,7 @@ pub struct GateConfig {
     /// zero would stop every fetch.
     pub per_host_concurrency: usize,
     /// Least time between two starts on one host.
-    pub min_gap: Duration,
+    pub host_gap: Duration,
     /// Fetches running at once in total; bounds sockets and memory. 0 counts
     /// as 1.
     pub global_concurrency: usize,
@@ -28,8 +29,19 @@ impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             per_host_concurrency: 2,
-            min_gap: Duration::from_secs(1),
+            host_gap: Duration::from_secs(1),
             global_concurrency: 32,
+        }
+    }
+}
+
+/// The gate's settings are part of `[fetch]`, which also configures the fetcher.
+impl From<&FetchConfig> for GateConfig {
+    fn from(fetch: &FetchConfig) -> Self {
+        GateConfig {
+            per_host_concurrency: fetch.per_host_concurrency,
+            host_gap: fetch.host_gap,
+            global_concurrency: fetch.global_concurrency,
         }
     }
 }
@@ -39,7 +51,7 @@ impl Default for GateConfig {
 pub enum WaitReason {
     /// The host asked for a pause with `Retry-After`.
     RetryAfter,
-    /// The host was asked less than `min_gap` ago.
+    /// The host was asked less than `host_gap` ago.
     HostGap,
     /// The host already has `per_host_concurrency` fetches running.
     HostBusy,
@@ -129,7 +141,7 @@ impl HostGate {
             if state.last_start_ms.is_some_and(|start| start > now_ms) {
                 state.last_start_ms = Some(now_ms);
             }
-            if let Some((until, reason)) = state.ready_at(now_ms, ms(self.cfg.min_gap)) {
+            if let Some((until, reason)) = state.ready_at(now_ms, ms(self.cfg.host_gap)) {
                 return Err(Wait {
                     until_ms: Some(until),
                     reason,
@@ -172,6 +184,8 @@ impl HostGate {
     /// The host answered 429 or 503 with `Retry-After`: nothing starts on it
     /// before `until_ms` (see [`ScheduleConfig::retry_after_until`] for the
     /// cap). A later answer can extend the pause but not shorten it.
+    ///
+    /// [`ScheduleConfig::retry_after_until`]: crate::watch::schedule::ScheduleConfig::retry_after_until
     pub fn retry_after(&mut self, host: &str, until_ms: u64) {
         let state = match self.hosts.get_mut(host) {
             Some(state) => state,
@@ -185,7 +199,7 @@ impl HostGate {
     /// with the hosts active in the last gap or pause, not with every host
     /// ever fetched. Returns how many were dropped.
     pub fn prune(&mut self, now_ms: u64) -> usize {
-        let gap_ms = ms(self.cfg.min_gap);
+        let gap_ms = ms(self.cfg.host_gap);
         let before = self.hosts.len();
         self.hosts
             .retain(|_, state| state.running > 0 || state.ready_at(now_ms, gap_ms).is_some());
@@ -396,7 +410,7 @@ mod tests {
             ) {
                 let mut gate = HostGate::new(GateConfig {
                     per_host_concurrency: per_host,
-                    min_gap: Duration::from_millis(gap),
+                    host_gap: Duration::from_millis(gap),
                     global_concurrency: global,
                 });
                 let mut now = 1_000_000u64;

@@ -246,7 +246,7 @@ mod tests {
         PlanConfig {
             trigger: TriggerConfig::default(),
             schedule: ScheduleConfig {
-                jitter_percent: 0,
+                jitter: 0,
                 ..ScheduleConfig::default()
             },
         }

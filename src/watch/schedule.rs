@@ -19,8 +19,13 @@
 //!    [`ScheduleConfig::retry_after_until`]).
 //! 3. Once per tick it calls [`HostGate::prune`] so that hosts seen once do
 //!    not stay in memory.
+//!
+//! Their settings, [`ScheduleConfig`], are the `[schedule]` section of the configuration
+//! as it is, so that each setting has one name from the file to the code.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::ProductHealth;
 
@@ -28,31 +33,42 @@ pub use crate::random::RandomSource;
 #[cfg(doc)]
 use crate::watch::gate::{HostGate, Permit, Wait};
 
-/// How often products are checked and how failures back off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[schedule]`: when products are checked, and how failures back off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// Whether products are checked at all; off, the bot still answers and delivers what
+    /// is queued, but fetches nothing (a standby instance, or a pause for maintenance).
+    pub enabled: bool,
+    /// Cron expression (seconds first, UTC) of the tick that looks for due products.
+    pub tick: String,
     /// The normal time between two checks of one product.
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Each delay is moved by up to this percentage either way, so that
-    /// products added together do not stay in lockstep. Values above 100 count
-    /// as 100.
-    pub jitter_percent: u32,
+    /// Random spread of each check time, in percent of the delay either way, so that
+    /// products added together do not stay in lockstep. Values above 100 count as 100.
+    pub jitter: u32,
     /// The delay after the first failure in a row; it doubles with each
     /// further failure.
+    #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
     /// No failure delay, and no `Retry-After` a shop sends, is longer than
     /// this: a shop that says "come back in a year" is asked again anyway.
+    #[serde(with = "humantime_serde")]
     pub backoff_cap: Duration,
     /// How long a product must have been failing before its watchers are
-    /// told, so that a short outage does not bother anyone.
+    /// told, once, so that a short outage does not bother anyone.
+    #[serde(with = "humantime_serde")]
     pub fail_notice_after: Duration,
 }
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
         ScheduleConfig {
+            enabled: true,
+            tick: "0 * * * * *".to_owned(),
             interval: Duration::from_secs(30 * 60),
-            jitter_percent: 10,
+            jitter: 10,
             backoff_base: Duration::from_secs(60),
             backoff_cap: Duration::from_secs(6 * 3600),
             fail_notice_after: Duration::from_secs(24 * 3600),
@@ -71,9 +87,9 @@ impl ScheduleConfig {
 }
 
 /// The next check after a successful one: `now + interval`, moved uniformly
-/// within ±`jitter_percent` of the interval.
+/// within ±`jitter` percent of the interval.
 pub fn next_due(now_ms: u64, cfg: &ScheduleConfig, rng: &mut impl RandomSource) -> u64 {
-    now_ms.saturating_add(jittered(ms(cfg.interval), cfg.jitter_percent, rng))
+    now_ms.saturating_add(jittered(ms(cfg.interval), cfg.jitter, rng))
 }
 
 /// The delay before the next try after `failures` failures in a row:
@@ -85,7 +101,7 @@ pub fn backoff_delay_ms(failures: u32, cfg: &ScheduleConfig, rng: &mut impl Rand
         .checked_shl(failures.saturating_sub(1))
         .unwrap_or(u64::MAX);
     let delay = ms(cfg.backoff_base).saturating_mul(doubling).min(cap);
-    jittered(delay, cfg.jitter_percent, rng).min(cap)
+    jittered(delay, cfg.jitter, rng).min(cap)
 }
 
 /// `base_ms` moved uniformly within ±`percent`; integer arithmetic, so the
@@ -196,7 +212,7 @@ mod tests {
 
     fn no_jitter() -> ScheduleConfig {
         ScheduleConfig {
-            jitter_percent: 0,
+            jitter: 0,
             ..ScheduleConfig::default()
         }
     }
@@ -235,7 +251,7 @@ mod tests {
         assert_eq!(next_due(T0, &cfg, &mut || span - 1), T0 + 33 * MIN);
         assert!(next_due(T0, &cfg, &mut || u64::MAX) <= T0 + 33 * MIN);
         let wild = ScheduleConfig {
-            jitter_percent: 500,
+            jitter: 500,
             ..ScheduleConfig::default()
         };
         assert_eq!(

@@ -43,7 +43,7 @@ pub struct TriggerConfig {
     /// How far above the alert line, in percent (of the reference for `Drop`, of the amount
     /// for `Below`), the price must rise before the watch can fire again. Negative is read
     /// as 0 so that the re-arm threshold is never below the line.
-    pub hysteresis_percent: Decimal,
+    pub hysteresis: Decimal,
     /// Consecutive priced checks at or below the line before firing; 0 behaves as 1.
     pub confirmations: u32,
 }
@@ -51,7 +51,7 @@ pub struct TriggerConfig {
 impl Default for TriggerConfig {
     fn default() -> Self {
         Self {
-            hysteresis_percent: Decimal::TWO,
+            hysteresis: Decimal::TWO,
             confirmations: 1,
         }
     }
@@ -106,7 +106,7 @@ pub fn alert_line(rule: &Rule, reference: &Reference) -> Decimal {
 /// The price a fired watch must rise strictly above to re-arm; exact, not rounded.
 pub fn rearm_threshold(rule: &Rule, reference: &Reference, cfg: &TriggerConfig) -> Decimal {
     let line = alert_line(rule, reference);
-    let h = cfg.hysteresis_percent.max(Decimal::ZERO);
+    let h = cfg.hysteresis.max(Decimal::ZERO);
     let base = match rule {
         Rule::Drop { .. } => reference.amount,
         Rule::Below { .. } => line,
@@ -254,7 +254,7 @@ mod tests {
 
     fn cfg(hysteresis: &str, confirmations: u32) -> TriggerConfig {
         TriggerConfig {
-            hysteresis_percent: dec(hysteresis),
+            hysteresis: dec(hysteresis),
             confirmations,
         }
     }
@@ -939,7 +939,7 @@ mod properties {
 
     fn config() -> impl Strategy<Value = TriggerConfig> {
         (0i64..=100, 0u32..=3).prop_map(|(h, confirmations)| TriggerConfig {
-            hysteresis_percent: Decimal::new(h, 1),
+            hysteresis: Decimal::new(h, 1),
             confirmations,
         })
     }

@@ -13,7 +13,7 @@ use pricewatch::error::Chain;
 use pricewatch::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationReference, OutboundActivity,
 };
-use pricewatch::ops::config::Secret;
+use pricewatch::secret::Secret;
 use warp::http::StatusCode;
 use warp::Filter;
 

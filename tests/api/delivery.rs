@@ -281,8 +281,8 @@ async fn retry_after_in_seconds_or_as_a_date_is_waited_for() {
 #[tokio::test]
 async fn repeated_failures_end_in_a_dead_letter_that_can_be_requeued() {
     let policy = RetryPolicy {
-        base: Duration::from_millis(100),
-        cap: Duration::from_millis(100),
+        retry_base: Duration::from_millis(100),
+        retry_cap: Duration::from_millis(100),
         max_attempts: 3,
         max_age: Duration::from_secs(3600),
     };

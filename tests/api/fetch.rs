@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use pricewatch::domain::Validators;
-use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::fetch::guard::{Lookup, Refusal};
-use pricewatch::price::fetch::{FetchError, Fetched, Fetcher, Page};
+use pricewatch::price::fetch::{FetchConfig, FetchError, Fetched, Fetcher, Page};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use url::Url;

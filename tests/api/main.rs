@@ -560,5 +560,8 @@ async fn a_typed_amount_is_read_as_on_a_page_and_the_reply_shows_how() {
     assert_eq!(status, 200);
     let got = t.channel.take();
     let reply = got.last().expect("a reply").text();
-    assert!(reply.contains("un prix de 1\u{202f}299,5 ou moins"), "{reply}");
+    assert!(
+        reply.contains("un prix de 1\u{202f}299,5 ou moins"),
+        "{reply}"
+    );
 }

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pricewatch::domain::Validators;
-use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::{Check, EngineError, PriceEngine};
 use pricewatch::price::fetch::guard::Lookup;
-use pricewatch::price::fetch::{FetchError, Fetcher};
+use pricewatch::price::fetch::{FetchConfig, FetchError, Fetcher};
 use pricewatch::price::rules::Rules;
 use url::Url;
 

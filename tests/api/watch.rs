@@ -11,10 +11,9 @@ use pricewatch::domain::Event;
 use pricewatch::domain::ProductUrl;
 use pricewatch::domain::{NewWatch, OutboxMessage, Rule};
 use pricewatch::inbound::activity::ConversationKey;
-use pricewatch::ops::config::FetchConfig;
 use pricewatch::price::engine::PriceEngine;
 use pricewatch::price::extract::Extractor;
-use pricewatch::price::fetch::Fetcher;
+use pricewatch::price::fetch::{FetchConfig, Fetcher};
 use pricewatch::price::rules::Rules;
 use pricewatch::store::Store;
 use pricewatch::watch::gate::GateConfig;
@@ -67,7 +66,7 @@ impl Loop {
             schedule: ScheduleConfig::default(),
         };
         let gate = GateConfig {
-            min_gap: Duration::ZERO,
+            host_gap: Duration::ZERO,
             ..GateConfig::default()
         };
         let year = Duration::from_secs(365 * 24 * 3600);

@@ -208,12 +208,14 @@ impl Loader<'_> {
             };
             // Checked as a whole first so that an unknown section is one
             // error, not one per key inside it.
-            if let Err(message) = check(std::slice::from_ref(&section), empty_table(), "section") {
+            if let Err(rejected) =
+                check(std::slice::from_ref(&section), empty_table(), Part::Section)
+            {
                 self.errors.push(ConfigError {
                     origin: self.origin.to_owned(),
                     line: Some(line),
                     key: section,
-                    message,
+                    message: rejected.to_string(),
                 });
                 continue;
             }
@@ -303,15 +305,16 @@ impl Loader<'_> {
             // File entries passed this in `read_file`; overrides have not.
             let mut result = match entry.path.split_first() {
                 Some((section, rest)) if !rest.is_empty() => {
-                    check(std::slice::from_ref(section), empty_table(), "section")
+                    check(std::slice::from_ref(section), empty_table(), Part::Section)
                 }
                 _ => Ok(()),
             }
-            .and_then(|()| check(&entry.path, entry.value.clone(), "key"));
+            .and_then(|()| check(&entry.path, entry.value.clone(), Part::Key));
             if let (Err(_), Source::Env { raw, .. }) = (&result, &entry.source) {
                 // `PRICEWATCH__BOT__NAME=2024` means the string, not a number.
                 let as_string = toml::Value::String(raw.clone());
-                if entry.value != as_string && check(&entry.path, as_string.clone(), "key").is_ok()
+                if entry.value != as_string
+                    && check(&entry.path, as_string.clone(), Part::Key).is_ok()
                 {
                     entry.value = as_string;
                     result = Ok(());
@@ -319,13 +322,13 @@ impl Loader<'_> {
             }
             match result {
                 Ok(()) => insert_path(&mut merged, &entry.path, entry.value.clone()),
-                Err(message) => {
+                Err(rejected) => {
                     let (origin, line) = describe(self.origin, &entry.source);
                     self.errors.push(ConfigError {
                         origin,
                         line,
                         key: key.clone(),
-                        message: with_secret_hint(&entry.path, message),
+                        message: with_secret_hint(&entry.path, &rejected),
                     });
                 }
             }
@@ -378,9 +381,37 @@ fn describe(file: &str, source: &Source) -> (String, Option<usize>) {
     }
 }
 
+/// What [`check`] deserializes: a section alone, or a key within its section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Section,
+    Key,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Section => "section",
+            Part::Key => "key",
+        })
+    }
+}
+
+/// Why [`check`] refused a value; `Display` is the message shown at its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum Rejected {
+    /// serde's "unknown field", reworded for what the operator wrote (`rest` is serde's
+    /// text after "unknown field": the name and the expected ones).
+    #[error("unknown {part}{rest}")]
+    Unknown { part: Part, rest: String },
+    /// Any other serde error (invalid type, invalid value), as serde words it.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Deserializes `value` placed at `path` in an otherwise empty document, so
 /// serde's own errors (unknown field, invalid type) describe just this key.
-fn check(path: &[String], value: toml::Value, what: &str) -> Result<(), String> {
+fn check(path: &[String], value: toml::Value, part: Part) -> Result<(), Rejected> {
     let mut root = toml::Table::new();
     insert_path(&mut root, path, value);
     match toml::Value::Table(root).try_into::<Config>() {
@@ -388,21 +419,32 @@ fn check(path: &[String], value: toml::Value, what: &str) -> Result<(), String> 
         Err(err) => {
             let message = err.message();
             Err(match message.strip_prefix("unknown field") {
-                Some(rest) => format!("unknown {what}{rest}"),
-                None => message.to_owned(),
+                Some(rest) => Rejected::Unknown {
+                    part,
+                    rest: rest.to_owned(),
+                },
+                None => Rejected::Invalid(message.to_owned()),
             })
         }
     }
 }
 
-fn with_secret_hint(path: &[String], message: String) -> String {
+fn with_secret_hint(path: &[String], rejected: &Rejected) -> String {
+    let message = rejected.to_string();
     let Some(key) = path.last() else {
         return message;
     };
     let secretish = ["password", "secret", "token"]
         .iter()
         .any(|s| key.contains(s));
-    if secretish && !key.ends_with("_file") && message.starts_with("unknown key") {
+    let unknown_key = matches!(
+        rejected,
+        Rejected::Unknown {
+            part: Part::Key,
+            ..
+        }
+    );
+    if secretish && !key.ends_with("_file") && unknown_key {
         format!(
             "{message}; secrets are never read from the configuration: \
              name a file with the matching `*_file` key or use $CREDENTIALS_DIRECTORY"

@@ -6,10 +6,15 @@
 //! read with [`read_secret`] from a path named in the file or from
 //! `$CREDENTIALS_DIRECTORY`.
 //!
-//! This file holds the section types, which are the schema, and their
-//! defaults. Loading (`load`), the semantic checks (`validate`) and secrets
-//! (`secret`) live in their own files and are re-exported here, so callers
-//! keep naming everything `crate::ops::config::X`.
+//! This file holds [`Config`], which is the schema, and the sections that belong
+//! to no one component, with their defaults. A component's own section lives
+//! beside the component and is only assembled here (`[fetch]` in
+//! [`crate::price::fetch`], the rule lists in [`crate::price::rules`], `[schedule]`
+//! in [`crate::watch::schedule`], `[delivery]` in [`crate::delivery::retry`],
+//! `[rate_limits]` in [`crate::delivery::ratelimit`], `[log]` in
+//! [`crate::ops::telemetry`]): components never depend on the configuration.
+//! Loading (`load`), the semantic checks (`validate`) and reading secrets
+//! (`secret`) live in their own files and are re-exported here.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,14 +24,24 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::ratelimit::ChannelLimits;
+use crate::delivery::retry::RetryPolicy;
+use crate::ops::telemetry::LogConfig;
+use crate::price::engine::{extractor_from_config, EngineError, PriceEngine};
+use crate::price::extract::Extractor;
+use crate::price::fetch::FetchConfig;
+use crate::price::rules::{JsonApiConfig, RuleError, Rules, SiteRuleConfig};
+use crate::secret::Secret;
+use crate::watch::schedule::ScheduleConfig;
+use crate::watch::trigger::TriggerConfig;
+
 mod load;
 mod secret;
 mod validate;
 
 pub use load::{load, load_str, ConfigError, ConfigErrors, ReadConfigError};
 pub use secret::{
-    read_secret, Secret, SecretError, ADMIN_TOKEN_CREDENTIAL, APP_PASSWORD_CREDENTIAL,
-    MIN_ADMIN_TOKEN,
+    read_secret, SecretError, ADMIN_TOKEN_CREDENTIAL, APP_PASSWORD_CREDENTIAL, MIN_ADMIN_TOKEN,
 };
 
 /// The fully commented example configuration; parsing it yields [`Config::default`].
@@ -42,12 +57,12 @@ pub struct Config {
     pub bot: BotConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
-    pub delivery: DeliveryConfig,
+    pub delivery: RetryPolicy,
     pub notify: NotifyConfig,
     /// `[rate_limits.<channel id>]`: send windows per conversation and per channel; a
     /// channel not listed keeps its built-in row, one unknown to the table uses `default`.
-    pub rate_limits: BTreeMap<String, crate::delivery::ratelimit::ChannelLimits>,
-    pub schedule: ScheduleSection,
+    pub rate_limits: BTreeMap<String, ChannelLimits>,
+    pub schedule: ScheduleConfig,
     pub fetch: FetchConfig,
     pub log: LogConfig,
     /// `[[site_rule]]` entries, in file order.
@@ -56,41 +71,23 @@ pub struct Config {
     pub json_api: Vec<JsonApiConfig>,
 }
 
-/// `[[site_rule]]`: where the price is on the pages of a shop without structured data.
-/// Used only when a page gives no JSON-LD, microdata or meta price.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteRuleConfig {
-    /// The shop's host; its subdomains match too.
-    pub host: String,
-    /// CSS selector of the element holding the price; the first match counts.
-    pub selector: String,
-    /// Attribute to read instead of the element's text.
-    #[serde(default)]
-    pub attribute: Option<String>,
-}
+impl Config {
+    /// The `[[site_rule]]` and `[[json_api]]` entries, compiled.
+    pub fn rules(&self) -> Result<Rules, Vec<RuleError>> {
+        Rules::compile(&self.site_rule, &self.json_api)
+    }
 
-/// `[[json_api]]`: where the price is in a shop's product JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonApiConfig {
-    /// The API's host (and subdomains); or give `url`.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// A URL pattern where `*` matches anything, query included.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// RFC 6901 JSON pointer to the price.
-    pub price_pointer: String,
-    /// Pointer to the ISO 4217 code, when the response has one.
-    #[serde(default)]
-    pub currency_pointer: Option<String>,
-    /// The currency when the response does not say.
-    #[serde(default)]
-    pub currency: Option<String>,
-    /// The price is an integer in the currency's minor unit (cents).
-    #[serde(default)]
-    pub minor_units: bool,
+    /// The fetcher and the extractor this configuration describes.
+    pub fn price_engine(&self) -> Result<PriceEngine, EngineError> {
+        let rules = self.rules().map_err(EngineError::Rules)?;
+        PriceEngine::from_config(&self.fetch, rules)
+    }
+
+    /// The extractor alone, for reading saved pages (`probe --html`).
+    pub fn extractor(&self) -> Result<Extractor, EngineError> {
+        let rules = self.rules().map_err(EngineError::Rules)?;
+        Ok(extractor_from_config(&self.fetch, rules))
+    }
 }
 
 /// `[server]`: the HTTP endpoint the channel posts activities to.
@@ -262,46 +259,6 @@ impl NotifyConfig {
     }
 }
 
-/// `[delivery]`: how proactive messages are retried and when they are given up on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Ceiling of the first retry's random delay; it doubles with each failure.
-    #[serde(with = "humantime_serde")]
-    pub retry_base: Duration,
-    /// Largest retry delay (a channel's `Retry-After` may ask for longer).
-    #[serde(with = "humantime_serde")]
-    pub retry_cap: Duration,
-    /// Failed attempts after which a message becomes a dead letter.
-    pub max_attempts: u32,
-    /// Age after which a message still failing becomes a dead letter.
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        let p = crate::delivery::retry::RetryPolicy::default();
-        Self {
-            retry_base: p.base,
-            retry_cap: p.cap,
-            max_attempts: p.max_attempts,
-            max_age: p.max_age,
-        }
-    }
-}
-
-impl DeliveryConfig {
-    pub fn retry_policy(&self) -> crate::delivery::retry::RetryPolicy {
-        crate::delivery::retry::RetryPolicy {
-            base: self.retry_base,
-            cap: self.retry_cap,
-            max_attempts: self.max_attempts,
-            max_age: self.max_age,
-        }
-    }
-}
-
 /// `[alerts]`: watch behaviour.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -336,190 +293,12 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     /// The trigger's settings.
-    pub fn trigger(&self) -> crate::watch::trigger::TriggerConfig {
-        crate::watch::trigger::TriggerConfig {
-            hysteresis_percent: self.hysteresis,
+    pub fn trigger(&self) -> TriggerConfig {
+        TriggerConfig {
+            hysteresis: self.hysteresis,
             confirmations: self.confirmations,
         }
     }
-}
-
-/// `[schedule]`: when products are checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScheduleSection {
-    /// Whether products are checked at all; off, the bot still answers and delivers what
-    /// is queued, but fetches nothing (a standby instance, or a pause for maintenance).
-    pub enabled: bool,
-    /// Cron expression (seconds first, UTC) of the tick that looks for due products.
-    pub tick: String,
-    /// Time between two checks of one product.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Random spread of each check time, in percent of `interval` either way, so that
-    /// products added together do not stay in step.
-    pub jitter: u32,
-    /// First wait after a failed check; it doubles with each further failure.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    /// Longest wait between checks of a failing product.
-    #[serde(with = "humantime_serde")]
-    pub backoff_cap: Duration,
-    /// How long a product may fail before its watchers are told, once.
-    #[serde(with = "humantime_serde")]
-    pub fail_notice_after: Duration,
-}
-
-impl Default for ScheduleSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            tick: "0 * * * * *".to_owned(),
-            interval: Duration::from_secs(30 * 60),
-            jitter: 10,
-            backoff_base: Duration::from_secs(60),
-            backoff_cap: Duration::from_secs(6 * 3600),
-            fail_notice_after: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-impl ScheduleSection {
-    /// The scheduler's settings.
-    pub fn schedule(&self) -> crate::watch::schedule::ScheduleConfig {
-        crate::watch::schedule::ScheduleConfig {
-            interval: self.interval,
-            jitter_percent: self.jitter,
-            backoff_base: self.backoff_base,
-            backoff_cap: self.backoff_cap,
-            fail_notice_after: self.fail_notice_after,
-        }
-    }
-}
-
-impl FetchConfig {
-    /// The politeness gate's settings.
-    pub fn gate(&self) -> crate::watch::gate::GateConfig {
-        crate::watch::gate::GateConfig {
-            per_host_concurrency: self.per_host_concurrency,
-            min_gap: self.host_gap,
-            global_concurrency: self.global_concurrency,
-        }
-    }
-}
-
-/// `[fetch]`: how product pages are fetched, and the SSRF guard's exceptions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FetchConfig {
-    /// `User-Agent` of every page request; shops block empty or browser-faking ones.
-    pub user_agent: String,
-    /// `Accept-Language`: shops pick the currency and number format from it.
-    /// Empty: not sent.
-    pub accept_language: String,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Total time for one page: connection, redirects and the whole body.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Redirects followed before giving up; each hop is checked again.
-    pub max_redirects: usize,
-    /// Largest page accepted, in bytes after decompression (a gzip bomb is
-    /// small on the wire).
-    pub max_body: u64,
-    /// Ports a URL may name; allowlisted hosts and networks may use any.
-    pub ports: Vec<u16>,
-    /// Product pages fetched at once, over all shops.
-    pub global_concurrency: usize,
-    /// Pages fetched at once from one host.
-    pub per_host_concurrency: usize,
-    /// Shortest time between two requests to one host.
-    #[serde(with = "humantime_serde")]
-    pub host_gap: Duration,
-    /// Host names exempt from the SSRF guard, wherever they resolve to.
-    pub allow_hosts: Vec<String>,
-    /// CIDR networks exempt from the SSRF guard (kept as text so that a bad
-    /// entry is reported by `validate` with the others, not by serde alone).
-    pub allow_networks: Vec<String>,
-}
-
-impl Default for FetchConfig {
-    fn default() -> Self {
-        Self {
-            user_agent: "pricewatch/0.1 (price-watch bot)".to_owned(),
-            accept_language: "en-US,en;q=0.8".to_owned(),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(20),
-            max_redirects: 5,
-            max_body: 5 * MIB,
-            ports: vec![80, 443],
-            global_concurrency: 32,
-            per_host_concurrency: 2,
-            host_gap: Duration::from_secs(1),
-            allow_hosts: Vec::new(),
-            allow_networks: Vec::new(),
-        }
-    }
-}
-
-impl FetchConfig {
-    /// `allow_networks` parsed; a bare address is a one-address network.
-    /// Never fails on a configuration that passed validation.
-    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, InvalidNetwork> {
-        self.allow_networks
-            .iter()
-            .map(|text| parse_network(text))
-            .collect()
-    }
-}
-
-/// An `allow_networks` entry that is not a network; `Display` is the message
-/// `validate` reports.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a CIDR network ({reason}; expected e.g. \"10.0.0.0/8\" or \"::1/128\")")]
-pub struct InvalidNetwork {
-    pub text: String,
-    reason: ipnet::AddrParseError,
-}
-
-fn parse_network(text: &str) -> Result<ipnet::IpNet, InvalidNetwork> {
-    let trimmed = text.trim();
-    match trimmed.parse::<ipnet::IpNet>() {
-        Ok(net) => Ok(net),
-        Err(reason) => match trimmed.parse::<std::net::IpAddr>() {
-            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
-            Err(_) => Err(InvalidNetwork {
-                text: text.to_owned(),
-                reason,
-            }),
-        },
-    }
-}
-
-/// `[log]`: tracing output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// tracing filter directive; `RUST_LOG` wins when set.
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".to_owned(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// The crate's `serde-str` feature makes `Decimal` accept only strings, but
@@ -638,15 +417,11 @@ mod tests {
     #[test]
     fn defaults_match_the_pure_modules_defaults() {
         let c = Config::default();
+        assert_eq!(c.alerts.trigger(), TriggerConfig::default());
         assert_eq!(
-            c.alerts.trigger(),
-            crate::watch::trigger::TriggerConfig::default()
+            crate::watch::gate::GateConfig::from(&c.fetch),
+            crate::watch::gate::GateConfig::default()
         );
-        assert_eq!(
-            c.schedule.schedule(),
-            crate::watch::schedule::ScheduleConfig::default()
-        );
-        assert_eq!(c.fetch.gate(), crate::watch::gate::GateConfig::default());
     }
 
     #[test]
@@ -689,6 +464,6 @@ mod tests {
         );
         assert!(!config.bot.is_local_development());
         assert!(Config::default().bot.is_local_development());
-        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.format, crate::ops::telemetry::LogFormat::Json);
     }
 }

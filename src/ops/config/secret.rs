@@ -1,13 +1,14 @@
 //! Secrets: the app password and the admin token, read from a file named in
 //! the configuration or from systemd's `$CREDENTIALS_DIRECTORY`, never from
-//! the configuration itself, and never shown by `Debug` or `Display`.
+//! the configuration itself, and held as a [`Secret`] that is never shown.
 //!
 //! Separate from the section types because secrets are read at start-up from
 //! files of their own, after the configuration has loaded.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
 
 /// Name of the app password under `$CREDENTIALS_DIRECTORY`.
 pub const APP_PASSWORD_CREDENTIAL: &str = "app-password";
@@ -15,32 +16,6 @@ pub const APP_PASSWORD_CREDENTIAL: &str = "app-password";
 pub const ADMIN_TOKEN_CREDENTIAL: &str = "admin-token";
 /// Shorter admin tokens are refused at start-up: guessable.
 pub const MIN_ADMIN_TOKEN: usize = 16;
-
-/// A secret value; `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -77,7 +52,7 @@ pub fn read_secret(
     if value.is_empty() {
         return Err(SecretError::Empty { path });
     }
-    Ok(Some(Secret(value.to_owned())))
+    Ok(Some(Secret::new(value)))
 }
 
 #[cfg(test)]
@@ -119,13 +94,5 @@ mod tests {
         std::fs::write(&empty, "\n").unwrap();
         let err = read_secret(Some(&empty), None, "x").unwrap_err();
         assert!(matches!(err, SecretError::Empty { .. }));
-    }
-
-    #[test]
-    fn secret_is_redacted() {
-        let secret = Secret::new("hunter2");
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-        assert_eq!(format!("{secret}"), "[redacted]");
-        assert_eq!(format!("{:?}", Some(secret)), "Some([redacted])");
     }
 }

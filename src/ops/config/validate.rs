@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use super::{parse_network, AppType, Config, DeliveryConfig, FetchConfig, MIB};
+use super::{AppType, Config, MIB};
+use crate::delivery::retry::RetryPolicy;
+use crate::price::fetch::{parse_network, FetchConfig};
+use crate::price::rules::RuleError;
 
 const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
 const MAX_REDIRECTS: usize = 10;
@@ -92,8 +95,8 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
         );
     }
     for host in &config.bot.service_url_hosts {
-        if let Err(message) = check_host_pattern(host) {
-            fail("bot.service_url_hosts", message);
+        if let Err(e) = check_host_pattern(host) {
+            fail("bot.service_url_hosts", e.to_string());
         }
     }
     let endpoint = config.bot.token_endpoint.trim();
@@ -106,17 +109,17 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
             ),
         }
     }
-    if let Err(errors) = crate::price::rules::Rules::compile(&config.site_rule, &config.json_api) {
+    if let Err(errors) = config.rules() {
         for e in errors {
             let key = match e {
-                crate::price::rules::RuleError::Site { .. } => "site_rule",
-                crate::price::rules::RuleError::Api { .. } => "json_api",
+                RuleError::Site { .. } => "site_rule",
+                RuleError::Api { .. } => "json_api",
             };
             fail(key, e.to_string());
         }
     }
-    if let Err(message) = check_log_level(&config.log.level) {
-        fail("log.level", message);
+    if let Err(e) = check_log_level(&config.log.level) {
+        fail("log.level", e.to_string());
     }
     if config.bot.app_type == AppType::SingleTenant && config.bot.tenant_id.trim().is_empty() {
         out.push(Violation {
@@ -128,25 +131,32 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
     out
 }
 
+/// A `service_url_hosts` entry that [`check_host_pattern`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum HostPatternError {
+    #[error("{0:?} is not a host name or `*.` followed by one (no scheme, port or path)")]
+    NotAHost(String),
+    #[error("{0:?} would match a whole top-level domain")]
+    WholeTopLevelDomain(String),
+}
+
 /// A `service_url_hosts` entry: a host name, or `*.` and a name with at least one dot.
-fn check_host_pattern(pattern: &str) -> Result<(), String> {
+fn check_host_pattern(pattern: &str) -> Result<(), HostPatternError> {
     let name = pattern.strip_prefix("*.").unwrap_or(pattern);
     let valid = !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !valid {
-        return Err(format!(
-            "{pattern:?} is not a host name or `*.` followed by one (no scheme, port or path)"
-        ));
+        return Err(HostPatternError::NotAHost(pattern.to_owned()));
     }
     if pattern.starts_with("*.") && !name.contains('.') {
-        return Err(format!("{pattern:?} would match a whole top-level domain"));
+        return Err(HostPatternError::WholeTopLevelDomain(pattern.to_owned()));
     }
     Ok(())
 }
 
-fn validate_delivery(d: &DeliveryConfig, fail: &mut impl FnMut(&'static str, String)) {
+fn validate_delivery(d: &RetryPolicy, fail: &mut impl FnMut(&'static str, String)) {
     if d.retry_base < Duration::from_millis(100) {
         fail(
             "delivery.retry_base",
@@ -329,12 +339,28 @@ fn validate_fetch(fetch: &FetchConfig, fail: &mut impl FnMut(&'static str, Strin
     }
 }
 
+/// A `log.level` that [`check_log_level`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum LogLevelError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("empty directive in {filter:?}")]
+    EmptyDirective { filter: String },
+    #[error("missing target before '=' in {directive:?}")]
+    MissingTarget { directive: String },
+    #[error(
+        "invalid level {level:?} in {directive:?}, expected one of {}",
+        LOG_LEVELS.join(", ")
+    )]
+    InvalidLevel { level: String, directive: String },
+}
+
 /// A deliberately simple subset of tracing's `EnvFilter` syntax:
 /// comma-separated `level` or `target=level` (the target may carry span
 /// filters, which are not checked).
-fn check_log_level(filter: &str) -> Result<(), String> {
+fn check_log_level(filter: &str) -> Result<(), LogLevelError> {
     if filter.trim().is_empty() {
-        return Err("must not be empty".to_owned());
+        return Err(LogLevelError::Empty);
     }
     for directive in filter.split(',').map(str::trim) {
         let (target, level) = match directive.rsplit_once('=') {
@@ -342,16 +368,20 @@ fn check_log_level(filter: &str) -> Result<(), String> {
             None => (None, directive),
         };
         if directive.is_empty() {
-            return Err(format!("empty directive in {filter:?}"));
+            return Err(LogLevelError::EmptyDirective {
+                filter: filter.to_owned(),
+            });
         }
         if target == Some("") {
-            return Err(format!("missing target before '=' in {directive:?}"));
+            return Err(LogLevelError::MissingTarget {
+                directive: directive.to_owned(),
+            });
         }
         if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
-            return Err(format!(
-                "invalid level {level:?} in {directive:?}, expected one of {}",
-                LOG_LEVELS.join(", ")
-            ));
+            return Err(LogLevelError::InvalidLevel {
+                level: level.to_owned(),
+                directive: directive.to_owned(),
+            });
         }
     }
     Ok(())
@@ -536,5 +566,29 @@ mod tests {
         for bad in ["", "loud", "=info", "info,", "x=verbose"] {
             assert!(check_log_level(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals_are_worded_for_check_config() {
+        let shown = |filter: &str| check_log_level(filter).unwrap_err().to_string();
+        assert_eq!(shown(" "), "must not be empty");
+        assert_eq!(shown("info,"), "empty directive in \"info,\"");
+        assert_eq!(shown("=info"), "missing target before '=' in \"=info\"");
+        assert_eq!(
+            shown("x=verbose"),
+            "invalid level \"verbose\" in \"x=verbose\", \
+             expected one of trace, debug, info, warn, error, off"
+        );
+        assert_eq!(
+            check_host_pattern("https://x.example/")
+                .unwrap_err()
+                .to_string(),
+            "\"https://x.example/\" is not a host name or `*.` followed by one \
+             (no scheme, port or path)"
+        );
+        assert_eq!(
+            check_host_pattern("*.com").unwrap_err().to_string(),
+            "\"*.com\" would match a whole top-level domain"
+        );
     }
 }

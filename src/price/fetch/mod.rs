@@ -13,6 +13,9 @@
 //! small gzip bomb fails as [`FetchError::TooLarge`] without being inflated
 //! in full. Content types are not judged here; the extractor decides what
 //! it can read.
+//!
+//! [`FetchConfig`] is the `[fetch]` section of the configuration, kept beside the
+//! fetcher it sets up.
 
 pub mod guard;
 
@@ -25,14 +28,103 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{redirect, StatusCode};
 use url::Url;
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::Validators;
 use crate::error::Chain;
-
-use crate::ops::config::FetchConfig;
 use guard::{check_url, Allowlist, GuardedResolver, Lookup, Refusal, ResolveError, SystemLookup};
 
 /// Product pages are HTML, but some shops serve JSON (Shopify `.js`, SAP OCC).
 const ACCEPT: &str = "text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8";
+
+/// `[fetch]`: how product pages are fetched, and the SSRF guard's exceptions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchConfig {
+    /// `User-Agent` of every page request; shops block empty or browser-faking ones.
+    pub user_agent: String,
+    /// `Accept-Language`: shops pick the currency and number format from it.
+    /// Empty: not sent.
+    pub accept_language: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Total time for one page: connection, redirects and the whole body.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Redirects followed before giving up; each hop is checked again.
+    pub max_redirects: usize,
+    /// Largest page accepted, in bytes after decompression (a gzip bomb is
+    /// small on the wire).
+    pub max_body: u64,
+    /// Ports a URL may name; allowlisted hosts and networks may use any.
+    pub ports: Vec<u16>,
+    /// Product pages fetched at once, over all shops.
+    pub global_concurrency: usize,
+    /// Pages fetched at once from one host.
+    pub per_host_concurrency: usize,
+    /// Shortest time between two requests to one host.
+    #[serde(with = "humantime_serde")]
+    pub host_gap: Duration,
+    /// Host names exempt from the SSRF guard, wherever they resolve to.
+    pub allow_hosts: Vec<String>,
+    /// CIDR networks exempt from the SSRF guard (kept as text so that a bad
+    /// entry is reported by `check-config` with the others, not by serde alone).
+    pub allow_networks: Vec<String>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            user_agent: "pricewatch/0.1 (price-watch bot)".to_owned(),
+            accept_language: "en-US,en;q=0.8".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
+            max_redirects: 5,
+            max_body: 5 * 1024 * 1024,
+            ports: vec![80, 443],
+            global_concurrency: 32,
+            per_host_concurrency: 2,
+            host_gap: Duration::from_secs(1),
+            allow_hosts: Vec::new(),
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
+impl FetchConfig {
+    /// `allow_networks` parsed; a bare address is a one-address network.
+    /// Never fails on a configuration that passed validation.
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, InvalidNetwork> {
+        self.allow_networks
+            .iter()
+            .map(|text| parse_network(text))
+            .collect()
+    }
+}
+
+/// An `allow_networks` entry that is not a network; `Display` is the message
+/// `check-config` reports.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a CIDR network ({reason}; expected e.g. \"10.0.0.0/8\" or \"::1/128\")")]
+pub struct InvalidNetwork {
+    pub text: String,
+    reason: ipnet::AddrParseError,
+}
+
+/// One `allow_networks` entry; a bare address is a one-address network.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, InvalidNetwork> {
+    let trimmed = text.trim();
+    match trimmed.parse::<ipnet::IpNet>() {
+        Ok(net) => Ok(net),
+        Err(reason) => match trimmed.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ipnet::IpNet::from(ip)),
+            Err(_) => Err(InvalidNetwork {
+                text: text.to_owned(),
+                reason,
+            }),
+        },
+    }
+}
 
 /// Fetches product pages. Cheap to clone: clones share one pooled client.
 #[derive(Clone, Debug)]
