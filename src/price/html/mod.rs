@@ -2,7 +2,7 @@
 //! microdata items, `<meta>` tags, `<title>`, the first `<h1>` and the value a per-site CSS rule
 //! points at.
 //!
-//! The tokenizer is Cloudflare's `lol_html`, chosen by benchmark (see the price-engine issue): it
+//! The tokenizer is Cloudflare's `lol_html`, chosen by benchmark (BENCHMARKS.md): it
 //! streams, matches real CSS selectors for site rules and caps its own memory.
 //! `lol_html` is not a tree builder, so this module keeps its own stack of open elements and applies
 //! the few implied-end-tag rules that matter for microdata on real pages (an unclosed `<li>`, `<p>`,
