@@ -27,6 +27,13 @@ impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
+
+    /// Seeded from the time and the process id: jitter only has to differ between daemons
+    /// and restarts, not be unpredictable. `stream` keeps two generators of one process
+    /// apart.
+    pub fn for_process(now_ms: u64, stream: u32) -> Self {
+        SplitMix64::new(now_ms ^ u64::from(std::process::id()).rotate_left(stream))
+    }
 }
 
 impl RandomSource for SplitMix64 {

@@ -118,7 +118,7 @@ impl Delivery {
         policy: RetryPolicy,
         limits: Arc<SendLimits>,
     ) -> Delivery {
-        let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(17);
+        let rng = SplitMix64::for_process(clock.now_ms(), 17);
         Delivery {
             store,
             connector,
@@ -126,7 +126,7 @@ impl Delivery {
             policy,
             limits,
             last_prune_ms: AtomicU64::new(0),
-            rng: Mutex::new(SplitMix64::new(seed)),
+            rng: Mutex::new(rng),
             throttled: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             finished: AtomicU64::new(0),

@@ -72,8 +72,7 @@ impl Watcher {
         history_retention: std::time::Duration,
         wake: Wake,
     ) -> Watcher {
-        // Jitter only has to differ between daemons and restarts, not be unpredictable.
-        let seed = clock.now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+        let rng = SplitMix64::for_process(clock.now_ms(), 32);
         Watcher {
             inner: Arc::new(Inner {
                 store,
@@ -82,7 +81,7 @@ impl Watcher {
                 plan,
                 gate: Mutex::new(HostGate::new(gate)),
                 in_flight: Mutex::new(HashSet::new()),
-                rng: Mutex::new(SplitMix64::new(seed)),
+                rng: Mutex::new(rng),
                 wake,
                 history_retention,
                 last_prune_ms: std::sync::atomic::AtomicU64::new(0),
