@@ -24,7 +24,7 @@ use pricewatch::price::rules::Rules;
 
 const TARGET_MB_PER_S: f64 = 100.0;
 const TARGET_PEAK_RATIO: f64 = 3.0;
-/// changedetection.io's authors report extruct at about 800 ms per page (price-extraction.md).
+/// changedetection.io's authors report extruct at about 800 ms per page (not re-measured here).
 const EXTRUCT_MS_PER_PAGE: f64 = 800.0;
 const MAX_BYTES: usize = 5 * 1024 * 1024;
 

@@ -144,7 +144,7 @@ fn shop_pages(variants: usize) -> (Vec<ShopPage>, Vec<String>, usize, usize) {
         if f.is_json || !no_rule("site_rule") || !no_rule("json_api") {
             continue;
         }
-        // An out-of-stock price is no reference price (design.md §2): not a first price.
+        // An out-of-stock price is no reference price (docs/rules.md, "The trigger"): not a first price.
         if !expected["error"].is_null() || expected["availability"] == "out_of_stock" {
             continue;
         }
