@@ -9,7 +9,7 @@
 //! admitted. The tolerance `τ` (at most 2 ms) absorbs a timer that wakes the delivery task
 //! a little late, which would otherwise push every later send back and lose rate; a
 //! channel gets within `(m+τ)/D` of `N/D` sustained (50/s: 49.4/s). governor's burst counts whole sends, so a send
-//! is [`CELLS`] cells and `τ` a few cells of burst. A send must pass every window
+//! is `CELLS` cells and `τ` a few cells of burst. A send must pass every window
 //! of its conversation and of its channel; governor cannot check several limiters at
 //! once, so a cell spent on a window that passed is lost when a later one refuses. That
 //! only ever makes sending slower, never faster.

@@ -226,7 +226,7 @@ pub struct Reference {
     pub amount: Decimal,
     #[serde(with = "currency_code")]
     pub currency: Currency,
-    /// When it was read (ms since the Unix epoch): the alert says "since <date>".
+    /// When it was read (ms since the Unix epoch): the alert says "since `<date>`".
     pub at_ms: u64,
 }
 

@@ -39,7 +39,7 @@ pub struct ConversationAccount {
 }
 
 /// An inbound activity. Every field is optional at this layer so that a missing field
-/// becomes a precise 400 from [`Activity::validate`] instead of a serde message.
+/// becomes a precise 400 from `Activity::validate` instead of a serde message.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Activity {

@@ -1,5 +1,5 @@
 //! The bot endpoint: `POST /api/messages`, as the Bot Framework SDKs answer it; and the
-//! operator's `POST /api/notify` (see [`Notify`]).
+//! operator's `POST /api/notify` (see [`Announcements`]).
 //!
 //! Checks run cheapest first: method (405), content type (415), size (413), then the
 //! activity itself (400). Every error has a Bot Framework `ErrorResponse` JSON body.

@@ -1,6 +1,6 @@
 //! What the bot says, in English and French: the replies of a turn ([`replies`], and the
 //! `list` / `history` views in [`listing`]) and what it says on its own ([`notices`], with
-//! the alert [`card`]), all written with the locale rules of [`format`]. No I/O.
+//! the alert [`card`]), all written with the locale rules of [`format`](mod@format). No I/O.
 
 pub mod card;
 pub mod format;

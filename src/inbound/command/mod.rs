@@ -29,7 +29,8 @@
 //! * Loopback and private addresses are accepted: refusing them here would be
 //!   incomplete (DNS can point anywhere), so the fetcher must check the
 //!   addresses it actually connects to.
-//! * Amounts: see [`parse_amount`] for how `,` and `.` are read.
+//! * Amounts are read by the page parser's rules (`price::parse`), so `1.299` means in chat
+//!   what it means on a page (1299); see `parse_amount`.
 
 mod markup;
 #[cfg(test)]

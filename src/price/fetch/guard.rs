@@ -258,7 +258,7 @@ pub const V4_BLOCKED: &[(Ipv4Net, &str)] = &[
 ];
 
 /// IPv6 ranges that are not public. The IPv4-embedding prefixes that stay
-/// routable (mapped, NAT64 well-known, 6to4) are not here: [`embedded_v4`]
+/// routable (mapped, NAT64 well-known, 6to4) are not here: `embedded_v4`
 /// unwraps them and the IPv4 table decides.
 pub const V6_BLOCKED: &[(Ipv6Net, &str)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "the unspecified address"),

@@ -32,16 +32,16 @@ use collector::{Collector, TextKind};
 /// Everything the extractor reads from one page, in document order.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PageFacts {
-    /// Raw text content of every <script> whose `type` is application/ld+json (ASCII case-insensitive, parameters after ';' ignored, surrounding whitespace ignored). Not entity-decoded (script content is raw text in HTML). Empty scripts included as empty strings.
+    /// Raw text content of every `<script>` whose `type` is application/ld+json (ASCII case-insensitive, parameters after ';' ignored, surrounding whitespace ignored). Not entity-decoded (script content is raw text in HTML). Empty scripts included as empty strings.
     pub json_ld: Vec<String>,
     /// Microdata items in the order their itemscope element starts.
     pub items: Vec<MicroItem>,
     /// <meta> tags that have `content` and one of property/name/itemprop.
     /// A tag with several of these attributes gives one entry per attribute (property, name, itemprop).
     pub metas: Vec<Meta>,
-    /// Text of <title>, whitespace-collapsed, trimmed, entities decoded; `None` when absent or empty.
+    /// Text of `<title>`, whitespace-collapsed, trimmed, entities decoded; `None` when absent or empty.
     pub title: Option<String>,
-    /// Text content of the first <h1>, same normalisation; `None` when absent or empty.
+    /// Text content of the first `<h1>`, same normalisation; `None` when absent or empty.
     pub h1: Option<String>,
     /// Value read by the site rule, when a SiteSelector was given and matched: the named attribute's value, or the element's text content (normalised). First match only.
     pub site_rule: Option<String>,
@@ -49,7 +49,7 @@ pub struct PageFacts {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MicroItem {
-    /// `itemtype` split on whitespace (full URLs as written, e.g. "https://schema.org/Product").
+    /// `itemtype` split on whitespace (full URLs as written, e.g. `https://schema.org/Product`).
     pub types: Vec<String>,
     /// Index of the enclosing item in `items`, None for a top-level item.
     pub parent: Option<usize>,
