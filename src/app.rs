@@ -23,7 +23,7 @@ use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Announcements, Endpoint};
 use crate::ops::config::Config;
 use crate::price::engine::EngineError;
-use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::store::{SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::start_ticks;
@@ -153,7 +153,8 @@ fn admin_token(config: &Config) -> Result<Option<crate::secret::Secret>, AppErro
     Ok(token)
 }
 
-/// Checks the mode rules of the design (§5) before anything is opened.
+/// Checks the mode rules (docs/rules.md, "Modes and the bot's token") before anything is
+/// opened.
 pub fn check_mode(config: &Config) -> Result<(), AppError> {
     if !config.bot.is_local_development() {
         return Err(AppError::AuthenticationUnavailable);
@@ -173,11 +174,7 @@ impl App {
 
     pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         check_mode(config)?;
-        let store_config = SledStoreConfig {
-            path: config.storage.path.clone(),
-            cache_capacity: config.storage.cache_capacity,
-            flush_every: config.storage.flush_every,
-        };
+        let store_config = config.storage.sled();
         // Opening sled replays its log: blocking work, kept off the runtime's workers.
         let store =
             Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??);

@@ -6,7 +6,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::domain::OutboxEntry;
 use crate::ops::config::Config;
-use crate::store::{SledStore, SledStoreConfig, Store, StoreError};
+use crate::store::{SledStore, Store, StoreError};
 
 /// Most entries listed per section; the count is always exact.
 pub const LIST_LIMIT: usize = 1000;
@@ -51,12 +51,7 @@ pub fn outbox_command(
     config: &Config,
     action: Option<Requeue>,
 ) -> Result<OutboxCommand, AdminError> {
-    let store = SledStore::open(&SledStoreConfig {
-        path: config.storage.path.clone(),
-        cache_capacity: config.storage.cache_capacity,
-        flush_every: config.storage.flush_every,
-    })
-    .map_err(AdminError::Open)?;
+    let store = SledStore::open(&config.storage.sled()).map_err(AdminError::Open)?;
     let now = SystemClock.now_ms();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -193,7 +193,7 @@ pub fn alerts(lang: Lang, items: &[AlertItem<'_>]) -> Option<Message> {
     })
 }
 
-/// Told once when a product's price has not been readable for a while (issue 4 point 3).
+/// Told once when a product's price has not been readable for a while (`schedule.fail_notice_after`).
 pub fn cannot_read(
     lang: Lang,
     number: usize,

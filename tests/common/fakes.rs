@@ -18,20 +18,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pricewatch::clock::{Clock, SystemClock};
-use pricewatch::store::{SledStore, SledStoreConfig, StoreError};
+use pricewatch::store::{SledStore, StoreError};
 use serde_json::{json, Value};
 use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
 /// The store in `data` with the daemon's default cache and flush period.
 pub fn open_store(data: &Path) -> Result<Arc<SledStore>, StoreError> {
-    let defaults = pricewatch::ops::config::StorageConfig::default();
-    SledStore::open(&SledStoreConfig {
+    let storage = pricewatch::ops::config::StorageConfig {
         path: data.to_owned(),
-        cache_capacity: defaults.cache_capacity,
-        flush_every: defaults.flush_every,
-    })
-    .map(Arc::new)
+        ..Default::default()
+    };
+    SledStore::open(&storage.sled()).map(Arc::new)
 }
 
 /// Serves `route` on a loopback port until the returned sender is dropped; returns

@@ -32,6 +32,7 @@ use crate::price::extract::Extractor;
 use crate::price::fetch::FetchConfig;
 use crate::price::rules::{JsonApiConfig, RuleError, Rules, SiteRuleConfig};
 use crate::secret::Secret;
+use crate::store::SledStoreConfig;
 use crate::watch::schedule::ScheduleConfig;
 use crate::watch::trigger::TriggerConfig;
 
@@ -220,6 +221,17 @@ impl Default for StorageConfig {
             cache_capacity: 32 * MIB,
             flush_every: Duration::from_millis(500),
             history_retention: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The sled backend's settings.
+    pub fn sled(&self) -> SledStoreConfig {
+        SledStoreConfig {
+            path: self.path.clone(),
+            cache_capacity: self.cache_capacity,
+            flush_every: self.flush_every,
         }
     }
 }
