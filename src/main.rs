@@ -155,9 +155,13 @@ fn probe(args: &ProbeArgs) -> ExitCode {
             }
         }
     };
-    print!("{}", outcome.stdout);
-    eprint!("{}", outcome.stderr);
-    ExitCode::from(outcome.status())
+    print(outcome)
+}
+
+fn print(output: pricewatch::ops::CommandOutput) -> ExitCode {
+    print!("{}", output.stdout);
+    eprint!("{}", output.stderr);
+    ExitCode::from(output.status())
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -177,14 +181,7 @@ fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Re
             Requeue::Ids(ids)
         }
     });
-    let done = outbox_command(&config, action)?;
-    print!("{}", done.stdout);
-    eprint!("{}", done.stderr);
-    Ok(if done.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(print(outbox_command(&config, action)?))
 }
 
 /// The environment as UTF-8 pairs. `std::env::vars` panics on a non-UTF-8 variable;

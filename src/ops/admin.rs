@@ -6,6 +6,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::domain::OutboxEntry;
 use crate::ops::config::Config;
+use crate::ops::CommandOutput;
 use crate::store::{SledStore, Store, StoreError};
 
 /// Most entries listed per section; the count is always exact.
@@ -36,21 +37,12 @@ pub enum AdminError {
     Runtime(#[source] std::io::Error),
 }
 
-/// What `pricewatch outbox [retry …]` prints, and whether it all went as asked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OutboxCommand {
-    pub stdout: String,
-    pub stderr: String,
-    /// `false` when some ids to re-queue were not dead letters.
-    pub success: bool,
-}
-
 /// Runs `pricewatch outbox` (`action: None`) or `pricewatch outbox retry` on the data
 /// directory `config` names, which a running daemon must not hold.
 pub fn outbox_command(
     config: &Config,
     action: Option<Requeue>,
-) -> Result<OutboxCommand, AdminError> {
+) -> Result<CommandOutput, AdminError> {
     let store = SledStore::open(&config.storage.sled()).map_err(AdminError::Open)?;
     let now = SystemClock.now_ms();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,19 +51,19 @@ pub fn outbox_command(
         .map_err(AdminError::Runtime)?;
     runtime.block_on(async {
         let Some(which) = action else {
-            return Ok(OutboxCommand {
+            return Ok(CommandOutput {
                 stdout: outbox_listing(&store, now).await?,
                 stderr: String::new(),
-                success: true,
+                ok: true,
             });
         };
         let done = requeue(&store, which, now).await?;
-        let mut out = OutboxCommand {
+        let mut out = CommandOutput {
             stdout: format!("re-queued {} dead letter(s)\n", done.requeued.len()),
             stderr: String::new(),
-            success: done.not_dead.is_empty(),
+            ok: done.not_dead.is_empty(),
         };
-        if !out.success {
+        if !out.ok {
             let ids: Vec<String> = done.not_dead.iter().map(u64::to_string).collect();
             out.stderr = format!("pricewatch: not dead letters: {}\n", ids.join(", "));
         }

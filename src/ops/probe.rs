@@ -9,6 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::ops::config::Config;
+use crate::ops::CommandOutput;
 use crate::price::engine::{Check, EngineError};
 use crate::price::extract::Report;
 use crate::price::TextProbe;
@@ -57,25 +58,8 @@ enum Unread {
     NotModified,
 }
 
-/// What a probe prints, and how it ends.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub stdout: String,
-    pub stderr: String,
-    /// A price was found (for a page: with its currency).
-    pub found: bool,
-}
-
-impl Outcome {
-    /// The exit status: 0 when a price was found, 1 when not (the reason is printed).
-    pub fn status(&self) -> u8 {
-        if self.found {
-            0
-        } else {
-            1
-        }
-    }
-
+/// Probe output also prints JSON lines.
+impl CommandOutput {
     fn json_line(&mut self, value: &impl Serialize) {
         match serde_json::to_string(value) {
             Ok(line) => {
@@ -90,11 +74,11 @@ impl Outcome {
 }
 
 /// `probe --price-text`: one price string, with what the page says about its currency.
-pub fn text(text: &str, hint: Option<&str>, json: bool) -> Outcome {
+pub fn text(text: &str, hint: Option<&str>, json: bool) -> CommandOutput {
     let report = TextProbe::run(text, hint);
-    let mut out = Outcome {
-        found: report.found(),
-        ..Outcome::default()
+    let mut out = CommandOutput {
+        ok: report.found(),
+        ..CommandOutput::default()
     };
     if json {
         out.json_line(&report);
@@ -117,9 +101,9 @@ pub fn text(text: &str, hint: Option<&str>, json: bool) -> Outcome {
 }
 
 /// `probe URL` and `probe --html FILE`: the page's report, or why it could not be read.
-pub fn page(page: Page<'_>, config: &Config, json: bool) -> Result<Outcome, ProbeError> {
+pub fn page(page: Page<'_>, config: &Config, json: bool) -> Result<CommandOutput, ProbeError> {
     let (url, read) = read_page(page, config)?;
-    let mut out = Outcome::default();
+    let mut out = CommandOutput::default();
     match read {
         Err(unread) => {
             if json {
@@ -137,7 +121,7 @@ pub fn page(page: Page<'_>, config: &Config, json: bool) -> Result<Outcome, Prob
             } else {
                 out.stdout.push_str(&report.to_text(url.as_str()));
             }
-            out.found = report.price().is_ok();
+            out.ok = report.price().is_ok();
         }
     }
     Ok(out)
