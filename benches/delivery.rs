@@ -50,7 +50,7 @@ mod fakes;
 #[path = "common/procstat.rs"]
 mod procstat;
 
-use fakes::{open_store, FakeChannel, Keep};
+use fakes::{most_in_any_span, open_store, FakeChannel, Keep};
 
 use procstat::{cpu_seconds, env_usize, reset_peak, status_kb};
 
@@ -264,19 +264,6 @@ fn delivery(store: &Arc<SledStore>, limits: SendLimits) -> Result<Delivery, Stri
     ))
 }
 
-/// Most arrivals in any half-open span of `per_us`.
-fn max_in_window(sorted: &[u64], per_us: u64) -> usize {
-    let mut best = 0;
-    let mut start = 0;
-    for (end, &t) in sorted.iter().enumerate() {
-        while sorted[start] + per_us <= t {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
 fn run() -> Result<ExitCode, String> {
     let full = std::env::args().any(|a| a == "--bench");
     let messages = env_usize("PW_BENCH_MESSAGES", if full { 100_000 } else { 500 });
@@ -383,7 +370,7 @@ fn run() -> Result<ExitCode, String> {
     let first = times.first().copied().unwrap_or(0);
     let in_span = times.iter().filter(|&&t| t < first + span_us).count();
     let rate = in_span as f64 / limited_for.as_secs_f64();
-    let worst = max_in_window(&times, 1_000_000);
+    let worst = most_in_any_span(&times, 1_000_000);
     println!(
         "| (b) limit {LIMIT_PER_S}/s | {rate:.2} over {} s | | | | | | worst 1-second span: {worst} |",
         limited_for.as_secs()

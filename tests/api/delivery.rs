@@ -20,7 +20,7 @@ use pricewatch::store::{AddWatch, Store};
 use rust_decimal::Decimal;
 use warp::http::StatusCode;
 
-use crate::fakes::{open_store, FakeChannel};
+use crate::fakes::{most_in_any_span, open_store, FakeChannel};
 use crate::helpers::eventually;
 
 struct Setup {
@@ -398,15 +398,6 @@ fn single(w: &Watch, conv: &ConversationKey, n: usize) -> NewOutbox {
     }
 }
 
-/// Most arrivals within any span of `per_ms` (half-open), from arrival times.
-fn max_in_window(times: &[u64], per_ms: u64) -> usize {
-    times
-        .iter()
-        .map(|&t| times.iter().filter(|&&u| u >= t && u < t + per_ms).count())
-        .max()
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn two_hundred_messages_to_one_teams_conversation_keep_every_window() {
     let s = setup_with("msteams", RetryPolicy::default(), true, true).await;
@@ -432,9 +423,9 @@ async fn two_hundred_messages_to_one_teams_conversation_keep_every_window() {
     }
     let teams: Vec<u64> = s.channel.received().iter().map(|r| r.at_ms).collect();
     assert_eq!(teams.len(), 200);
-    assert!(max_in_window(&teams, 1_000) <= 7);
-    assert!(max_in_window(&teams, 30_000) <= 60);
-    assert!(max_in_window(&teams, 3_600_000) <= 1_800);
+    assert!(most_in_any_span(&teams, 1_000) <= 7);
+    assert!(most_in_any_span(&teams, 30_000) <= 60);
+    assert!(most_in_any_span(&teams, 3_600_000) <= 1_800);
     // Paced at the hourly window's rate (one per 2 s), not slower.
     let span = teams[199] - teams[0];
     assert!((398_000..=450_000).contains(&span), "{span} ms");

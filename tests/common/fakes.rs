@@ -534,3 +534,19 @@ impl ShopState {
         self.pages.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The most of `times` (in any unit, in any order) that fall in one half-open span of
+/// `span`: how a channel counts sends against a window.
+pub fn most_in_any_span(times: &[u64], span: u64) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for (end, &t) in sorted.iter().enumerate() {
+        while sorted[start] + span <= t {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
