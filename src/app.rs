@@ -17,7 +17,7 @@ use crate::delivery::run::Wake;
 use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
 use crate::error::Chain;
-use crate::inbound::auth::InboundAuth;
+use crate::inbound::auth::{BotFrameworkAuth, BotFrameworkSettings, InboundAuth};
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Announcements, Endpoint};
@@ -32,12 +32,6 @@ use crate::watch::watcher::{TickReport, Watcher};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(
-        "bot.app_id is set, but this build cannot yet check the Bot Framework tokens that \
-         production channels send; refusing to run unauthenticated. Leave bot.app_id empty \
-         for local development (Emulator)"
-    )]
-    AuthenticationUnavailable,
-    #[error(
         "local-development mode (no bot.app_id) accepts unauthenticated activities, so it \
          binds loopback only; server.bind is {0}. Use 127.0.0.1 or [::1]"
     )]
@@ -49,6 +43,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot build the client that fetches the token signing keys")]
+    KeyClient(#[source] reqwest::Error),
     #[error("cannot build the Connector client")]
     Connector(#[from] crate::delivery::connector::ConnectorError),
     #[error("start-up task failed")]
@@ -95,6 +91,7 @@ pub struct App {
     delivering: JoinHandle<()>,
     watcher: Watcher,
     delivery: Arc<Delivery>,
+    auth: InboundAuth,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -106,17 +103,7 @@ fn outbound_token(
     if config.bot.is_local_development() {
         return Ok(None);
     }
-    if config.bot.app_type == crate::ops::config::AppType::UserAssignedMsi {
-        return Err(AppError::UnsupportedAppType);
-    }
-    let password = config
-        .bot
-        .app_password(credentials_dir().as_deref())
-        .map_err(|source| AppError::Secret {
-            what: "bot app password",
-            source,
-        })?
-        .ok_or(AppError::NoAppPassword)?;
+    let password = app_password(config)?;
     let client = TokenClient::new(
         TokenConfig {
             endpoint: config.bot.token_endpoint(),
@@ -129,6 +116,53 @@ fn outbound_token(
     )
     .map_err(AppError::Token)?;
     Ok(Some(Arc::new(client)))
+}
+
+fn app_password(config: &Config) -> Result<crate::secret::Secret, AppError> {
+    config
+        .bot
+        .app_password(credentials_dir().as_deref())
+        .map_err(|source| AppError::Secret {
+            what: "bot app password",
+            source,
+        })?
+        .ok_or(AppError::NoAppPassword)
+}
+
+/// Production mode's token checker, with its signing keys fetched once (a start-up
+/// whose key server is unreachable still starts: every token is refused, and the log
+/// says why, until the keys arrive) and then kept fresh until `cancel`.
+async fn inbound_auth(
+    config: &Config,
+    mode: Mode,
+    clock: Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Result<InboundAuth, AppError> {
+    if mode == Mode::LocalDevelopment {
+        return Ok(InboundAuth::LocalDevelopment);
+    }
+    let http =
+        crate::inbound::auth::keys::http_client(&user_agent()).map_err(AppError::KeyClient)?;
+    let auth = Arc::new(BotFrameworkAuth::new(
+        BotFrameworkSettings {
+            app_id: config.bot.app_id.clone(),
+            own_tenant: (config.bot.app_type == crate::ops::config::AppType::SingleTenant)
+                .then(|| config.bot.tenant_id.trim().to_owned()),
+            config: config.auth.clone(),
+        },
+        http,
+        clock,
+    ));
+    let caches = auth.key_caches();
+    futures_util::future::join_all(caches.iter().map(|c| c.refresh())).await;
+    for cache in caches {
+        tokio::spawn(cache.run(config.auth.key_refresh, cancel.clone()));
+    }
+    Ok(InboundAuth::BotFramework(auth))
+}
+
+fn user_agent() -> String {
+    format!("pricewatch/{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// systemd's `LoadCredential=` directory, when the daemon runs under it.
@@ -153,16 +187,43 @@ fn admin_token(config: &Config) -> Result<Option<crate::secret::Secret>, AppErro
     Ok(token)
 }
 
-/// Checks the mode rules (docs/rules.md, "Modes and the bot's token") before anything is
-/// opened.
-pub fn check_mode(config: &Config) -> Result<(), AppError> {
-    if !config.bot.is_local_development() {
-        return Err(AppError::AuthenticationUnavailable);
+/// Which of the two modes the daemon runs in (docs/rules.md, "Modes and the bot's
+/// token").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No app id: nothing is authenticated, so only loopback is served.
+    LocalDevelopment,
+    /// An app id: every activity carries a Bot Framework token, any address may be bound.
+    Production,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::LocalDevelopment => "local-development mode",
+            Mode::Production => "production mode",
+        })
     }
-    if !config.server.bind.ip().is_loopback() {
-        return Err(AppError::DevModeNotLoopback(config.server.bind));
-    }
-    Ok(())
+}
+
+/// Every rule `serve` applies before it opens anything: the mode rules and the secrets
+/// they need. `check-config` runs exactly this, so a file it passes is one `serve` starts
+/// with (the data directory and the port aside).
+pub fn preflight(config: &Config) -> Result<Mode, AppError> {
+    let mode = if config.bot.is_local_development() {
+        if !config.server.bind.ip().is_loopback() {
+            return Err(AppError::DevModeNotLoopback(config.server.bind));
+        }
+        Mode::LocalDevelopment
+    } else {
+        if config.bot.app_type == crate::ops::config::AppType::UserAssignedMsi {
+            return Err(AppError::UnsupportedAppType);
+        }
+        app_password(config)?;
+        Mode::Production
+    };
+    admin_token(config)?;
+    Ok(mode)
 }
 
 impl App {
@@ -173,7 +234,8 @@ impl App {
     }
 
     pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
-        check_mode(config)?;
+        let mode = preflight(config)?;
+        let cancel = CancellationToken::new();
         let store_config = config.storage.sled();
         // Opening sled replays its log: blocking work, kept off the runtime's workers.
         let store =
@@ -182,7 +244,7 @@ impl App {
             &ConnectorConfig {
                 timeout: config.bot.reply_timeout,
                 connect_timeout: config.bot.connect_timeout,
-                user_agent: format!("pricewatch/{}", env!("CARGO_PKG_VERSION")),
+                user_agent: user_agent(),
                 policy: ServiceUrlPolicy::new(
                     &config.bot.service_url_hosts,
                     config.bot.is_local_development(),
@@ -224,6 +286,7 @@ impl App {
             wake: wake.clone(),
             max_text: config.notify.max_text,
         });
+        let clock_for_auth = clock.clone();
         let delivery = Arc::new(Delivery::new(
             store.clone(),
             connector.clone(),
@@ -231,8 +294,9 @@ impl App {
             config.delivery,
             limits,
         ));
+        let auth = inbound_auth(config, mode, clock_for_auth, &cancel).await?;
         let endpoint = Arc::new(Endpoint {
-            auth: InboundAuth::LocalDevelopment,
+            auth: auth.clone(),
             bot,
             connector,
             body_limit: config.server.body_limit,
@@ -248,7 +312,6 @@ impl App {
             addr: config.server.bind,
             source,
         })?;
-        let cancel = CancellationToken::new();
         let server = warp::serve(routes(endpoint))
             .incoming(listener)
             .graceful(cancel.clone().cancelled_owned())
@@ -266,7 +329,7 @@ impl App {
             config.alerts.digest_window,
             cancel.clone(),
         ));
-        tracing::info!(%addr, data = %config.storage.path.display(), "pricewatch is listening");
+        tracing::info!(%addr, %mode, data = %config.storage.path.display(), "pricewatch is listening");
         Ok(App {
             addr,
             store,
@@ -278,11 +341,17 @@ impl App {
             delivering,
             watcher,
             delivery,
+            auth,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The signing keys' state in production mode (`None` in local development).
+    pub fn key_status(&self) -> Option<crate::inbound::auth::keys::KeyStatus> {
+        self.auth.key_status()
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -365,7 +434,14 @@ impl App {
 /// `pricewatch serve`: starts the daemon, stops it on SIGINT/SIGTERM, and returns once it
 /// has drained and flushed.
 pub async fn serve(config: &Config) -> Result<(), AppError> {
-    if config.bot.is_local_development() {
+    if !config.bot.is_local_development() {
+        tracing::info!(
+            app_id = %config.bot.app_id,
+            app_type = ?config.bot.app_type,
+            emulator_tokens = config.auth.emulator_tokens,
+            "PRODUCTION MODE: every activity must carry a Bot Framework token"
+        );
+    } else {
         tracing::warn!(
             "LOCAL-DEVELOPMENT MODE: no bot.app_id, so activities are NOT authenticated; \
              listening on loopback only (connect the Bot Framework Emulator with no app id)"

@@ -98,10 +98,17 @@ const BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::CheckConfig { file } => match pricewatch::ops::config::load(Some(&file), env_vars()) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
+            // The same rules `serve` applies before it opens anything.
+            Ok(config) => match pricewatch::app::preflight(&config) {
+                Ok(mode) => {
+                    println!("{}: OK ({mode})", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {}", file.display(), pricewatch::error::Chain(&e));
+                    ExitCode::from(BAD_INPUT)
+                }
+            },
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::from(BAD_INPUT)

@@ -64,7 +64,9 @@ impl ServiceUrlPolicy {
             return Err(Refusal::Credentials);
         }
         if is_loopback(&host) {
-            return if self.allow_loopback {
+            // An operator may list a loopback address by name (a relay on the same
+            // machine); a `*.` pattern never matches one.
+            return if self.allow_loopback || self.hosts.contains(&host) {
                 Ok(())
             } else {
                 Err(Refusal::Loopback(host))
@@ -424,6 +426,14 @@ mod tests {
         assert_eq!(dev.check("http://localhost:3979/"), Ok(()));
         assert_eq!(dev.check("http://127.0.0.1:9/"), Ok(()));
         assert!(dev.check("http://example.com/").is_err());
+
+        // Production reaches a loopback address only when it is listed by name.
+        let relay =
+            ServiceUrlPolicy::new(&["127.0.0.1".to_owned(), "*.localhost".to_owned()], false);
+        assert_eq!(relay.check("http://127.0.0.1:9/"), Ok(()));
+        assert!(relay.check("http://localhost:9/").is_err());
+        assert!(relay.check("http://a.localhost:9/").is_err());
+        assert!(relay.check("http://[::1]:9/").is_err());
     }
 
     #[test]

@@ -102,14 +102,17 @@ impl Activity {
     /// Parses a request body the way the SDKs accept it: JSON, an object, with `type`,
     /// `channelId`, `conversation.id` and `serviceUrl`.
     pub fn parse(body: &[u8]) -> Result<ValidActivity, ActivityError> {
-        let activity: Activity = match serde_json::from_slice(body) {
-            Ok(a) => a,
-            Err(e) => return Err(classify(body, e)),
-        };
-        activity.validate()
+        Self::read(body)?.validate()
     }
 
-    fn validate(self) -> Result<ValidActivity, ActivityError> {
+    /// The JSON alone, before the fields are checked: what authentication looks at, so
+    /// that an unauthenticated caller learns nothing about which fields are missing.
+    pub fn read(body: &[u8]) -> Result<Activity, ActivityError> {
+        serde_json::from_slice(body).map_err(|e| classify(body, e))
+    }
+
+    /// Proves the fields every turn needs present.
+    pub fn validate(self) -> Result<ValidActivity, ActivityError> {
         let kind = non_empty(self.kind.as_deref()).ok_or(ActivityError::Missing("type"))?;
         let channel_id =
             non_empty(self.channel_id.as_deref()).ok_or(ActivityError::Missing("channelId"))?;

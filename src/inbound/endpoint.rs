@@ -23,7 +23,7 @@ use crate::delivery::connector::Connector;
 use crate::delivery::run::Wake;
 use crate::domain::{NewOutbox, OutboxMessage};
 use crate::error::Chain;
-use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
+use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidActivity};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
 use crate::secret::Secret;
@@ -279,20 +279,31 @@ where
         Ok(b) => b,
         Err(r) => return r,
     };
-    let activity = match Activity::parse(&body) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(error = %Chain(&e), "activity refused");
-            return error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
-        }
+    let refused = |e: ActivityError| {
+        tracing::debug!(error = %Chain(&e), "activity refused");
+        error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
     };
+    let activity = match Activity::read(&body) {
+        Ok(a) => a,
+        Err(e) => return refused(e),
+    };
+    // A header that is not visible ASCII is no token: the same refusal as a missing one.
     let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = endpoint.auth.verify(authorization, &activity) {
-        tracing::info!(error = %Chain(&e), channel = %activity.channel_id, "activity not authenticated");
-        return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", &e.to_string());
+        .map(|v| v.to_str().unwrap_or(""));
+    if let Err(e) = endpoint.auth.verify(authorization, &activity).await {
+        tracing::warn!(reason = e.class(), "activity refused: {e}");
+        let mut r = error_response(StatusCode::UNAUTHORIZED, e.class(), &e.to_string());
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     }
+    let activity = match activity.validate() {
+        Ok(a) => a,
+        Err(e) => return refused(e),
+    };
     let span = tracing::info_span!(
         "turn",
         channel = %activity.channel_id,

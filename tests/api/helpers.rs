@@ -140,6 +140,26 @@ impl TestApp {
         (status, r.text().await.unwrap())
     }
 
+    /// Posts `activity` with `authorization` as the whole `Authorization` header (none
+    /// when `None`); returns the status, the body and the `WWW-Authenticate` header.
+    pub async fn post_with(
+        &self,
+        authorization: Option<&str>,
+        activity: &Value,
+    ) -> (u16, String, Option<String>) {
+        let mut request = self.client.post(&self.url).json(activity);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, r.text().await.unwrap(), challenge)
+    }
+
     pub async fn post(&self, activity: &Value) -> (u16, String) {
         self.post_raw("application/json", serde_json::to_vec(activity).unwrap())
             .await

@@ -1,5 +1,6 @@
 //! Integration tests: the real daemon over real HTTP on loopback.
 
+mod auth;
 mod connector;
 mod delivery;
 #[path = "../common/fakes.rs"]
@@ -9,6 +10,8 @@ mod helpers;
 mod notify;
 mod process;
 mod shop;
+#[path = "../common/tokens.rs"]
+mod tokens;
 mod watch;
 
 use helpers::{test_config, TestApp};
@@ -389,16 +392,22 @@ async fn a_data_directory_in_use_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn production_and_exposed_modes_are_refused_until_authentication_exists() {
+async fn production_without_a_password_and_exposed_development_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("data"));
     config.bot.app_id = "00000000-0000-0000-0000-000000000001".into();
+    config.bot.app_password_file = Some(dir.path().join("no-such-file"));
+    let err = pricewatch::app::App::start(&config).await.err().unwrap();
+    let err = pricewatch::error::Chain(&err).to_string();
+    assert!(err.contains("app password"), "{err}");
+
+    config.bot.app_type = pricewatch::ops::config::AppType::UserAssignedMsi;
     let err = pricewatch::app::App::start(&config)
         .await
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("app_id"), "{err}");
+    assert!(err.contains("UserAssignedMSI"), "{err}");
 
     let mut config = test_config(&dir.path().join("data"));
     config.server.bind = "0.0.0.0:0".parse().unwrap();

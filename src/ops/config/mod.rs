@@ -9,7 +9,7 @@
 //! This file holds [`Config`], which is the schema, and the sections that belong
 //! to no one component, with their defaults. A component's own section lives
 //! beside the component and is only assembled here (`[fetch]` in
-//! [`crate::price::fetch`], the rule lists in [`crate::price::rules`], `[schedule]`
+//! [`crate::price::fetch`], `[auth]` in [`crate::inbound::auth`], the rule lists in [`crate::price::rules`], `[schedule]`
 //! in [`crate::watch::schedule`], `[delivery]` in [`crate::delivery::retry`],
 //! `[rate_limits]` in [`crate::delivery::ratelimit`], `[log]` in
 //! [`crate::ops::telemetry`]): components never depend on the configuration.
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::ratelimit::ChannelLimits;
 use crate::delivery::retry::RetryPolicy;
+use crate::inbound::auth::AuthConfig;
 use crate::ops::telemetry::LogConfig;
 use crate::price::engine::{extractor_from_config, EngineError, PriceEngine};
 use crate::price::extract::Extractor;
@@ -56,6 +57,7 @@ const MIB: u64 = 1024 * 1024;
 pub struct Config {
     pub server: ServerConfig,
     pub bot: BotConfig,
+    pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub alerts: AlertsConfig,
     pub delivery: RetryPolicy,

@@ -16,6 +16,9 @@ use crate::price::rules::RuleError;
 const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
 const MAX_REDIRECTS: usize = 10;
 const MIN_CACHE_CAPACITY: u64 = MIB;
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+const KEY_REFRESH_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600);
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 /// A semantic problem at `key`. `near` is the key to point at when `key`
@@ -120,6 +123,41 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
     }
     if let Err(e) = check_log_level(&config.log.level) {
         fail("log.level", e.to_string());
+    }
+    if config.auth.clock_skew > MAX_CLOCK_SKEW {
+        fail(
+            "auth.clock_skew",
+            format!(
+                "must be at most {}, got {}",
+                humantime::format_duration(MAX_CLOCK_SKEW),
+                humantime::format_duration(config.auth.clock_skew)
+            ),
+        );
+    }
+    if !KEY_REFRESH_RANGE.contains(&config.auth.key_refresh) {
+        fail(
+            "auth.key_refresh",
+            format!(
+                "must be between 1m and 7days, got {}",
+                humantime::format_duration(config.auth.key_refresh)
+            ),
+        );
+    }
+    for (key, value) in [
+        ("auth.openid_metadata_url", &config.auth.openid_metadata_url),
+        (
+            "auth.emulator_openid_metadata_url",
+            &config.auth.emulator_openid_metadata_url,
+        ),
+    ] {
+        let allowed = url::Url::parse(value.trim())
+            .is_ok_and(|u| crate::inbound::auth::token::is_allowed_key_url(&u));
+        if !allowed {
+            fail(
+                key,
+                format!("{value:?} is not an https URL (plain http is allowed to loopback only)"),
+            );
+        }
     }
     if config.bot.app_type == AppType::SingleTenant && config.bot.tenant_id.trim().is_empty() {
         out.push(Violation {
