@@ -23,7 +23,13 @@
 //!
 //! Run: `cargo bench --bench turns`. Overrides: `PW_BENCH_DURATION` (wrk `-d`, default
 //! `15s`), `PW_BENCH_CONNECTIONS` (default 32), `PW_BENCH_CONVERSATIONS` (default 10000),
-//! `PW_BENCH_WARMUP_CONCURRENCY` (warm-up turns in flight, default: the connections).
+//! `PW_BENCH_WARMUP_CONCURRENCY` (warm-up turns in flight, default: the connections),
+//! `PW_BENCH_AUTH`: `off` (default: local-development mode, no token), `reused` (production
+//! mode: every request carries the same RS256 channel token, as a channel sends one token
+//! for its lifetime of about an hour) or `distinct` (production mode: 16,384 tokens sent
+//! in turn, more than the daemon remembers, so every turn verifies an RSA signature). The
+//! keys come from a key server in this process (`tests/common/tokens.rs`), fetched once
+//! at start-up and cached by the daemon.
 //! Exit status: 0 when the run was sound (even if a target is missed), 1 when the run is
 //! broken (errors, non-2xx, lost replies), 2 when `wrk` is not installed.
 //!
@@ -44,6 +50,8 @@ use anyhow::{anyhow, bail, Context};
 
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
+#[path = "../tests/common/tokens.rs"]
+mod tokens;
 
 use fakes::{FakeChannel, Keep};
 
@@ -65,6 +73,9 @@ const DAEMON_LOG_FILTER: &str = "warn,pricewatch::app=info";
 const LISTENING: &str = "pricewatch is listening";
 /// The one warning every run prints: the bench uses local-development mode (no app id).
 const EXPECTED_WARNING: &str = "LOCAL-DEVELOPMENT MODE";
+/// Tokens of the `distinct` mode: four times the daemon's cache of verified tokens, sent
+/// round-robin, so none is still remembered when it comes round again.
+const DISTINCT_TOKENS: usize = 16_384;
 /// What hyper reports (warp logs it at ERROR) for a connection closed mid-request: wrk
 /// closes its connections, requests in flight included, when its duration is over. At
 /// most one per connection is therefore part of a clean run.
@@ -95,6 +106,15 @@ struct Settings {
     warm_up_concurrency: u32,
     /// Short run because the target was started without `--bench`.
     smoke: bool,
+    auth: AuthMode,
+}
+
+/// Whether the daemon authenticates, and how the load's tokens vary.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AuthMode {
+    Off,
+    Reused,
+    Distinct,
 }
 
 impl Settings {
@@ -117,6 +137,12 @@ impl Settings {
             conversations: env_number("PW_BENCH_CONVERSATIONS", conversations)?,
             warm_up_concurrency: env_number("PW_BENCH_WARMUP_CONCURRENCY", connections)?,
             smoke,
+            auth: match std::env::var("PW_BENCH_AUTH").as_deref() {
+                Err(_) | Ok("off") => AuthMode::Off,
+                Ok("reused") => AuthMode::Reused,
+                Ok("distinct") => AuthMode::Distinct,
+                Ok(other) => bail!("PW_BENCH_AUTH={other:?} is not off, reused or distinct"),
+            },
         })
     }
 }
@@ -156,11 +182,24 @@ fn run() -> anyhow::Result<ExitCode> {
         .tempdir()
         .context("cannot create a temporary directory")?;
 
-    let channel = Channel::start()?;
+    let channel = Channel::start(settings.auth != AuthMode::Off)?;
     println!("fake channel on {}", channel.url);
-    let body = BodyTemplate::new(&channel.url);
+    let mut body = BodyTemplate::new(&channel.url);
+    let daemon_config = match &channel.keys {
+        None => String::new(),
+        Some(keys) => {
+            let count = if settings.auth == AuthMode::Distinct {
+                DISTINCT_TOKENS
+            } else {
+                1
+            };
+            println!("minting {count} RS256 channel token(s)...");
+            body.tokens = mint_tokens(&channel.url, count);
+            production_config(dir.path(), keys)?
+        }
+    };
 
-    let mut daemon = Daemon::start(dir.path())?;
+    let mut daemon = Daemon::start(dir.path(), &daemon_config)?;
     println!("daemon pid {} listening on {}", daemon.pid(), daemon.addr);
 
     // Warm-up, which is also the cold measurement: the first turn of each conversation.
@@ -328,6 +367,19 @@ fn run() -> anyhow::Result<ExitCode> {
     println!("- machine: {machine_cores} cores (available_parallelism), {cpu_model}");
     println!("- load: `{wrk_shown}` ({wrk_version})");
     println!(
+        "- authentication: {}",
+        match settings.auth {
+            AuthMode::Off => "off (local-development mode, no token)".to_owned(),
+            AuthMode::Reused => "production mode, one RS256 channel token on every request \
+                (verified once, then remembered)"
+                .to_owned(),
+            AuthMode::Distinct => format!(
+                "production mode, {DISTINCT_TOKENS} RS256 channel tokens in turn \
+                 (each turn verifies a signature)"
+            ),
+        }
+    );
+    println!(
         "- turn: `message` \"help\" for a random one of {} conversations; reference upserted, \
          reply POSTed to an in-process fake channel",
         settings.conversations
@@ -465,6 +517,8 @@ fn wrk_version() -> Option<String> {
 /// The tests' fake channel keeping arrival times only, on a runtime of its own.
 struct Channel {
     fake: FakeChannel,
+    /// The key server production mode fetches its signing keys from.
+    keys: Option<tokens::KeyServer>,
     /// The `serviceUrl` activities carry, with the trailing slash channels use.
     url: String,
     // Kept alive for the whole run; dropping it stops the server.
@@ -472,7 +526,7 @@ struct Channel {
 }
 
 impl Channel {
-    fn start() -> anyhow::Result<Channel> {
+    fn start(with_keys: bool) -> anyhow::Result<Channel> {
         // One worker: the daemon and wrk need the machine's cores more than the fake does,
         // and a real channel would not run on the bot's machine at all.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -485,9 +539,17 @@ impl Channel {
             Arc::new(pricewatch::clock::SystemClock),
             Keep::Arrivals,
         ));
+        let keys = with_keys.then(|| {
+            let key = tokens::TestKey::load("channel");
+            runtime.block_on(tokens::KeyServer::start(
+                vec![tokens::Published::of("bench", &key, None)],
+                vec![],
+            ))
+        });
         Ok(Channel {
             url: fake.url.clone(),
             fake,
+            keys,
             _runtime: runtime,
         })
     }
@@ -510,6 +572,8 @@ impl Channel {
 struct BodyTemplate {
     /// body = parts[0] + n + parts[1] + n + parts[2]
     parts: [String; 3],
+    /// `Authorization` tokens, used in turn; none in local-development mode.
+    tokens: Vec<String>,
 }
 
 impl BodyTemplate {
@@ -523,7 +587,13 @@ impl BodyTemplate {
                 ),
                 r#""},"locale":"en-US","text":"help"}"#.to_owned(),
             ],
+            tokens: Vec::new(),
         }
+    }
+
+    /// The `Authorization` header of the `i`th request, if any.
+    fn authorization(&self, i: usize) -> Option<String> {
+        (!self.tokens.is_empty()).then(|| format!("Bearer {}", self.tokens[i % self.tokens.len()]))
     }
 
     fn render(&self, n: u32) -> String {
@@ -534,11 +604,18 @@ impl BodyTemplate {
     /// requests are built once in `init`, so wrk's single thread only picks one per request.
     fn lua_script(&self, conversations: u32) -> String {
         let parts: Vec<String> = self.parts.iter().map(|p| lua_string(p)).collect();
+        if self.tokens.len() > 1 {
+            return self.lua_script_distinct(&parts, conversations);
+        }
+        let authorization = match self.authorization(0) {
+            Some(value) => format!("wrk.headers[\"Authorization\"] = {}\n", lua_string(&value)),
+            None => String::new(),
+        };
         format!(
             r#"-- generated by benches/turns.rs
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-
+{authorization}
 local parts = {{ {parts} }}
 local n = {conversations}
 local requests = {{}}
@@ -557,6 +634,84 @@ end
             parts = parts.join(", ")
         )
     }
+
+    /// One prepared request per token, each for a random conversation, sent round-robin:
+    /// a token comes round again only after all the others.
+    fn lua_script_distinct(&self, parts: &[String], conversations: u32) -> String {
+        let tokens: Vec<String> = self.tokens.iter().map(|t| lua_string(t)).collect();
+        format!(
+            r#"-- generated by benches/turns.rs
+wrk.method = "POST"
+
+local parts = {{ {parts} }}
+local tokens = {{ {tokens} }}
+local n = {conversations}
+local requests = {{}}
+local next = 0
+
+function init(args)
+  math.randomseed(os.time())
+  for i = 1, #tokens do
+    local headers = {{ ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. tokens[i] }}
+    requests[i] = wrk.format(nil, nil, headers, table.concat(parts, tostring(math.random(1, n))))
+  end
+end
+
+function request()
+  next = next % #requests + 1
+  return requests[next]
+end
+"#,
+            parts = parts.join(", "),
+            tokens = tokens.join(",\n")
+        )
+    }
+}
+
+/// `count` channel tokens for `service_url`, valid for two hours, told apart by `jti`;
+/// signed on every core (a 2048-bit RSA signature takes about a millisecond).
+fn mint_tokens(service_url: &str, count: usize) -> Vec<String> {
+    let key = tokens::TestKey::load("channel");
+    let now = tokens::now();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let key = &key;
+                scope.spawn(move || {
+                    (w * per..((w + 1) * per).min(count))
+                        .map(|i| {
+                            let mut claims = tokens::channel_claims(service_url, now);
+                            claims["exp"] = serde_json::json!(now + 7200);
+                            claims["jti"] = serde_json::json!(format!("bench-{i}"));
+                            key.sign(jsonwebtoken::Algorithm::RS256, Some("bench"), &claims)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a minting thread"))
+            .collect()
+    })
+}
+
+/// The `[bot]` and `[auth]` sections of production mode against the local key server
+/// (which also answers the bot's own token requests), with the app password in a file.
+fn production_config(dir: &Path, keys: &tokens::KeyServer) -> anyhow::Result<String> {
+    let password = dir.join("app-password");
+    std::fs::write(&password, "bench-secret\n").context("cannot write the app password")?;
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    Ok(format!(
+        "[bot]\napp_id = {}\napp_password_file = {}\ntoken_endpoint = {}\n\
+         service_url_hosts = [\"127.0.0.1\"]\n[auth]\nopenid_metadata_url = {}\n",
+        quoted(tokens::APP_ID),
+        quoted(&password.display().to_string()),
+        quoted(&keys.token_url()),
+        quoted(&keys.channel_metadata_url()),
+    ))
 }
 
 /// A Lua double-quoted string literal.
@@ -595,7 +750,7 @@ struct Memory {
 }
 
 impl Daemon {
-    fn start(dir: &Path) -> anyhow::Result<Daemon> {
+    fn start(dir: &Path, extra_config: &str) -> anyhow::Result<Daemon> {
         let data = dir.join("data");
         let config = dir.join("pricewatch.toml");
         // A TOML string through the toml crate: a temp path may hold any character.
@@ -603,7 +758,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[server]\nbind = \"127.0.0.1:0\"\n[storage]\npath = {data_toml}\n[log]\nlevel = \"warn\"\n"
+                "[server]\nbind = \"127.0.0.1:0\"\n[storage]\npath = {data_toml}\n[log]\nlevel = \"warn\"\n{extra_config}"
             ),
         )
         .context("cannot write the daemon's config")?;
@@ -855,12 +1010,22 @@ fn warm_up(
     let url = Arc::new(format!("http://{addr}/api/messages"));
     let bodies: Arc<Vec<String>> = Arc::new((1..=conversations).map(|n| body.render(n)).collect());
     let next = Arc::new(AtomicU32::new(0));
+    let authorizations: Arc<Vec<String>> = Arc::new(
+        (0..body.tokens.len())
+            .filter_map(|i| body.authorization(i))
+            .collect(),
+    );
     runtime.block_on(async move {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..concurrency.min(conversations) {
-            let (client, url, bodies, next) =
-                (client.clone(), url.clone(), bodies.clone(), next.clone());
+            let (client, url, bodies, next, authorizations) = (
+                client.clone(),
+                url.clone(),
+                bodies.clone(),
+                next.clone(),
+                authorizations.clone(),
+            );
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -869,23 +1034,23 @@ fn warm_up(
                         return anyhow::Ok(latencies);
                     };
                     let t = Instant::now();
-                    let response = client
+                    let mut request = client
                         .post(url.as_str())
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            if e.is_timeout() {
-                                anyhow!(
-                                    "the daemon did not answer the warm-up turn for conv-{} \
+                        .header(reqwest::header::CONTENT_TYPE, "application/json");
+                    if let Some(value) = authorizations.get(i % authorizations.len().max(1)) {
+                        request = request.header(reqwest::header::AUTHORIZATION, value);
+                    }
+                    let response = request.body(body.clone()).send().await.map_err(|e| {
+                        if e.is_timeout() {
+                            anyhow!(
+                                "the daemon did not answer the warm-up turn for conv-{} \
                                      within {WARM_UP_TURN_TIMEOUT:?}: it is stuck",
-                                    i + 1
-                                )
-                            } else {
-                                anyhow!("warm-up turn for conv-{} failed: {e:#}", i + 1)
-                            }
-                        })?;
+                                i + 1
+                            )
+                        } else {
+                            anyhow!("warm-up turn for conv-{} failed: {e:#}", i + 1)
+                        }
+                    })?;
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
                     if status != reqwest::StatusCode::OK {
