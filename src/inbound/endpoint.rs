@@ -27,6 +27,7 @@ use crate::inbound::activity::{Activity, ConversationKey, ValidActivity};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
 use crate::secret::Secret;
+use crate::shown::Shown;
 use crate::store::{Store, StoreError};
 
 /// What the endpoint needs, shared by every request.
@@ -282,7 +283,7 @@ where
     let activity = match Activity::parse(&body) {
         Ok(a) => a,
         Err(e) => {
-            tracing::debug!(error = %Chain(&e), "activity refused");
+            tracing::debug!(error = %Shown::text(Chain(&e)), "activity refused");
             return error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
     };
@@ -290,14 +291,14 @@ where
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if let Err(e) = endpoint.auth.verify(authorization, &activity) {
-        tracing::info!(error = %Chain(&e), channel = %activity.channel_id, "activity not authenticated");
+        tracing::info!(error = %Shown::text(Chain(&e)), channel = %Shown::id(&activity.channel_id), "activity not authenticated");
         return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", &e.to_string());
     }
     let span = tracing::info_span!(
         "turn",
-        channel = %activity.channel_id,
-        conversation = %activity.conversation.id,
-        activity_type = %activity.kind,
+        channel = %Shown::id(&activity.channel_id),
+        conversation = %Shown::id(&activity.conversation.id),
+        activity_type = %Shown::id(&activity.kind),
     );
     turn(endpoint, activity).instrument(span).await
 }
@@ -321,10 +322,16 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     // Sequential, so replies arrive in the order the bot wrote them.
     for reply in &turn.replies {
         match endpoint.connector.send(reply).await {
-            Ok(d) => tracing::debug!(status = d.status, activity_id = ?d.activity_id, "reply sent"),
+            Ok(d) => tracing::debug!(
+                status = d.status,
+                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
+                "reply sent"
+            ),
             // The user's activity was handled and stored; a channel failure must not make
             // the channel retry it, so the turn still answers 200.
-            Err(e) => tracing::warn!(error = %Chain(&e), status = ?e.status(), "reply failed"),
+            Err(e) => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
+            }
         }
     }
     if activity.kind == "invoke" {
