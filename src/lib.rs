@@ -18,6 +18,8 @@
 //! - [`error`]: the error policy and the one way an error is shown.
 //! - [`random`]: the seeded generator behind jitter, as a dependency.
 //! - [`secret`]: a credential that is never printed.
+//! - [`shown`]: outside text as a log line shows it: control characters escaped, length
+//!   capped.
 //!
 //! # Errors
 //! Each module has its own `thiserror` enum; only `main` uses `anyhow`. A cause is kept as
@@ -33,6 +35,7 @@ pub mod ops;
 pub mod price;
 pub mod random;
 pub mod secret;
+pub mod shown;
 pub mod speech;
 pub mod store;
 pub mod watch;

@@ -28,6 +28,7 @@ use crate::domain::{Event, OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::error::Chain;
 use crate::inbound::activity::ConversationKey;
 use crate::random::SplitMix64;
+use crate::shown::Shown;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
 use crate::speech::replies::Lang;
 use crate::store::{Store, StoreError};
@@ -339,9 +340,9 @@ impl Delivery {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     for e in covered {
                         tracing::info!(
-                            alert_id = %e.alert_id,
-                            channel = %key.channel_id,
-                            activity_id = delivered.activity_id.as_deref().unwrap_or(""),
+                            alert_id = %Shown::id(&e.alert_id),
+                            channel = %Shown::id(&key.channel_id),
+                            activity_id = %Shown::id(delivered.activity_id.as_deref().unwrap_or("")),
                             "message delivered"
                         );
                         self.store.remove_delivered(e.id).await?;
@@ -356,10 +357,10 @@ impl Delivery {
             let error = Chain(&err).to_string();
             if let ConnectorError::Untrusted { url, reason } = &err {
                 tracing::error!(
-                    channel = %key.channel_id,
-                    conversation = %key.conversation_id,
-                    service_url = %url,
-                    %reason,
+                    channel = %Shown::id(&key.channel_id),
+                    conversation = %Shown::id(&key.conversation_id),
+                    service_url = %Shown::id(url),
+                    reason = %Shown::text(reason),
                     "refusing to send to this conversation's serviceUrl"
                 );
             }
@@ -400,10 +401,10 @@ impl Delivery {
                         )
                         .await?;
                     tracing::warn!(
-                        channel = %key.channel_id,
-                        conversation = %key.conversation_id,
+                        channel = %Shown::id(&key.channel_id),
+                        conversation = %Shown::id(&key.conversation_id),
                         paused,
-                        %error,
+                        error = %Shown::text(&error),
                         "conversation unreachable; its watches are paused until it writes again"
                     );
                     for (_, rest) in outgoing.by_ref() {
@@ -460,11 +461,11 @@ impl Delivery {
         match decision {
             Decision::RetryAt(at) => {
                 tracing::warn!(
-                    alert_id = %entry.alert_id,
-                    channel = %entry.conversation.channel_id,
+                    alert_id = %Shown::id(&entry.alert_id),
+                    channel = %Shown::id(&entry.conversation.channel_id),
                     attempts = failures,
                     retry_in_ms = at.saturating_sub(now),
-                    %error,
+                    error = %Shown::text(error),
                     "delivery failed; will retry"
                 );
                 self.store
@@ -486,11 +487,11 @@ impl Delivery {
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
         tracing::error!(
-            alert_id = %entry.alert_id,
-            channel = %entry.conversation.channel_id,
-            conversation = %entry.conversation.conversation_id,
+            alert_id = %Shown::id(&entry.alert_id),
+            channel = %Shown::id(&entry.conversation.channel_id),
+            conversation = %Shown::id(&entry.conversation.conversation_id),
             attempts = entry.attempts.saturating_add(1),
-            %error,
+            error = %Shown::text(error),
             "delivery given up; moved to the dead letters"
         );
         if self

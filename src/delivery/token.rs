@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::secret::Secret;
+use crate::shown::Shown;
 
 /// What every Bot Framework Connector accepts.
 pub const BOT_FRAMEWORK_SCOPE: &str = "https://api.botframework.com/.default";
@@ -197,7 +198,7 @@ impl TokenClient {
             refresh_at_ms,
         });
         tracing::info!(
-            endpoint = %self.config.endpoint,
+            endpoint = %Shown::id(&self.config.endpoint),
             expires_in,
             "outbound token obtained"
         );

@@ -13,6 +13,7 @@ use crate::domain::{NewWatch, Product, Rule, Watch};
 use crate::error::Chain;
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
 use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
+use crate::shown::Shown;
 use crate::speech::replies::{self, Lang};
 use crate::speech::{listing, notices};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
@@ -103,7 +104,7 @@ impl Bot {
         let command = match command::parse(text, &self.settings.limits, locale) {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(error = %Chain(&e), "command refused");
+                tracing::debug!(error = %Shown::text(Chain(&e)), "command refused");
                 return replies::command_error(lang, &e);
             }
         };

@@ -27,6 +27,7 @@ use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidAc
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
 use crate::secret::Secret;
+use crate::shown::Shown;
 use crate::store::{Store, StoreError};
 
 /// What the endpoint needs, shared by every request.
@@ -280,7 +281,7 @@ where
         Err(r) => return r,
     };
     let refused = |e: ActivityError| {
-        tracing::debug!(error = %Chain(&e), "activity refused");
+        tracing::debug!(error = %Shown::text(Chain(&e)), "activity refused");
         error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
     };
     let activity = match Activity::read(&body) {
@@ -292,7 +293,11 @@ where
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     if let Err(e) = endpoint.auth.verify(authorization, &activity).await {
-        tracing::warn!(reason = e.class(), "activity refused: {e}");
+        tracing::warn!(
+            reason = e.class(),
+            channel = %Shown::id(activity.channel_id.as_deref().unwrap_or("")),
+            "activity refused: {e}"
+        );
         let mut r = error_response(StatusCode::UNAUTHORIZED, e.class(), &e.to_string());
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -306,9 +311,9 @@ where
     };
     let span = tracing::info_span!(
         "turn",
-        channel = %activity.channel_id,
-        conversation = %activity.conversation.id,
-        activity_type = %activity.kind,
+        channel = %Shown::id(&activity.channel_id),
+        conversation = %Shown::id(&activity.conversation.id),
+        activity_type = %Shown::id(&activity.kind),
     );
     turn(endpoint, activity).instrument(span).await
 }
@@ -332,10 +337,16 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     // Sequential, so replies arrive in the order the bot wrote them.
     for reply in &turn.replies {
         match endpoint.connector.send(reply).await {
-            Ok(d) => tracing::debug!(status = d.status, activity_id = ?d.activity_id, "reply sent"),
+            Ok(d) => tracing::debug!(
+                status = d.status,
+                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
+                "reply sent"
+            ),
             // The user's activity was handled and stored; a channel failure must not make
             // the channel retry it, so the turn still answers 200.
-            Err(e) => tracing::warn!(error = %Chain(&e), status = ?e.status(), "reply failed"),
+            Err(e) => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
+            }
         }
     }
     if activity.kind == "invoke" {

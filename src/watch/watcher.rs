@@ -19,6 +19,7 @@ use crate::error::Chain;
 use crate::price::engine::{EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
 use crate::random::SplitMix64;
+use crate::shown::Shown;
 use crate::store::{Store, StoreError};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{plan, Outcome, PlanConfig};
@@ -305,7 +306,7 @@ impl Watcher {
             store.remove_watches(&w.conversation, &[w.id]).await?;
         }
         tracing::debug!(
-            url = product.url.as_str(),
+            url = %Shown::text(product.url.as_str()),
             queued = queued.len(),
             "product checked"
         );
@@ -337,7 +338,7 @@ impl FirstCheck for Watcher {
                 _ = this.inner.cancel.cancelled() => {}
                 result = this.first_check(&url) => {
                     if let Err(e) = result {
-                        tracing::warn!(error = %Chain(&e), url = url.as_str(), "first check failed to record");
+                        tracing::warn!(error = %Chain(&e), url = %Shown::text(url.as_str()), "first check failed to record");
                     }
                 }
             }

@@ -9,7 +9,7 @@ use pricewatch::store::Store;
 use crate::fakes::{open_store, FakeChannel, FakeShop, Page};
 use crate::helpers::wait_for;
 
-fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let file = dir.join("pricewatch.toml");
     let data = dir.join("data");
     std::fs::write(
@@ -24,7 +24,7 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
 }
 
 /// Kills the daemon if the test fails before stopping it.
-pub(crate) struct KillOnDrop(Option<std::process::Child>);
+pub(crate) struct KillOnDrop(pub(crate) Option<std::process::Child>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -26,6 +26,7 @@ use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
+use crate::shown::Shown;
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
@@ -382,8 +383,8 @@ impl Store for SledStore {
             if resumed {
                 let watches = self.set_reachability(&key, None)?;
                 tracing::info!(
-                    channel = %key.channel_id,
-                    conversation = %key.conversation_id,
+                    channel = %Shown::id(&key.channel_id),
+                    conversation = %Shown::id(&key.conversation_id),
                     watches,
                     "conversation reachable again; its watches resume"
                 );
