@@ -6,6 +6,7 @@ mod delivery;
 mod fakes;
 mod fetch;
 mod helpers;
+mod listener;
 mod notify;
 mod process;
 mod shop;
