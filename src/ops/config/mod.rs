@@ -126,6 +126,8 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(75),
+            // Far more than channels open to one bot, and about 110 MB at 11 KB per
+            // open connection (release build, idle or kept alive).
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
         }
