@@ -300,6 +300,7 @@ impl App {
             bot,
             connector,
             body_limit: config.server.body_limit,
+            body_timeout: config.server.body_timeout,
             announcements,
         });
         let listener = tokio::net::TcpListener::bind(config.server.bind)
@@ -312,11 +313,12 @@ impl App {
             addr: config.server.bind,
             source,
         })?;
-        let server = warp::serve(routes(endpoint))
-            .incoming(listener)
-            .graceful(cancel.clone().cancelled_owned())
-            .run();
-        let server = tokio::spawn(server);
+        let server = tokio::spawn(crate::inbound::listener::serve(
+            listener,
+            warp::service(routes(endpoint)),
+            config.server.listener(),
+            cancel.clone(),
+        ));
         let cron = config
             .schedule
             .enabled

@@ -1,12 +1,13 @@
 //! The bot endpoint: `POST /api/messages`, as the Bot Framework SDKs answer it; and the
 //! operator's `POST /api/notify` (see [`Announcements`]).
 //!
-//! Checks run cheapest first: method (405), content type (415), size (413), then the
-//! activity itself (400). Every error has a Bot Framework `ErrorResponse` JSON body.
+//! Checks run cheapest first: method (405), content type (415), size (413), the time the
+//! body takes to arrive (408), then the activity itself (400). Every error has a Bot Framework `ErrorResponse` JSON body.
 //! A handled activity is 200 with an empty body, or 200 with `{"activities": [...]}` for
 //! `expectReplies`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -37,6 +38,8 @@ pub struct Endpoint {
     pub connector: Connector,
     /// Largest accepted body in bytes.
     pub body_limit: u64,
+    /// Longest a request's whole body may take to arrive.
+    pub body_timeout: Duration,
     /// `None` when no admin token is configured: `/api/notify` is then 404.
     pub announcements: Option<Announcements>,
 }
@@ -144,7 +147,8 @@ where
             "send the announcement as application/json",
         );
     }
-    let body = match read_limited(&headers, body, endpoint.body_limit).await {
+    let body = match read_limited(&headers, body, endpoint.body_limit, endpoint.body_timeout).await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -276,7 +280,8 @@ where
             "activities must be sent as application/json",
         );
     }
-    let body = match read_limited(&headers, body, endpoint.body_limit).await {
+    let body = match read_limited(&headers, body, endpoint.body_limit, endpoint.body_timeout).await
+    {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -380,12 +385,43 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit`: from the
-/// `Content-Length` header when there is one, else while streaming a chunked body.
+/// `Content-Length` header when there is one, else while streaming a chunked body. A body
+/// that has not all arrived within `timeout` is refused with 408 and its connection
+/// closed: a client that stalls mid-body would otherwise hold a connection, and a turn,
+/// for as long as it likes (the listener does not time a request in flight).
 async fn read_limited<S, B>(
     headers: &HeaderMap,
-    mut body: S,
+    body: S,
     limit: u64,
+    timeout: Duration,
 ) -> Result<BytesMut, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    match tokio::time::timeout(timeout, read_body(headers, body, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            tracing::debug!(?timeout, "request body timed out");
+            let mut r = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                &format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(timeout)
+                ),
+            );
+            // The rest of the body may still come; the connection cannot be reused.
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            Err(r)
+        }
+    }
+}
+
+async fn read_body<S, B>(headers: &HeaderMap, mut body: S, limit: u64) -> Result<BytesMut, Response>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,

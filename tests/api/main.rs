@@ -7,6 +7,7 @@ mod delivery;
 mod fakes;
 mod fetch;
 mod helpers;
+mod listener;
 mod logs;
 mod notify;
 mod process;

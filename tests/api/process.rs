@@ -258,9 +258,14 @@ fn probe_refuses_private_addresses_before_any_request() {
 /// Starts `pricewatch serve --config FILE` and returns it with its address (read from its
 /// start-up log line) and the log up to that line.
 pub(crate) fn spawn_daemon(file: &std::path::Path) -> (KillOnDrop, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
-        .args(["serve", "--config"])
-        .arg(file)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pricewatch"));
+    command.args(["serve", "--config"]).arg(file);
+    spawn_command(command)
+}
+
+/// Starts `command`, which runs the daemon, and returns as [`spawn_daemon`] does.
+pub(crate) fn spawn_command(mut command: Command) -> (KillOnDrop, String, String) {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::ratelimit::ChannelLimits;
 use crate::delivery::retry::RetryPolicy;
 use crate::inbound::auth::AuthConfig;
+use crate::inbound::listener::ListenerConfig;
 use crate::ops::telemetry::LogConfig;
 use crate::price::engine::{extractor_from_config, EngineError, PriceEngine};
 use crate::price::extract::Extractor;
@@ -101,6 +102,17 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub body_limit: u64,
+    /// Longest a client may take to send a request head.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest a request's whole body may take to arrive.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight and no byte sent.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once, before the open-file limit lowers it.
+    pub max_connections: usize,
     /// How long in-flight turns may finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -111,7 +123,26 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 3978)),
             body_limit: 256 * 1024,
+            // nginx's defaults (client_header_timeout, client_body_timeout,
+            // keepalive_timeout), which operators know from the proxies they run.
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            // Far more than channels open to one bot, and about 110 MB at 11 KB per
+            // open connection (release build, idle or kept alive).
+            max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The listener's limits.
+    pub fn listener(&self) -> ListenerConfig {
+        ListenerConfig {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
         }
     }
 }

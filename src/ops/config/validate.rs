@@ -14,6 +14,12 @@ use crate::price::fetch::{parse_network, FetchConfig};
 use crate::price::rules::RuleError;
 
 const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * MIB;
+/// A connection limit under a second would cut real clients on a slow network; over an
+/// hour it no longer protects anything.
+const CONNECTION_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+/// Up to Linux's default `fs.nr_open`, the most descriptors a process can have.
+const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1 << 20;
 const MAX_REDIRECTS: usize = 10;
 const MIN_CACHE_CAPACITY: u64 = MIB;
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
@@ -47,6 +53,32 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
                 "must be between {} and {} bytes (64 MiB), got {body_limit}",
                 BODY_LIMIT_RANGE.start(),
                 BODY_LIMIT_RANGE.end()
+            ),
+        );
+    }
+    for (key, duration) in [
+        ("server.header_timeout", config.server.header_timeout),
+        ("server.body_timeout", config.server.body_timeout),
+        ("server.idle_timeout", config.server.idle_timeout),
+    ] {
+        if !CONNECTION_TIMEOUT_RANGE.contains(&duration) {
+            fail(
+                key,
+                format!(
+                    "must be between 1s and 1h, got {}",
+                    humantime::format_duration(duration)
+                ),
+            );
+        }
+    }
+    let max_connections = config.server.max_connections;
+    if !MAX_CONNECTIONS_RANGE.contains(&max_connections) {
+        fail(
+            "server.max_connections",
+            format!(
+                "must be between {} and {}, got {max_connections}",
+                MAX_CONNECTIONS_RANGE.start(),
+                MAX_CONNECTIONS_RANGE.end()
             ),
         );
     }
@@ -452,6 +484,33 @@ mod tests {
                 "test.toml:12 log.format",
             ]
         );
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let text = "[server]\nheader_timeout = \"0s\"\nbody_timeout = \"500ms\"\n\
+                    idle_timeout = \"2h\"\nmax_connections = 0\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:2 server.header_timeout",
+                "test.toml:3 server.body_timeout",
+                "test.toml:4 server.idle_timeout",
+                "test.toml:5 server.max_connections",
+            ]
+        );
+        assert!(errs[2].message.contains("between 1s and 1h"), "{}", errs[2]);
+        assert_eq!(
+            places(&errors("[server]\nmax_connections = 2000000\n", &[])),
+            ["test.toml:2 server.max_connections"]
+        );
+        let ok = "[server]\nheader_timeout = \"10s\"\nidle_timeout = \"1h\"\nmax_connections = 1\n";
+        let config = load_str("test.toml", ok, []).unwrap();
+        let listener = config.server.listener();
+        assert_eq!(listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(listener.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(listener.max_connections, 1);
     }
 
     #[test]
