@@ -86,7 +86,8 @@ pub struct App {
     cancel: CancellationToken,
     server: JoinHandle<()>,
     grace: Duration,
-    scheduler: tokio_cron_scheduler::JobScheduler,
+    /// `None` when the schedule is off.
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
     ticks: JoinHandle<()>,
     delivering: JoinHandle<()>,
     watcher: Watcher,
@@ -410,8 +411,10 @@ impl App {
             tracing::warn!("turns still running after the grace period were cut off");
             server.abort();
         }
-        if let Err(e) = scheduler.shutdown().await {
-            tracing::warn!(error = %Chain(&e), "the scheduler did not stop cleanly");
+        if let Some(scheduler) = scheduler.as_mut() {
+            if let Err(e) = scheduler.shutdown().await {
+                tracing::warn!(error = %Chain(&e), "the scheduler did not stop cleanly");
+            }
         }
         // Every task holding the store ends here, so sled's directory lock is released
         // when this returns and a new daemon can open the same data.

@@ -17,13 +17,16 @@ pub struct Ticks(mpsc::Receiver<()>);
 /// Starts the cron schedule of the tick (`None`: the schedule is off, and no tick is ever
 /// asked for). The job only signals [`Watcher::run`] through the returned [`Ticks`], so
 /// the scheduler's own tasks hold nothing of the daemon.
-pub async fn start_ticks(cron: Option<&str>) -> Result<(JobScheduler, Ticks), JobSchedulerError> {
+pub async fn start_ticks(
+    cron: Option<&str>,
+) -> Result<(Option<JobScheduler>, Ticks), JobSchedulerError> {
     let (tick, ticks) = mpsc::channel(1);
-    let scheduler = JobScheduler::new().await?;
     let Some(cron) = cron else {
         tracing::warn!("schedule.enabled is false: no product is checked");
-        return Ok((scheduler, Ticks(ticks)));
+        // No scheduler at all: one that was never started logs errors when shut down.
+        return Ok((None, Ticks(ticks)));
     };
+    let scheduler = JobScheduler::new().await?;
     let job = Job::new_async(cron, move |_, _| {
         let tick = tick.clone();
         Box::pin(async move {
@@ -32,7 +35,7 @@ pub async fn start_ticks(cron: Option<&str>) -> Result<(JobScheduler, Ticks), Jo
     })?;
     scheduler.add(job).await?;
     scheduler.start().await?;
-    Ok((scheduler, Ticks(ticks)))
+    Ok((Some(scheduler), Ticks(ticks)))
 }
 
 impl Watcher {
