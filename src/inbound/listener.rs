@@ -695,6 +695,7 @@ where
     }
 
     fn spawn(&mut self, stream: TcpStream, peer: SocketAddr) {
+        tracing::debug!(%peer, "connection accepted");
         let id = self.next_id;
         self.next_id += 1;
         let slot = Arc::new(Slot::new(peer, self.shared.now()));

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::fakes::FakeChannel;
 use crate::helpers::{eventually, test_config, TestApp};
-use crate::process::spawn_command;
+use crate::process::{spawn_command, LoggedDaemon};
 
 /// Raises this process's soft open-file limit to its hard one (the in-process daemon
 /// does too, but the test's own sockets come first) and checks that `needed` fit.
@@ -240,95 +239,82 @@ async fn a_body_that_stalls_gets_408_and_the_connection_is_closed() {
     assert!(t.channel.take().is_empty(), "the activity was not handled");
 }
 
-/// Every event, as text, of the daemon running on this test's thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-// On the current-thread runtime every task of the daemon runs on this thread, so a
-// subscriber set for the thread sees what the daemon logs, and no other test's lines.
-#[tokio::test(flavor = "current_thread")]
+// The real binary, its debug log read from its stderr: a subscriber set in this process
+// would share tracing's per-callsite caches with every other test running beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_mid_body_is_a_debug_line_not_a_warning() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().unwrap();
-    let t = spawn(&dir, 5, 5, 5).await;
-    let body = serde_json::to_vec(&t.message("c1", "help")).unwrap();
+    let file = crate::process::write_config(
+        dir.path(),
+        "\n[schedule]\nenabled = false\n\n[log]\nlevel = \"info,pricewatch::inbound=debug\"\n",
+    );
+    let daemon = LoggedDaemon::start(&file).await;
+    let channel = FakeChannel::start().await;
+    let activity = serde_json::json!({
+        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
+        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
+        "text": "help",
+    });
+    let body = serde_json::to_vec(&activity).unwrap();
     let head = format!(
         "POST /api/messages HTTP/1.1\r\nhost: pricewatch\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n",
         body.len()
     );
-    // Only what follows the start-up (which warns that checks are off) counts.
-    let start_up = logs.text().len();
+    // Only what follows the start-up (which warns that it is in local development)
+    // counts.
+    let start_up = daemon.text().len();
     // Closed (FIN), then reset (RST), each after half the body.
     for reset in [false, true] {
-        let mut stream = TcpStream::connect(t.app().local_addr()).await.unwrap();
+        let mut stream = TcpStream::connect(&daemon.addr).await.unwrap();
         let client = stream.local_addr().unwrap();
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(&body[..body.len() / 2]).await.unwrap();
-        // Let the daemon start reading the body before the client goes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Only once the daemon has accepted the connection may the client go, or the
+        // accept itself could fail instead (a reset before accept is no connection).
+        let peer = format!("peer={client}");
+        eventually(|| async {
+            match daemon
+                .text()
+                .lines()
+                .any(|l| l.contains(&peer) && l.contains("connection accepted"))
+            {
+                true => Ok(()),
+                false => Err(format!("the daemon to log {client}")),
+            }
+        })
+        .await;
         if reset {
             stream.set_zero_linger().unwrap();
         }
         drop(stream);
-        ended(&logs, client).await;
+        eventually(|| async {
+            let text = daemon.text();
+            match text
+                .lines()
+                .any(|l| l.contains(&peer) && l.contains("connection ended"))
+            {
+                true => Ok(()),
+                false => Err(format!("a line saying {client} ended in:\n{text}")),
+            }
+        })
+        .await;
     }
-    assert!(t.say("c1", "help").await.contains("watch"));
-    let logs = logs.text().split_off(start_up);
-    for line in logs.lines() {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/messages", daemon.addr))
+        .json(&activity)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = String::from_utf8(daemon.stop()).unwrap();
+    let after = &log[start_up..];
+    for line in after.lines() {
         assert!(
             !line.contains(" WARN ") && !line.contains(" ERROR "),
-            "a client leaving is not worth a warning:\n{logs}"
+            "a client leaving is not worth a warning:\n{after}"
         );
     }
-}
-
-/// Waits for the daemon's line saying the connection from `client` ended.
-async fn ended(logs: &Captured, client: SocketAddr) {
-    let peer = format!("peer={client}");
-    eventually(|| async {
-        let text = logs.text();
-        if text
-            .lines()
-            .any(|l| l.contains(&peer) && l.contains("connection ended"))
-        {
-            Ok(())
-        } else {
-            Err(format!("a line saying {client} ended in:\n{text}"))
-        }
-    })
-    .await;
 }
 
 const FLOOD: usize = 1500;

@@ -457,3 +457,82 @@ async fn outbox_lists_pending_and_dead_and_requeues_on_a_stopped_daemons_data() 
         );
     }
 }
+
+/// `pricewatch serve --config FILE` as a child process whose whole stderr is kept as raw
+/// bytes (a stray control byte must be seen as it was written), for tests that read the
+/// daemon's own log.
+pub(crate) struct LoggedDaemon {
+    daemon: KillOnDrop,
+    pub(crate) addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoggedDaemon {
+    /// Starts the daemon with the config's own log level and format (whatever the test
+    /// runner's environment says) and waits for its listening line.
+    pub(crate) async fn start(file: &std::path::Path) -> LoggedDaemon {
+        use std::io::Read;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+            .args(["serve", "--config"])
+            .arg(file)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let daemon = KillOnDrop(Some(child));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut buf = [0; 8192];
+                while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                    log.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+            if let Some(rest) = text.split("addr=").nth(1) {
+                if let Some(addr) = rest
+                    .split_whitespace()
+                    .next()
+                    .filter(|_| rest.contains('\n'))
+                {
+                    break addr.to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "no listening line in:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        LoggedDaemon {
+            daemon,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// The log so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// Stops the daemon with SIGTERM, checks it exits 0, and returns its whole log.
+    pub(crate) fn stop(mut self) -> Vec<u8> {
+        let mut child = self.daemon.0.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+}
