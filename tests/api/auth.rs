@@ -560,6 +560,48 @@ async fn unreachable_keys_at_start_up_refuse_tokens_until_they_arrive() {
 }
 
 #[tokio::test]
+async fn a_failed_refresh_keeps_the_cached_keys_serving() {
+    let p = Prod::start().await;
+    p.keys.fail(true);
+    p.clock.advance_ms(61_000);
+    let fetched = p.keys.metadata_fetches();
+    // An unknown kid asks for a refresh, which fails...
+    let (status, _, _) =
+        p.t.post_with(
+            Some(&p.signed("new-kid", &p.claims())),
+            &p.activity("webchat"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(p.keys.metadata_fetches(), fetched + 1);
+    let state = p.t.app().key_status().unwrap();
+    assert!(state.last_error.is_some(), "{state:?}");
+    assert_eq!(state.keys, 2, "the cached keys are kept");
+    // ...and the cached keys still serve.
+    p.accepted(&p.signed("plain", &p.claims()), &p.activity("webchat"))
+        .await;
+    // Served again, the next refresh clears the error.
+    p.keys.fail(false);
+    p.clock.advance_ms(61_000);
+    let (status, _, _) =
+        p.t.post_with(
+            Some(&p.signed("new-kid", &p.claims())),
+            &p.activity("webchat"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(p.t.app().key_status().unwrap().last_error, None);
+}
+
+#[tokio::test]
+async fn production_mode_binds_any_address() {
+    let p = Prod::start_with(|c| c.server.bind = "0.0.0.0:0".parse().unwrap()).await;
+    assert!(p.t.app().local_addr().ip().is_unspecified());
+    p.accepted(&p.signed("plain", &p.claims()), &p.activity("webchat"))
+        .await;
+}
+
+#[tokio::test]
 async fn a_refused_activity_never_changes_a_stored_reference() {
     let p = Prod::start().await;
     p.accepted(&p.signed("plain", &p.claims()), &p.activity("webchat"))

@@ -4,7 +4,7 @@
 //! Shared by the API tests and the turn benchmark.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -90,6 +90,8 @@ pub struct KeyServer {
     pub metadata_fetches: Arc<AtomicUsize>,
     pub jwks_fetches: Arc<AtomicUsize>,
     pub token_requests: Arc<AtomicUsize>,
+    /// While set, the metadata answers 503.
+    failing: Arc<AtomicBool>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -114,17 +116,26 @@ impl KeyServer {
         let metadata_fetches = Arc::new(AtomicUsize::new(0));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
         let token_requests = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
 
-        let (b, m) = (base.clone(), metadata_fetches.clone());
+        let (b, m, f) = (base.clone(), metadata_fetches.clone(), failing.clone());
         let metadata = warp::path!(String / "openid").map(move |which: String| {
             m.fetch_add(1, Ordering::SeqCst);
-            warp::reply::json(&json!({
-                "issuer": "https://api.botframework.com",
-                "jwks_uri": format!("{b}/{which}/keys"),
-                "id_token_signing_alg_values_supported": ["RS256"],
-            }))
+            let status = if f.load(Ordering::SeqCst) {
+                warp::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                warp::http::StatusCode::OK
+            };
+            warp::reply::with_status(
+                warp::reply::json(&json!({
+                    "issuer": "https://api.botframework.com",
+                    "jwks_uri": format!("{b}/{which}/keys"),
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                })),
+                status,
+            )
         });
         let (c, em, j) = (
             channel_keys.clone(),
@@ -159,6 +170,7 @@ impl KeyServer {
             metadata_fetches,
             jwks_fetches,
             token_requests,
+            failing,
             _stop: tx,
         }
     }
@@ -178,6 +190,11 @@ impl KeyServer {
     /// Replaces the published channel keys (a rotation).
     pub fn publish_channel_keys(&self, keys: Vec<Published>) {
         *self.channel_keys.lock().unwrap() = keys;
+    }
+
+    /// Makes the metadata answer 503 (`true`) or serve again.
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn metadata_fetches(&self) -> usize {
