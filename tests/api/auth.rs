@@ -664,11 +664,7 @@ async fn the_binary_serves_production_mode_and_check_config_agrees() {
 
     let (daemon, addr, log) = crate::process::spawn_daemon(&file);
     assert!(log.contains("PRODUCTION MODE"), "{log}");
-    let activity = json!({
-        "type": "message", "id": "m1", "channelId": "webchat", "serviceUrl": channel.url,
-        "from": {"id": "u1"}, "recipient": {"id": "bot"}, "conversation": {"id": "c1"},
-        "text": "help",
-    });
+    let activity = crate::process::activity("webchat", &channel.url, "c1", "help");
     let token = channel_key.sign(
         Algorithm::RS256,
         Some("plain"),

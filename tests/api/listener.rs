@@ -250,11 +250,7 @@ async fn a_client_that_leaves_mid_body_is_a_debug_line_not_a_warning() {
     );
     let daemon = LoggedDaemon::start(&file).await;
     let channel = FakeChannel::start().await;
-    let activity = serde_json::json!({
-        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
-        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
-        "text": "help",
-    });
+    let activity = crate::process::activity("emulator", &channel.url, "c1", "help");
     let body = serde_json::to_vec(&activity).unwrap();
     let head = format!(
         "POST /api/messages HTTP/1.1\r\nhost: pricewatch\r\ncontent-type: application/json\r\n\
@@ -357,11 +353,7 @@ async fn at_the_open_file_limit_idle_connections_make_way_for_turns() {
     });
     let mut idle = flood.await.expect("all connected within 10 s");
     let channel = FakeChannel::start().await;
-    let activity = serde_json::json!({
-        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
-        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
-        "text": "help",
-    });
+    let activity = crate::process::activity("emulator", &channel.url, "c1", "help");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()

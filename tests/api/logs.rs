@@ -1,7 +1,7 @@
 //! What the daemon's text log shows of hostile ids: the real binary, its stderr captured.
 
 use crate::fakes::FakeChannel;
-use crate::process::{write_config, LoggedDaemon};
+use crate::process::{activity, post_activity, write_config, LoggedDaemon};
 
 const FORGED: &str = "c1\n2026-12-03T00:00:00Z  INFO pricewatch: forged";
 
@@ -20,20 +20,9 @@ async fn a_request_cannot_forge_or_flood_a_text_log_line() {
     let channel = FakeChannel::start().await;
     let long = format!("long-{}", "x".repeat(995));
     assert_eq!(long.chars().count(), 1000);
-    let client = reqwest::Client::new();
     for conversation in [FORGED, long.as_str()] {
-        let activity = serde_json::json!({
-            "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
-            "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": conversation},
-            "text": "help",
-        });
-        let r = client
-            .post(format!("http://{addr}/api/messages"))
-            .json(&activity)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let activity = activity("emulator", &channel.url, conversation, "help");
+        assert_eq!(post_activity(&addr, &activity).await, 200);
     }
     assert_eq!(channel.received().len(), 2, "both turns were answered");
 

@@ -45,18 +45,13 @@ async fn sigterm_finishes_flushes_and_exits_zero() {
     assert!(log.contains("LOCAL-DEVELOPMENT MODE"), "{log}");
 
     let channel = FakeChannel::start().await;
-    let activity = serde_json::json!({
-        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
-        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
-        "text": "watch https://shop.example/p/1",
-    });
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/api/messages"))
-        .json(&activity)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let activity = activity(
+        "emulator",
+        &channel.url,
+        "c1",
+        "watch https://shop.example/p/1",
+    );
+    assert_eq!(post_activity(&addr, &activity).await, 200);
 
     let mut child = child.0.take().unwrap();
     let status = Command::new("kill")
@@ -310,18 +305,13 @@ async fn a_message_committed_but_not_sent_arrives_after_a_kill_9() {
     );
     let (mut daemon, addr, _) = spawn_daemon(&file);
     let channel = FakeChannel::start().await;
-    let activity = serde_json::json!({
-        "type": "message", "id": "m1", "channelId": "emulator", "serviceUrl": channel.url,
-        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": "c1"},
-        "text": format!("watch {}/p/1", shop.base),
-    });
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/api/messages"))
-        .json(&activity)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let activity = activity(
+        "emulator",
+        &channel.url,
+        "c1",
+        &format!("watch {}/p/1", shop.base),
+    );
+    assert_eq!(post_activity(&addr, &activity).await, 200);
     assert_eq!(channel.received().len(), 1, "the reply");
 
     // The channel hangs: the first-price message is committed, its send never answered.
@@ -535,4 +525,30 @@ impl LoggedDaemon {
         let log = self.log.lock().unwrap().clone();
         log
     }
+}
+
+/// A `message` activity as a channel posts it to the daemon.
+pub(crate) fn activity(
+    channel_id: &str,
+    service_url: &str,
+    conversation: &str,
+    text: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": "message", "id": "m1", "channelId": channel_id, "serviceUrl": service_url,
+        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": conversation},
+        "text": text,
+    })
+}
+
+/// POSTs `activity` to `/api/messages` of the daemon at `addr`; returns the status.
+pub(crate) async fn post_activity(addr: &str, activity: &serde_json::Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/messages"))
+        .json(activity)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
