@@ -95,6 +95,22 @@ impl Prod {
         Self::bearer(&self.channel.sign(Algorithm::RS256, Some(kid), claims))
     }
 
+    /// A `webchat` activity with good claims but `name` set to `value` (removed when
+    /// `None`), signed by the trusted key.
+    fn with_claim(&self, name: &str, value: Option<Value>) -> (Option<String>, Value) {
+        let mut claims = self.claims();
+        match value {
+            Some(v) => claims[name] = v,
+            None => {
+                claims.as_object_mut().unwrap().remove(name);
+            }
+        }
+        (
+            Some(self.signed("plain", &claims)),
+            self.activity("webchat"),
+        )
+    }
+
     /// Posts and checks the answer is a 401 naming `class`, and that nothing was stored
     /// or sent.
     async fn refused(&self, authorization: Option<&str>, activity: &Value, class: &str) {
@@ -207,17 +223,11 @@ async fn a_verified_token_is_checked_again_on_every_use() {
     assert!(p.t.channel.take().is_empty());
 }
 
-refused!(expired_beyond_the_skew, "TokenExpired", |p| {
-    let mut c = p.claims();
-    c["exp"] = json!(p.now() - 301);
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(expired_beyond_the_skew, "TokenExpired", |p| p
+    .with_claim("exp", Some(json!(p.now() - 301))));
 
-refused!(not_yet_valid_beyond_the_skew, "TokenNotYetValid", |p| {
-    let mut c = p.claims();
-    c["nbf"] = json!(p.now() + 301);
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(not_yet_valid_beyond_the_skew, "TokenNotYetValid", |p| p
+    .with_claim("nbf", Some(json!(p.now() + 301))));
 
 refused!(no_authorization_header, "MissingToken", |p| (
     None,
@@ -282,47 +292,25 @@ refused!(tampered_payload, "InvalidSignature", |p| {
     )
 });
 
-refused!(wrong_issuer, "UntrustedIssuer", |p| {
-    let mut c = p.claims();
-    c["iss"] = json!("https://evil.example");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(wrong_issuer, "UntrustedIssuer", |p| p
+    .with_claim("iss", Some(json!("https://evil.example"))));
 
-refused!(issuer_with_a_trailing_slash, "UntrustedIssuer", |p| {
-    let mut c = p.claims();
-    c["iss"] = json!("https://api.botframework.com/");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(issuer_with_a_trailing_slash, "UntrustedIssuer", |p| p
+    .with_claim("iss", Some(json!("https://api.botframework.com/"))));
 
-refused!(wrong_audience, "WrongAudience", |p| {
-    let mut c = p.claims();
-    c["aud"] = json!("another-bot");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(wrong_audience, "WrongAudience", |p| p
+    .with_claim("aud", Some(json!("another-bot"))));
 
-refused!(missing_audience, "WrongAudience", |p| {
-    let mut c = p.claims();
-    c.as_object_mut().unwrap().remove("aud");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(missing_audience, "WrongAudience", |p| p
+    .with_claim("aud", None));
 
-refused!(audience_as_an_array, "WrongAudience", |p| {
-    let mut c = p.claims();
-    c["aud"] = json!([APP_ID]);
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(audience_as_an_array, "WrongAudience", |p| p
+    .with_claim("aud", Some(json!([APP_ID]))));
 
-refused!(no_exp, "MissingClaim", |p| {
-    let mut c = p.claims();
-    c.as_object_mut().unwrap().remove("exp");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(no_exp, "MissingClaim", |p| p.with_claim("exp", None));
 
-refused!(exp_as_a_string, "InvalidClaim", |p| {
-    let mut c = p.claims();
-    c["exp"] = json!((p.now() + 3600).to_string());
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(exp_as_a_string, "InvalidClaim", |p| p
+    .with_claim("exp", Some(json!((p.now() + 3600).to_string()))));
 
 refused!(no_kid, "MissingKeyId", |p| (
     Some(Prod::bearer(&p.channel.sign(
@@ -357,17 +345,14 @@ refused!(
     |p| (Some(p.signed("endorsing", &p.claims())), p.activity(""))
 );
 
-refused!(missing_serviceurl_claim, "MissingClaim", |p| {
-    let mut c = p.claims();
-    c.as_object_mut().unwrap().remove("serviceurl");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(missing_serviceurl_claim, "MissingClaim", |p| p
+    .with_claim("serviceurl", None));
 
-refused!(serviceurl_claim_differs, "ServiceUrlMismatch", |p| {
-    let mut c = p.claims();
-    c["serviceurl"] = json!("https://smba.trafficmanager.net/amer/");
-    (Some(p.signed("plain", &c)), p.activity("webchat"))
-});
+refused!(serviceurl_claim_differs, "ServiceUrlMismatch", |p| p
+    .with_claim(
+        "serviceurl",
+        Some(json!("https://smba.trafficmanager.net/amer/"))
+    ));
 
 refused!(
     serviceurl_claim_differs_by_a_trailing_slash,
