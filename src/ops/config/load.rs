@@ -23,6 +23,10 @@ use super::validate::validate;
 use super::Config;
 
 const ENV_PREFIX: &str = "PRICEWATCH__";
+/// Set by systemd's `StateDirectory=` (`/var/lib/pricewatch`): a relative `storage.path`
+/// is resolved under it, so the service keeps its data where systemd gave it room
+/// (`PathBuf::join` leaves an absolute path as it is).
+const STATE_DIRECTORY: &str = "STATE_DIRECTORY";
 const ENV_SEPARATOR: &str = "__";
 
 /// Every problem found while loading a configuration.
@@ -128,10 +132,14 @@ pub fn load_str(
         text,
         entries: BTreeMap::new(),
         errors: Vec::new(),
+        state_directory: None,
     };
     loader.read_file()?;
     loader.read_env(env);
-    let config = loader.check_entries();
+    let mut config = loader.check_entries();
+    if let (Some(config), Some(state)) = (config.as_mut(), loader.state_directory.as_ref()) {
+        config.storage.path = state.join(&config.storage.path);
+    }
     let failed: BTreeSet<String> = loader.errors.iter().map(|e| e.key.clone()).collect();
     if let Some(config) = &config {
         for violation in validate(config) {
@@ -180,6 +188,8 @@ struct Loader<'a> {
     /// Keyed by dotted key; an override replaces the file's entry.
     entries: BTreeMap<String, Entry>,
     errors: Vec<ConfigError>,
+    /// `$STATE_DIRECTORY`, under which a relative `storage.path` is resolved.
+    state_directory: Option<PathBuf>,
 }
 
 impl Loader<'_> {
@@ -258,6 +268,12 @@ impl Loader<'_> {
 
     fn read_env(&mut self, env: impl IntoIterator<Item = (String, String)>) {
         for (var, raw) in env {
+            if var == STATE_DIRECTORY && !raw.is_empty() {
+                // systemd's StateDirectory= may list several; the first is the service's.
+                let first = raw.split(':').next().unwrap_or_default();
+                self.state_directory = Some(PathBuf::from(first));
+                continue;
+            }
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
@@ -483,6 +499,27 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
+
+    #[test]
+    fn a_relative_storage_path_lives_under_the_state_directory() {
+        let state = |v: &str| vec![("STATE_DIRECTORY".to_owned(), v.to_owned())];
+        let c = load_str("t", "", state("/var/lib/pricewatch")).unwrap();
+        assert_eq!(
+            c.storage.path,
+            PathBuf::from("/var/lib/pricewatch/pricewatch-data")
+        );
+        let c = load_str(
+            "t",
+            "[storage]\npath = \"/srv/pw\"\n",
+            state("/var/lib/pricewatch"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.path, PathBuf::from("/srv/pw"));
+        let c = load_str("t", "", state("/var/lib/a:/var/lib/b")).unwrap();
+        assert_eq!(c.storage.path, PathBuf::from("/var/lib/a/pricewatch-data"));
+        let c = load_str("t", "", Vec::new()).unwrap();
+        assert_eq!(c.storage.path, PathBuf::from("pricewatch-data"));
+    }
     use crate::ops::config::testing::{env, errors, places};
 
     #[test]
