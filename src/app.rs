@@ -21,7 +21,9 @@ use crate::inbound::auth::{BotFrameworkAuth, BotFrameworkSettings, InboundAuth};
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Announcements, Endpoint};
+use crate::liveness::Liveness;
 use crate::ops::config::Config;
+use crate::ops::service::{ServiceManager, Signal, Systemd};
 use crate::price::engine::EngineError;
 use crate::store::{SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
@@ -79,6 +81,55 @@ pub enum AppError {
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
+/// What the daemon tells its service manager, and when it counts a loop as stuck.
+pub struct ServiceHooks {
+    pub manager: Arc<dyn ServiceManager>,
+    /// A loop that has not gone round for this long stops the watchdog pings.
+    pub stale_after: Duration,
+}
+
+impl ServiceHooks {
+    /// systemd, through `$NOTIFY_SOCKET` when it is set. A watch loop goes round at least
+    /// once a check has ended, which the fetch timeout (plus the extraction deadline)
+    /// bounds; twice that and a margin is surely stuck.
+    pub fn systemd(config: &Config) -> ServiceHooks {
+        ServiceHooks {
+            manager: Arc::new(Systemd),
+            stale_after: config.fetch.timeout * 2 + Duration::from_secs(30),
+        }
+    }
+}
+
+/// `STATUS=`: what an operator sees in `systemctl status`.
+fn status_line(s: &crate::store::StoreStats) -> String {
+    format!(
+        "{} watches, {} products, {} queued messages, {} dead letters",
+        s.watches, s.products, s.outbox, s.dead_letters
+    )
+}
+
+/// `READY=1` once the daemon serves: the store is open, the listener bound and the loops
+/// started when this runs; in production it waits for the signing keys too (a daemon
+/// without them answers every activity 401).
+async fn ready_when_serving(
+    manager: Arc<dyn ServiceManager>,
+    auth: InboundAuth,
+    store: Arc<SledStore>,
+    cancel: CancellationToken,
+) {
+    while auth.key_status().is_some_and(|k| k.keys == 0) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    let mut signals = vec![Signal::Ready];
+    if let Ok(stats) = store.stats().await {
+        signals.push(Signal::Status(status_line(&stats)));
+    }
+    manager.notify(&signals);
+}
+
 /// The running daemon.
 pub struct App {
     addr: SocketAddr,
@@ -93,6 +144,7 @@ pub struct App {
     watcher: Watcher,
     delivery: Arc<Delivery>,
     auth: InboundAuth,
+    manager: Arc<dyn ServiceManager>,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -235,6 +287,16 @@ impl App {
     }
 
     pub async fn start_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        let service = ServiceHooks::systemd(config);
+        Self::start_with_service(config, clock, service).await
+    }
+
+    /// Like [`App::start_with_clock`], telling `service` what systemd would be told.
+    pub async fn start_with_service(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        service: ServiceHooks,
+    ) -> Result<App, AppError> {
         let mode = preflight(config)?;
         let cancel = CancellationToken::new();
         let store_config = config.storage.sled();
@@ -288,6 +350,7 @@ impl App {
             max_text: config.notify.max_text,
         });
         let clock_for_auth = clock.clone();
+        let clock_for_service = clock.clone();
         let delivery = Arc::new(Delivery::new(
             store.clone(),
             connector.clone(),
@@ -325,11 +388,32 @@ impl App {
             .enabled
             .then_some(config.schedule.tick.as_str());
         let (scheduler, tick_signals) = start_ticks(cron).await?;
+        let liveness = Arc::new(Liveness::new(clock_for_service.clone()));
+        watcher.report_to(liveness.clone());
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
         let delivering = tokio::spawn(crate::delivery::run::run(
             delivery.clone(),
             wake,
             config.alerts.digest_window,
+            liveness.clone(),
+            cancel.clone(),
+        ));
+        let status_store = store.clone();
+        tokio::spawn(crate::ops::service::watchdog(
+            service.manager.clone(),
+            liveness,
+            service.manager.watchdog_interval(),
+            service.stale_after,
+            move || {
+                let store = status_store.clone();
+                async move { store.stats().await.ok().map(|s| status_line(&s)) }
+            },
+            cancel.clone(),
+        ));
+        tokio::spawn(ready_when_serving(
+            service.manager.clone(),
+            auth.clone(),
+            store.clone(),
             cancel.clone(),
         ));
         tracing::info!(%addr, %mode, data = %config.storage.path.display(), "pricewatch is listening");
@@ -345,6 +429,7 @@ impl App {
             watcher,
             delivery,
             auth,
+            manager: service.manager,
         })
     }
 
@@ -394,6 +479,7 @@ impl App {
             delivering,
             watcher,
             delivery,
+            manager,
             ..
         } = self;
         // Both branches can be ready at once (a cancel makes the graceful server finish
@@ -406,6 +492,7 @@ impl App {
                 true
             }
         };
+        manager.notify(&[Signal::Stopping]);
         tracing::info!(grace = ?grace, "shutting down: no new activities, finishing turns in flight");
         if !server_done && tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("turns still running after the grace period were cut off");

@@ -31,6 +31,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod inbound;
+pub mod liveness;
 pub mod ops;
 pub mod price;
 pub mod random;

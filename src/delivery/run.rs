@@ -13,6 +13,8 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::liveness::{Liveness, Loop, BEAT_EVERY};
+
 use crate::delivery::{Delivery, PassReport};
 use crate::error::Chain;
 use crate::store::StoreError;
@@ -151,13 +153,16 @@ pub async fn run(
     delivery: Arc<Delivery>,
     wake: Wake,
     digest_window: Duration,
+    liveness: Arc<Liveness>,
     cancel: CancellationToken,
 ) {
     let mut passes = Passes {
         delivery: delivery.clone(),
         lingering: Vec::new(),
     };
-    loop {
+    let mut beats = tokio::time::interval(BEAT_EVERY);
+    'passes: loop {
+        liveness.beat(Loop::Delivery);
         let step = passes.step(&cancel).await;
         let Some(pause) = after(step, &delivery) else {
             break;
@@ -168,16 +173,23 @@ pub async fn run(
             }
             continue;
         }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = wake.checked.notified() => {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(digest_window) => {}
+        let until = tokio::time::Instant::now() + pause;
+        // Waiting is alive too: the loop beats while it waits.
+        loop {
+            liveness.beat(Loop::Delivery);
+            tokio::select! {
+                _ = cancel.cancelled() => break 'passes,
+                _ = beats.tick() => continue,
+                _ = wake.checked.notified() => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break 'passes,
+                        _ = tokio::time::sleep(digest_window) => {}
+                    }
                 }
+                _ = wake.announced.notified() => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
-            _ = wake.announced.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
+            break;
         }
     }
     passes.end().await;

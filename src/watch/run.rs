@@ -43,12 +43,23 @@ impl Watcher {
     /// off leaves its products due; nothing half-done was recorded (a check commits in
     /// one transaction).
     pub async fn run(self, mut ticks: Ticks, cancel: CancellationToken) {
+        let mut beats = tokio::time::interval(crate::liveness::BEAT_EVERY);
         loop {
+            self.beat();
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                // Waiting for a tick is alive too.
+                _ = beats.tick() => continue,
                 signal = ticks.0.recv() => {
                     if signal.is_none() {
-                        return;
+                        // No schedule: nothing ever asks for a tick, so the loop only
+                        // shows it is alive until shutdown.
+                        loop {
+                            tokio::select! {
+                                _ = cancel.cancelled() => return,
+                                _ = beats.tick() => self.beat(),
+                            }
+                        }
                     }
                 }
             }

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
+
+use crate::liveness::{Liveness, Loop, BEAT_EVERY};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,6 +63,8 @@ struct Inner {
     /// First checks started for new watches, so shutdown can end them.
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Beaten as ticks make progress, for the service watchdog (set by the daemon).
+    liveness: std::sync::OnceLock<Arc<Liveness>>,
 }
 
 impl Watcher {
@@ -88,7 +92,21 @@ impl Watcher {
                 last_prune_ms: std::sync::atomic::AtomicU64::new(0),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                liveness: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Reports the loop's progress to `liveness` from now on (once; later calls are
+    /// ignored).
+    pub fn report_to(&self, liveness: Arc<Liveness>) {
+        let _ = self.inner.liveness.set(liveness);
+    }
+
+    /// The watch loop is alive: waiting for a tick, or moving through one.
+    pub(crate) fn beat(&self) {
+        if let Some(l) = self.inner.liveness.get() {
+            l.beat(Loop::Watch);
         }
     }
 
@@ -121,6 +139,9 @@ impl Watcher {
         let mut report = TickReport::default();
         let mut running = JoinSet::new();
         loop {
+            // Each round follows a finished check or a wait of at most a few seconds: a
+            // tick that goes round is alive, however long it takes in all.
+            self.beat();
             let mut wake_at: Option<u64> = None;
             'hosts: for queue in queues.values_mut() {
                 while let Some(product) = queue.front() {
@@ -152,12 +173,14 @@ impl Watcher {
             if !waiting && running.is_empty() {
                 break;
             }
+            // Capped so that a long wait for the gate still goes round (and beats).
+            let cap = (BEAT_EVERY * 5).as_millis() as u64;
             let sleep = match wake_at {
                 Some(t) => {
                     let ms = t.saturating_sub(self.inner.clock.now_ms());
-                    tokio::time::sleep(std::time::Duration::from_millis(ms.max(1)))
+                    tokio::time::sleep(std::time::Duration::from_millis(ms.clamp(1, cap)))
                 }
-                None => tokio::time::sleep(std::time::Duration::from_secs(3600)),
+                None => tokio::time::sleep(std::time::Duration::from_millis(cap)),
             };
             tokio::select! {
                 done = running.join_next(), if !running.is_empty() => {

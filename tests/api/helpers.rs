@@ -87,11 +87,21 @@ impl TestApp {
         config: Config,
         clock: Arc<dyn pricewatch::clock::Clock>,
     ) -> TestApp {
+        let service = pricewatch::app::ServiceHooks::systemd(&config);
+        Self::spawn_with_service(config, clock, service).await
+    }
+
+    /// The daemon telling `service` what it would tell systemd.
+    pub async fn spawn_with_service(
+        config: Config,
+        clock: Arc<dyn pricewatch::clock::Clock>,
+        service: pricewatch::app::ServiceHooks,
+    ) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             pricewatch::ops::telemetry::init(&config.log);
         }
         let data = config.storage.path.clone();
-        let app = App::start_with_clock(&config, clock)
+        let app = App::start_with_service(&config, clock, service)
             .await
             .expect("daemon starts");
         TestApp {

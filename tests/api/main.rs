@@ -11,6 +11,7 @@ mod listener;
 mod logs;
 mod notify;
 mod process;
+mod service;
 mod shop;
 #[path = "../common/tokens.rs"]
 mod tokens;

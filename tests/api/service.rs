@@ -1,0 +1,217 @@
+//! The daemon as a systemd service: what it tells the service manager, through the real
+//! `$NOTIFY_SOCKET` protocol for the binary, and through a recorder for a daemon whose
+//! watch loop the test blocks.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pricewatch::app::ServiceHooks;
+use pricewatch::ops::service::{ServiceManager, Signal};
+
+use crate::fakes::{FakeChannel, FakeShop, Page};
+use crate::helpers::{eventually, test_config, TestApp};
+use crate::process::{activity, post_activity, write_config, KillOnDrop};
+
+/// A service manager that keeps what it was told, with a watchdog interval.
+struct Recorder {
+    interval: Duration,
+    signals: Mutex<Vec<(Instant, Signal)>>,
+}
+
+impl ServiceManager for Recorder {
+    fn notify(&self, signals: &[Signal]) {
+        let now = Instant::now();
+        let mut all = self.signals.lock().unwrap();
+        all.extend(signals.iter().map(|s| (now, s.clone())));
+    }
+
+    fn watchdog_interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+}
+
+impl Recorder {
+    fn pings(&self) -> usize {
+        let all = self.signals.lock().unwrap();
+        all.iter().filter(|(_, s)| *s == Signal::Watchdog).count()
+    }
+
+    /// Waits until the pings have grown by `n`.
+    async fn pings_grow(&self, n: usize) {
+        let from = self.pings();
+        eventually(|| async {
+            let now = self.pings();
+            if now >= from + n {
+                Ok(())
+            } else {
+                Err(format!("{n} more watchdog pings; {} so far", now - from))
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_watch_loop_stops_the_watchdog_pings() {
+    let shop = FakeShop::start().await;
+    shop.put("/p/1", Page::product("Kettle", "40.00"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.schedule.enabled = true;
+    config.schedule.tick = "* * * * * *".into();
+    // Due again every second (below what a loaded file may set), so the loop's own ticks
+    // fetch it.
+    config.schedule.interval = Duration::from_secs(1);
+    config.schedule.jitter = 0;
+    config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
+    config.fetch.host_gap = Duration::ZERO;
+    config.fetch.timeout = Duration::from_secs(60);
+    let recorder = Arc::new(Recorder {
+        interval: Duration::from_millis(100),
+        signals: Mutex::new(Vec::new()),
+    });
+    let t = TestApp::spawn_with_service(
+        config,
+        Arc::new(pricewatch::clock::SystemClock),
+        ServiceHooks {
+            manager: recorder.clone(),
+            stale_after: Duration::from_millis(1500),
+        },
+    )
+    .await;
+    assert_eq!(
+        t.post(&t.message("c1", &format!("watch {}/p/1", shop.base)))
+            .await
+            .0,
+        200
+    );
+    let ready = recorder
+        .signals
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, s)| *s == Signal::Ready);
+    assert!(ready, "READY=1 once serving");
+    recorder.pings_grow(5).await;
+    let fetched = shop.hits();
+    eventually(|| async {
+        match shop.hits() > fetched {
+            true => Ok(()),
+            false => Err("a scheduled check of the product"),
+        }
+    })
+    .await;
+
+    // The shop stops answering: the loop's next check hangs (its timeout is a minute),
+    // so the loop no longer goes round and the pings stop.
+    shop.hold();
+    let stopped = eventually(|| async {
+        let before = recorder.pings();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        match recorder.pings() == before {
+            true => Ok(before),
+            false => Err("the pings to stop"),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(recorder.pings(), stopped, "no ping while the loop is stuck");
+
+    // Answered again, the loop goes round and the pings resume.
+    shop.release();
+    recorder.pings_grow(3).await;
+}
+
+/// Reads every datagram that arrives on `socket` until `until` says stop.
+fn messages(socket: &UnixDatagram, log: &mut Vec<(Instant, String)>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        for line in text.lines() {
+            log.push((Instant::now(), line.to_owned()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_speaks_sd_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let file = write_config(dir.path(), "\n[schedule]\nenabled = false\n");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut daemon = KillOnDrop(Some(child));
+
+    let mut log: Vec<(Instant, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|(_, l)| l == "READY=1") {
+        assert!(Instant::now() < deadline, "no READY=1: {log:?}");
+        messages(&socket, &mut log);
+    }
+    // READY=1 means the listener answers: the address is in the daemon's log, which the
+    // test reads only now.
+    let mut stderr = daemon.0.as_mut().unwrap().stderr.take().unwrap();
+    let addr = {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stderr.read(&mut buf).unwrap();
+            assert!(n > 0, "the daemon ended: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if let Some(rest) = text.split("addr=").nth(1) {
+                if rest.contains(char::is_whitespace) {
+                    break rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+        }
+    };
+    let channel = FakeChannel::start().await;
+    let help = activity("emulator", &channel.url, "c1", "help");
+    assert_eq!(post_activity(&addr, &help).await, 200);
+    assert!(
+        log.iter()
+            .any(|(_, l)| l.starts_with("STATUS=") && l.contains("watches")),
+        "a STATUS= line with READY=1: {log:?}"
+    );
+
+    // Pings at half the 200 ms interval.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        messages(&socket, &mut log);
+    }
+    let pings = log
+        .iter()
+        .filter(|(at, l)| *at >= start && l == "WATCHDOG=1")
+        .count();
+    assert!(
+        (5..=15).contains(&pings),
+        "{pings} pings in a second: {log:?}"
+    );
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|(_, l)| l == "STOPPING=1") {
+        assert!(Instant::now() < deadline, "no STOPPING=1: {log:?}");
+        messages(&socket, &mut log);
+    }
+    let mut child = daemon.0.take().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
