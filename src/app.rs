@@ -20,7 +20,7 @@ use crate::error::Chain;
 use crate::inbound::auth::{BotFrameworkAuth, BotFrameworkSettings, InboundAuth};
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
-use crate::inbound::endpoint::{routes, Announcements, Endpoint};
+use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health};
 use crate::liveness::Liveness;
 use crate::ops::config::Config;
 use crate::ops::service::{ServiceManager, Signal, Systemd};
@@ -359,6 +359,7 @@ impl App {
             limits,
         ));
         let auth = inbound_auth(config, mode, clock_for_auth, &cancel).await?;
+        let liveness = Arc::new(Liveness::new(clock_for_service.clone()));
         let endpoint = Arc::new(Endpoint {
             auth: auth.clone(),
             bot,
@@ -366,6 +367,11 @@ impl App {
             body_limit: config.server.body_limit,
             body_timeout: config.server.body_timeout,
             announcements,
+            health: Health {
+                store: store.clone(),
+                liveness: liveness.clone(),
+                stale_after: service.stale_after,
+            },
         });
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
@@ -388,7 +394,6 @@ impl App {
             .enabled
             .then_some(config.schedule.tick.as_str());
         let (scheduler, tick_signals) = start_ticks(cron).await?;
-        let liveness = Arc::new(Liveness::new(clock_for_service.clone()));
         watcher.report_to(liveness.clone());
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
         let delivering = tokio::spawn(crate::delivery::run::run(

@@ -27,6 +27,7 @@ use crate::error::Chain;
 use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidActivity};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
+use crate::liveness::Liveness;
 use crate::secret::Secret;
 use crate::shown::Shown;
 use crate::store::{Store, StoreError};
@@ -42,6 +43,15 @@ pub struct Endpoint {
     pub body_timeout: Duration,
     /// `None` when no admin token is configured: `/api/notify` is then 404.
     pub announcements: Option<Announcements>,
+    pub health: Health,
+}
+
+/// What `GET /readyz` looks at.
+pub struct Health {
+    pub store: Arc<dyn Store>,
+    pub liveness: Arc<Liveness>,
+    /// A loop still for longer than this is not alive (the watchdog's limit).
+    pub stale_after: std::time::Duration,
 }
 
 /// The sample's `/api/notify`, done right: a POST, an admin bearer token, a message that
@@ -94,6 +104,20 @@ pub fn routes(
             let endpoint = notify_endpoint.clone();
             async move { notify(&endpoint, method, headers, body).await }
         });
+    let health_endpoint = endpoint.clone();
+    let health = warp::path!(String)
+        .and(warp::method())
+        .and_then(|name: String, method: Method| async move {
+            match name.as_str() {
+                "healthz" | "readyz" => Ok((name, method)),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one()
+        .then(move |name: String, method: Method| {
+            let endpoint = health_endpoint.clone();
+            async move { health(&endpoint, &name, method).await }
+        });
     let not_found = warp::any().map(|| {
         error_response(
             StatusCode::NOT_FOUND,
@@ -101,7 +125,13 @@ pub fn routes(
             "no such endpoint; the bot listens on POST /api/messages",
         )
     });
-    messages.or(notify).unify().or(not_found).unify()
+    messages
+        .or(notify)
+        .unify()
+        .or(health)
+        .unify()
+        .or(not_found)
+        .unify()
 }
 
 async fn notify<S, B>(endpoint: &Endpoint, method: Method, headers: HeaderMap, body: S) -> Response
@@ -204,6 +234,54 @@ where
                 "the announcement could not be queued; nothing was sent",
             )
         }
+    }
+}
+
+/// `GET /healthz`: the process answers. `GET /readyz`: it can do its work: the store
+/// answers, the watch and delivery loops go round, and in production the signing keys
+/// are loaded; otherwise 503 naming what fails.
+async fn health(endpoint: &Endpoint, name: &str, method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "use GET",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if name == "healthz" {
+        return warp::reply::json(&json!({ "status": "alive" })).into_response();
+    }
+    let health = &endpoint.health;
+    let mut failing = Vec::new();
+    if let Err(e) = health.store.stats().await {
+        failing.push(format!("store: {}", Chain(&e)));
+    }
+    for stalled in health.liveness.stalled(health.stale_after) {
+        failing.push(format!(
+            "{}: has not gone round for more than {}",
+            stalled.name(),
+            humantime::format_duration(health.stale_after)
+        ));
+    }
+    if let Some(keys) = endpoint.auth.key_status() {
+        if keys.keys == 0 {
+            failing.push(format!(
+                "signing keys: none loaded yet ({})",
+                keys.last_error.as_deref().unwrap_or("first fetch pending")
+            ));
+        }
+    }
+    if failing.is_empty() {
+        warp::reply::json(&json!({ "status": "ready" })).into_response()
+    } else {
+        warp::reply::with_status(
+            warp::reply::json(&json!({ "status": "unready", "failing": failing })),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response()
     }
 }
 

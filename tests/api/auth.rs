@@ -542,6 +542,15 @@ async fn unreachable_keys_at_start_up_refuse_tokens_until_they_arrive() {
         "SigningKeysUnavailable",
     )
     .await;
+    let (status, body) = crate::service::readyz(&p.t).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["failing"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("signing keys"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

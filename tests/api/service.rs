@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use pricewatch::app::ServiceHooks;
 use pricewatch::ops::service::{ServiceManager, Signal};
+use serde_json::{json, Value};
 
 use crate::fakes::{FakeChannel, FakeShop, Page};
 use crate::helpers::{eventually, test_config, TestApp};
@@ -94,6 +95,7 @@ async fn a_stuck_watch_loop_stops_the_watchdog_pings() {
         .any(|(_, s)| *s == Signal::Ready);
     assert!(ready, "READY=1 once serving");
     recorder.pings_grow(5).await;
+    assert_eq!(readyz(&t).await, (200, json!({"status": "ready"})));
     let fetched = shop.hits();
     eventually(|| async {
         match shop.hits() > fetched {
@@ -117,10 +119,67 @@ async fn a_stuck_watch_loop_stops_the_watchdog_pings() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(recorder.pings(), stopped, "no ping while the loop is stuck");
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failing"].as_array().map(Vec::len), Some(1), "{body}");
+    assert!(
+        body["failing"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("watch loop"),
+        "{body}"
+    );
+    let alive = t
+        .client
+        .get(health_url(&t, "healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alive.status(), 200, "alive all the same");
 
     // Answered again, the loop goes round and the pings resume.
     shop.release();
     recorder.pings_grow(3).await;
+    assert_eq!(readyz(&t).await.0, 200);
+}
+
+pub(crate) fn health_url(t: &TestApp, name: &str) -> String {
+    t.url.replace("/api/messages", &format!("/{name}"))
+}
+
+/// `GET /readyz`: the status and the JSON body.
+pub(crate) async fn readyz(t: &TestApp) -> (u16, Value) {
+    let r = t.client.get(health_url(t, "readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_get_only() {
+    let t = TestApp::spawn().await;
+    let r = t
+        .client
+        .get(health_url(&t, "healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "alive"}));
+    assert_eq!(readyz(&t).await, (200, json!({"status": "ready"})));
+    let r = t
+        .client
+        .post(health_url(&t, "readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = t
+        .client
+        .get(health_url(&t, "readyzz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 /// Reads every datagram that arrives on `socket` until `until` says stop.
