@@ -722,3 +722,87 @@ async fn the_binary_serves_production_mode_and_check_config_agrees() {
         assert!(stderr.contains(why), "serve: {stderr}");
     }
 }
+
+/// Every secret the daemon holds or sees, against its whole debug log: the app password,
+/// the admin token, the outbound token it got, and the inbound token a channel sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log() {
+    let channel_key = TestKey::load("channel");
+    let keys = KeyServer::start(vec![Published::of("plain", &channel_key, None)], vec![]).await;
+    let channel = crate::fakes::FakeChannel::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app_password = "app-password-7f3c9e21d4b8a6";
+    let admin_token = "admin-token-0d9b7c5e3a1f2468ace0bd9f7c5e3a1f";
+    std::fs::write(dir.path().join("app-password"), app_password).unwrap();
+    std::fs::write(dir.path().join("admin-token"), admin_token).unwrap();
+    let file = crate::process::write_config(
+        dir.path(),
+        &format!(
+            "\n[schedule]\nenabled = false\n\n[log]\nlevel = \"debug\"\n\n\
+             [bot]\napp_id = {APP_ID:?}\napp_password_file = {password:?}\n\
+             token_endpoint = {token:?}\nservice_url_hosts = [\"127.0.0.1\"]\n\n\
+             [notify]\nadmin_token_file = {admin:?}\n\n\
+             [auth]\nopenid_metadata_url = {metadata:?}\n",
+            password = dir.path().join("app-password").display().to_string(),
+            admin = dir.path().join("admin-token").display().to_string(),
+            token = keys.token_url(),
+            metadata = keys.channel_metadata_url(),
+        ),
+    );
+    let daemon = crate::process::LoggedDaemon::start(&file).await;
+    let inbound = channel_key.sign(
+        Algorithm::RS256,
+        Some("plain"),
+        &channel_claims(&channel.url, tokens::now()),
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", daemon.addr);
+    let help = crate::process::activity("webchat", &channel.url, "c1", "help");
+    let r = client
+        .post(format!("{base}/api/messages"))
+        .bearer_auth(&inbound)
+        .json(&help)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A refused token is logged too: with its reason, never itself.
+    let forged = format!("{inbound}x");
+    let r = client
+        .post(format!("{base}/api/messages"))
+        .bearer_auth(&forged)
+        .json(&help)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("{base}/api/notify"))
+        .bearer_auth(admin_token)
+        .json(&json!({"text": "maintenance tonight"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client
+        .post(format!("{base}/api/notify"))
+        .bearer_auth(format!("{admin_token}-wrong"))
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    crate::helpers::wait_for(&channel, 2).await;
+    let log = String::from_utf8(daemon.stop()).unwrap();
+    assert!(log.contains("activity refused"), "the run logged: {log}");
+    let signature = inbound.rsplit('.').next().unwrap();
+    for (what, secret) in [
+        ("app password", app_password),
+        ("admin token", admin_token),
+        ("outbound token", "outbound-token"),
+        ("inbound token", inbound.as_str()),
+        ("inbound token's signature", signature),
+    ] {
+        assert!(!log.contains(secret), "the {what} is in the log:\n{log}");
+    }
+}
