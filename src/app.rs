@@ -4,6 +4,7 @@
 //! every task watches and the deadline within which in-flight turns must finish.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +146,7 @@ pub struct App {
     delivery: Arc<Delivery>,
     auth: InboundAuth,
     manager: Arc<dyn ServiceManager>,
+    reloader: Arc<Reloader>,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -373,6 +375,7 @@ impl App {
                 stale_after: service.stale_after,
             },
         });
+        let (reloader_endpoint, reloader_clock) = (endpoint.clone(), clock_for_service.clone());
         let listener = tokio::net::TcpListener::bind(config.server.bind)
             .await
             .map_err(|source| AppError::Bind {
@@ -396,6 +399,7 @@ impl App {
         let (scheduler, tick_signals) = start_ticks(cron).await?;
         watcher.report_to(liveness.clone());
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
+        let (reloader_watcher, reloader_delivery) = (watcher.clone(), delivery.clone());
         let delivering = tokio::spawn(crate::delivery::run::run(
             delivery.clone(),
             wake,
@@ -435,6 +439,14 @@ impl App {
             delivery,
             auth,
             manager: service.manager,
+            reloader: Arc::new(Reloader {
+                started: config.clone(),
+                applied: std::sync::Mutex::new(config.clone()),
+                watcher: reloader_watcher,
+                endpoint: reloader_endpoint,
+                delivery: reloader_delivery,
+                clock: reloader_clock,
+            }),
         })
     }
 
@@ -445,6 +457,11 @@ impl App {
     /// The signing keys' state in production mode (`None` in local development).
     pub fn key_status(&self) -> Option<crate::inbound::auth::keys::KeyStatus> {
         self.auth.key_status()
+    }
+
+    /// Applies a configuration's live keys, as SIGHUP does with the re-read file.
+    pub fn reload(&self, config: &Config) -> Result<ReloadOutcome, AppError> {
+        self.reloader.reload(config)
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -530,7 +547,7 @@ impl App {
 
 /// `pricewatch serve`: starts the daemon, stops it on SIGINT/SIGTERM, and returns once it
 /// has drained and flushed.
-pub async fn serve(config: &Config) -> Result<(), AppError> {
+pub async fn serve(config: &Config, file: Option<&Path>) -> Result<(), AppError> {
     if !config.bot.is_local_development() {
         tracing::info!(
             app_id = %config.bot.app_id,
@@ -546,5 +563,128 @@ pub async fn serve(config: &Config) -> Result<(), AppError> {
     }
     let app = App::start(config).await?;
     crate::ops::shutdown::listen(app.shutdown_token()).map_err(AppError::Signals)?;
+    // Installed whatever the file: SIGHUP's default action would end the daemon.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AppError::Signals)?;
+    let reloader = app.reloader.clone();
+    let manager = app.manager.clone();
+    let file = file.map(Path::to_path_buf);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            manager.notify(&[Signal::Reloading]);
+            reload_from(file.as_deref(), &reloader);
+            manager.notify(&[Signal::Ready]);
+        }
+    });
     app.run_until_stopped().await
+}
+
+/// SIGHUP: re-reads `file` and applies what can change live; a file with errors changes
+/// nothing, and each error is logged.
+fn reload_from(file: Option<&Path>, reloader: &Reloader) {
+    let Some(file) = file else {
+        tracing::warn!(
+            "reload asked for, but the daemon runs on its embedded defaults: no file to re-read"
+        );
+        return;
+    };
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let config = match crate::ops::config::load(Some(file), env) {
+        Ok(config) => config,
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                tracing::error!("reload refused: {line}");
+            }
+            tracing::warn!(file = %file.display(), "the running configuration is kept");
+            return;
+        }
+    };
+    match reloader.reload(&config) {
+        Ok(outcome) => {
+            tracing::info!(
+                file = %file.display(),
+                applied = %list(&outcome.applied),
+                "configuration reloaded"
+            );
+            if !outcome.restart.is_empty() {
+                tracing::warn!(
+                    keys = %list(&outcome.restart),
+                    "changed keys that only a restart applies; they keep their running values"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), "reload failed; the running configuration is kept")
+        }
+    }
+}
+
+fn list(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "nothing".to_owned()
+    } else {
+        keys.join(", ")
+    }
+}
+
+/// Applies a reloaded configuration's live keys to the running daemon: the schedule's
+/// intervals, jitter and back-off, politeness and the rest of `[fetch]`, site rules,
+/// trigger defaults, retries, rate limits and the log level.
+pub struct Reloader {
+    /// What the daemon started with: the keys only a restart changes are compared to it.
+    started: Config,
+    /// What was applied last: the live keys are compared to it.
+    applied: std::sync::Mutex<Config>,
+    watcher: Watcher,
+    endpoint: Arc<Endpoint>,
+    delivery: Arc<Delivery>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub applied: Vec<String>,
+    /// Changed keys that keep their running values until a restart.
+    pub restart: Vec<String>,
+}
+
+impl Reloader {
+    pub fn reload(&self, new: &Config) -> Result<ReloadOutcome, AppError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let live = crate::ops::reload::plan(&applied, new).live;
+        let restart = crate::ops::reload::plan(&self.started, new).restart;
+        // Built first: a rule that does not compile fails the reload before anything
+        // changed.
+        let engine = new.price_engine()?;
+        self.watcher.reconfigure(
+            engine,
+            PlanConfig {
+                trigger: new.alerts.trigger(),
+                schedule: new.schedule.clone(),
+            },
+            GateConfig::from(&new.fetch),
+        );
+        self.endpoint.bot.reconfigure(TurnSettings {
+            name: self.started.bot.name.clone(),
+            default_drop: new.alerts.default_drop,
+            max_watches_per_conversation: new.alerts.max_watches_per_conversation,
+            limits: Limits::default(),
+        });
+        self.delivery.reconfigure(
+            new.delivery,
+            Arc::new(SendLimits::new(&new.rate_limits, self.clock.clone())),
+        );
+        if live.iter().any(|k| k == "log.level") {
+            if let Err(e) = crate::ops::telemetry::set_level(&new.log.level) {
+                tracing::warn!(error = %e, "log.level not applied");
+            }
+        }
+        *applied = new.clone();
+        Ok(ReloadOutcome {
+            applied: live,
+            restart,
+        })
+    }
 }

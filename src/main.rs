@@ -175,7 +175,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
     pricewatch::ops::telemetry::init(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    Ok(runtime.block_on(pricewatch::app::serve(&config))?)
+    Ok(runtime.block_on(pricewatch::app::serve(&config, config_path.as_deref()))?)
 }
 
 fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {

@@ -94,8 +94,11 @@ pub struct Delivery {
     store: Arc<dyn Store>,
     connector: Connector,
     clock: Arc<dyn Clock>,
-    policy: RetryPolicy,
-    limits: Arc<SendLimits>,
+    /// Replaced on reload.
+    policy: std::sync::RwLock<RetryPolicy>,
+    /// Replaced on reload: new limiters, starting empty as after a restart (waits longer
+    /// than a second are in the outbox, so none is forgotten).
+    limits: std::sync::RwLock<Arc<SendLimits>>,
     last_prune_ms: AtomicU64,
     rng: Mutex<SplitMix64>,
     /// Channel id → until when it asked (429/503) to be left alone.
@@ -112,6 +115,23 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    fn limits(&self) -> Arc<SendLimits> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends from now on go by `policy` and `limits` (a reloaded configuration).
+    pub fn reconfigure(&self, policy: RetryPolicy, limits: Arc<SendLimits>) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         connector: Connector,
@@ -124,8 +144,8 @@ impl Delivery {
             store,
             connector,
             clock,
-            policy,
-            limits,
+            policy: std::sync::RwLock::new(policy),
+            limits: std::sync::RwLock::new(limits),
             last_prune_ms: AtomicU64::new(0),
             rng: Mutex::new(rng),
             throttled: Mutex::new(HashMap::new()),
@@ -157,7 +177,7 @@ impl Delivery {
         let now = self.clock.now_ms();
         if now.saturating_sub(self.last_prune_ms.load(Ordering::Relaxed)) >= PRUNE_EVERY_MS {
             self.last_prune_ms.store(now, Ordering::Relaxed);
-            let kept = self.limits.prune();
+            let kept = self.limits().prune();
             tracing::debug!(kept, "rate limiter keys pruned");
         }
         let finished_before = self.finished.load(Ordering::SeqCst);
@@ -424,7 +444,7 @@ impl Delivery {
     /// short wait; returns the time to defer to when the wait is long.
     async fn wait_for_limits(&self, key: &ConversationKey) -> Option<u64> {
         loop {
-            match self.limits.admit(&key.channel_id, &key.conversation_id) {
+            match self.limits().admit(&key.channel_id, &key.conversation_id) {
                 Admission::Now => return None,
                 Admission::NotBefore(at) => {
                     let wait = at.saturating_sub(self.clock.now_ms());
@@ -455,7 +475,7 @@ impl Delivery {
         let failures = entry.attempts.saturating_add(1);
         let decision = {
             let mut rng = lock(&self.rng);
-            self.policy
+            self.policy()
                 .decide(failures, entry.created_ms, now, retry_after, &mut *rng)
         };
         match decision {

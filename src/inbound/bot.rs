@@ -48,18 +48,31 @@ pub struct Turn {
 pub struct Bot {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    settings: TurnSettings,
+    /// Replaced on reload (default drop, watch limit).
+    settings: std::sync::RwLock<Arc<TurnSettings>>,
     /// Gives a new watch its first check at once; `None` when checks are off
     /// (`schedule.enabled = false`) and in tests of the bot alone.
     first_check: Option<Arc<dyn FirstCheck>>,
 }
 
 impl Bot {
+    fn settings(&self) -> Arc<TurnSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Turns from now on use `settings` (a reloaded configuration).
+    pub fn reconfigure(&self, settings: TurnSettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
+
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: TurnSettings) -> Self {
         Bot {
             store,
             clock,
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             first_check: None,
         }
     }
@@ -86,7 +99,7 @@ impl Bot {
                 None => None,
             },
             "conversationUpdate" if activity.humans_added().next().is_some() => {
-                Some(replies::welcome(lang, &self.settings.name))
+                Some(replies::welcome(lang, &self.settings().name))
             }
             _ => None,
         };
@@ -101,7 +114,7 @@ impl Bot {
 
     async fn on_command(&self, activity: &ValidActivity, lang: Lang, text: &str) -> String {
         let locale = activity.activity.locale.as_deref();
-        let command = match command::parse(text, &self.settings.limits, locale) {
+        let command = match command::parse(text, &self.settings().limits, locale) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %Shown::text(Chain(&e)), "command refused");
@@ -132,7 +145,7 @@ impl Bot {
             }
             Command::Watch { url, rule } => {
                 let rule = rule.unwrap_or(Rule::Drop {
-                    percent: self.settings.default_drop,
+                    percent: self.settings().default_drop,
                 });
                 let new = NewWatch {
                     conversation: conversation.clone(),
@@ -143,7 +156,7 @@ impl Bot {
                 };
                 match self
                     .store
-                    .add_watch(new, self.settings.max_watches_per_conversation)
+                    .add_watch(new, self.settings().max_watches_per_conversation)
                     .await?
                 {
                     AddWatch::Added(w) => {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod probe;
+pub mod reload;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

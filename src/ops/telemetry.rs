@@ -62,8 +62,39 @@ pub fn init(config: &LogConfig) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&config.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let (subscriber, reload) = subscriber(config.format, filter, std::io::stderr);
     // An error only means a subscriber is already installed, which is fine.
-    let _ = subscriber(config.format, filter, std::io::stderr).try_init();
+    if subscriber.try_init().is_ok() {
+        let _ = LEVEL.set(reload);
+    }
+}
+
+/// Swaps the installed subscriber's filter (a reload's `log.level`).
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+static LEVEL: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
+/// Why a new level was not applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LevelError {
+    #[error("RUST_LOG is set, and wins over log.level until the daemon restarts without it")]
+    Overridden,
+    #[error("no log subscriber of this process to change")]
+    NotInstalled,
+    #[error("log.level {0:?} is not a filter")]
+    Invalid(String),
+    #[error("the log filter could not be swapped: {0}")]
+    Swap(String),
+}
+
+/// Applies `level` to the running daemon's logs, unless `RUST_LOG` chose them.
+pub fn set_level(level: &str) -> Result<(), LevelError> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Err(LevelError::Overridden);
+    }
+    let reload = LEVEL.get().ok_or(LevelError::NotInstalled)?;
+    let filter = EnvFilter::try_new(level).map_err(|_| LevelError::Invalid(level.to_owned()))?;
+    reload(filter).map_err(LevelError::Swap)
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests pass a buffer).
@@ -71,7 +102,7 @@ fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
-) -> Box<dyn tracing::Subscriber + Send + Sync>
+) -> (Box<dyn tracing::Subscriber + Send + Sync>, Reload)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -90,8 +121,22 @@ where
         // (Colour would garble journald and files anyway.)
         .with_ansi(false);
     match format {
-        LogFormat::Json => Box::new(builder.json().finish()),
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                Box::new(builder.finish()),
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+            )
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                Box::new(builder.finish()),
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+            )
+        }
     }
 }
 
@@ -201,7 +246,7 @@ mod tests {
             let w = writes.clone();
             move || w.clone()
         };
-        let subscriber = subscriber(format, EnvFilter::new("trace"), make);
+        let (subscriber, _) = subscriber(format, EnvFilter::new("trace"), make);
         tracing::subscriber::with_default(subscriber, f);
         writes
     }

@@ -120,6 +120,11 @@ impl HostState {
 }
 
 impl HostGate {
+    /// New limits from a reloaded configuration; what is known of each host stays.
+    pub fn reconfigure(&mut self, cfg: GateConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn new(cfg: GateConfig) -> Self {
         HostGate {
             cfg,

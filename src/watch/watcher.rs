@@ -48,9 +48,11 @@ pub struct Watcher {
 
 struct Inner {
     store: Arc<dyn Store>,
-    engine: PriceEngine,
+    /// Replaced as a whole on reload (site rules, fetch settings).
+    engine: std::sync::RwLock<PriceEngine>,
     clock: Arc<dyn Clock>,
-    plan: PlanConfig,
+    /// Replaced as a whole on reload (schedule, trigger defaults).
+    plan: std::sync::RwLock<Arc<PlanConfig>>,
     gate: Mutex<HostGate>,
     /// Products being checked now: a tick never starts a second check of one of them.
     in_flight: Mutex<HashSet<String>>,
@@ -81,9 +83,9 @@ impl Watcher {
         Watcher {
             inner: Arc::new(Inner {
                 store,
-                engine,
+                engine: std::sync::RwLock::new(engine),
                 clock,
-                plan,
+                plan: std::sync::RwLock::new(Arc::new(plan)),
                 gate: Mutex::new(HostGate::new(gate)),
                 in_flight: Mutex::new(HashSet::new()),
                 rng: Mutex::new(rng),
@@ -95,6 +97,32 @@ impl Watcher {
                 liveness: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The engine and the plan settings now in force.
+    fn engine(&self) -> PriceEngine {
+        self.inner
+            .engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn plan(&self) -> Arc<PlanConfig> {
+        self.inner
+            .plan
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a reloaded configuration: checks that start from now on use `engine` and
+    /// `plan`; the gate keeps what it knows of each host (gaps, back-offs) under its new
+    /// limits. Checks already running finish as they started.
+    pub fn reconfigure(&self, engine: PriceEngine, plan: PlanConfig, gate: GateConfig) {
+        *self.inner.engine.write().unwrap_or_else(|e| e.into_inner()) = engine;
+        *self.inner.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(plan);
+        lock(&self.inner.gate).reconfigure(gate);
     }
 
     /// Reports the loop's progress to `liveness` from now on (once; later calls are
@@ -281,9 +309,9 @@ impl Watcher {
             return Ok(0);
         }
         let latest = store.latest_point(&product.url).await?;
-        let outcome = match self
-            .inner
-            .engine
+        let engine = self.engine();
+        let plan_config = self.plan();
+        let outcome = match engine
             .check(product.url.as_url(), &product.validators)
             .await
         {
@@ -295,9 +323,7 @@ impl Watcher {
                         retry_after: Some(wait),
                     }) => {
                         // The whole shop asked for a pause, not just this page.
-                        let until = self
-                            .inner
-                            .plan
+                        let until = plan_config
                             .schedule
                             .retry_after_until(self.inner.clock.now_ms(), *wait);
                         lock(&self.inner.gate).retry_after(permit.host(), until);
@@ -320,7 +346,7 @@ impl Watcher {
                 latest.as_ref(),
                 &outcome,
                 now,
-                &self.inner.plan,
+                &plan_config,
                 &mut *rng,
             )
         };

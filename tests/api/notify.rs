@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{test_config, TestApp};
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-async fn with_token() -> (TestApp, tempfile::TempDir) {
+pub(crate) async fn with_token() -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -20,7 +20,7 @@ fn notify_url(t: &TestApp) -> String {
     t.url.replace("/api/messages", "/api/notify")
 }
 
-async fn post(t: &TestApp, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(t: &TestApp, token: Option<&str>, body: &Value) -> (u16, Value) {
     let mut request = t.client.post(notify_url(t)).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);

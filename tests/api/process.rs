@@ -505,6 +505,10 @@ impl LoggedDaemon {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.daemon.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
     /// The log so far.
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()

@@ -274,3 +274,119 @@ async fn the_binary_speaks_sd_notify() {
     let mut child = daemon.0.take().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_reload_applies_new_rate_limits_and_trigger_defaults_at_once() {
+    use crate::notify::{post, with_token, TOKEN};
+    let (t, dir) = with_token().await;
+    t.say("c1", "help").await;
+    let announce = || async {
+        let (status, body) = post(&t, Some(TOKEN), &json!({"text": "maintenance"})).await;
+        assert_eq!(status, 202, "{body}");
+    };
+    // The Emulator's built-in limits let two announcements through at once.
+    announce().await;
+    announce().await;
+    t.wait_for(2).await;
+    t.channel.take();
+
+    let mut config = test_config(&t.data);
+    config.notify.admin_token_file = Some(dir.path().join("admin-token"));
+    config.alerts.default_drop = rust_decimal::Decimal::from(35);
+    config.rate_limits.insert(
+        "emulator".into(),
+        toml::from_str("per_conversation = [\"1/1h\"]\nper_channel = [\"10/1s\"]").unwrap(),
+    );
+    config.server.bind = "127.0.0.1:1".parse().unwrap();
+    let outcome = t.app().reload(&config).unwrap();
+    assert_eq!(
+        outcome.applied,
+        ["alerts.default_drop", "rate_limits.emulator"]
+    );
+    assert_eq!(outcome.restart, ["server.bind"]);
+
+    // One an hour now: the first goes, the second waits.
+    announce().await;
+    announce().await;
+    t.wait_for(1).await;
+    t.app().deliver_now().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        t.channel.take().len(),
+        1,
+        "the second waits for the new limit"
+    );
+    let reply = t.say("c2", "watch https://shop.example/p/1").await;
+    assert!(reply.contains("35%"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_log_level_and_keeps_running_on_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "\n[schedule]\nenabled = false\n";
+    let file = write_config(dir.path(), &format!("{base}\n[log]\nlevel = \"info\"\n"));
+    let daemon = crate::process::LoggedDaemon::start(&file).await;
+    let channel = FakeChannel::start().await;
+    let help = activity("emulator", &channel.url, "c1", "help");
+    assert_eq!(post_activity(&daemon.addr, &help).await, 200);
+    assert!(
+        !daemon.text().contains("turn handled"),
+        "no debug line at info"
+    );
+    let pid = daemon.pid();
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    write_config(
+        dir.path(),
+        &format!("{base}\n[log]\nlevel = \"info,pricewatch=debug\"\n"),
+    );
+    hangup();
+    eventually(|| async {
+        match daemon.text().contains("configuration reloaded") {
+            true => Ok(()),
+            false => Err("the reload to be logged"),
+        }
+    })
+    .await;
+    assert!(
+        daemon.text().contains("applied=log.level"),
+        "{}",
+        daemon.text()
+    );
+    assert_eq!(post_activity(&daemon.addr, &help).await, 200);
+    eventually(|| async {
+        match daemon.text().contains("turn handled") {
+            true => Ok(()),
+            false => Err("a debug line after the reload"),
+        }
+    })
+    .await;
+
+    // A bad file: every error logged, nothing changed, still serving.
+    write_config(
+        dir.path(),
+        &format!("{base}\n[alerts]\ndefault_drop = 120\n"),
+    );
+    hangup();
+    eventually(|| async {
+        match daemon.text().contains("the running configuration is kept") {
+            true => Ok(()),
+            false => Err("the refusal to be logged"),
+        }
+    })
+    .await;
+    let text = daemon.text();
+    assert!(
+        text.contains("reload refused") && text.contains("alerts.default_drop"),
+        "{text}"
+    );
+    assert_eq!(post_activity(&daemon.addr, &help).await, 200);
+    let log = String::from_utf8(daemon.stop()).unwrap();
+    assert_eq!(log.matches("configuration reloaded").count(), 1, "{log}");
+}
