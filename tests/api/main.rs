@@ -14,6 +14,7 @@ mod process;
 mod shop;
 #[path = "../common/tokens.rs"]
 mod tokens;
+mod transfer;
 mod watch;
 
 use helpers::{test_config, TestApp};
