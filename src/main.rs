@@ -44,6 +44,26 @@ enum Cmd {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Write all the stored data (conversations, watches, products with their price
+    /// history, the outbox) as JSON Lines, for a backup or a move. Works on a stopped
+    /// daemon's data directory.
+    Export {
+        /// TOML configuration naming the data directory (storage.path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write to this file (whole or not at all) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Read an export into an empty data directory; nothing is imported unless every
+    /// line is valid (exit status 2 names the first bad one). The daemon must be stopped.
+    Import {
+        /// TOML configuration naming the data directory (storage.path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The file `pricewatch export` wrote.
+        file: PathBuf,
+    },
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
@@ -122,6 +142,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Export { config, output } => transfer(config, |c| {
+            pricewatch::ops::transfer::export_command(c, output.as_deref())
+        }),
+        Cmd::Import { config, file } => transfer(config, |c| {
+            pricewatch::ops::transfer::import_command(c, &file)
+        }),
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -189,6 +215,31 @@ fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Re
         }
     });
     Ok(print(outbox_command(&config, action)?))
+}
+
+/// Runs `export` or `import` with the loaded configuration; a damaged or unreadable file
+/// exits 2, a store that cannot take it 1.
+fn transfer(
+    config_path: Option<PathBuf>,
+    run: impl FnOnce(
+        &pricewatch::ops::config::Config,
+    )
+        -> Result<pricewatch::ops::CommandOutput, pricewatch::ops::transfer::TransferError>,
+) -> ExitCode {
+    let config = match pricewatch::ops::config::load(config_path.as_deref(), env_vars()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    match run(&config) {
+        Ok(output) => print(output),
+        Err(e) => {
+            eprintln!("pricewatch: {}", pricewatch::error::Chain(&e));
+            ExitCode::from(e.status())
+        }
+    }
 }
 
 /// The environment as UTF-8 pairs. `std::env::vars` panics on a non-UTF-8 variable;

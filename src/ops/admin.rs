@@ -29,7 +29,7 @@ pub struct Requeued {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("stop the daemon first: the outbox is read and changed only while it is not running")]
+    #[error("stop the daemon first: operator commands read and change the data directory only while it is not running")]
     Open(#[source] StoreError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -43,13 +43,9 @@ pub fn outbox_command(
     config: &Config,
     action: Option<Requeue>,
 ) -> Result<CommandOutput, AdminError> {
-    let store = SledStore::open(&config.storage.sled()).map_err(AdminError::Open)?;
+    let store = open_store(config)?;
     let now = SystemClock.now_ms();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(AdminError::Runtime)?;
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let Some(which) = action else {
             return Ok(CommandOutput {
                 stdout: outbox_listing(&store, now).await?,
@@ -69,6 +65,20 @@ pub fn outbox_command(
         }
         Ok(out)
     })
+}
+
+/// Opens the data directory `config` names for an operator command; while a daemon holds
+/// it, [`AdminError::Open`] says to stop it first.
+pub fn open_store(config: &Config) -> Result<SledStore, AdminError> {
+    SledStore::open(&config.storage.sled()).map_err(AdminError::Open)
+}
+
+/// The runtime an operator command runs the store's futures on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, AdminError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AdminError::Runtime)
 }
 
 /// The text of `pricewatch outbox`.

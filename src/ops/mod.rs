@@ -7,6 +7,7 @@ pub mod reload;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod transfer;
 
 /// What an operator command prints, and whether it did all it was asked (a price found,
 /// every id re-queued). `main` writes it out and exits with [`CommandOutput::status`].

@@ -57,6 +57,36 @@ pub enum AddWatch {
     },
 }
 
+/// A conversation as stored: its reference and, while the channel refuses it, the mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConversation {
+    pub reference: ConversationReference,
+    pub unreachable: Option<Unreachable>,
+}
+
+/// A product with its price changes, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredProduct {
+    pub product: Product,
+    pub history: Vec<ChangePoint>,
+}
+
+/// Everything a store holds, as domain values: what [`Store::snapshot`] reads and
+/// [`Store::restore_snapshot`] writes (the operator's export and import).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// In key order.
+    pub conversations: Vec<StoredConversation>,
+    /// In key order.
+    pub products: Vec<StoredProduct>,
+    /// Oldest first (by id), whatever their conversation.
+    pub watches: Vec<Watch>,
+    /// Queued messages, in queue order.
+    pub queued: Vec<OutboxEntry>,
+    /// Dead letters, oldest first.
+    pub dead_letters: Vec<OutboxEntry>,
+}
+
 /// Counts for health checks and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -98,6 +128,8 @@ pub enum StoreError {
     Encode(#[source] Arc<serde_json::Error>),
     #[error("the store's writer thread has stopped")]
     WriterStopped,
+    #[error("the data directory {path} is not empty; restore into an empty one")]
+    NotEmpty { path: PathBuf },
 }
 
 /// The narrow interface every backend implements.
@@ -208,6 +240,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, usize>;
 
     fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>>;
+
+    /// Everything the store holds. Read tree by tree, not as one point in time: the
+    /// operator's export runs on a stopped daemon's data.
+    fn snapshot(&self) -> StoreFuture<'_, Snapshot>;
+
+    /// Writes a snapshot into an empty store, all of it in one transaction, durably;
+    /// [`StoreError::NotEmpty`] when the store holds anything. Watch and message ids are
+    /// renumbered in the store's own sequence, keeping their order (so `list` numbers a
+    /// conversation's watches as before, and new ids come after them); a message's watch
+    /// id follows its watch, and one whose watch is not in the snapshot gets an id no
+    /// watch has, so it stays about a watch that is gone.
+    fn restore_snapshot(&self, snapshot: Snapshot) -> StoreFuture<'_, ()>;
 
     /// Makes every earlier write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;

@@ -15,6 +15,7 @@ mod service;
 mod shop;
 #[path = "../common/tokens.rs"]
 mod tokens;
+mod transfer;
 mod watch;
 
 use helpers::{test_config, TestApp};

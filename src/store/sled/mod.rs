@@ -5,6 +5,7 @@
 //! (`writer`) live beside it, each with its own tests.
 
 mod check;
+mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use super::codec::{
     conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
 };
 use super::{
-    AddWatch, Cause, ReferenceChange, Store, StoreError, StoreFuture, StoreStats, SCHEMA_VERSION,
+    AddWatch, Cause, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
+    SCHEMA_VERSION,
 };
 use crate::domain::ProductUrl;
 use crate::domain::{
@@ -688,6 +690,17 @@ impl Store for SledStore {
                 Some(bytes) => decode("unreachable mark", &bytes).map(Some),
                 None => Ok(None),
             }
+        })
+    }
+
+    fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
+        Box::pin(async move { self.snapshot_sync() })
+    }
+
+    fn restore_snapshot(&self, snapshot: Snapshot) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.restore_sync(snapshot)?;
+            self.flush_now().await
         })
     }
 

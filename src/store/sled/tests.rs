@@ -339,3 +339,180 @@ async fn pruning_history_keeps_each_products_latest_point() {
     assert_eq!(store.prune_history(u64::MAX).await.unwrap(), 0);
     assert_eq!(store.history(&urls[1]).await.unwrap(), [point(31, 30)]);
 }
+
+/// A store with two conversations (one unreachable), three watches, a price history, a
+/// queued message, a dead letter and a message whose watch was removed.
+async fn populated(store: &SledStore) -> (ConversationKey, ConversationKey) {
+    let (a, b) = (key("a"), key("b"));
+    for conv in ["a", "b"] {
+        store
+            .upsert_reference(&reference(conv, "https://smba.example/"))
+            .await
+            .unwrap();
+    }
+    let w1 = added(
+        store
+            .add_watch(new_watch(&a, "https://shop.example/p/1"), 10)
+            .await
+            .unwrap(),
+    );
+    let gone = added(
+        store
+            .add_watch(new_watch(&a, "https://shop.example/p/gone"), 10)
+            .await
+            .unwrap(),
+    );
+    added(
+        store
+            .add_watch(new_watch(&a, "https://shop.example/p/2"), 10)
+            .await
+            .unwrap(),
+    );
+    added(
+        store
+            .add_watch(new_watch(&b, "https://shop.example/p/1"), 10)
+            .await
+            .unwrap(),
+    );
+    let mut product = store.product(&w1.url).await.unwrap().unwrap();
+    for (at, amount) in [(10, 199), (20, 150)] {
+        product.last_check_ms = Some(at);
+        let queued = store
+            .record_check(CheckRecord {
+                product: product.clone(),
+                change: Some(point(at, amount)),
+                watches: vec![],
+                messages: vec![
+                    message(&format!("alert-{at}"), &a, Some(w1.id)),
+                    message(&format!("stale-{at}"), &a, Some(gone.id)),
+                ],
+                now_ms: at,
+            })
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 2);
+    }
+    store.remove_watches(&a, &[gone.id]).await.unwrap();
+    let queued = store.queued_messages(10).await.unwrap();
+    assert!(store
+        .move_to_dead_letters(queued[0].id, "400: bad".into(), 30)
+        .await
+        .unwrap());
+    store
+        .mark_unreachable(
+            &b,
+            Unreachable {
+                since_ms: 40,
+                reason: "403".into(),
+            },
+        )
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// A snapshot with every id zeroed: what a restore must keep.
+fn without_ids(mut s: Snapshot) -> Snapshot {
+    for w in &mut s.watches {
+        w.id = 0;
+    }
+    for e in s.queued.iter_mut().chain(&mut s.dead_letters) {
+        e.id = 0;
+        e.watch_id = e.watch_id.map(|_| 0);
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_snapshot_restored_into_an_empty_store_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = SledStore::open(&config(dir.path())).unwrap();
+    let (a, b) = populated(&source).await;
+    let taken = source.snapshot().await.unwrap();
+    assert_eq!(
+        (
+            taken.conversations.len(),
+            taken.watches.len(),
+            taken.products.len()
+        ),
+        (2, 3, 2)
+    );
+    assert_eq!(
+        taken.products[0].history.len() + taken.products[1].history.len(),
+        2
+    );
+    assert_eq!((taken.queued.len(), taken.dead_letters.len()), (3, 1));
+    assert!(taken.conversations[1].unreachable.is_some());
+
+    let other = tempfile::tempdir().unwrap();
+    let target = SledStore::open(&config(other.path())).unwrap();
+    target.restore_snapshot(taken.clone()).await.unwrap();
+    drop(target);
+    let target = SledStore::open(&config(other.path())).unwrap();
+    let restored = target.snapshot().await.unwrap();
+    assert_eq!(without_ids(restored.clone()), without_ids(taken.clone()));
+    assert_eq!(target.stats().await.unwrap(), source.stats().await.unwrap());
+
+    // Each conversation lists the same watches in the same order.
+    for conv in [&a, &b] {
+        let urls = |ws: Vec<Watch>| ws.into_iter().map(|w| w.url).collect::<Vec<_>>();
+        assert_eq!(
+            urls(target.watches(conv).await.unwrap()),
+            urls(source.watches(conv).await.unwrap())
+        );
+    }
+    // The indexes are rebuilt: a product's watches, the alert ids already queued.
+    let p1 = &taken.watches[0].url;
+    assert_eq!(target.product_watches(p1).await.unwrap().len(), 2);
+    let mut product = target.product(p1).await.unwrap().unwrap();
+    product.next_due_ms = 99;
+    let again = target
+        .record_check(CheckRecord {
+            product,
+            change: None,
+            watches: vec![],
+            messages: vec![message("alert-20", &a, Some(restored.watches[0].id))],
+            now_ms: 50,
+        })
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "an alert id already queued stays queued once"
+    );
+    // The message about the removed watch is still about no watch.
+    let stale = restored
+        .queued
+        .iter()
+        .find(|e| e.alert_id.starts_with("stale"))
+        .unwrap();
+    assert!(!restored
+        .watches
+        .iter()
+        .any(|w| Some(w.id) == stale.watch_id));
+    // A watch added afterwards lists last.
+    let new = added(
+        target
+            .add_watch(new_watch(&a, "https://shop.example/p/3"), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(target.watches(&a).await.unwrap().last(), Some(&new));
+    assert!(target
+        .requeue_dead_letter(restored.dead_letters[0].id, 60)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_snapshot_is_restored_only_into_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(dir.path())).unwrap();
+    populated(&store).await;
+    let taken = store.snapshot().await.unwrap();
+    let before = store.stats().await.unwrap();
+    let err = store.restore_snapshot(taken).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotEmpty { .. }), "{err:?}");
+    assert!(err.to_string().contains("data"), "{err}");
+    assert_eq!(store.stats().await.unwrap(), before);
+}
