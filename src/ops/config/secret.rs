@@ -4,11 +4,18 @@
 //!
 //! Separate from the section types because secrets are read at start-up from
 //! files of their own, after the configuration has loaded.
+//!
+//! An empty credential is "not configured", an empty file named in the
+//! configuration an error: the packaged unit (`systemd/pricewatch.service`)
+//! gives each credential an empty default with `SetCredential=`, because a
+//! missing `LoadCredential=` source would otherwise fail the start, and a
+//! service without an app password is local-development mode.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
+use crate::shown::Shown;
 
 /// Name of the app password under `$CREDENTIALS_DIRECTORY`.
 pub const APP_PASSWORD_CREDENTIAL: &str = "app-password";
@@ -29,10 +36,11 @@ pub enum SecretError {
     Empty { path: PathBuf },
 }
 
-/// Reads a secret from `explicit` if given (it must exist), else from
-/// `<credentials_dir>/<name>` if that exists (systemd `LoadCredential=`),
-/// else returns `Ok(None)`. Trailing newlines are dropped. Production passes
-/// `std::env::var_os("CREDENTIALS_DIRECTORY")` as `credentials_dir`.
+/// Reads a secret from `explicit` if given (it must exist and not be empty),
+/// else from `<credentials_dir>/<name>` if that exists and is not empty
+/// (systemd `LoadCredential=`), else returns `Ok(None)`. Trailing newlines are
+/// dropped. Production passes `std::env::var_os("CREDENTIALS_DIRECTORY")` as
+/// `credentials_dir`.
 pub fn read_secret(
     explicit: Option<&Path>,
     credentials_dir: Option<&Path>,
@@ -50,6 +58,14 @@ pub fn read_secret(
     };
     let value = text.trim_end_matches(['\r', '\n']);
     if value.is_empty() {
+        if optional {
+            tracing::info!(
+                credential = name,
+                path = %Shown::text(path.display()),
+                "credential is empty: not configured (the unit's default when its file in /etc/pricewatch is missing)"
+            );
+            return Ok(None);
+        }
         return Err(SecretError::Empty { path });
     }
     Ok(Some(Secret::new(value)))
@@ -94,5 +110,34 @@ mod tests {
         std::fs::write(&empty, "\n").unwrap();
         let err = read_secret(Some(&empty), None, "x").unwrap_err();
         assert!(matches!(err, SecretError::Empty { .. }));
+    }
+
+    /// systemd writes the unit's `SetCredential=` default (a lone newline) when
+    /// /etc/pricewatch has no such file: that is no secret, not an error.
+    #[test]
+    fn empty_credential_is_not_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [("app-password", "\n"), ("admin-token", "")] {
+            std::fs::write(dir.path().join(name), content).unwrap();
+            let secret = read_secret(None, Some(dir.path()), name).unwrap();
+            assert!(secret.is_none(), "{name} {content:?}");
+        }
+        let bot = BotConfig::default();
+        assert!(bot.app_password(Some(dir.path())).unwrap().is_none());
+        let notify = crate::ops::config::NotifyConfig::default();
+        assert!(notify.admin_token(Some(dir.path())).unwrap().is_none());
+    }
+
+    /// The empty-credential rule is for `$CREDENTIALS_DIRECTORY` only: a file the
+    /// configuration names explicitly and that is empty is still refused, even
+    /// when a credential of the same name exists.
+    #[test]
+    fn empty_explicit_file_is_still_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app-password"), "from-systemd").unwrap();
+        let empty = dir.path().join("named-in-config");
+        std::fs::write(&empty, "").unwrap();
+        let err = read_secret(Some(&empty), Some(dir.path()), "app-password").unwrap_err();
+        assert!(matches!(err, SecretError::Empty { .. }), "{err}");
     }
 }
