@@ -433,3 +433,65 @@ impl FirstCheck for Watcher {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::price::extract::{Availability, Report};
+    use crate::price::fetch::guard::Refusal;
+
+    fn read(amount: Option<i64>, currency: Option<&str>) -> Result<Check, EngineError> {
+        Ok(Check::Read {
+            report: Report {
+                title: None,
+                amount: amount.map(rust_decimal::Decimal::from),
+                currency: currency.and_then(crate::price::currency::Currency::parse),
+                availability: Availability::Unknown,
+                method: None,
+                candidates: Vec::new(),
+                error: None,
+            },
+            final_url: "https://shop.example/p".parse().unwrap(),
+            validators: Default::default(),
+        })
+    }
+
+    fn status(status: u16) -> Result<Check, EngineError> {
+        Err(EngineError::Fetch(FetchError::Status {
+            status,
+            retry_after: None,
+        }))
+    }
+
+    #[test]
+    fn check_outcomes_for_the_metrics() {
+        assert_eq!(
+            check_outcome(&read(Some(10), Some("EUR"))),
+            CheckOutcome::Ok
+        );
+        assert_eq!(check_outcome(&read(Some(10), None)), CheckOutcome::NoPrice);
+        assert_eq!(check_outcome(&read(None, None)), CheckOutcome::NoPrice);
+        assert_eq!(
+            check_outcome(&Ok(Check::Unchanged {
+                validators: Default::default()
+            })),
+            CheckOutcome::Unchanged
+        );
+        assert_eq!(
+            check_outcome(&Err(EngineError::Fetch(FetchError::Refused(
+                Refusal::NoHost
+            )))),
+            CheckOutcome::Blocked
+        );
+        for blocked in [401, 403, 429] {
+            assert_eq!(check_outcome(&status(blocked)), CheckOutcome::Blocked);
+        }
+        for failed in [404, 500, 503] {
+            assert_eq!(check_outcome(&status(failed)), CheckOutcome::Error);
+        }
+        assert_eq!(
+            check_outcome(&Err(EngineError::Fetch(FetchError::Timeout))),
+            CheckOutcome::Error
+        );
+    }
+}
