@@ -453,12 +453,15 @@ impl Delivery {
     /// Takes the rate limits' permission to send to the conversation, sleeping through a
     /// short wait; returns the time to defer to when the wait is long.
     async fn wait_for_limits(&self, key: &ConversationKey) -> Option<u64> {
+        // A send that waits through one window and then meets the next counts once.
+        let mut counted = false;
         loop {
             match self.limits().admit(&key.channel_id, &key.conversation_id) {
                 Admission::Now => return None,
                 Admission::NotBefore(at) => {
-                    if let Some(m) = self.metrics.get() {
+                    if let (false, Some(m)) = (counted, self.metrics.get()) {
                         m.rate_limit_wait(&key.channel_id);
+                        counted = true;
                     }
                     let wait = at.saturating_sub(self.clock.now_ms());
                     if wait > SHORT_WAIT_MS {

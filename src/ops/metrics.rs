@@ -235,7 +235,7 @@ impl Metrics {
         let rate_limit_waits = Family::<ChannelLabel, Counter>::default();
         registry.register(
             "rate_limit_waits",
-            "Sends a channel's rate limit made wait, by channel",
+            "Sends held back by their channel's rate limit (each counted once), by channel",
             rate_limit_waits.clone(),
         );
         let token_refreshes = Counter::default();
