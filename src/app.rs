@@ -24,6 +24,7 @@ use crate::inbound::command::Limits;
 use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health};
 use crate::liveness::Liveness;
 use crate::ops::config::Config;
+use crate::ops::metrics::{Deliveries, Metrics};
 use crate::ops::service::{ServiceManager, Signal, Systemd};
 use crate::price::engine::EngineError;
 use crate::store::{SledStore, Store, StoreError};
@@ -301,6 +302,7 @@ impl App {
     ) -> Result<App, AppError> {
         let mode = preflight(config)?;
         let cancel = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
         let store_config = config.storage.sled();
         // Opening sled replays its log: blocking work, kept off the runtime's workers.
         let store =
@@ -315,7 +317,7 @@ impl App {
                     config.bot.is_local_development(),
                 ),
             },
-            outbound_token(config, clock.clone())?,
+            outbound_token(config, clock.clone())?.inspect(|t| t.count_in(metrics.clone())),
         )?;
         let wake = Wake::default();
         let watcher = Watcher::new(
@@ -330,6 +332,7 @@ impl App {
             config.storage.history_retention,
             wake.clone(),
         );
+        watcher.count_in(metrics.clone());
         let mut bot = Bot::new(
             store.clone(),
             clock.clone(),
@@ -360,6 +363,18 @@ impl App {
             config.delivery,
             limits,
         ));
+        delivery.count_in(metrics.clone());
+        // Weak: the metrics must not keep delivery (and the store it holds) alive after
+        // the daemon stops, or the store's lock would outlive it.
+        let counted = Arc::downgrade(&delivery);
+        metrics.read_deliveries_from(move || {
+            let c = counted.upgrade()?.counters();
+            Some(Deliveries {
+                sent: c.sent,
+                retried: c.retried,
+                dead: c.dead,
+            })
+        });
         let auth = inbound_auth(config, mode, clock_for_auth, &cancel).await?;
         let liveness = Arc::new(Liveness::new(clock_for_service.clone()));
         let endpoint = Arc::new(Endpoint {
@@ -374,6 +389,7 @@ impl App {
                 liveness: liveness.clone(),
                 stale_after: service.stale_after,
             },
+            metrics,
         });
         let (reloader_endpoint, reloader_clock) = (endpoint.clone(), clock_for_service.clone());
         let listener = tokio::net::TcpListener::bind(config.server.bind)

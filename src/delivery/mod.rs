@@ -27,6 +27,7 @@ use crate::delivery::retry::{classify, Decision, Failure, RetryPolicy};
 use crate::domain::{Event, OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::error::Chain;
 use crate::inbound::activity::ConversationKey;
+use crate::ops::metrics::Metrics;
 use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
@@ -112,6 +113,9 @@ pub struct Delivery {
     sent: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
+    /// Counts rate-limit waits (set by the daemon); sent, retried and dead are read from
+    /// the counters above at scrape time.
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl Delivery {
@@ -154,7 +158,13 @@ impl Delivery {
             sent: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts rate-limit waits in `metrics` from now on (once; later calls are ignored).
+    pub fn count_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// The delivery clock's time, for scheduling the next pass.
@@ -443,10 +453,16 @@ impl Delivery {
     /// Takes the rate limits' permission to send to the conversation, sleeping through a
     /// short wait; returns the time to defer to when the wait is long.
     async fn wait_for_limits(&self, key: &ConversationKey) -> Option<u64> {
+        // A send that waits through one window and then meets the next counts once.
+        let mut counted = false;
         loop {
             match self.limits().admit(&key.channel_id, &key.conversation_id) {
                 Admission::Now => return None,
                 Admission::NotBefore(at) => {
+                    if let (false, Some(m)) = (counted, self.metrics.get()) {
+                        m.rate_limit_wait(&key.channel_id);
+                        counted = true;
+                    }
                     let wait = at.saturating_sub(self.clock.now_ms());
                     if wait > SHORT_WAIT_MS {
                         return Some(at);

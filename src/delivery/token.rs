@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::clock::Clock;
+use crate::ops::metrics::Metrics;
 use crate::secret::Secret;
 use crate::shown::Shown;
 
@@ -88,6 +89,8 @@ pub struct TokenClient {
     /// Held while a token is being fetched: the sends that find no valid token queue here
     /// and take the one the first of them fetched.
     refreshing: tokio::sync::Mutex<()>,
+    /// Counts the tokens fetched (set by the daemon).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for TokenClient {
@@ -114,7 +117,13 @@ impl TokenClient {
             clock,
             cached: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts the tokens fetched in `metrics` from now on (once; later calls are ignored).
+    pub fn count_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// A valid token: the cached one, or a new one when it is due for refresh.
@@ -197,6 +206,9 @@ impl TokenClient {
             token: Arc::clone(&token),
             refresh_at_ms,
         });
+        if let Some(m) = self.metrics.get() {
+            m.token_refreshed();
+        }
         tracing::info!(
             endpoint = %Shown::id(&self.config.endpoint),
             expires_in,

@@ -28,6 +28,7 @@ use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidAc
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
 use crate::liveness::Liveness;
+use crate::ops::metrics::{Metrics, Stored, TurnOutcome};
 use crate::secret::Secret;
 use crate::shown::Shown;
 use crate::store::{Store, StoreError};
@@ -44,6 +45,8 @@ pub struct Endpoint {
     /// `None` when no admin token is configured: `/api/notify` is then 404.
     pub announcements: Option<Announcements>,
     pub health: Health,
+    /// What `GET /metrics` serves; the turns are counted here.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What `GET /readyz` looks at.
@@ -118,6 +121,13 @@ pub fn routes(
             let endpoint = health_endpoint.clone();
             async move { health(&endpoint, &name, method).await }
         });
+    let metrics_endpoint = endpoint.clone();
+    let metrics = warp::path!("metrics")
+        .and(warp::method())
+        .then(move |method: Method| {
+            let endpoint = metrics_endpoint.clone();
+            async move { metrics(&endpoint, method).await }
+        });
     let not_found = warp::any().map(|| {
         error_response(
             StatusCode::NOT_FOUND,
@@ -129,6 +139,8 @@ pub fn routes(
         .or(notify)
         .unify()
         .or(health)
+        .unify()
+        .or(metrics)
         .unify()
         .or(not_found)
         .unify()
@@ -242,14 +254,7 @@ where
 /// are loaded; otherwise 503 naming what fails.
 async fn health(endpoint: &Endpoint, name: &str, method: Method) -> Response {
     if method != Method::GET && method != Method::HEAD {
-        let mut r = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "use GET",
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return get_only();
     }
     if name == "healthz" {
         return warp::reply::json(&json!({ "status": "alive" })).into_response();
@@ -282,6 +287,51 @@ async fn health(endpoint: &Endpoint, name: &str, method: Method) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
         )
         .into_response()
+    }
+}
+
+/// 405 with `Allow: GET, HEAD`: the health and metrics endpoints are read-only.
+fn get_only() -> Response {
+    let mut r = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "use GET",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+/// `GET /metrics`: every series in the Prometheus text format, with the store's sizes
+/// read now (left at their last values when the store does not answer; `/readyz` says
+/// so).
+async fn metrics(endpoint: &Endpoint, method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return get_only();
+    }
+    match endpoint.health.store.stats().await {
+        Ok(s) => endpoint.metrics.set_stored(Stored {
+            watches: s.watches as u64,
+            products: s.products as u64,
+            outbox_messages: s.outbox as u64,
+            dead_letters: s.dead_letters as u64,
+        }),
+        Err(e) => tracing::warn!(error = %Chain(&e), "metrics: the store's sizes are not current"),
+    }
+    match endpoint.metrics.encode() {
+        Ok(text) => {
+            let mut r = Response::new(text.into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(crate::ops::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(_) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MetricsFailed",
+            "the metrics could not be written",
+        ),
     }
 }
 
@@ -363,19 +413,25 @@ where
         Ok(b) => b,
         Err(r) => return r,
     };
-    let refused = |e: ActivityError| {
+    let refused = |e: ActivityError, channel: &str| {
+        endpoint.metrics.turn(channel, TurnOutcome::Invalid);
         tracing::debug!(error = %Shown::text(Chain(&e)), "activity refused");
         error_response(StatusCode::BAD_REQUEST, e.code(), &e.to_string())
     };
     let activity = match Activity::read(&body) {
         Ok(a) => a,
-        Err(e) => return refused(e),
+        // Not even JSON with a channel: counted as `other`.
+        Err(e) => return refused(e, ""),
     };
     // A header that is not visible ASCII is no token: the same refusal as a missing one.
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     if let Err(e) = endpoint.auth.verify(authorization, &activity).await {
+        endpoint.metrics.turn(
+            activity.channel_id.as_deref().unwrap_or(""),
+            TurnOutcome::Refused,
+        );
         tracing::warn!(
             reason = e.class(),
             channel = %Shown::id(activity.channel_id.as_deref().unwrap_or("")),
@@ -388,9 +444,11 @@ where
         );
         return r;
     }
+    // The label, not the id: no copy of the id is kept past validation.
+    let channel = crate::ops::metrics::channel_label(activity.channel_id.as_deref().unwrap_or(""));
     let activity = match activity.validate() {
         Ok(a) => a,
-        Err(e) => return refused(e),
+        Err(e) => return refused(e, channel),
     };
     let span = tracing::info_span!(
         "turn",
@@ -405,6 +463,9 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     let turn = match endpoint.bot.turn(&activity).await {
         Ok(t) => t,
         Err(e) => {
+            endpoint
+                .metrics
+                .turn(&activity.channel_id, TurnOutcome::Failed);
             tracing::error!(error = %Chain(&e), "turn failed");
             return error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -413,6 +474,9 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
             );
         }
     };
+    endpoint
+        .metrics
+        .turn(&activity.channel_id, TurnOutcome::Handled);
     tracing::debug!(reference = ?turn.reference, replies = turn.replies.len(), "turn handled");
     if activity.expects_replies() {
         return warp::reply::json(&json!({ "activities": turn.replies })).into_response();

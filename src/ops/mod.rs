@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod probe;
 pub mod reload;
 pub mod service;

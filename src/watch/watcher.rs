@@ -18,13 +18,15 @@ use crate::delivery::run::Wake;
 use crate::domain::Product;
 use crate::domain::ProductUrl;
 use crate::error::Chain;
-use crate::price::engine::{EngineError, PriceEngine};
+use crate::ops::metrics::{CheckOutcome, Metrics};
+use crate::price::engine::{Check, EngineError, PriceEngine};
 use crate::price::fetch::FetchError;
 use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::store::{Store, StoreError};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{plan, Outcome, PlanConfig};
+use crate::watch::trigger::Observation;
 use crate::watch::FirstCheck;
 
 /// Most products one tick takes from the store; the rest wait for the next tick.
@@ -67,6 +69,8 @@ struct Inner {
     cancel: CancellationToken,
     /// Beaten as ticks make progress, for the service watchdog (set by the daemon).
     liveness: std::sync::OnceLock<Arc<Liveness>>,
+    /// Counts checks and the messages they queue (set by the daemon).
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl Watcher {
@@ -95,6 +99,7 @@ impl Watcher {
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 liveness: std::sync::OnceLock::new(),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -129,6 +134,11 @@ impl Watcher {
     /// ignored).
     pub fn report_to(&self, liveness: Arc<Liveness>) {
         let _ = self.inner.liveness.set(liveness);
+    }
+
+    /// Counts checks in `metrics` from now on (once; later calls are ignored).
+    pub fn count_in(&self, metrics: Arc<Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The watch loop is alive: waiting for a tick, or moving through one.
@@ -311,10 +321,15 @@ impl Watcher {
         let latest = store.latest_point(&product.url).await?;
         let engine = self.engine();
         let plan_config = self.plan();
-        let outcome = match engine
+        // Elapsed time, not the clock's: a manual clock must not make fetches look free.
+        let started = std::time::Instant::now();
+        let checked = engine
             .check(product.url.as_url(), &product.validators)
-            .await
-        {
+            .await;
+        if let Some(m) = self.inner.metrics.get() {
+            m.check(check_outcome(&checked), started.elapsed());
+        }
+        let outcome = match checked {
             Ok(check) => Outcome::Checked(check),
             Err(e) => {
                 let retry_after = match &e {
@@ -351,6 +366,9 @@ impl Watcher {
             )
         };
         let queued = store.record_check(planned.record).await?;
+        if let Some(m) = self.inner.metrics.get() {
+            m.alerts_queued(queued.len());
+        }
         for w in &planned.remove {
             store.remove_watches(&w.conversation, &[w.id]).await?;
         }
@@ -363,6 +381,27 @@ impl Watcher {
             self.inner.wake.checks_queued();
         }
         Ok(queued.len())
+    }
+}
+
+/// How a check counts in the metrics. `blocked`: the SSRF guard refused the URL (or an
+/// address it resolved to), or the shop answered 401, 403 or 429, which refuse pricewatch
+/// rather than fail; pricewatch reads no robots.txt, so nothing else is "blocked". `ok` is
+/// what the trigger takes as a price (a positive amount with its currency); a page read
+/// without one is `no_price`, whatever the extractor's reason.
+fn check_outcome(checked: &Result<Check, EngineError>) -> CheckOutcome {
+    match checked {
+        Ok(Check::Unchanged { .. }) => CheckOutcome::Unchanged,
+        Ok(Check::Read { report, .. }) => match Observation::from_report(report) {
+            Observation::Price { .. } => CheckOutcome::Ok,
+            _ => CheckOutcome::NoPrice,
+        },
+        Err(EngineError::Fetch(FetchError::Refused(_)))
+        | Err(EngineError::Fetch(FetchError::Status {
+            status: 401 | 403 | 429,
+            ..
+        })) => CheckOutcome::Blocked,
+        Err(_) => CheckOutcome::Error,
     }
 }
 
@@ -392,5 +431,67 @@ impl FirstCheck for Watcher {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::price::extract::{Availability, Report};
+    use crate::price::fetch::guard::Refusal;
+
+    fn read(amount: Option<i64>, currency: Option<&str>) -> Result<Check, EngineError> {
+        Ok(Check::Read {
+            report: Report {
+                title: None,
+                amount: amount.map(rust_decimal::Decimal::from),
+                currency: currency.and_then(crate::price::currency::Currency::parse),
+                availability: Availability::Unknown,
+                method: None,
+                candidates: Vec::new(),
+                error: None,
+            },
+            final_url: "https://shop.example/p".parse().unwrap(),
+            validators: Default::default(),
+        })
+    }
+
+    fn status(status: u16) -> Result<Check, EngineError> {
+        Err(EngineError::Fetch(FetchError::Status {
+            status,
+            retry_after: None,
+        }))
+    }
+
+    #[test]
+    fn check_outcomes_for_the_metrics() {
+        assert_eq!(
+            check_outcome(&read(Some(10), Some("EUR"))),
+            CheckOutcome::Ok
+        );
+        assert_eq!(check_outcome(&read(Some(10), None)), CheckOutcome::NoPrice);
+        assert_eq!(check_outcome(&read(None, None)), CheckOutcome::NoPrice);
+        assert_eq!(
+            check_outcome(&Ok(Check::Unchanged {
+                validators: Default::default()
+            })),
+            CheckOutcome::Unchanged
+        );
+        assert_eq!(
+            check_outcome(&Err(EngineError::Fetch(FetchError::Refused(
+                Refusal::NoHost
+            )))),
+            CheckOutcome::Blocked
+        );
+        for blocked in [401, 403, 429] {
+            assert_eq!(check_outcome(&status(blocked)), CheckOutcome::Blocked);
+        }
+        for failed in [404, 500, 503] {
+            assert_eq!(check_outcome(&status(failed)), CheckOutcome::Error);
+        }
+        assert_eq!(
+            check_outcome(&Err(EngineError::Fetch(FetchError::Timeout))),
+            CheckOutcome::Error
+        );
     }
 }

@@ -268,3 +268,28 @@ async fn local_development_sends_no_token() {
     connector.send(&activity(&channel.url)).await.unwrap();
     assert_eq!(headers(&channel), [None]);
 }
+
+#[tokio::test]
+async fn each_token_fetched_counts_once_in_the_metrics() {
+    let token = TokenEndpoint::start(3600).await;
+    let channel = FakeChannel::start().await;
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    let (connector, tokens) = connector(&token, clock.clone(), loopback());
+    let metrics = Arc::new(pricewatch::ops::metrics::Metrics::new());
+    tokens.count_in(metrics.clone());
+    let count = || {
+        let text = metrics.encode().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("pricewatch_token_refreshes_total "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned()
+    };
+    assert_eq!(count(), "0");
+    for _ in 0..3 {
+        connector.send(&activity(&channel.url)).await.unwrap();
+    }
+    assert_eq!(count(), "1", "the cached token is no refresh");
+    clock.advance_ms(3_300_000);
+    connector.send(&activity(&channel.url)).await.unwrap();
+    assert_eq!(count(), "2");
+}

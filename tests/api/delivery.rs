@@ -686,3 +686,29 @@ async fn a_slow_channel_does_not_hold_back_another_channels_messages() {
     assert_eq!(slow.received().len(), 1, "Slack got its message once");
     assert_eq!(store.stats().await.unwrap().outbox, 0);
 }
+
+#[tokio::test]
+async fn a_send_held_back_by_a_rate_limit_counts_as_a_wait_for_its_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+    let channel = FakeChannel::start_with_clock(clock.clone()).await;
+    let store: Arc<dyn Store> = open_store(&dir.path().join("data")).unwrap();
+    seed(&store, &clock, &channel.url, "msteams", 2).await;
+    let delivery = Delivery::new(
+        store.clone(),
+        loopback_connector(Duration::from_secs(5)),
+        clock.clone(),
+        RetryPolicy::default(),
+        Arc::new(SendLimits::new(&Default::default(), clock.clone())),
+    );
+    let metrics = Arc::new(pricewatch::ops::metrics::Metrics::new());
+    delivery.count_in(metrics.clone());
+
+    let report = delivery.pass().await.unwrap();
+    assert_eq!((report.sent, report.deferred), (1, 1));
+    let text = metrics.encode().unwrap();
+    assert!(
+        text.contains("pricewatch_rate_limit_waits_total{channel=\"msteams\"} 1\n"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ mod fetch;
 mod helpers;
 mod listener;
 mod logs;
+mod metrics;
 mod notify;
 mod process;
 mod service;
