@@ -21,7 +21,7 @@ use crate::error::Chain;
 use crate::inbound::auth::{BotFrameworkAuth, BotFrameworkSettings, InboundAuth};
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
-use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health};
+use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health, Surface};
 use crate::liveness::Liveness;
 use crate::ops::config::Config;
 use crate::ops::metrics::{Deliveries, Metrics};
@@ -37,9 +37,9 @@ use crate::watch::watcher::{TickReport, Watcher};
 pub enum AppError {
     #[error(
         "local-development mode (no bot.app_id) accepts unauthenticated activities, so it \
-         binds loopback only; server.bind is {0}. Use 127.0.0.1 or [::1]"
+         binds loopback only; {key} is {addr}. Use 127.0.0.1 or [::1]"
     )]
-    DevModeNotLoopback(SocketAddr),
+    DevModeNotLoopback { key: &'static str, addr: SocketAddr },
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -132,12 +132,20 @@ async fn ready_when_serving(
     manager.notify(&signals);
 }
 
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
 /// The running daemon.
 pub struct App {
     addr: SocketAddr,
     store: Arc<SledStore>,
     cancel: CancellationToken,
     server: JoinHandle<()>,
+    /// The health and metrics listener, when `server.ops_bind` gives it its own address.
+    ops: Option<(SocketAddr, JoinHandle<()>)>,
     grace: Duration,
     /// `None` when the schedule is off.
     scheduler: Option<tokio_cron_scheduler::JobScheduler>,
@@ -268,7 +276,16 @@ impl std::fmt::Display for Mode {
 pub fn preflight(config: &Config) -> Result<Mode, AppError> {
     let mode = if config.bot.is_local_development() {
         if !config.server.bind.ip().is_loopback() {
-            return Err(AppError::DevModeNotLoopback(config.server.bind));
+            return Err(AppError::DevModeNotLoopback {
+                key: "server.bind",
+                addr: config.server.bind,
+            });
+        }
+        if let Some(ops) = config.server.ops_bind.filter(|a| !a.ip().is_loopback()) {
+            return Err(AppError::DevModeNotLoopback {
+                key: "server.ops_bind",
+                addr: ops,
+            });
         }
         Mode::LocalDevelopment
     } else {
@@ -392,19 +409,32 @@ impl App {
             metrics,
         });
         let (reloader_endpoint, reloader_clock) = (endpoint.clone(), clock_for_service.clone());
-        let listener = tokio::net::TcpListener::bind(config.server.bind)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: config.server.bind,
-                source,
-            })?;
+        let listener = bind(config.server.bind).await?;
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
             addr: config.server.bind,
             source,
         })?;
+        let (surface, ops) = match config.server.ops_bind {
+            None => (Surface::All, None),
+            Some(ops_bind) => {
+                let ops = bind(ops_bind).await?;
+                let ops_addr = ops.local_addr().map_err(|source| AppError::Bind {
+                    addr: ops_bind,
+                    source,
+                })?;
+                let server = tokio::spawn(crate::inbound::listener::serve(
+                    ops,
+                    warp::service(routes(endpoint.clone(), Surface::Ops)),
+                    config.server.listener(),
+                    cancel.clone(),
+                ));
+                tracing::info!(addr = %ops_addr, "health and metrics on their own address");
+                (Surface::Bot, Some((ops_addr, server)))
+            }
+        };
         let server = tokio::spawn(crate::inbound::listener::serve(
             listener,
-            warp::service(routes(endpoint)),
+            warp::service(routes(endpoint, surface)),
             config.server.listener(),
             cancel.clone(),
         ));
@@ -447,6 +477,7 @@ impl App {
             store,
             cancel,
             server,
+            ops,
             grace: config.server.shutdown_grace,
             scheduler,
             ticks,
@@ -468,6 +499,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where health and metrics are served when `server.ops_bind` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The signing keys' state in production mode (`None` in local development).
@@ -511,6 +547,7 @@ impl App {
             store,
             cancel,
             mut server,
+            ops,
             grace,
             mut scheduler,
             ticks,
@@ -535,6 +572,12 @@ impl App {
         if !server_done && tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("turns still running after the grace period were cut off");
             server.abort();
+        }
+        if let Some((_, mut ops)) = ops {
+            // Scrapes are quick; one still running after the turns' grace is cut off.
+            if tokio::time::timeout(grace, &mut ops).await.is_err() {
+                ops.abort();
+            }
         }
         if let Some(scheduler) = scheduler.as_mut() {
             if let Err(e) = scheduler.shutdown().await {

@@ -84,13 +84,41 @@ struct NotifyTarget {
     id: String,
 }
 
-/// The whole HTTP surface of the daemon.
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one listener (the default).
+    All,
+    /// `/api/messages` and `/api/notify` only: `server.ops_bind` serves the rest.
+    Bot,
+    /// `/healthz`, `/readyz` and `/metrics` only, on `server.ops_bind`.
+    Ops,
+}
+
+/// Passes when `on`, else rejects as "not found" (so the next route is tried).
+fn only_if(on: bool) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::any()
+        .and_then(move || async move {
+            if on {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
+/// The daemon's HTTP surface, or the part of it `surface` names.
 pub fn routes(
     endpoint: Arc<Endpoint>,
+    surface: Surface,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
 {
+    let bot = surface != Surface::Ops;
+    let ops = surface != Surface::Bot;
     let messages_endpoint = endpoint.clone();
-    let messages = warp::path!("api" / "messages")
+    let messages = only_if(bot)
+        .and(warp::path!("api" / "messages"))
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
@@ -99,7 +127,8 @@ pub fn routes(
             async move { messages(&endpoint, method, headers, body).await }
         });
     let notify_endpoint = endpoint.clone();
-    let notify = warp::path!("api" / "notify")
+    let notify = only_if(bot)
+        .and(warp::path!("api" / "notify"))
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
@@ -108,7 +137,8 @@ pub fn routes(
             async move { notify(&endpoint, method, headers, body).await }
         });
     let health_endpoint = endpoint.clone();
-    let health = warp::path!(String)
+    let health = only_if(ops)
+        .and(warp::path!(String))
         .and(warp::method())
         .and_then(|name: String, method: Method| async move {
             match name.as_str() {
@@ -122,17 +152,22 @@ pub fn routes(
             async move { health(&endpoint, &name, method).await }
         });
     let metrics_endpoint = endpoint.clone();
-    let metrics = warp::path!("metrics")
+    let metrics = only_if(ops)
+        .and(warp::path!("metrics"))
         .and(warp::method())
         .then(move |method: Method| {
             let endpoint = metrics_endpoint.clone();
             async move { metrics(&endpoint, method).await }
         });
-    let not_found = warp::any().map(|| {
+    let not_found = warp::any().map(move || {
         error_response(
             StatusCode::NOT_FOUND,
             "NotFound",
-            "no such endpoint; the bot listens on POST /api/messages",
+            if bot {
+                "no such endpoint; the bot listens on POST /api/messages"
+            } else {
+                "no such endpoint; this address serves /healthz, /readyz and /metrics"
+            },
         )
     });
     messages

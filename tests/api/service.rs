@@ -390,3 +390,39 @@ async fn sighup_applies_a_new_log_level_and_keeps_running_on_a_bad_file() {
     let log = String::from_utf8(daemon.stop()).unwrap();
     assert_eq!(log.matches("configuration reloaded").count(), 1, "{log}");
 }
+
+#[tokio::test]
+async fn ops_bind_moves_health_and_metrics_to_their_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.server.ops_bind = Some("127.0.0.1:0".parse().unwrap());
+    let t = TestApp::spawn_with(config).await;
+    let ops = t.app().ops_addr().expect("an operations address");
+    assert_ne!(ops, t.app().local_addr());
+    for name in ["healthz", "readyz", "metrics"] {
+        let on_bot = t.client.get(health_url(&t, name)).send().await.unwrap();
+        assert_eq!(on_bot.status(), 404, "{name} is not on the bot's address");
+        let on_ops = t
+            .client
+            .get(format!("http://{ops}/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_ops.status(), 200, "{name} on the operations address");
+    }
+    let r = t
+        .client
+        .post(format!("http://{ops}/api/messages"))
+        .json(&t.message("c1", "help"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no activities on the operations address");
+    assert!(t.say("c1", "help").await.contains("watch"));
+
+    // Local development keeps every address on loopback.
+    let mut exposed = test_config(&dir.path().join("other"));
+    exposed.server.ops_bind = Some("0.0.0.0:0".parse().unwrap());
+    let err = pricewatch::app::App::start(&exposed).await.err().unwrap();
+    assert!(err.to_string().contains("server.ops_bind"), "{err}");
+}

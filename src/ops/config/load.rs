@@ -549,7 +549,7 @@ mod tests {
             errs[0].to_string(),
             "test.toml:3: server.bnd: unknown key `bnd`, expected one of \
              `bind`, `body_limit`, `header_timeout`, `body_timeout`, `idle_timeout`, \
-             `max_connections`, `shutdown_grace`"
+             `max_connections`, `ops_bind`, `shutdown_grace`"
         );
         assert!(errs[1].message.starts_with("invalid type"), "{}", errs[1]);
         assert!(errs[2].message.contains("between 1 and 95"), "{}", errs[2]);

@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Most connections open at once, before the open-file limit lowers it.
     pub max_connections: usize,
+    /// A separate address for `/healthz`, `/readyz` and `/metrics` (e.g. loopback only,
+    /// for the scraper); `None` serves them beside the bot.
+    pub ops_bind: Option<SocketAddr>,
     /// How long in-flight turns may finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -131,6 +134,7 @@ impl Default for ServerConfig {
             // Far more than channels open to one bot, and about 110 MB at 11 KB per
             // open connection (release build, idle or kept alive).
             max_connections: 10_000,
+            ops_bind: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
