@@ -162,12 +162,12 @@ pub struct App {
 /// Emulator takes unsigned calls).
 fn outbound_token(
     config: &Config,
+    password: Option<crate::secret::Secret>,
     clock: Arc<dyn Clock>,
 ) -> Result<Option<Arc<TokenClient>>, AppError> {
-    if config.bot.is_local_development() {
+    let Some(password) = password else {
         return Ok(None);
-    }
-    let password = app_password(config)?;
+    };
     let client = TokenClient::new(
         TokenConfig {
             endpoint: config.bot.token_endpoint(),
@@ -270,11 +270,19 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// What [`preflight`] found: the mode, and the secrets it read (read once, here).
+pub struct Preflight {
+    pub mode: Mode,
+    /// Production mode's app password.
+    app_password: Option<crate::secret::Secret>,
+    admin_token: Option<crate::secret::Secret>,
+}
+
 /// Every rule `serve` applies before it opens anything: the mode rules and the secrets
 /// they need. `check-config` runs exactly this, so a file it passes is one `serve` starts
 /// with (the data directory and the port aside).
-pub fn preflight(config: &Config) -> Result<Mode, AppError> {
-    let mode = if config.bot.is_local_development() {
+pub fn preflight(config: &Config) -> Result<Preflight, AppError> {
+    let (mode, app_password) = if config.bot.is_local_development() {
         if !config.server.bind.ip().is_loopback() {
             return Err(AppError::DevModeNotLoopback {
                 key: "server.bind",
@@ -287,16 +295,18 @@ pub fn preflight(config: &Config) -> Result<Mode, AppError> {
                 addr: ops,
             });
         }
-        Mode::LocalDevelopment
+        (Mode::LocalDevelopment, None)
     } else {
         if config.bot.app_type == crate::ops::config::AppType::UserAssignedMsi {
             return Err(AppError::UnsupportedAppType);
         }
-        app_password(config)?;
-        Mode::Production
+        (Mode::Production, Some(app_password(config)?))
     };
-    admin_token(config)?;
-    Ok(mode)
+    Ok(Preflight {
+        mode,
+        app_password,
+        admin_token: admin_token(config)?,
+    })
 }
 
 impl App {
@@ -317,7 +327,11 @@ impl App {
         clock: Arc<dyn Clock>,
         service: ServiceHooks,
     ) -> Result<App, AppError> {
-        let mode = preflight(config)?;
+        let Preflight {
+            mode,
+            app_password,
+            admin_token,
+        } = preflight(config)?;
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
         let store_config = config.storage.sled();
@@ -334,7 +348,8 @@ impl App {
                     config.bot.is_local_development(),
                 ),
             },
-            outbound_token(config, clock.clone())?.inspect(|t| t.count_in(metrics.clone())),
+            outbound_token(config, app_password, clock.clone())?
+                .inspect(|t| t.count_in(metrics.clone())),
         )?;
         let wake = Wake::default();
         let watcher = Watcher::new(
@@ -364,7 +379,7 @@ impl App {
             bot = bot.with_first_check(Arc::new(watcher.clone()));
         }
         let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
-        let announcements = admin_token(config)?.map(|token| Announcements {
+        let announcements = admin_token.map(|token| Announcements {
             token,
             store: store.clone(),
             clock: clock.clone(),

@@ -120,7 +120,8 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { file } => match pricewatch::ops::config::load(Some(&file), env_vars()) {
             // The same rules `serve` applies before it opens anything.
             Ok(config) => match pricewatch::app::preflight(&config) {
-                Ok(mode) => {
+                Ok(checked) => {
+                    let mode = checked.mode;
                     println!("{}: OK ({mode})", file.display());
                     ExitCode::SUCCESS
                 }
