@@ -419,6 +419,7 @@ impl App {
             health: Health {
                 store: store.clone(),
                 liveness: liveness.clone(),
+                clock: clock_for_service.clone(),
                 stale_after: service.stale_after,
             },
             metrics,

@@ -53,6 +53,8 @@ pub struct Endpoint {
 pub struct Health {
     pub store: Arc<dyn Store>,
     pub liveness: Arc<Liveness>,
+    /// The daemon's clock, for the age of the oldest queued message.
+    pub clock: Arc<dyn Clock>,
     /// A loop still for longer than this is not alive (the watchdog's limit).
     pub stale_after: std::time::Duration,
 }
@@ -350,6 +352,9 @@ async fn metrics(endpoint: &Endpoint, method: Method) -> Response {
             products: s.products as u64,
             outbox_messages: s.outbox as u64,
             dead_letters: s.dead_letters as u64,
+            oldest_queued_seconds: s.oldest_queued_ms.map_or(0, |created| {
+                endpoint.health.clock.now_ms().saturating_sub(created) / 1000
+            }),
         }),
         Err(e) => tracing::warn!(error = %Chain(&e), "metrics: the store's sizes are not current"),
     }

@@ -115,6 +115,8 @@ pub struct Stored {
     pub products: u64,
     pub outbox_messages: u64,
     pub dead_letters: u64,
+    /// Seconds the oldest queued message has waited; 0 when none is queued.
+    pub oldest_queued_seconds: u64,
 }
 
 /// Delivery's totals since start.
@@ -195,6 +197,7 @@ pub struct Metrics {
     products: Gauge,
     outbox_messages: Gauge,
     dead_letters: Gauge,
+    oldest_queued: Gauge,
     deliveries: Arc<DeliveryTotals>,
 }
 
@@ -257,6 +260,12 @@ impl Metrics {
             "Messages waiting in the outbox",
         );
         let dead_letters = gauge(&mut registry, "dead_letters", "Messages given up on");
+        // Depth alone hides a stuck queue that is short; the age of its head does not.
+        let oldest_queued = gauge(
+            &mut registry,
+            "outbox_oldest_age_seconds",
+            "How long the oldest message waiting in the outbox has waited (0 when empty)",
+        );
         let deliveries = Arc::new(DeliveryTotals::default());
         registry.register_collector(Box::new(deliveries.clone()));
         Metrics {
@@ -271,6 +280,7 @@ impl Metrics {
             products,
             outbox_messages,
             dead_letters,
+            oldest_queued,
             deliveries,
         }
     }
@@ -332,6 +342,7 @@ impl Metrics {
         self.products.set(as_i64(s.products));
         self.outbox_messages.set(as_i64(s.outbox_messages));
         self.dead_letters.set(as_i64(s.dead_letters));
+        self.oldest_queued.set(as_i64(s.oldest_queued_seconds));
     }
 
     /// Every series, in the Prometheus text format ([`CONTENT_TYPE`]).

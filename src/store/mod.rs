@@ -95,6 +95,8 @@ pub struct StoreStats {
     pub products: usize,
     pub outbox: usize,
     pub dead_letters: usize,
+    /// When the oldest message still queued was created; `None` when none is queued.
+    pub oldest_queued_ms: Option<u64>,
 }
 
 /// What a backend reports as the cause of a failure (sled's error, an I/O error, a

@@ -137,3 +137,50 @@ async fn metrics_answer_get_and_head_only() {
     let r = t.client.head(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn the_oldest_queued_message_shows_its_age_until_it_is_sent() {
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "200.00");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(pricewatch::clock::SystemClock.now_ms()));
+    let mut config = test_config(&dir.path().join("data"));
+    config.schedule.enabled = true;
+    config.schedule.tick = NO_SCHEDULED_TICK.into();
+    config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
+    let t = TestApp::spawn_with_clock(config, clock.clone()).await;
+    assert_eq!(
+        scrape(&t)
+            .await
+            .value("pricewatch_outbox_oldest_age_seconds", &[]),
+        0.0
+    );
+
+    // The channel is down: the first price stays queued, and ages on the daemon's clock.
+    t.channel
+        .answer_with(reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
+    assert_eq!(t.post(&watch).await.0, 200);
+    t.wait_for(2).await;
+    let store = t.app().store();
+    crate::helpers::eventually(|| async {
+        match store.stats().await.unwrap().outbox {
+            1 => Ok(()),
+            n => Err(format!("one queued message; {n} are")),
+        }
+    })
+    .await;
+    clock.advance_ms(95_000);
+    let stuck = scrape(&t).await;
+    assert_eq!(stuck.value("pricewatch_outbox_messages", &[]), 1.0);
+    let age = stuck.value("pricewatch_outbox_oldest_age_seconds", &[]);
+    assert!((95.0..100.0).contains(&age), "{age}");
+
+    // The channel is back: once sent, nothing waits and the age is 0 again.
+    t.channel.answer_with(reqwest::StatusCode::OK);
+    clock.advance_ms(3_600_000);
+    t.outbox_drained().await;
+    let sent = scrape(&t).await;
+    assert_eq!(sent.value("pricewatch_outbox_messages", &[]), 0.0);
+    assert_eq!(sent.value("pricewatch_outbox_oldest_age_seconds", &[]), 0.0);
+}

@@ -453,6 +453,14 @@ impl Store for SledStore {
                 products: self.products.len(),
                 outbox: self.outbox.len(),
                 dead_letters: self.dead_letters.len(),
+                // Ids grow with time, so the first entry is the oldest; a requeued dead
+                // letter keeps its id and its creation time, and so is first too.
+                oldest_queued_ms: match self.outbox.first().map_err(io)? {
+                    Some((_, bytes)) => {
+                        Some(decode::<OutboxEntry>("outbox entry", &bytes)?.created_ms)
+                    }
+                    None => None,
+                },
             })
         })
     }
