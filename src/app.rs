@@ -30,7 +30,7 @@ use crate::price::engine::EngineError;
 use crate::store::{SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
-use crate::watch::run::start_ticks;
+use crate::watch::run::TickSchedule;
 use crate::watch::watcher::{TickReport, Watcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +147,7 @@ pub struct App {
     /// The health and metrics listener, when `server.ops_bind` gives it its own address.
     ops: Option<(SocketAddr, JoinHandle<()>)>,
     grace: Duration,
-    /// `None` when the schedule is off.
-    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    schedule: Arc<TickSchedule>,
     ticks: JoinHandle<()>,
     delivering: JoinHandle<()>,
     watcher: Watcher,
@@ -365,7 +364,7 @@ impl App {
             wake.clone(),
         );
         watcher.count_in(metrics.clone());
-        let mut bot = Bot::new(
+        let bot = Bot::new(
             store.clone(),
             clock.clone(),
             TurnSettings {
@@ -373,11 +372,10 @@ impl App {
                 default_drop: config.alerts.default_drop,
                 max_watches_per_conversation: config.alerts.max_watches_per_conversation,
                 limits: Limits::default(),
+                checks: config.schedule.enabled,
             },
-        );
-        if config.schedule.enabled {
-            bot = bot.with_first_check(Arc::new(watcher.clone()));
-        }
+        )
+        .with_first_check(Arc::new(watcher.clone()));
         let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
         let announcements = admin_token.map(|token| Announcements {
             token,
@@ -454,11 +452,11 @@ impl App {
             config.server.listener(),
             cancel.clone(),
         ));
-        let cron = config
-            .schedule
-            .enabled
-            .then_some(config.schedule.tick.as_str());
-        let (scheduler, tick_signals) = start_ticks(cron).await?;
+        let (schedule, tick_signals) = TickSchedule::start(tick_cron(&config.schedule)).await?;
+        let schedule = Arc::new(schedule);
+        if !config.schedule.enabled {
+            tracing::warn!("schedule.enabled is false: no product is checked");
+        }
         watcher.report_to(liveness.clone());
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
         let (reloader_watcher, reloader_delivery) = (watcher.clone(), delivery.clone());
@@ -495,7 +493,7 @@ impl App {
             server,
             ops,
             grace: config.server.shutdown_grace,
-            scheduler,
+            schedule: schedule.clone(),
             ticks,
             delivering,
             watcher,
@@ -504,10 +502,11 @@ impl App {
             manager: service.manager,
             reloader: Arc::new(Reloader {
                 started: config.clone(),
-                applied: std::sync::Mutex::new(config.clone()),
+                applied: tokio::sync::Mutex::new(config.clone()),
                 watcher: reloader_watcher,
                 endpoint: reloader_endpoint,
                 delivery: reloader_delivery,
+                schedule,
                 clock: reloader_clock,
             }),
         })
@@ -528,8 +527,8 @@ impl App {
     }
 
     /// Applies a configuration's live keys, as SIGHUP does with the re-read file.
-    pub fn reload(&self, config: &Config) -> Result<ReloadOutcome, AppError> {
-        self.reloader.reload(config)
+    pub async fn reload(&self, config: &Config) -> Result<ReloadOutcome, AppError> {
+        self.reloader.reload(config).await
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -565,7 +564,7 @@ impl App {
             mut server,
             ops,
             grace,
-            mut scheduler,
+            schedule,
             ticks,
             delivering,
             watcher,
@@ -595,11 +594,7 @@ impl App {
                 ops.abort();
             }
         }
-        if let Some(scheduler) = scheduler.as_mut() {
-            if let Err(e) = scheduler.shutdown().await {
-                tracing::warn!(error = %Chain(&e), "the scheduler did not stop cleanly");
-            }
-        }
+        schedule.stop().await;
         // Every task holding the store ends here, so sled's directory lock is released
         // when this returns and a new daemon can open the same data.
         let _ = ticks.await;
@@ -647,7 +642,7 @@ pub async fn serve(config: &Config, file: Option<&Path>) -> Result<(), AppError>
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             manager.notify(&[Signal::Reloading]);
-            reload_from(file.as_deref(), &reloader);
+            reload_from(file.as_deref(), &reloader).await;
             manager.notify(&[Signal::Ready]);
         }
     });
@@ -656,7 +651,7 @@ pub async fn serve(config: &Config, file: Option<&Path>) -> Result<(), AppError>
 
 /// SIGHUP: re-reads `file` and applies what can change live; a file with errors changes
 /// nothing, and each error is logged.
-fn reload_from(file: Option<&Path>, reloader: &Reloader) {
+async fn reload_from(file: Option<&Path>, reloader: &Reloader) {
     let Some(file) = file else {
         tracing::warn!(
             "reload asked for, but the daemon runs on its embedded defaults: no file to re-read"
@@ -675,7 +670,7 @@ fn reload_from(file: Option<&Path>, reloader: &Reloader) {
             return;
         }
     };
-    match reloader.reload(&config) {
+    match reloader.reload(&config).await {
         Ok(outcome) => {
             tracing::info!(
                 file = %file.display(),
@@ -710,11 +705,17 @@ pub struct Reloader {
     /// What the daemon started with: the keys only a restart changes are compared to it.
     started: Config,
     /// What was applied last: the live keys are compared to it.
-    applied: std::sync::Mutex<Config>,
+    applied: tokio::sync::Mutex<Config>,
     watcher: Watcher,
     endpoint: Arc<Endpoint>,
     delivery: Arc<Delivery>,
+    schedule: Arc<TickSchedule>,
     clock: Arc<dyn Clock>,
+}
+
+/// The cron the tick runs on, `None` when the schedule is off.
+fn tick_cron(schedule: &crate::watch::schedule::ScheduleConfig) -> Option<&str> {
+    schedule.enabled.then_some(schedule.tick.as_str())
 }
 
 /// What a reload did.
@@ -726,13 +727,19 @@ pub struct ReloadOutcome {
 }
 
 impl Reloader {
-    pub fn reload(&self, new: &Config) -> Result<ReloadOutcome, AppError> {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+    pub async fn reload(&self, new: &Config) -> Result<ReloadOutcome, AppError> {
+        // Held throughout: reloads are applied one at a time, in order.
+        let mut applied = self.applied.lock().await;
         let live = crate::ops::reload::plan(&applied, new).live;
         let restart = crate::ops::reload::plan(&self.started, new).restart;
         // Built first: a rule that does not compile fails the reload before anything
         // changed.
         let engine = new.price_engine()?;
+        // Then the schedule, which can fail too (the scheduler's own start-up); a failure
+        // leaves the running schedule and everything else as they were.
+        if self.schedule.set(tick_cron(&new.schedule)).await? && !new.schedule.enabled {
+            tracing::warn!("schedule.enabled is false: no product is checked from now on");
+        }
         self.watcher.reconfigure(
             engine,
             PlanConfig {
@@ -746,6 +753,7 @@ impl Reloader {
             default_drop: new.alerts.default_drop,
             max_watches_per_conversation: new.alerts.max_watches_per_conversation,
             limits: Limits::default(),
+            checks: new.schedule.enabled,
         });
         self.delivery.reconfigure(
             new.delivery,

@@ -30,6 +30,9 @@ pub struct TurnSettings {
     pub default_drop: Decimal,
     pub max_watches_per_conversation: usize,
     pub limits: Limits,
+    /// Whether prices are checked (`schedule.enabled`): a new watch then gets its first
+    /// check at once, and its reply says checks are running.
+    pub checks: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +53,8 @@ pub struct Bot {
     clock: Arc<dyn Clock>,
     /// Replaced on reload (default drop, watch limit).
     settings: std::sync::RwLock<Arc<TurnSettings>>,
-    /// Gives a new watch its first check at once; `None` when checks are off
-    /// (`schedule.enabled = false`) and in tests of the bot alone.
+    /// Gives a new watch its first check at once while [`TurnSettings::checks`] holds;
+    /// `None` in tests of the bot alone.
     first_check: Option<Arc<dyn FirstCheck>>,
 }
 
@@ -160,13 +163,15 @@ impl Bot {
                     .await?
                 {
                     AddWatch::Added(w) => {
-                        if let Some(first_check) = &self.first_check {
+                        let first_check =
+                            self.first_check.as_ref().filter(|_| self.settings().checks);
+                        if let Some(first_check) = first_check {
                             // The reply goes out now; the first price follows as a
                             // proactive message when the page has been read.
                             first_check.start_first_check(w.url.clone());
                         }
                         let all = self.store.watches(&conversation).await?;
-                        let checks = match self.first_check {
+                        let checks = match first_check {
                             Some(_) => replies::Checks::Running,
                             None => replies::Checks::Paused,
                         };

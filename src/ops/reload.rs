@@ -3,7 +3,7 @@
 //! Pure: it compares two configurations key by key. The daemon applies the live keys
 //! (`app::Reloader`) and logs the others, which keep their running values until a
 //! restart: the listener's address and limits, the bot's identity and authentication,
-//! the data directory, the notify token, the schedule's cron and switch, the log format.
+//! the data directory, the notify token, the log format.
 
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ pub struct ReloadPlan {
 /// Sections that only a restart changes.
 const RESTART_SECTIONS: [&str; 5] = ["server", "bot", "auth", "storage", "notify"];
 /// Keys of live sections that only a restart changes.
-const RESTART_KEYS: [&str; 3] = ["schedule.tick", "schedule.enabled", "log.format"];
+const RESTART_KEYS: [&str; 1] = ["log.format"];
 
 /// Compares `running` with `new`, key by key (`section.key`; whole lists for
 /// `site_rule` and `json_api`, channels for `rate_limits`).
@@ -100,9 +100,10 @@ mod tests {
                 "log.level",
                 "rate_limits.msteams",
                 "schedule.interval",
+                "schedule.tick",
                 "site_rule",
             ]
         );
-        assert_eq!(p.restart, ["log.format", "schedule.tick", "server.bind"]);
+        assert_eq!(p.restart, ["log.format", "server.bind"]);
     }
 }

@@ -14,28 +14,66 @@ use crate::watch::watcher::{TickReport, Watcher};
 /// pending, so slow ticks never pile up.
 pub struct Ticks(mpsc::Receiver<()>);
 
-/// Starts the cron schedule of the tick (`None`: the schedule is off, and no tick is ever
-/// asked for). The job only signals [`Watcher::run`] through the returned [`Ticks`], so
-/// the scheduler's own tasks hold nothing of the daemon.
-pub async fn start_ticks(
-    cron: Option<&str>,
-) -> Result<(Option<JobScheduler>, Ticks), JobSchedulerError> {
-    let (tick, ticks) = mpsc::channel(1);
-    let Some(cron) = cron else {
-        tracing::warn!("schedule.enabled is false: no product is checked");
-        // No scheduler at all: one that was never started logs errors when shut down.
-        return Ok((None, Ticks(ticks)));
-    };
-    let scheduler = JobScheduler::new().await?;
-    let job = Job::new_async(cron, move |_, _| {
-        let tick = tick.clone();
-        Box::pin(async move {
-            let _ = tick.try_send(());
-        })
-    })?;
-    scheduler.add(job).await?;
-    scheduler.start().await?;
-    Ok((Some(scheduler), Ticks(ticks)))
+/// The cron schedule of the tick, which a reload may change or switch off and on. Its
+/// job only signals [`Watcher::run`] through [`Ticks`], so the scheduler's own tasks hold
+/// nothing of the daemon, and replacing the scheduler never touches a tick in progress.
+pub struct TickSchedule {
+    tick: mpsc::Sender<()>,
+    /// The cron expression running and its scheduler; `None` while the schedule is off.
+    running: tokio::sync::Mutex<Option<(String, JobScheduler)>>,
+}
+
+impl TickSchedule {
+    /// Starts the schedule on `cron` (`None`: off, and no tick is asked for until a
+    /// reload turns it on).
+    pub async fn start(cron: Option<&str>) -> Result<(TickSchedule, Ticks), JobSchedulerError> {
+        let (tick, ticks) = mpsc::channel(1);
+        let schedule = TickSchedule {
+            tick,
+            running: tokio::sync::Mutex::new(None),
+        };
+        schedule.set(cron).await?;
+        Ok((schedule, Ticks(ticks)))
+    }
+
+    /// Runs the tick on `cron` from now on (`None`: no more ticks); true if that changed
+    /// anything. The new scheduler is started before the old one stops, so a cron the
+    /// scheduler refuses leaves the running one in place.
+    pub async fn set(&self, cron: Option<&str>) -> Result<bool, JobSchedulerError> {
+        let mut running = self.running.lock().await;
+        if running.as_ref().map(|(c, _)| c.as_str()) == cron {
+            return Ok(false);
+        }
+        let next = match cron {
+            None => None,
+            Some(cron) => {
+                let scheduler = JobScheduler::new().await?;
+                let tick = self.tick.clone();
+                let job = Job::new_async(cron, move |_, _| {
+                    let tick = tick.clone();
+                    Box::pin(async move {
+                        let _ = tick.try_send(());
+                    })
+                })?;
+                scheduler.add(job).await?;
+                scheduler.start().await?;
+                Some((cron.to_owned(), scheduler))
+            }
+        };
+        if let Some((_, mut old)) = std::mem::replace(&mut *running, next) {
+            if let Err(e) = old.shutdown().await {
+                tracing::warn!(error = %Chain(&e), "the previous tick scheduler did not stop cleanly");
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops the schedule for good (shutdown).
+    pub async fn stop(&self) {
+        if let Err(e) = self.set(None).await {
+            tracing::warn!(error = %Chain(&e), "the scheduler did not stop cleanly");
+        }
+    }
 }
 
 impl Watcher {
@@ -52,8 +90,8 @@ impl Watcher {
                 _ = beats.tick() => continue,
                 signal = ticks.0.recv() => {
                     if signal.is_none() {
-                        // No schedule: nothing ever asks for a tick, so the loop only
-                        // shows it is alive until shutdown.
+                        // The schedule is gone (shutdown): nothing asks for a tick any
+                        // more, so the loop only shows it is alive until cancelled.
                         loop {
                             tokio::select! {
                                 _ = cancel.cancelled() => return,

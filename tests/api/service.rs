@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pricewatch::app::ServiceHooks;
+use pricewatch::clock::{Clock, ManualClock, SystemClock};
 use pricewatch::ops::service::{ServiceManager, Signal};
 use serde_json::{json, Value};
 
@@ -298,7 +299,7 @@ async fn a_reload_applies_new_rate_limits_and_trigger_defaults_at_once() {
         toml::from_str("per_conversation = [\"1/1h\"]\nper_channel = [\"10/1s\"]").unwrap(),
     );
     config.server.bind = "127.0.0.1:1".parse().unwrap();
-    let outcome = t.app().reload(&config).unwrap();
+    let outcome = t.app().reload(&config).await.unwrap();
     assert_eq!(
         outcome.applied,
         ["alerts.default_drop", "rate_limits.emulator"]
@@ -425,4 +426,58 @@ async fn ops_bind_moves_health_and_metrics_to_their_own_address() {
     exposed.server.ops_bind = Some("0.0.0.0:0".parse().unwrap());
     let err = pricewatch::app::App::start(&exposed).await.err().unwrap();
     assert!(err.to_string().contains("server.ops_bind"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_turns_the_schedule_on_changes_its_cron_and_turns_it_off() {
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/1", "200.00");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.schedule.enabled = false;
+    config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
+    config.fetch.host_gap = Duration::ZERO;
+    // The daemon's clock, moved on to make the checked products due again.
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let t = TestApp::spawn_with_clock(config.clone(), clock.clone()).await;
+    let paused = t.say("c1", &format!("watch {}", shop.url("/p/1"))).await;
+    assert!(paused.contains("paused"), "{paused}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.hits(), 0, "no check while the schedule is off");
+
+    // On, every second: the paused watch's product is checked at the next tick, and a new
+    // watch is told that checks run.
+    config.schedule.enabled = true;
+    config.schedule.tick = "* * * * * *".into();
+    let outcome = t.app().reload(&config).await.unwrap();
+    assert_eq!(outcome.applied, ["schedule.enabled", "schedule.tick"]);
+    assert!(outcome.restart.is_empty(), "{:?}", outcome.restart);
+    eventually(|| async {
+        match shop.hits() {
+            0 => Err("a scheduled check"),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let running = t.say("c2", &format!("watch {}", shop.url("/p/2"))).await;
+    assert!(!running.contains("paused"), "{running}");
+
+    // A cron that never comes while the test runs: the every-second job is gone.
+    config.schedule.tick = "0 0 0 1 1 * 2999".into();
+    let outcome = t.app().reload(&config).await.unwrap();
+    assert_eq!(outcome.applied, ["schedule.tick"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = shop.hits();
+    clock.advance_ms(7 * 24 * 3_600_000);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(shop.hits(), settled, "the old cron still ticks");
+
+    // Off: a new watch is told that checks are paused, and none is made.
+    config.schedule.enabled = false;
+    t.app().reload(&config).await.unwrap();
+    let paused = t.say("c3", &format!("watch {}", shop.url("/p/3"))).await;
+    assert!(paused.contains("paused"), "{paused}");
+    clock.advance_ms(7 * 24 * 3_600_000);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(shop.hits(), settled);
 }
