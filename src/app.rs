@@ -27,7 +27,7 @@ use crate::ops::config::Config;
 use crate::ops::metrics::{Deliveries, Metrics};
 use crate::ops::service::{ServiceManager, Signal, Systemd};
 use crate::price::engine::EngineError;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{GuardedStore, SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::TickSchedule;
@@ -88,7 +88,13 @@ pub struct ServiceHooks {
     pub manager: Arc<dyn ServiceManager>,
     /// A loop that has not gone round for this long stops the watchdog pings.
     pub stale_after: Duration,
+    /// Puts something between the daemon and its database (tests: a store that fails
+    /// on demand); the time limit and the disk reserve still stand in front of it.
+    pub wrap_store: Option<WrapStore>,
 }
+
+/// See [`ServiceHooks::wrap_store`].
+pub type WrapStore = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 impl ServiceHooks {
     /// systemd, through `$NOTIFY_SOCKET` when it is set. A watch loop goes round at least
@@ -98,6 +104,7 @@ impl ServiceHooks {
         ServiceHooks {
             manager: Arc::new(Systemd),
             stale_after: config.fetch.timeout * 2 + Duration::from_secs(30),
+            wrap_store: None,
         }
     }
 }
@@ -116,7 +123,7 @@ fn status_line(s: &crate::store::StoreStats) -> String {
 async fn ready_when_serving(
     manager: Arc<dyn ServiceManager>,
     auth: InboundAuth,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     cancel: CancellationToken,
 ) {
     while auth.key_status().is_some_and(|k| k.keys == 0) {
@@ -138,10 +145,13 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
+/// The least time the drain after the turns gets (the loops, the final flush).
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
 /// The running daemon.
 pub struct App {
     addr: SocketAddr,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     cancel: CancellationToken,
     server: JoinHandle<()>,
     /// The health and metrics listener, when `server.ops_bind` gives it its own address.
@@ -335,8 +345,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let store_config = config.storage.sled();
         // Opening sled replays its log: blocking work, kept off the runtime's workers.
-        let store =
+        let mut backend: Arc<dyn Store> =
             Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??);
+        if let Some(wrap) = service.wrap_store {
+            backend = wrap(backend);
+        }
+        let store: Arc<dyn Store> = Arc::new(GuardedStore::new(backend, config.storage.guard()));
         let connector = Connector::new(
             &ConnectorConfig {
                 timeout: config.bot.reply_timeout,
@@ -584,26 +598,52 @@ impl App {
         };
         manager.notify(&[Signal::Stopping]);
         tracing::info!(grace = ?grace, "shutting down: no new activities, finishing turns in flight");
-        if !server_done && tokio::time::timeout(grace, &mut server).await.is_err() {
+        // One deadline for the whole drain, so that a store that stopped answering (a
+        // full disk) cannot hold the process past it.
+        let deadline = tokio::time::Instant::now() + grace;
+        if !server_done
+            && tokio::time::timeout_at(deadline, &mut server)
+                .await
+                .is_err()
+        {
             tracing::warn!("turns still running after the grace period were cut off");
             server.abort();
         }
         if let Some((_, mut ops)) = ops {
             // Scrapes are quick; one still running after the turns' grace is cut off.
-            if tokio::time::timeout(grace, &mut ops).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut ops).await.is_err() {
                 ops.abort();
             }
         }
-        schedule.stop().await;
-        // Every task holding the store ends here, so sled's directory lock is released
-        // when this returns and a new daemon can open the same data.
-        let _ = ticks.await;
-        delivering.abort();
-        let _ = delivering.await;
-        drop(delivery);
-        watcher.shutdown().await;
-        drop(watcher);
-        store.flush().await?;
+        let drain = async {
+            schedule.stop().await;
+            // Every task holding the store ends here, so sled's directory lock is released
+            // when this returns and a new daemon can open the same data.
+            let _ = ticks.await;
+            delivering.abort();
+            let _ = delivering.await;
+            drop(delivery);
+            watcher.shutdown().await;
+            drop(watcher);
+            store.flush().await
+        };
+        // The loops and the final flush get what is left of the grace, and at least
+        // FINAL_FLUSH when the turns took all of it.
+        let limit = deadline.max(tokio::time::Instant::now() + FINAL_FLUSH);
+        match tokio::time::timeout_at(limit, drain).await {
+            Ok(flushed) => flushed?,
+            Err(_) => {
+                // What was acknowledged was flushed before it was; what is lost here is
+                // what no one was promised (a later display name, a sent message's removal).
+                tracing::error!(
+                    "the store did not finish within the grace period; stopping anyway"
+                );
+                return Err(AppError::Store(StoreError::TimedOut {
+                    what: "the final flush",
+                    after: grace,
+                }));
+            }
+        }
         tracing::info!("store flushed; stopped");
         Ok(())
     }

@@ -202,7 +202,11 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
     pricewatch::ops::telemetry::init(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    Ok(runtime.block_on(pricewatch::app::serve(&config, config_path.as_deref()))?)
+    let served = runtime.block_on(pricewatch::app::serve(&config, config_path.as_deref()));
+    // Not a plain drop: that waits for every blocking task, and a store call stuck on a
+    // full disk never ends. The drain is over; whatever still runs is abandoned.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(served?)
 }
 
 fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {

@@ -190,6 +190,9 @@ impl Delivery {
             let kept = self.limits().prune();
             tracing::debug!(kept, "rate limiter keys pruned");
         }
+        // A store that cannot record a send cannot have one: the message would be sent
+        // again at every pass. Everything stays queued until it can.
+        self.store.writable()?;
         let finished_before = self.finished.load(Ordering::SeqCst);
         let ready = self.store.due_messages(now, PASS_LIMIT).await?;
         let more = ready.len() >= PASS_LIMIT;

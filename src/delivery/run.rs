@@ -134,6 +134,11 @@ fn after(step: Step, delivery: &Delivery) -> Option<Duration> {
             }
             Some(next_pause(&r, delivery.now_ms()))
         }
+        // The store's guard said so once already; the messages wait in the outbox.
+        Step::Done(Err(e @ StoreError::DiskFull { .. })) => {
+            tracing::debug!(error = %Chain(&e), "delivery waits for disk space");
+            Some(DELIVERY_POLL)
+        }
         Step::Done(Err(e)) => {
             tracing::warn!(error = %Chain(&e), "delivery pass failed; retrying");
             Some(DELIVERY_POLL)
@@ -161,9 +166,16 @@ pub async fn run(
         lingering: Vec::new(),
     };
     let mut beats = tokio::time::interval(BEAT_EVERY);
+    // A store that stopped answering (sled on a full disk) does not come back by itself:
+    // the loop then stops showing it is alive, so that the watchdog has systemd restart
+    // the daemon on a fresh store.
+    let mut store_stuck = false;
     'passes: loop {
-        liveness.beat(Loop::Delivery);
+        if !store_stuck {
+            liveness.beat(Loop::Delivery);
+        }
         let step = passes.step(&cancel).await;
+        store_stuck = matches!(step, Step::Done(Err(StoreError::TimedOut { .. })));
         let Some(pause) = after(step, &delivery) else {
             break;
         };
@@ -176,7 +188,9 @@ pub async fn run(
         let until = tokio::time::Instant::now() + pause;
         // Waiting is alive too: the loop beats while it waits.
         loop {
-            liveness.beat(Loop::Delivery);
+            if !store_stuck {
+                liveness.beat(Loop::Delivery);
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break 'passes,
                 _ = beats.tick() => continue,

@@ -37,8 +37,13 @@ pub struct TurnSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
+    /// `apology`: what to tell the user (the store cannot take the turn now).
     #[error("storing the conversation reference failed")]
-    Reference(#[source] StoreError),
+    Reference {
+        #[source]
+        source: StoreError,
+        apology: Vec<OutboundActivity>,
+    },
 }
 
 /// The result of a turn.
@@ -89,12 +94,20 @@ impl Bot {
     /// Handles one activity. Only a failure to store the reference is an error: command
     /// failures become replies that explain them.
     pub async fn turn(&self, activity: &ValidActivity) -> Result<Turn, BotError> {
-        let reference = self
-            .store
-            .upsert_reference(&activity.reference())
-            .await
-            .map_err(BotError::Reference)?;
         let lang = Lang::from_locale(activity.activity.locale.as_deref());
+        let reference = match self.store.upsert_reference(&activity.reference()).await {
+            Ok(reference) => reference,
+            Err(source) => {
+                // Nothing of the turn can be kept, but the user who wrote is still told,
+                // rather than left without an answer.
+                let asked = activity.kind == "message" && activity.command_text().is_some();
+                let apology = asked
+                    .then(|| OutboundActivity::reply(activity, replies::storage_failed(lang)))
+                    .into_iter()
+                    .collect();
+                return Err(BotError::Reference { source, apology });
+            }
+        };
         let text = match activity.kind.as_str() {
             "message" => match activity.command_text() {
                 Some(text) => Some(self.on_command(activity, lang, text).await),

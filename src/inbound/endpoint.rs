@@ -24,9 +24,11 @@ use crate::delivery::connector::Connector;
 use crate::delivery::run::Wake;
 use crate::domain::{NewOutbox, OutboxMessage};
 use crate::error::Chain;
-use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidActivity};
+use crate::inbound::activity::{
+    Activity, ActivityError, ConversationKey, OutboundActivity, ValidActivity,
+};
 use crate::inbound::auth::InboundAuth;
-use crate::inbound::bot::Bot;
+use crate::inbound::bot::{Bot, BotError};
 use crate::liveness::Liveness;
 use crate::ops::metrics::{Metrics, Stored, TurnOutcome};
 use crate::secret::Secret;
@@ -300,6 +302,8 @@ async fn health(endpoint: &Endpoint, name: &str, method: Method) -> Response {
     let mut failing = Vec::new();
     if let Err(e) = health.store.stats().await {
         failing.push(format!("store: {}", Chain(&e)));
+    } else if let Err(e) = health.store.writable() {
+        failing.push(format!("store: {}", Chain(&e)));
     }
     for stalled in health.liveness.stalled(health.stale_after) {
         failing.push(format!(
@@ -507,11 +511,25 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
                 .metrics
                 .turn(&activity.channel_id, TurnOutcome::Failed);
             tracing::error!(error = %Chain(&e), "turn failed");
-            return error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "StorageFailed",
-                "the activity could not be stored; try again",
-            );
+            let BotError::Reference { source, apology } = e;
+            if !activity.expects_replies() {
+                send_replies(endpoint, &apology).await;
+            }
+            // 503 when the storage may come back (a full disk, a store not answering):
+            // the channel may send the activity again later.
+            return if source.is_unavailable() {
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StorageUnavailable",
+                    "the activity could not be stored now; try again later",
+                )
+            } else {
+                error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "StorageFailed",
+                    "the activity could not be stored; try again",
+                )
+            };
         }
     };
     endpoint
@@ -521,21 +539,9 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     if activity.expects_replies() {
         return warp::reply::json(&json!({ "activities": turn.replies })).into_response();
     }
-    // Sequential, so replies arrive in the order the bot wrote them.
-    for reply in &turn.replies {
-        match endpoint.connector.send(reply).await {
-            Ok(d) => tracing::debug!(
-                status = d.status,
-                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
-                "reply sent"
-            ),
-            // The user's activity was handled and stored; a channel failure must not make
-            // the channel retry it, so the turn still answers 200.
-            Err(e) => {
-                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
-            }
-        }
-    }
+    // The user's activity was handled and stored; a channel failure must not make the
+    // channel retry it, so the turn still answers 200.
+    send_replies(endpoint, &turn.replies).await;
     if activity.kind == "invoke" {
         // As the SDKs do when the bot produced no invokeResponse.
         return error_response(
@@ -545,6 +551,23 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
         );
     }
     StatusCode::OK.into_response()
+}
+
+/// Sends a turn's replies one after the other, so they arrive in the order the bot
+/// wrote them; a failure is logged.
+async fn send_replies(endpoint: &Endpoint, replies: &[OutboundActivity]) {
+    for reply in replies {
+        match endpoint.connector.send(reply).await {
+            Ok(d) => tracing::debug!(
+                status = d.status,
+                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
+                "reply sent"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
+            }
+        }
+    }
 }
 
 /// `application/json` or any `+json` type, parameters allowed.

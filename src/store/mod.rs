@@ -11,6 +11,7 @@
 //! the change is on disk.
 
 mod codec;
+mod guarded;
 mod sled;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use crate::domain::{
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
+pub use self::guarded::{GuardConfig, GuardedStore};
 pub use self::sled::{SledStore, SledStoreConfig};
 
 /// The schema this build reads and writes; a store with another version is refused at open.
@@ -132,6 +134,35 @@ pub enum StoreError {
     WriterStopped,
     #[error("the data directory {path} is not empty; restore into an empty one")]
     NotEmpty { path: PathBuf },
+    #[error(
+        "the disk holding {path} is nearly full: {free} bytes free, {reserve} kept in reserve \
+         (storage.min_free); nothing more is written until space is freed"
+    )]
+    DiskFull {
+        path: PathBuf,
+        free: u64,
+        reserve: u64,
+    },
+    #[error("the store did not answer {what} within {}", humantime::format_duration(*.after))]
+    TimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+}
+
+impl StoreError {
+    /// A failure of the storage itself (a full disk, an I/O error, a store that does not
+    /// answer), which may pass, rather than of one record: the daemon is then not ready,
+    /// and the caller is told to try again later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io(_)
+                | StoreError::DiskFull { .. }
+                | StoreError::TimedOut { .. }
+                | StoreError::WriterStopped
+        )
+    }
 }
 
 /// The narrow interface every backend implements.
@@ -257,4 +288,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every earlier write durable.
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// Whether writes can be taken now; the error says why not (a full disk, a store
+    /// that stopped answering). Cheap: `/readyz` and each delivery pass ask it.
+    fn writable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -14,6 +14,7 @@ mod notify;
 mod process;
 mod service;
 mod shop;
+mod storage_faults;
 #[path = "../common/tokens.rs"]
 mod tokens;
 mod transfer;

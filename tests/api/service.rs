@@ -79,6 +79,7 @@ async fn a_stuck_watch_loop_stops_the_watchdog_pings() {
         ServiceHooks {
             manager: recorder.clone(),
             stale_after: Duration::from_millis(1500),
+            wrap_store: None,
         },
     )
     .await;

@@ -249,6 +249,11 @@ pub struct StorageConfig {
     /// How long price history is kept (each product's latest price always stays).
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
+    /// Bytes of free disk space that writes leave on the data directory's file system.
+    pub min_free: u64,
+    /// Longest a turn or a loop waits for one store call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -258,11 +263,22 @@ impl Default for StorageConfig {
             cache_capacity: 32 * MIB,
             flush_every: Duration::from_millis(500),
             history_retention: Duration::from_secs(365 * 24 * 3600),
+            min_free: 64 * MIB,
+            timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl StorageConfig {
+    /// The guard in front of the store.
+    pub fn guard(&self) -> crate::store::GuardConfig {
+        crate::store::GuardConfig {
+            path: self.path.clone(),
+            min_free: self.min_free,
+            timeout: self.timeout,
+        }
+    }
+
     /// The sled backend's settings.
     pub fn sled(&self) -> SledStoreConfig {
         SledStoreConfig {

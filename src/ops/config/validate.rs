@@ -87,6 +87,7 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
         ("bot.reply_timeout", config.bot.reply_timeout),
         ("bot.connect_timeout", config.bot.connect_timeout),
         ("storage.flush_every", config.storage.flush_every),
+        ("storage.timeout", config.storage.timeout),
         ("fetch.connect_timeout", config.fetch.connect_timeout),
         ("fetch.timeout", config.fetch.timeout),
     ] {

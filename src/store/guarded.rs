@@ -1,0 +1,395 @@
+//! What stands between the daemon and a blocking store: every call runs on the blocking
+//! pool with a time limit, and writes keep a reserve of free disk space.
+//!
+//! Why: sled 0.34 is synchronous, and on a full disk it does not fail cleanly. Its
+//! flush waits for a write that never completes, and the transactions behind it wait
+//! too, for ever, even after space is freed. A sled call on an async worker then stalls
+//! the worker, and with it the turns, the timers and the signal handling that would stop
+//! the process. So:
+//! - no sled call runs on an async worker, and no caller waits longer than
+//!   `storage.timeout` for one (a call still stuck past it is left on its blocking
+//!   thread, and the store reports itself unavailable until a call succeeds again);
+//! - a write is refused, before sled sees it, while the data directory's file system
+//!   has less than `storage.min_free` bytes free (removals, which free space in time,
+//!   down to half of it), so sled never meets a full disk of pricewatch's making, and
+//!   writes resume by themselves once space is freed.
+//!
+//! Generic over the backend so that tests can put a fault-injecting store behind it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{AddWatch, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats};
+use crate::domain::{
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Unreachable,
+    Watch,
+};
+use crate::inbound::activity::{ConversationKey, ConversationReference};
+
+/// The guard's settings (`[storage]`).
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// The data directory: its file system's free space is what is checked.
+    pub path: PathBuf,
+    /// Bytes that writes leave free.
+    pub min_free: u64,
+    /// Longest any caller waits for one store call.
+    pub timeout: Duration,
+}
+
+/// A store whose calls run off the async workers, time-limited, behind a disk reserve.
+pub struct GuardedStore<S: ?Sized> {
+    inner: Arc<S>,
+    config: GuardConfig,
+    /// Since when a call has been left waiting past the time limit; cleared by the next
+    /// call that succeeds.
+    stuck_since: Arc<Mutex<Option<Instant>>>,
+    /// What the last space check found, so a change is logged once, not per write.
+    was_full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How much room a write needs.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Reads, and flushes of what is already written.
+    None,
+    /// Removals: they let sled reclaim space, so they may go on closer to the edge.
+    Half,
+    /// Anything that adds data.
+    Full,
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+impl<S: Store + ?Sized> GuardedStore<S> {
+    pub fn new(inner: Arc<S>, config: GuardConfig) -> Self {
+        GuardedStore {
+            inner,
+            config,
+            stuck_since: Arc::new(Mutex::new(None)),
+            was_full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Bytes free for unprivileged writers on the data directory's file system.
+    fn free_bytes(&self) -> Result<u64, StoreError> {
+        let stat = rustix::fs::statvfs(&self.config.path)
+            .map_err(|e| StoreError::Io(Arc::new(std::io::Error::from(e))))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    fn check_room(&self, room: Room) -> Result<(), StoreError> {
+        let reserve = match room {
+            Room::None => return Ok(()),
+            Room::Half => self.config.min_free / 2,
+            Room::Full => self.config.min_free,
+        };
+        let free = self.free_bytes()?;
+        let full = free < reserve;
+        let was = self
+            .was_full
+            .swap(full, std::sync::atomic::Ordering::Relaxed);
+        if full != was {
+            if full {
+                tracing::error!(
+                    path = %self.config.path.display(),
+                    free,
+                    reserve,
+                    "the data directory's disk is nearly full: writes are refused until space is freed"
+                );
+            } else {
+                tracing::info!(free, "disk space is back: writes resume");
+            }
+        }
+        if full {
+            return Err(StoreError::DiskFull {
+                path: self.config.path.clone(),
+                free,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `call` on the blocking pool once `room` is there, waiting at most the time
+    /// limit for it.
+    fn run<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        room: Room,
+        call: impl FnOnce(Arc<S>) -> Boxed<T> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let checked = self.check_room(room);
+        Box::pin(async move {
+            checked?;
+            let inner = self.inner.clone();
+            let handle = tokio::runtime::Handle::current();
+            // The backend's futures are synchronous work (sled) or wait on its writer
+            // thread; driven here, they never hold an async worker.
+            let task = tokio::task::spawn_blocking(move || handle.block_on(call(inner)));
+            let result = match tokio::time::timeout(self.config.timeout, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) => Err(StoreError::Io(Arc::new(join))),
+                Err(_) => {
+                    let mut stuck = self.stuck_since.lock().unwrap_or_else(|e| e.into_inner());
+                    if stuck.is_none() {
+                        tracing::error!(
+                            what,
+                            after = ?self.config.timeout,
+                            "the store stopped answering; calls fail until it answers again"
+                        );
+                        *stuck = Some(Instant::now());
+                    }
+                    return Err(StoreError::TimedOut {
+                        what,
+                        after: self.config.timeout,
+                    });
+                }
+            };
+            // Reads can go on while sled's writes hang; only a write or a flush that
+            // completes shows the store is whole again.
+            let proves_writes = !matches!(room, Room::None) || what == "flush";
+            if result.is_ok() && proves_writes {
+                let mut stuck = self.stuck_since.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(since) = stuck.take() {
+                    tracing::info!(after = ?since.elapsed(), "the store answers again");
+                }
+            }
+            result
+        })
+    }
+}
+
+impl<S: Store + ?Sized> Store for GuardedStore<S> {
+    fn upsert_reference<'a>(
+        &'a self,
+        reference: &'a ConversationReference,
+    ) -> StoreFuture<'a, ReferenceChange> {
+        let reference = reference.clone();
+        match self.check_room(Room::Full) {
+            Ok(()) => self.run("upsert_reference", Room::None, move |s| {
+                Box::pin(async move { s.upsert_reference(&reference).await })
+            }),
+            // Short of space, a conversation that is already stored as it is still
+            // talks: its reference needs no write.
+            Err(full) => self.run("reference", Room::None, move |s| {
+                Box::pin(async move {
+                    let key = reference.key();
+                    let same = s.reference(&key).await?.as_ref() == Some(&reference);
+                    if same && s.unreachable(&key).await?.is_none() {
+                        Ok(ReferenceChange::Unchanged)
+                    } else {
+                        Err(full)
+                    }
+                })
+            }),
+        }
+    }
+
+    fn reference<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+    ) -> StoreFuture<'a, Option<ConversationReference>> {
+        let key = key.clone();
+        self.run("reference", Room::None, move |s| {
+            Box::pin(async move { s.reference(&key).await })
+        })
+    }
+
+    fn add_watch(&self, watch: NewWatch, max: usize) -> StoreFuture<'_, AddWatch> {
+        self.run("add_watch", Room::Full, move |s| {
+            Box::pin(async move { s.add_watch(watch, max).await })
+        })
+    }
+
+    fn watches<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Vec<Watch>> {
+        let key = key.clone();
+        self.run("watches", Room::None, move |s| {
+            Box::pin(async move { s.watches(&key).await })
+        })
+    }
+
+    fn remove_watches<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        let (key, ids) = (key.clone(), ids.to_vec());
+        self.run("remove_watches", Room::Half, move |s| {
+            Box::pin(async move { s.remove_watches(&key, &ids).await })
+        })
+    }
+
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        self.run("stats", Room::None, |s| {
+            Box::pin(async move { s.stats().await })
+        })
+    }
+
+    fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
+        self.run("due_products", Room::None, move |s| {
+            Box::pin(async move { s.due_products(now_ms, limit).await })
+        })
+    }
+
+    fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>> {
+        let url = url.clone();
+        self.run("product", Room::None, move |s| {
+            Box::pin(async move { s.product(&url).await })
+        })
+    }
+
+    fn product_watches<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<Watch>> {
+        let url = url.clone();
+        self.run("product_watches", Room::None, move |s| {
+            Box::pin(async move { s.product_watches(&url).await })
+        })
+    }
+
+    fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.run("record_check", Room::Full, move |s| {
+            Box::pin(async move { s.record_check(check).await })
+        })
+    }
+
+    fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>> {
+        let url = url.clone();
+        self.run("history", Room::None, move |s| {
+            Box::pin(async move { s.history(&url).await })
+        })
+    }
+
+    fn latest_point<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<ChangePoint>> {
+        let url = url.clone();
+        self.run("latest_point", Room::None, move |s| {
+            Box::pin(async move { s.latest_point(&url).await })
+        })
+    }
+
+    fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize> {
+        self.run("prune_history", Room::Half, move |s| {
+            Box::pin(async move { s.prune_history(before_ms).await })
+        })
+    }
+
+    fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.run("due_messages", Room::None, move |s| {
+            Box::pin(async move { s.due_messages(now_ms, limit).await })
+        })
+    }
+
+    fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
+        self.run("queued_message", Room::None, move |s| {
+            Box::pin(async move { s.queued_message(id).await })
+        })
+    }
+
+    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+        self.run("remove_delivered", Room::Half, move |s| {
+            Box::pin(async move { s.remove_delivered(id).await })
+        })
+    }
+
+    fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
+        self.run("schedule_retry", Room::Full, move |s| {
+            Box::pin(async move { s.schedule_retry(id, next_attempt_ms, error).await })
+        })
+    }
+
+    fn queue_messages(
+        &self,
+        messages: Vec<NewOutbox>,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.run("queue_messages", Room::Full, move |s| {
+            Box::pin(async move { s.queue_messages(messages, now_ms).await })
+        })
+    }
+
+    fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
+        self.run("conversations", Room::None, |s| {
+            Box::pin(async move { s.conversations().await })
+        })
+    }
+
+    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        self.run("defer_message", Room::Full, move |s| {
+            Box::pin(async move { s.defer_message(id, next_attempt_ms).await })
+        })
+    }
+
+    fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
+        self.run("move_to_dead_letters", Room::Full, move |s| {
+            Box::pin(async move { s.move_to_dead_letters(id, error, now_ms).await })
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.run("dead_letters", Room::None, move |s| {
+            Box::pin(async move { s.dead_letters(limit).await })
+        })
+    }
+
+    fn queued_messages(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.run("queued_messages", Room::None, move |s| {
+            Box::pin(async move { s.queued_messages(limit).await })
+        })
+    }
+
+    fn requeue_dead_letter(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
+        self.run("requeue_dead_letter", Room::Full, move |s| {
+            Box::pin(async move { s.requeue_dead_letter(id, now_ms).await })
+        })
+    }
+
+    fn mark_unreachable<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        mark: Unreachable,
+    ) -> StoreFuture<'a, usize> {
+        let key = key.clone();
+        self.run("mark_unreachable", Room::Full, move |s| {
+            Box::pin(async move { s.mark_unreachable(&key, mark).await })
+        })
+    }
+
+    fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>> {
+        let key = key.clone();
+        self.run("unreachable", Room::None, move |s| {
+            Box::pin(async move { s.unreachable(&key).await })
+        })
+    }
+
+    fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
+        self.run("snapshot", Room::None, |s| {
+            Box::pin(async move { s.snapshot().await })
+        })
+    }
+
+    fn restore_snapshot(&self, snapshot: Snapshot) -> StoreFuture<'_, ()> {
+        self.run("restore_snapshot", Room::Full, move |s| {
+            Box::pin(async move { s.restore_snapshot(snapshot).await })
+        })
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        self.run("flush", Room::None, |s| {
+            Box::pin(async move { s.flush().await })
+        })
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        let stuck = *self.stuck_since.lock().unwrap_or_else(|e| e.into_inner());
+        if stuck.is_some() {
+            return Err(StoreError::TimedOut {
+                what: "a call",
+                after: self.config.timeout,
+            });
+        }
+        self.check_room(Room::Full)?;
+        self.inner.writable()
+    }
+}

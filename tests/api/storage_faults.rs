@@ -1,0 +1,346 @@
+//! The store failing under the daemon: a store that refuses writes (a full disk, as sled
+//! reports one) and one whose writes never return (sled's flush on a full disk). The
+//! turns still get their answer, `/readyz` says what is wrong, alerts wait in the
+//! outbox, the daemon stops on time, and all of it recovers once the store does.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pricewatch::app::ServiceHooks;
+use pricewatch::domain::{
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Unreachable,
+    Watch,
+};
+use pricewatch::inbound::activity::{ConversationKey, ConversationReference};
+use pricewatch::store::{
+    AddWatch, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
+};
+
+use crate::helpers::{test_config, TestApp};
+
+const WORKING: u8 = 0;
+/// Writes fail at once with an I/O error, as sled answers on a full disk.
+const FAILING: u8 = 1;
+/// Writes block their thread until the mode changes, as sled's flush on a full disk.
+const HANGING: u8 = 2;
+
+/// A store whose writes fail or hang on demand; reads always work.
+struct Faulty {
+    inner: Arc<dyn Store>,
+    mode: Arc<AtomicU8>,
+}
+
+impl Faulty {
+    /// Holds a write back as the mode says. Blocking on purpose: a hang must not be
+    /// something the runtime could poll around, since sled's is not.
+    fn gate(&self) -> Result<(), StoreError> {
+        loop {
+            match self.mode.load(Ordering::SeqCst) {
+                WORKING => return Ok(()),
+                FAILING => {
+                    return Err(StoreError::Io(Arc::new(std::io::Error::from_raw_os_error(
+                        28, // ENOSPC
+                    ))));
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn write<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            self.gate()?;
+            call.await
+        })
+    }
+}
+
+impl Store for Faulty {
+    fn upsert_reference<'a>(
+        &'a self,
+        reference: &'a ConversationReference,
+    ) -> StoreFuture<'a, ReferenceChange> {
+        self.write(self.inner.upsert_reference(reference))
+    }
+    fn reference<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+    ) -> StoreFuture<'a, Option<ConversationReference>> {
+        self.inner.reference(key)
+    }
+    fn add_watch(&self, watch: NewWatch, max: usize) -> StoreFuture<'_, AddWatch> {
+        self.write(self.inner.add_watch(watch, max))
+    }
+    fn watches<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Vec<Watch>> {
+        self.inner.watches(key)
+    }
+    fn remove_watches<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        self.write(self.inner.remove_watches(key, ids))
+    }
+    fn stats(&self) -> StoreFuture<'_, StoreStats> {
+        self.inner.stats()
+    }
+    fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
+        self.inner.due_products(now_ms, limit)
+    }
+    fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>> {
+        self.inner.product(url)
+    }
+    fn product_watches<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<Watch>> {
+        self.inner.product_watches(url)
+    }
+    fn record_check(&self, check: CheckRecord) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.write(self.inner.record_check(check))
+    }
+    fn history<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Vec<ChangePoint>> {
+        self.inner.history(url)
+    }
+    fn latest_point<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<ChangePoint>> {
+        self.inner.latest_point(url)
+    }
+    fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize> {
+        self.write(self.inner.prune_history(before_ms))
+    }
+    fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.inner.due_messages(now_ms, limit)
+    }
+    fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
+        self.inner.queued_message(id)
+    }
+    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+        self.write(self.inner.remove_delivered(id))
+    }
+    fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
+        self.write(self.inner.schedule_retry(id, next_attempt_ms, error))
+    }
+    fn queue_messages(
+        &self,
+        messages: Vec<NewOutbox>,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.write(self.inner.queue_messages(messages, now_ms))
+    }
+    fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
+        self.inner.conversations()
+    }
+    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        self.write(self.inner.defer_message(id, next_attempt_ms))
+    }
+    fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
+        self.write(self.inner.move_to_dead_letters(id, error, now_ms))
+    }
+    fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.inner.dead_letters(limit)
+    }
+    fn queued_messages(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
+        self.inner.queued_messages(limit)
+    }
+    fn requeue_dead_letter(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
+        self.write(self.inner.requeue_dead_letter(id, now_ms))
+    }
+    fn mark_unreachable<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        mark: Unreachable,
+    ) -> StoreFuture<'a, usize> {
+        self.write(self.inner.mark_unreachable(key, mark))
+    }
+    fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>> {
+        self.inner.unreachable(key)
+    }
+    fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
+        self.inner.snapshot()
+    }
+    fn restore_snapshot(&self, snapshot: Snapshot) -> StoreFuture<'_, ()> {
+        self.write(self.inner.restore_snapshot(snapshot))
+    }
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        self.write(self.inner.flush())
+    }
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            FAILING => self.gate(),
+            _ => self.inner.writable(),
+        }
+    }
+}
+
+/// Ends every fault when dropped.
+struct Release(Arc<AtomicU8>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.store(WORKING, Ordering::SeqCst);
+    }
+}
+
+/// The daemon on a store whose faults the returned switch sets.
+async fn on_faulty_store(
+    configure: impl FnOnce(&mut pricewatch::ops::config::Config),
+) -> (TestApp, Arc<AtomicU8>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.storage.timeout = Duration::from_secs(1);
+    config.server.shutdown_grace = Duration::from_secs(2);
+    configure(&mut config);
+    let mode = Arc::new(AtomicU8::new(WORKING));
+    let mut service = ServiceHooks::systemd(&config);
+    service.stale_after = Duration::from_secs(2);
+    let switch = mode.clone();
+    service.wrap_store = Some(Box::new(move |inner| {
+        Arc::new(Faulty {
+            inner,
+            mode: switch,
+        })
+    }));
+    let t = TestApp::spawn_with_service(config, Arc::new(pricewatch::clock::SystemClock), service)
+        .await;
+    (t, mode, dir)
+}
+
+async fn readyz(t: &TestApp) -> (u16, serde_json::Value) {
+    let r = t
+        .client
+        .get(format!("http://{}/readyz", t.app().local_addr()))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_write_gets_the_user_told_and_recovers() {
+    let (t, mode, _dir) = on_faulty_store(|_| {}).await;
+    mode.store(FAILING, Ordering::SeqCst);
+
+    let (status, body) = t
+        .post(&t.message("c1", "watch https://shop.example/p/1"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("StorageUnavailable"), "{body}");
+    let told = t.wait_for(1).await;
+    let text = told[0].body["text"].as_str().unwrap();
+    assert!(text.contains("could not save"), "{text}");
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["failing"][0].as_str().unwrap().starts_with("store:"),
+        "{body}"
+    );
+
+    // Space is back: the same turn goes through, and the daemon is ready again.
+    mode.store(WORKING, Ordering::SeqCst);
+    assert_eq!(readyz(&t).await.0, 200);
+    let reply = t.say("c1", "watch https://shop.example/p/1").await;
+    assert!(reply.contains("Watch #1"), "{reply}");
+}
+
+#[tokio::test]
+async fn queued_alerts_wait_while_the_store_cannot_record_a_send() {
+    let (t, mode, _dir) = on_faulty_store(|_| {}).await;
+    t.say("c1", "help").await;
+    t.channel.take();
+    // An announcement queued just before the disk fills up.
+    let key = ConversationKey {
+        channel_id: "emulator".into(),
+        conversation_id: "c1".into(),
+    };
+    mode.store(FAILING, Ordering::SeqCst);
+    let store = t.app().store();
+    let now = pricewatch::clock::Clock::now_ms(&pricewatch::clock::SystemClock);
+    mode.store(WORKING, Ordering::SeqCst);
+    let queued = store
+        .queue_messages(
+            vec![NewOutbox {
+                alert_id: "a1".into(),
+                conversation: key,
+                watch_id: None,
+                message: pricewatch::domain::OutboxMessage::Announcement {
+                    text: "maintenance tonight".into(),
+                },
+            }],
+            now,
+        )
+        .await;
+    mode.store(FAILING, Ordering::SeqCst);
+    assert_eq!(queued.unwrap().len(), 1);
+
+    // Nothing is sent while a send could not be recorded: it would go out again at every
+    // pass.
+    let report = t.app().deliver_now().await;
+    assert!(report.is_err(), "{report:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        t.channel.received().is_empty(),
+        "{:?}",
+        t.channel.received()
+    );
+    let stats = t.app().store().stats().await.unwrap();
+    assert_eq!(stats.outbox, 1, "{stats:?}");
+
+    mode.store(WORKING, Ordering::SeqCst);
+    t.wait_for(1).await;
+    t.outbox_drained().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.channel.received().len(), 1, "sent exactly once");
+}
+
+#[tokio::test]
+async fn a_store_whose_writes_hang_neither_stalls_the_daemon_nor_its_stop() {
+    let (mut t, mode, _dir) = on_faulty_store(|_| {}).await;
+    t.say("c1", "help").await;
+    mode.store(HANGING, Ordering::SeqCst);
+    // A failed assertion must not leave the store's threads hanging: the runtime's end
+    // waits for them.
+    let _release = Release(mode.clone());
+
+    // The turn waits for the store's time limit, then gets its answer.
+    let url = t.url.clone();
+    let client = t.client.clone();
+    let turn = t.message("c2", "watch https://shop.example/p/1");
+    let stuck = tokio::spawn(async move {
+        let r = client.post(&url).json(&turn).send().await.unwrap();
+        r.status().as_u16()
+    });
+    // Meanwhile the daemon answers, on this test's single runtime thread too.
+    let started = Instant::now();
+    let r = t
+        .client
+        .get(format!("http://{}/healthz", t.app().local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(stuck.await.unwrap(), 503);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("did not answer"), "{body}");
+    // It does not come back by itself: the delivery loop stops showing it is alive, so
+    // that the watchdog has the service manager restart the daemon.
+    crate::helpers::eventually(|| async {
+        let (_, body) = readyz(&t).await;
+        match body
+            .to_string()
+            .contains("delivery loop: has not gone round")
+        {
+            true => Ok(()),
+            false => Err(format!("the delivery loop to stall: {body}")),
+        }
+    })
+    .await;
+
+    // A stop ends within the grace period (and the final flush's second), the store
+    // still hanging.
+    let started = Instant::now();
+    let app = t.app.take().unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    let took = started.elapsed();
+    assert!(stopped.is_ok(), "the stop hung");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
