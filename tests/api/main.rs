@@ -2,6 +2,8 @@
 
 mod auth;
 mod connector;
+#[path = "../common/daemon.rs"]
+mod daemon;
 mod delivery;
 #[path = "../common/fakes.rs"]
 mod fakes;
