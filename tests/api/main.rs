@@ -7,6 +7,7 @@ mod daemon;
 mod delivery;
 #[path = "../common/fakes.rs"]
 mod fakes;
+mod faults;
 mod fetch;
 mod helpers;
 mod listener;
