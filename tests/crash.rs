@@ -438,9 +438,23 @@ async fn kill_9_at_random_loses_nothing_acknowledged_or_committed() {
         })
         .collect();
     let lost_watches: Vec<_> = driver.acknowledged.difference(&held).collect();
-    if !lost_watches.is_empty() {
+    for &&(c, p) in &lost_watches {
+        // Every turn about it, with what the bot replied, to see how it was acknowledged.
+        let turns: Vec<String> = driver
+            .done
+            .iter()
+            .filter(|t| t.conversation == c && t.watch == Some(p))
+            .map(|t| {
+                let path = format!("/v3/conversations/c{c}/activities/{}", t.id);
+                let reply = received
+                    .iter()
+                    .find(|r| r.path == path)
+                    .map(|r| format!("{} at {}", r.text(), r.at_ms));
+                format!("{} {:?}: {reply:?}", t.id, t.status)
+            })
+            .collect();
         failures.push(format!(
-            "acknowledged watches missing (conversation, product): {lost_watches:?}"
+            "acknowledged watch missing: /p/{p} in c{c}; its turns: {turns:#?}"
         ));
     }
     if !snapshot.queued.is_empty() || !snapshot.dead_letters.is_empty() {
