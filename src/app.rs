@@ -390,7 +390,7 @@ impl App {
             },
         )
         .with_first_check(Arc::new(watcher.clone()));
-        let limits = Arc::new(SendLimits::new(&config.rate_limits, clock.clone()));
+        let limits = Arc::new(SendLimits::resuming(&config.rate_limits, clock.clone()));
         let announcements = admin_token.map(|token| Announcements {
             token,
             store: store.clone(),
@@ -797,7 +797,7 @@ impl Reloader {
         });
         self.delivery.reconfigure(
             new.delivery,
-            Arc::new(SendLimits::new(&new.rate_limits, self.clock.clone())),
+            Arc::new(SendLimits::resuming(&new.rate_limits, self.clock.clone())),
         );
         if live.iter().any(|k| k == "log.level") {
             if let Err(e) = crate::ops::telemetry::set_level(&new.log.level) {

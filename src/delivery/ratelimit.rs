@@ -214,6 +214,8 @@ struct ChannelLimiters {
     /// Each channel window's spacing less its tolerance: after a send, the earliest the
     /// next can go.
     channel_gaps: Vec<u64>,
+    /// No send before this (ns on the limiter clock); see [`SendLimits::resuming`].
+    opens_at: u64,
 }
 
 /// Whether a message may go now.
@@ -229,6 +231,9 @@ pub struct SendLimits {
     table: BTreeMap<String, ChannelLimits>,
     clock: Arc<dyn Clock>,
     channels: Mutex<HashMap<String, Arc<ChannelLimiters>>>,
+    /// When sends the limiters know nothing of may have happened last (ns on the limiter
+    /// clock); `None` when there were none.
+    resumed_at: Option<u64>,
 }
 
 impl SendLimits {
@@ -242,6 +247,25 @@ impl SendLimits {
             table,
             clock,
             channels: Mutex::new(HashMap::new()),
+            resumed_at: None,
+        }
+    }
+
+    /// The limits of a daemon that may follow another one (a restart, a crash, a reload's
+    /// new limiters) which sent until a moment ago: the limiters start empty, so each
+    /// channel's first send waits one spacing of its widest window from now. Sends are
+    /// spaced at least that far apart within one process, and the previous one's last
+    /// send was before now, so the spacing, and with it every window, holds across the
+    /// change. The cost is that wait after a start (3 s at most for the built-in rows:
+    /// Telegram's 20/1m).
+    pub fn resuming(
+        configured: &BTreeMap<String, ChannelLimits>,
+        clock: Arc<dyn Clock>,
+    ) -> SendLimits {
+        let resumed_at = Some(clock.now_nanos());
+        SendLimits {
+            resumed_at,
+            ..SendLimits::new(configured, clock)
         }
     }
 
@@ -252,6 +276,7 @@ impl SendLimits {
             table,
             clock,
             channels: Mutex::new(HashMap::new()),
+            resumed_at: None,
         }
     }
 
@@ -288,6 +313,14 @@ impl SendLimits {
                 .collect(),
             channel_free_at: AtomicU64::new(0),
             channel_gaps: limits.per_channel.iter().map(Window::gap_nanos).collect(),
+            opens_at: limits
+                .per_conversation
+                .iter()
+                .chain(&limits.per_channel)
+                .map(Window::gap_nanos)
+                .max()
+                .zip(self.resumed_at)
+                .map_or(0, |(gap, resumed)| resumed.saturating_add(gap)),
         });
         channels.insert(channel.to_owned(), Arc::clone(&built));
         built
@@ -300,7 +333,10 @@ impl SendLimits {
     pub fn admit(&self, channel: &str, conversation: &str) -> Admission {
         let limiters = self.limiters(channel);
         let now = self.clock.now_nanos();
-        let free_at = limiters.channel_free_at.load(Ordering::Relaxed);
+        let free_at = limiters
+            .channel_free_at
+            .load(Ordering::Relaxed)
+            .max(limiters.opens_at);
         if now < free_at {
             return Admission::NotBefore(ms_ceil(Nanos::from(free_at)));
         }
@@ -455,6 +491,35 @@ mod tests {
             assert_eq!(limits.admit("emulator", "x"), Admission::Now);
         }
         assert_eq!(limits.for_channel("kik"), &default_table()[OTHER_CHANNELS]);
+    }
+
+    #[test]
+    fn resumed_limits_keep_the_spacing_of_the_sends_before_them() {
+        let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+        let start = clock.now_ms();
+        let table = [(
+            "webchat".to_owned(),
+            ChannelLimits {
+                per_conversation: vec!["2/1s".parse().unwrap()],
+                per_channel: vec![],
+            },
+        )]
+        .into();
+        // The previous daemon sent its last message just before this one started: no
+        // window may count a send of each within its span.
+        let limits = SendLimits::resuming(&table, clock.clone());
+        let Admission::NotBefore(at) = limits.admit("webchat", "a") else {
+            panic!("a send at once after a start");
+        };
+        // 2/1s is one send every 506 ms, less the 2 ms tolerance.
+        assert_eq!(at - start, 504);
+        clock.advance_ms(at - start);
+        assert_eq!(limits.admit("webchat", "a"), Admission::Now);
+        // Channels without limits, and limits that knew every send before them, wait for
+        // nothing.
+        assert_eq!(limits.admit("emulator", "a"), Admission::Now);
+        let fresh = SendLimits::new(&table, clock.clone());
+        assert_eq!(fresh.admit("webchat", "b"), Admission::Now);
     }
 
     #[test]

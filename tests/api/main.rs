@@ -2,9 +2,12 @@
 
 mod auth;
 mod connector;
+#[path = "../common/daemon.rs"]
+mod daemon;
 mod delivery;
 #[path = "../common/fakes.rs"]
 mod fakes;
+mod faults;
 mod fetch;
 mod helpers;
 mod listener;

@@ -6,34 +6,9 @@ use std::time::{Duration, Instant};
 
 use pricewatch::store::Store;
 
+pub(crate) use crate::daemon::{activity, post_activity, write_config, KillOnDrop};
 use crate::fakes::{open_store, FakeChannel, FakeShop, Page};
 use crate::helpers::wait_for;
-
-pub(crate) fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
-    let file = dir.join("pricewatch.toml");
-    let data = dir.join("data");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{extra}",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// Kills the daemon if the test fails before stopping it.
-pub(crate) struct KillOnDrop(pub(crate) Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_flushes_and_exits_zero() {
@@ -529,30 +504,4 @@ impl LoggedDaemon {
         let log = self.log.lock().unwrap().clone();
         log
     }
-}
-
-/// A `message` activity as a channel posts it to the daemon.
-pub(crate) fn activity(
-    channel_id: &str,
-    service_url: &str,
-    conversation: &str,
-    text: &str,
-) -> serde_json::Value {
-    serde_json::json!({
-        "type": "message", "id": "m1", "channelId": channel_id, "serviceUrl": service_url,
-        "from": {"id": "u1"}, "recipient": {"id": "b1"}, "conversation": {"id": conversation},
-        "text": text,
-    })
-}
-
-/// POSTs `activity` to `/api/messages` of the daemon at `addr`; returns the status.
-pub(crate) async fn post_activity(addr: &str, activity: &serde_json::Value) -> u16 {
-    reqwest::Client::new()
-        .post(format!("http://{addr}/api/messages"))
-        .json(activity)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }

@@ -297,7 +297,7 @@ async fn a_reload_applies_new_rate_limits_and_trigger_defaults_at_once() {
     config.alerts.default_drop = rust_decimal::Decimal::from(35);
     config.rate_limits.insert(
         "emulator".into(),
-        toml::from_str("per_conversation = [\"1/1h\"]\nper_channel = [\"10/1s\"]").unwrap(),
+        toml::from_str("per_conversation = [\"1/2s\"]\nper_channel = [\"10/1s\"]").unwrap(),
     );
     config.server.bind = "127.0.0.1:1".parse().unwrap();
     let outcome = t.app().reload(&config).await.unwrap();
@@ -307,9 +307,15 @@ async fn a_reload_applies_new_rate_limits_and_trigger_defaults_at_once() {
     );
     assert_eq!(outcome.restart, ["server.bind"]);
 
-    // One an hour now: the first goes, the second waits.
+    // One every 2 s now, and the two sent just before the reload count: the first waits
+    // for the spacing too, the second for the next.
     announce().await;
     announce().await;
+    t.app().deliver_now().await.unwrap();
+    assert!(
+        t.channel.received().is_empty(),
+        "the sends before the reload count against the new limit"
+    );
     t.wait_for(1).await;
     t.app().deliver_now().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -74,11 +74,18 @@ pub struct Recorded {
     /// When it arrived, in ms on the channel's clock (the real one unless the test gave
     /// its own).
     pub at_ms: u64,
+    /// What the channel answered (0 while the answer is still being decided).
+    pub status: u16,
 }
 
 impl Recorded {
     pub fn text(&self) -> &str {
         self.body["text"].as_str().unwrap_or("")
+    }
+
+    /// The channel took it (2xx): a failed send is recorded too, as the channel saw it.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
     }
 }
 
@@ -232,7 +239,7 @@ impl ChannelState {
             Keep::Everything => serde_json::from_slice(&body).ok(),
             Keep::Arrivals => Some(Value::Null),
         };
-        let id = {
+        let (id, index) = {
             let mut log = self.lock_log();
             let Some(body) = body.filter(|_| activity) else {
                 log.unexpected.push(format!("{method} {path}"));
@@ -248,9 +255,11 @@ impl ChannelState {
                     body,
                     authorization,
                     at_ms: at_us / 1_000,
+                    status: 0,
                 });
             }
-            format!("act-{}", log.arrivals.len())
+            let index = log.received.len().checked_sub(1);
+            (format!("act-{}", log.arrivals.len()), index)
         };
         let delay = self.lock_answer().delay;
         if !delay.is_zero() {
@@ -261,6 +270,11 @@ impl ChannelState {
             let status = answer.next.pop_front().unwrap_or(answer.status);
             (status, answer.retry_after.clone())
         };
+        if let Some(i) = index.filter(|_| self.keep == Keep::Everything) {
+            if let Some(r) = self.lock_log().received.get_mut(i) {
+                r.status = status.as_u16();
+            }
+        }
         let mut reply = Response::builder()
             .status(status)
             .header("content-type", "application/json");
@@ -311,6 +325,8 @@ pub struct Page {
     pub location: Option<String>,
     /// How long the shop takes before it answers.
     pub delay: Duration,
+    /// Sent as `Retry-After` (with a 429 or 503, say).
+    pub retry_after: Option<String>,
 }
 
 impl Page {
@@ -324,6 +340,7 @@ impl Page {
             last_modified: None,
             location: None,
             delay: Duration::ZERO,
+            retry_after: None,
         }
     }
 
@@ -375,6 +392,13 @@ impl Page {
 
     pub fn after(self, delay: Duration) -> Page {
         Page { delay, ..self }
+    }
+
+    pub fn with_retry_after(self, value: &str) -> Page {
+        Page {
+            retry_after: Some(value.to_owned()),
+            ..self
+        }
     }
 }
 
@@ -527,11 +551,186 @@ impl ShopState {
         if let Some(date) = &page.last_modified {
             reply = reply.header("last-modified", date);
         }
+        if let Some(value) = &page.retry_after {
+            reply = reply.header("retry-after", value);
+        }
         reply.body(page.body).expect("a valid page")
     }
 
     fn lock_pages(&self) -> std::sync::MutexGuard<'_, HashMap<String, Page>> {
         self.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Network faults
+
+/// What a [`FaultProxy`] does with connections, new and open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes bytes both ways, untouched.
+    Pass,
+    /// Resets every connection: open ones at once, new ones as soon as they are accepted.
+    Reset,
+    /// Answers every request with bytes that are not HTTP, then closes.
+    Garbage,
+    /// Waits this long before passing a new connection's bytes on.
+    Slow(Duration),
+    /// Not listening: connecting is refused until the fault ends (open connections are
+    /// closed too).
+    Down,
+}
+
+/// A TCP proxy on a loopback port in front of a fake (a shop or a channel), which a test
+/// switches between passing traffic and the failures a network shows: resets, garbage,
+/// slowness, a server that stops listening for a while. The fakes themselves stay the
+/// well-behaved servers they are; the proxy stands where the network would.
+pub struct FaultProxy {
+    /// `http://<ip>:<port>`: the fake's address through the proxy.
+    pub base: String,
+    pub port: u16,
+    fault: tokio::sync::watch::Sender<Fault>,
+    /// Whether the proxy's port is listening now.
+    listening: tokio::sync::watch::Receiver<bool>,
+    /// Connections accepted so far (while listening).
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// A proxy to `target` (`http://127.0.0.1:<port>`, a fake's base), passing traffic.
+    pub async fn start(target: &str) -> FaultProxy {
+        Self::start_at("127.0.0.1", target).await
+    }
+
+    /// A proxy on a loopback address of its own (`127.0.0.2`: another host to a fetcher,
+    /// with its own politeness gate).
+    pub async fn start_at(ip: &str, target: &str) -> FaultProxy {
+        let to = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind((ip, 0))
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let port = addr.port();
+        let (fault, watch) = tokio::sync::watch::channel(Fault::Pass);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (listening_tx, listening) = tokio::sync::watch::channel(true);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            addr,
+            to,
+            watch,
+            listening_tx,
+            accepted.clone(),
+        ));
+        FaultProxy {
+            base: format!("http://{addr}"),
+            port,
+            fault,
+            listening,
+            accepted,
+            task,
+        }
+    }
+
+    /// From now on, `fault` (affecting open connections at once); returns once the port
+    /// listens, or no longer does, as the fault says.
+    pub async fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+        let mut listening = self.listening.clone();
+        let _ = listening.wait_for(|l| *l == (fault != Fault::Down)).await;
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    to: String,
+    mut fault: tokio::sync::watch::Receiver<Fault>,
+    listening: tokio::sync::watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
+) {
+    let mut listener = Some(listener);
+    loop {
+        if *fault.borrow_and_update() == Fault::Down {
+            // Closing the listening socket is what makes a connect fail at once.
+            listener = None;
+            listening.send_replace(false);
+            let _ = fault.wait_for(|f| *f != Fault::Down).await;
+            continue;
+        }
+        let Some(l) = listener.as_ref() else {
+            // The port was free a moment ago; another socket may hold it briefly.
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    listening.send_replace(true);
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+            continue;
+        };
+        let conn = tokio::select! {
+            conn = l.accept() => conn.ok(),
+            _ = fault.changed() => None,
+        };
+        if let Some((client, _)) = conn {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(proxy_one(client, to.clone(), fault.clone()));
+        }
+    }
+}
+
+/// One connection through the proxy, as the fault in force says.
+async fn proxy_one(
+    mut client: tokio::net::TcpStream,
+    to: String,
+    mut fault: tokio::sync::watch::Receiver<Fault>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let current = *fault.borrow_and_update();
+    match current {
+        Fault::Pass => {}
+        Fault::Reset | Fault::Down => {
+            let _ = client.set_zero_linger();
+            return;
+        }
+        Fault::Garbage => {
+            let mut buf = [0; 4096];
+            let _ = client.read(&mut buf).await;
+            let _ = client.write_all(b"\x00\x7fnot http at all\r\n\r\n").await;
+            let _ = client.shutdown().await;
+            return;
+        }
+        Fault::Slow(delay) => tokio::time::sleep(delay).await,
+    }
+    let Ok(mut server) = tokio::net::TcpStream::connect(&to).await else {
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let passing = |f: &Fault| matches!(f, Fault::Pass | Fault::Slow(_));
+    let broken = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+        _ = fault.wait_for(|f| !passing(f)) => true,
+    };
+    if broken {
+        // A fault that starts now breaks the connections already open too, as a network
+        // failure would: a pooled connection fails on its next request.
+        let _ = client.set_zero_linger();
     }
 }
 

@@ -420,7 +420,10 @@ impl Store for SledStore {
     fn add_watch(&self, watch: NewWatch, max: usize) -> StoreFuture<'_, AddWatch> {
         Box::pin(async move {
             let result = self.add_watch_sync(watch, max)?;
-            if matches!(result, AddWatch::Added(_)) {
+            // A duplicate too: the watch it names may be one a concurrent turn has just
+            // written and is still waiting to flush (a channel redelivering a slow turn),
+            // and "you already watch this" acknowledges it as much as "stored" does.
+            if matches!(result, AddWatch::Added(_) | AddWatch::Duplicate(_)) {
                 self.flush_now().await?;
             }
             Ok(result)

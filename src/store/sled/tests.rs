@@ -213,6 +213,38 @@ async fn duplicates_and_limits_are_refused() {
         .is_empty());
 }
 
+#[tokio::test]
+async fn a_duplicate_watch_is_answered_only_once_the_watch_it_names_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SledStore::open(&config(dir.path())).unwrap());
+    let conv = key("c");
+    let url = "https://shop.example/p/1";
+    store.writer.hold_flushes(true);
+    let first = tokio::spawn({
+        let (store, conv) = (store.clone(), conv.clone());
+        async move { store.add_watch(new_watch(&conv, url), 10).await }
+    });
+    // The first is written, and waits for its flush.
+    while store.watches(&conv).await.unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let second = tokio::spawn({
+        let (store, conv) = (store.clone(), conv.clone());
+        async move { store.add_watch(new_watch(&conv, url), 10).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the duplicate was answered while the watch it names could still be lost"
+    );
+    store.writer.hold_flushes(false);
+    assert!(matches!(first.await.unwrap().unwrap(), AddWatch::Added(_)));
+    assert!(matches!(
+        second.await.unwrap().unwrap(),
+        AddWatch::Duplicate(_)
+    ));
+}
+
 #[test]
 fn a_locked_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

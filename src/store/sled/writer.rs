@@ -32,6 +32,10 @@ pub(super) struct Writer {
     /// Joined on drop, so that the thread's `Db` handle (and sled's directory lock) is gone
     /// when the store is: a restart in the same process can then reopen the directory.
     thread: Option<std::thread::JoinHandle<()>>,
+    /// While set, the thread waits before each flush: a test sees what callers do while
+    /// their writes are not yet durable.
+    #[cfg(test)]
+    hold: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
@@ -48,6 +52,9 @@ enum Request {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        // A test that failed while holding the flushes must not hang in the join below.
+        #[cfg(test)]
+        self.hold_flushes(false);
         self.requests.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -58,6 +65,10 @@ impl Drop for Writer {
 impl Writer {
     pub(super) fn start(db: sled::Db, trees: CheckTrees) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        #[cfg(test)]
+        let hold = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        #[cfg(test)]
+        let held = std::sync::Arc::clone(&hold);
         let thread = std::thread::Builder::new()
             .name("pricewatch-store".to_owned())
             .spawn(move || {
@@ -77,6 +88,14 @@ impl Writer {
                         done.extend(apply_batch(&trees, records));
                         records = rest;
                     }
+                    #[cfg(test)]
+                    {
+                        let (on, changed) = &*held;
+                        let on = on.lock().unwrap_or_else(|p| p.into_inner());
+                        let _on = changed
+                            .wait_while(on, |on| *on)
+                            .unwrap_or_else(|p| p.into_inner());
+                    }
                     let flushed = db.flush().map(|_| ()).map_err(io);
                     // Callers may have given up (a turn cut off, a shutdown); fine.
                     for reply in flushes {
@@ -90,7 +109,17 @@ impl Writer {
         Ok(Writer {
             requests: Some(tx),
             thread: Some(thread),
+            #[cfg(test)]
+            hold,
         })
+    }
+
+    /// With `true`, no flush completes until this is called with `false`.
+    #[cfg(test)]
+    pub(super) fn hold_flushes(&self, hold: bool) {
+        let (on, changed) = &*self.hold;
+        *on.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+        changed.notify_all();
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
