@@ -21,10 +21,14 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::delivery::connector::Connector;
+use crate::delivery::replies::ReplyLanes;
+use crate::delivery::retry::{classify, Failure};
 use crate::delivery::run::Wake;
 use crate::domain::{NewOutbox, OutboxMessage};
 use crate::error::Chain;
-use crate::inbound::activity::{Activity, ActivityError, ConversationKey, ValidActivity};
+use crate::inbound::activity::{
+    Activity, ActivityError, ConversationKey, OutboundActivity, ValidActivity,
+};
 use crate::inbound::auth::InboundAuth;
 use crate::inbound::bot::Bot;
 use crate::liveness::Liveness;
@@ -47,6 +51,18 @@ pub struct Endpoint {
     pub health: Health,
     /// What `GET /metrics` serves; the turns are counted here.
     pub metrics: Arc<Metrics>,
+    pub late_replies: LateReplies,
+}
+
+/// Where a turn's replies go when the channel does not take them in time: the outbox,
+/// in order behind the conversation's earlier ones ([`crate::delivery::replies`]).
+pub struct LateReplies {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Told when replies were queued, so delivery sends them at once.
+    pub wake: Wake,
+    /// Shared with delivery.
+    pub lanes: Arc<ReplyLanes>,
 }
 
 /// What `GET /readyz` looks at.
@@ -521,21 +537,9 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     if activity.expects_replies() {
         return warp::reply::json(&json!({ "activities": turn.replies })).into_response();
     }
-    // Sequential, so replies arrive in the order the bot wrote them.
-    for reply in &turn.replies {
-        match endpoint.connector.send(reply).await {
-            Ok(d) => tracing::debug!(
-                status = d.status,
-                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
-                "reply sent"
-            ),
-            // The user's activity was handled and stored; a channel failure must not make
-            // the channel retry it, so the turn still answers 200.
-            Err(e) => {
-                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
-            }
-        }
-    }
+    // The user's activity was handled and stored; a channel failure must not make the
+    // channel retry it, so the turn answers 200 whatever became of the replies.
+    send_replies(endpoint, &activity.key(), turn.replies).await;
     if activity.kind == "invoke" {
         // As the SDKs do when the bot produced no invokeResponse.
         return error_response(
@@ -546,6 +550,91 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     }
     StatusCode::OK.into_response()
 }
+
+/// Sends the replies in the order the bot wrote them. From the first one the channel does
+/// not take for a reason that may pass, they go to the outbox, as do all of them while
+/// the conversation has earlier replies queued: delivery sends them in order, within the
+/// rate limits, retrying as it does proactive messages. A reply the channel refuses for
+/// good is logged and dropped, as a proactive message would be.
+async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<OutboundActivity>) {
+    if replies.is_empty() {
+        return;
+    }
+    let late = &endpoint.late_replies;
+    let _lane = late.lanes.enter(key).await;
+    let mut queue_from = if late.lanes.has_queued(key) {
+        tracing::debug!("earlier replies are queued; these go behind them");
+        Some(0)
+    } else {
+        None
+    };
+    for (i, reply) in replies.iter().enumerate() {
+        if queue_from.is_some() {
+            break;
+        }
+        let e = match endpoint.connector.send(reply).await {
+            Ok(d) => {
+                tracing::debug!(
+                    status = d.status,
+                    activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
+                    "reply sent"
+                );
+                continue;
+            }
+            Err(e) => e,
+        };
+        match classify(&e) {
+            Failure::Transient { .. } => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply not taken; queued for delivery");
+                queue_from = Some(i);
+            }
+            Failure::Permanent | Failure::Unreachable => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply refused; not retried")
+            }
+        }
+    }
+    let Some(from) = queue_from else {
+        return;
+    };
+    let now = late.clock.now_ms();
+    let messages: Vec<NewOutbox> = replies
+        .into_iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, reply)| NewOutbox {
+            // Unique per turn and reply: two turns never share one (activity ids need
+            // not be unique), and the store keeps one entry per id.
+            alert_id: format!(
+                "reply:{now}:{}:{i}:{}:{}",
+                REPLY_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                key.channel_id,
+                key.conversation_id
+            ),
+            conversation: key.clone(),
+            watch_id: None,
+            message: OutboxMessage::Reply {
+                text: reply.text.unwrap_or_default(),
+                reply_to_id: reply.reply_to_id,
+            },
+        })
+        .collect();
+    let count = messages.len();
+    match late.store.queue_messages(messages, now).await {
+        Ok(entries) => {
+            for e in &entries {
+                late.lanes.queued(key, e.id);
+            }
+            late.wake.replies_queued();
+        }
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), replies = count, "queueing replies failed; they are lost")
+        }
+    }
+}
+
+/// Makes each queued reply's id unique within the process (the time makes it unique
+/// across restarts).
+static REPLY_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `application/json` or any `+json` type, parameters allowed.
 fn is_json(headers: &HeaderMap) -> bool {

@@ -41,6 +41,11 @@ impl Message {
     pub fn announcement(text: &str) -> Message {
         Message::text(text.to_owned())
     }
+
+    /// A turn's reply, as the bot wrote it then.
+    pub fn reply(text: &str) -> Message {
+        Message::text(text.to_owned())
+    }
 }
 
 /// A watched product as the messages name it.

@@ -14,6 +14,7 @@ mod notify;
 mod process;
 mod service;
 mod shop;
+mod slow_channel;
 #[path = "../common/tokens.rs"]
 mod tokens;
 mod transfer;
@@ -352,12 +353,11 @@ async fn a_failing_channel_does_not_fail_the_turn() {
         .post(&t.message("c1", "watch https://shop.example/p/1"))
         .await;
     assert_eq!((status, body.as_str()), (200, ""));
-    assert_eq!(t.channel.take().len(), 1, "the reply was attempted");
-    assert_eq!(
-        t.app().store().stats().await.unwrap().watches,
-        1,
-        "the watch is kept"
-    );
+    // Delivery may have tried the queued reply again already.
+    assert!(!t.channel.take().is_empty(), "the reply was attempted");
+    let stats = t.app().store().stats().await.unwrap();
+    assert_eq!(stats.watches, 1, "the watch is kept");
+    assert_eq!(stats.outbox, 1, "the reply is queued for another try");
 
     // A channel that is not there at all.
     let mut m = t.message("c1", "list");
