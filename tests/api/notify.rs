@@ -119,3 +119,16 @@ async fn an_announcement_reaches_every_conversation_or_the_one_named() {
     assert_eq!(got[0].path, "/v3/conversations/c2/activities");
     assert_eq!(got[0].text(), "Just you");
 }
+
+#[tokio::test]
+async fn a_token_file_with_blanks_around_the_token_still_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}  \n\n")).unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.notify.admin_token_file = Some(token_file);
+    let t = TestApp::spawn_with(config).await;
+    t.say("c1", "help").await;
+    let (status, body) = post(&t, Some(TOKEN), &json!({"text": "hello"})).await;
+    assert_eq!((status, body["queued"].as_u64()), (202, Some(1)), "{body}");
+}
