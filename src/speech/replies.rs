@@ -5,7 +5,7 @@
 
 use crate::domain::product_url::UrlError;
 use crate::domain::{Rule, Watch};
-use crate::inbound::command::CommandError;
+use crate::inbound::command::{CommandError, Verb};
 use crate::speech::format::plain_number;
 
 /// The reply language, from the activity's `locale`.
@@ -289,11 +289,34 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
                 format!("“{text}” is not a positive price. Example: `watch <link> below 149.99`")
             }
         }
-        E::UnexpectedWords { words } => {
+        E::UnexpectedWords {
+            command: Verb::Watch,
+            words,
+        } => {
             if fr {
                 format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`) ou un prix (`below 149,99`), ou rien.")
             } else {
                 format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`) or a price (`below 149.99`), or nothing.")
+            }
+        }
+        E::UnexpectedWords {
+            command: Verb::Unwatch,
+            words,
+        } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». `unwatch` arrête une surveillance à la fois : `unwatch 2` (le numéro vient de `list`), `unwatch <lien>` ou `unwatch all`.")
+            } else {
+                format!("I do not know what to do with “{words}”. `unwatch` stops one watch at a time: `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.")
+            }
+        }
+        E::UnexpectedWords {
+            command: Verb::History,
+            words,
+        } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». `history` montre une surveillance à la fois : `history 2` (le numéro vient de `list`).")
+            } else {
+                format!("I do not know what to do with “{words}”. `history` shows one watch at a time: `history 2` (numbers come from `list`).")
             }
         }
         E::MissingUnwatchTarget => {

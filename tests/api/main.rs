@@ -579,3 +579,18 @@ async fn a_typed_amount_is_read_as_on_a_page_and_the_reply_shows_how() {
         "{reply}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_command_gets_its_own_help() {
+    let t = TestApp::spawn().await;
+    for text in ["unwatch 1 2 3", "unwatch all all"] {
+        let reply = t.say("c1", text).await;
+        assert!(reply.contains("`unwatch 2`"), "{text:?} → {reply}");
+        assert!(!reply.contains("After the link"), "{text:?} → {reply}");
+    }
+    let reply = t.say("c1", "history 1 2").await;
+    assert!(reply.contains("`history 2`"), "{reply}");
+    assert!(!reply.contains("After the link"), "{reply}");
+    let reply = t.say("c1", "watch https://shop.example/p/1 banana").await;
+    assert!(reply.contains("After the link"), "{reply}");
+}

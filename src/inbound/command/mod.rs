@@ -10,7 +10,8 @@
 //! Decisions worth knowing when reading the bot's replies:
 //! * Text over [`MAX_INPUT_BYTES`] is `Unknown { suggestion: None }` (see there).
 //! * `list` and `help` ignore words after them (`help watch`, `list please`);
-//!   every other command rejects leftovers with [`CommandError::UnexpectedWords`].
+//!   every other command rejects leftovers with [`CommandError::UnexpectedWords`],
+//!   which names the command ([`Verb`]) so the reply explains that one.
 //! * `watch <url> 15` (a bare number) is `UnexpectedWords`: it could mean a
 //!   percent or an amount, and guessing wrong would silently set a bad alert.
 //! * A message that is only a product link is `Unknown { suggestion: Some("watch") }`
@@ -107,6 +108,25 @@ pub enum UnwatchTarget {
     All,
 }
 
+/// A command that takes arguments: the one a malformed message meant, so the reply
+/// explains that command and no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Watch,
+    Unwatch,
+    History,
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verb::Watch => "watch",
+            Verb::Unwatch => "unwatch",
+            Verb::History => "history",
+        })
+    }
+}
+
 /// Why a message that named a command could not be accepted.
 ///
 /// Each case is its own variant so that the bot can explain it in the user's
@@ -125,8 +145,8 @@ pub enum CommandError {
     },
     #[error("`{text}` is not a positive target amount")]
     InvalidTarget { text: String },
-    #[error("unexpected words: `{words}`")]
-    UnexpectedWords { words: String },
+    #[error("unexpected words after {command}: `{words}`")]
+    UnexpectedWords { command: Verb, words: String },
     #[error("unwatch needs a watch number, a URL or `all`")]
     MissingUnwatchTarget,
     #[error("`{text}` is not a watch number")]
@@ -205,7 +225,7 @@ fn parse_watch(
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
         return Err(match args.iter().position(|w| looks_like_url(w)) {
-            Some(at) => unexpected(&args[..at]),
+            Some(at) => unexpected(Verb::Watch, &args[..at]),
             None => CommandError::Url(UrlError::Missing),
         });
     }
@@ -252,7 +272,7 @@ fn parse_rule(
     } else if explicit {
         (*number, 1)
     } else {
-        return Err(unexpected(args));
+        return Err(unexpected(Verb::Watch, args));
     };
     let percent = parse_percent(number).ok_or_else(|| CommandError::InvalidDrop {
         text: spec[..used].join(" "),
@@ -266,7 +286,7 @@ fn parse_rule(
     }
     match &spec[used..] {
         [] => Ok(Some(Rule::Drop { percent })),
-        rest => Err(unexpected(rest)),
+        rest => Err(unexpected(Verb::Watch, rest)),
     }
 }
 
@@ -301,7 +321,7 @@ fn parse_target(args: &[&str], locale: Option<&str>) -> Result<Rule, CommandErro
     if rest.is_empty() {
         Ok(Rule::Below { amount })
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::Watch, rest))
     }
 }
 
@@ -403,7 +423,7 @@ fn parse_unwatch(args: &[&str], limits: &Limits) -> Result<Command, CommandError
     if rest.is_empty() {
         Ok(Command::Unwatch(target))
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::Unwatch, rest))
     }
 }
 
@@ -419,12 +439,13 @@ fn parse_history(args: &[&str]) -> Result<Command, CommandError> {
     if rest.is_empty() {
         Ok(Command::History(index))
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::History, rest))
     }
 }
 
-fn unexpected(words: &[&str]) -> CommandError {
+fn unexpected(command: Verb, words: &[&str]) -> CommandError {
     CommandError::UnexpectedWords {
+        command,
         words: words.join(" "),
     }
 }
@@ -913,38 +934,66 @@ mod tests {
             (
                 "watch https://shop.example/p banana",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "banana".into(),
                 }),
             ),
             (
                 "watch https://shop.example/p 15",
-                Err(E::UnexpectedWords { words: "15".into() }),
+                Err(E::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "15".into(),
+                }),
             ),
             (
                 "watch https://shop.example/p 15% right now",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "right now".into(),
                 }),
             ),
             (
                 "watch https://shop.example/p below 10 EUR please",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "please".into(),
                 }),
             ),
             (
                 "watch this https://shop.example/p",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "this".into(),
                 }),
             ),
             (
                 "unwatch all now",
                 Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
                     words: "now".into(),
                 }),
             ),
-            ("history 2 3", Err(E::UnexpectedWords { words: "3".into() })),
+            (
+                "unwatch 1 2 3",
+                Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
+                    words: "2 3".into(),
+                }),
+            ),
+            (
+                "unwatch all all",
+                Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
+                    words: "all".into(),
+                }),
+            ),
+            (
+                "history 2 3",
+                Err(E::UnexpectedWords {
+                    command: Verb::History,
+                    words: "3".into(),
+                }),
+            ),
             ("unwatch", Err(E::MissingUnwatchTarget)),
             ("<at>pricewatch</at> stop", Err(E::MissingUnwatchTarget)),
             ("unwatch 0", Err(E::InvalidIndex { text: "0".into() })),
