@@ -594,3 +594,15 @@ async fn a_malformed_command_gets_its_own_help() {
     let reply = t.say("c1", "watch https://shop.example/p/1 banana").await;
     assert!(reply.contains("After the link"), "{reply}");
 }
+
+#[tokio::test]
+async fn a_pasted_link_of_10_kb_is_too_long_not_misunderstood() {
+    let t = TestApp::spawn().await;
+    let link = format!("https://shop.example/{}", "a".repeat(10_000));
+    let reply = t.say("c1", &format!("watch {link}")).await;
+    assert!(
+        reply.contains("10021 characters") && reply.contains("2048"),
+        "{reply}"
+    );
+    assert_eq!(t.app().store().stats().await.unwrap().watches, 0);
+}

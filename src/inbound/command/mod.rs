@@ -8,7 +8,8 @@
 //! (mentions, HTML, Slack's angle-bracket links, markdown links, entities).
 //!
 //! Decisions worth knowing when reading the bot's replies:
-//! * Text over [`MAX_INPUT_BYTES`] is `Unknown { suggestion: None }` (see there).
+//! * Text over [`MAX_INPUT_BYTES`] is `Unknown { suggestion: None }` (see there), unless
+//!   a word of it is a link over the length limit: that is `UrlError::TooLong`.
 //! * `list` and `help` ignore words after them (`help watch`, `list please`);
 //!   every other command rejects leftovers with [`CommandError::UnexpectedWords`],
 //!   which names the command ([`Verb`]) so the reply explains that one.
@@ -56,7 +57,9 @@ pub use self::markup::clean_text;
 /// attribute in every tag) is quadratic in the length. Such text is `Unknown { suggestion: None }` rather than truncated,
 /// because truncation could cut a URL and silently watch the wrong page, and a
 /// dedicated error variant would widen the API every caller must match on for a
-/// case the bot answers like any other unknown text.
+/// case the bot answers like any other unknown text. The one exception is a pasted
+/// link longer than the URL limit, found by a linear scan of the words: the user is
+/// told the link is too long, as a shorter overlong link is.
 pub const MAX_INPUT_BYTES: usize = 8 * 1024;
 
 /// Configurable bounds checked while parsing.
@@ -159,7 +162,7 @@ pub enum CommandError {
 /// command with a bad argument.
 pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Command, CommandError> {
     if text.len() > MAX_INPUT_BYTES {
-        return Ok(Command::Unknown { suggestion: None });
+        return oversized(text, limits);
     }
     let stripped = strip_markup(text);
     let unwrapped = unwrap_markdown_links(&stripped);
@@ -182,6 +185,26 @@ pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Comman
             };
             Ok(Command::Unknown { suggestion })
         }
+    }
+}
+
+/// Text over [`MAX_INPUT_BYTES`]: a word that is a link over the limit (bare, or in the
+/// brackets channels put around links) is what to tell the user about; anything else
+/// is not a command.
+fn oversized(text: &str, limits: &Limits) -> Result<Command, CommandError> {
+    let is_bracket = |c: char| matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'');
+    let long_link = text
+        .split(is_separator)
+        .map(|w| w.trim_matches(is_bracket))
+        .map(|w| w.rsplit_once("](").map_or(w, |(_, link)| link))
+        .map(|w| (w, w.chars().count()))
+        .find(|(w, len)| *len > limits.max_url_len && (looks_like_url(w) || w.contains("://")));
+    match long_link {
+        Some((_, len)) => Err(CommandError::Url(UrlError::TooLong {
+            len,
+            max: limits.max_url_len,
+        })),
+        None => Ok(Command::Unknown { suggestion: None }),
     }
 }
 
@@ -1113,6 +1136,19 @@ mod tests {
         assert_eq!(p(&huge), unknown(None));
         let at_limit = format!("help{}", " ".repeat(MAX_INPUT_BYTES - 4));
         assert_eq!(p(&at_limit), Ok(Command::Help));
+    }
+
+    #[test]
+    fn an_oversized_link_is_too_long_not_unknown() {
+        let link = format!("https://shop.example/{}", "a".repeat(10_000));
+        let too_long = |len| Err(CommandError::Url(UrlError::TooLong { len, max: 2048 }));
+        let len = link.chars().count();
+        assert_eq!(p(&format!("watch {link}")), too_long(len));
+        assert_eq!(p(&format!("unwatch <{link}>")), too_long(len));
+        assert_eq!(p(&format!("watch [here]({link})")), too_long(len));
+        assert_eq!(p(&link), too_long(len));
+        // Over the input limit with no link in it: still not a command.
+        assert_eq!(p(&"a".repeat(MAX_INPUT_BYTES + 1)), unknown(None));
     }
 
     fn tricky_inputs() -> Vec<String> {
