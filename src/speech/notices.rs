@@ -18,7 +18,7 @@ use crate::price::Currency;
 use crate::speech::card::{alert_card, ADAPTIVE_CARD};
 use crate::speech::format::{
     clean, escape_markdown, format_amount, format_date, lang_tag, number_text, percent_text,
-    plain_number, product_md,
+    plain_number, product_md, visible,
 };
 use crate::speech::replies::Lang;
 
@@ -86,7 +86,7 @@ pub fn into_activity(
     reference: &ConversationReference,
     lang: Lang,
 ) -> OutboundActivity {
-    let mut out = OutboundActivity::message(reference, msg.text);
+    let mut out = OutboundActivity::message(reference, visible(&msg.text));
     out.text_format = Some("markdown".to_owned());
     out.locale = reference
         .locale

@@ -189,6 +189,12 @@ pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
     }
 }
 
+/// A turn's reply as it is sent: what the bot wrote, with the user's text in it made
+/// harmless ([`crate::speech::format::visible`]).
+pub fn said(text: &str) -> String {
+    crate::speech::format::visible(text)
+}
+
 pub fn unknown(lang: Lang, text: &str, suggestion: Option<&str>) -> String {
     let shown: String = text.chars().take(60).collect();
     match (lang, suggestion) {

@@ -606,3 +606,26 @@ async fn a_pasted_link_of_10_kb_is_too_long_not_misunderstood() {
     );
     assert_eq!(t.app().store().stats().await.unwrap().watches, 0);
 }
+
+#[tokio::test]
+async fn bidi_and_control_characters_are_not_echoed() {
+    let t = TestApp::spawn().await;
+    let hidden = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{0}', '\u{1b}', '\u{7}',
+    ];
+    let spoof: String = hidden.iter().collect();
+    for text in [
+        format!("gpj.exe{spoof}txt"),
+        format!("watch https://shop.example/p/1 {spoof}banana"),
+        format!("watch https://shop.example/p/1 below {spoof}9"),
+        format!("unwatch {spoof}x"),
+        format!("watch ftp{spoof}://shop.example/p"),
+    ] {
+        let reply = t.say("c1", &text).await;
+        assert!(
+            !reply.chars().any(|c| hidden.contains(&c)),
+            "{text:?} → {reply:?}"
+        );
+    }
+}
