@@ -372,6 +372,43 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The pure part of a turn, from the text a user sent to the reply that refuses
+        /// it: whatever the text, the reply is said, in both languages, carries none of the
+        /// controls `visible` removes, and is never much longer than what was sent.
+        #[test]
+        fn any_text_gets_a_clean_reply(
+            text in proptest::prelude::any::<String>(),
+            noise in proptest::sample::select(vec![
+                "", "\u{202E}", "\u{2066}", "\u{200E}", "\u{061C}", "\u{0}", "\u{1b}[2J",
+            ]),
+            command in proptest::sample::select(vec![
+                "", "watch ", "unwatch ", "history ", "watch https://shop.example/p ",
+                "watch https://shop.example/p below ",
+            ]),
+        ) {
+            use crate::inbound::command::{clean_text, parse, Command, Limits};
+            let text = format!("{command}{noise}{text}{noise}");
+            for lang in [Lang::En, Lang::Fr] {
+                let refusal = match parse(&text, &Limits::default(), None) {
+                    Err(e) => Some(command_error(lang, &e)),
+                    Ok(Command::Unknown { suggestion }) => {
+                        Some(unknown(lang, &clean_text(&text), suggestion))
+                    }
+                    Ok(_) => None,
+                };
+                let Some(refusal) = refusal else { continue };
+                let reply = said(&refusal);
+                proptest::prop_assert!(!reply.trim().is_empty());
+                proptest::prop_assert_eq!(&crate::speech::format::visible(&reply), &reply);
+                proptest::prop_assert!(
+                    reply.chars().count() <= text.chars().count() + 400,
+                    "{:?} → {:?}", text, reply
+                );
+            }
+        }
+    }
+
     #[test]
     fn help_names_every_command_in_both_languages() {
         for lang in [Lang::En, Lang::Fr] {

@@ -1366,6 +1366,134 @@ mod tests {
         }
     }
 
+    /// Text a user could send, and worse: arbitrary Unicode, the words and marks the
+    /// grammar reacts to, bidi and control characters, and now and then far more than
+    /// [`MAX_INPUT_BYTES`].
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let word = prop::sample::select(vec![
+            "watch",
+            "unwatch",
+            "history",
+            "list",
+            "help",
+            "all",
+            "below",
+            "drop",
+            "by",
+            "%",
+            "15%",
+            "-15%",
+            "1.299",
+            "149,99",
+            "€",
+            "EUR",
+            "#2",
+            "2.",
+            "<at>bot</at>",
+            "@bot",
+            "https://shop.example/p/1",
+            "shop.example/p",
+            "<https://a.example/x|a>",
+            "[x](https://a.example/y)",
+            "&amp;",
+            "\u{202E}",
+            "\u{2066}",
+            "\u{200F}",
+            "\u{061C}",
+            "\u{0}",
+            "\u{1b}",
+            "\u{A0}",
+            "\u{200B}",
+            "é",
+            "🙂",
+            "\n",
+            "\t",
+            " ",
+        ]);
+        let piece = prop_oneof![
+            4 => word.prop_map(str::to_owned),
+            2 => any::<String>(),
+            1 => "[a-z0-9./:%#?&=,-]{1,30}",
+        ];
+        prop_oneof![
+            10 => prop::collection::vec(piece, 0..12).prop_map(|v| v.join(" ")),
+            1 => (any::<char>(), MAX_INPUT_BYTES - 8..MAX_INPUT_BYTES * 2)
+                .prop_map(|(c, n)| format!("watch https://shop.example/{}", c.to_string().repeat(n / c.len_utf8()))),
+        ]
+    }
+
+    /// The command written back as a user would type it.
+    fn typed(command: &Command) -> Option<String> {
+        // An amount with exactly three decimals would read as grouped thousands
+        // (`1.299` is 1299): a fourth digit keeps it a fraction.
+        let amount = |a: &Decimal| {
+            let text = a.normalize().to_string();
+            match text.split_once('.') {
+                Some((_, fraction)) if fraction.len() == 3 => format!("{text}0"),
+                _ => text,
+            }
+        };
+        let rule = |r: &Option<Rule>| match r {
+            None => String::new(),
+            Some(Rule::Drop { percent }) => format!(" {}%", percent.normalize()),
+            Some(Rule::Below { amount: a }) => format!(" below {}", amount(a)),
+        };
+        Some(match command {
+            Command::Watch { url, rule: r } => format!("watch {}{}", url.as_str(), rule(r)),
+            Command::List => "list".to_owned(),
+            Command::Help => "help".to_owned(),
+            Command::History(n) => format!("history {n}"),
+            Command::Unwatch(UnwatchTarget::All) => "unwatch all".to_owned(),
+            Command::Unwatch(UnwatchTarget::Index(n)) => format!("unwatch {n}"),
+            Command::Unwatch(UnwatchTarget::Url(u)) => format!("unwatch {}", u.as_str()),
+            Command::Unknown { .. } => return None,
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, parsing ends without a panic, an accepted link is stable,
+        /// and an accepted command typed back the way a user would means the same.
+        #[test]
+        fn any_text_parses_and_what_it_accepts_reads_back(text in any_text()) {
+            assert_sane(&text);
+            if let Ok(command) = p(&text) {
+                if let Some(again) = typed(&command) {
+                    proptest::prop_assert_eq!(p(&again), Ok(command), "typed back as {:?}", again);
+                }
+            }
+        }
+
+        /// Commands built from their parts read back as built.
+        #[test]
+        fn commands_read_back_as_built(
+            index in 1usize..100_000,
+            path in "[a-z0-9]{1,12}(/[a-z0-9]{1,12}){0,3}",
+            percent in 1u32..=95,
+            hundredths in 0u32..100,
+            cents in 1u64..100_000_000,
+            which in 0..6u8,
+        ) {
+            let u = url(&format!("https://shop.example/{path}"));
+            let percent = (Decimal::from(percent) + Decimal::new(hundredths.into(), 2))
+                .min(Decimal::from(95))
+                .normalize();
+            let command = match which {
+                0 => Command::Watch { url: u, rule: None },
+                1 => Command::Watch { url: u, rule: Some(Rule::Drop { percent }) },
+                2 => Command::Watch {
+                    url: u,
+                    rule: Some(Rule::Below { amount: Decimal::new(cents as i64, 2).normalize() }),
+                },
+                3 => Command::Unwatch(UnwatchTarget::Index(index)),
+                4 => Command::Unwatch(UnwatchTarget::Url(u)),
+                _ => Command::History(index),
+            };
+            let text = typed(&command).unwrap();
+            proptest::prop_assert_eq!(p(&text), Ok(command), "{:?}", text);
+        }
+    }
+
     #[test]
     fn error_messages_are_readable() {
         let e = CommandError::DropOutOfRange {
