@@ -572,6 +572,9 @@ async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<O
     } else {
         None
     };
+    // A channel that asked for a pause (429/503 with `Retry-After`) gets it from the
+    // queued replies too.
+    let mut not_before = None;
     for (i, reply) in replies.iter().enumerate() {
         if queue_from.is_some() {
             break;
@@ -588,9 +591,10 @@ async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<O
             Err(e) => e,
         };
         match classify(&e) {
-            Failure::Transient { .. } => {
+            Failure::Transient { retry_after, .. } => {
                 tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply not taken; queued for delivery");
                 queue_from = Some(i);
+                not_before = retry_after;
             }
             Failure::Permanent | Failure::Unreachable => {
                 tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply refused; not retried")
@@ -627,6 +631,15 @@ async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<O
         Ok(entries) => {
             for e in &entries {
                 late.lanes.queued(key, e.id);
+            }
+            if let Some(wait) = not_before {
+                let at = now.saturating_add(wait.as_millis() as u64);
+                for e in &entries {
+                    if let Err(err) = late.store.defer_message(e.id, at).await {
+                        // Only sooner than asked: the reply is queued all the same.
+                        tracing::warn!(error = %Chain(&err), "a queued reply could not be deferred");
+                    }
+                }
             }
             late.wake.replies_queued();
         }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use pricewatch::clock::Clock;
+
 use crate::helpers::{eventually, test_config, TestApp};
 
 /// What each conversation said, in order; each `watch` reply names its product.
@@ -119,4 +121,21 @@ async fn a_reply_the_channel_refuses_is_not_retried() {
     assert_eq!(t.channel.take().len(), 1);
     let stats = t.app().store().stats().await.unwrap();
     assert_eq!((stats.outbox, stats.dead_letters), (0, 0));
+}
+
+#[tokio::test]
+async fn a_reply_the_channel_asks_to_hold_waits_for_its_retry_after() {
+    let t = TestApp::spawn().await;
+    t.channel.answer_next(&[429]);
+    t.channel.answer_retry_after(Some("120"));
+    let before = pricewatch::clock::SystemClock.now_ms();
+    let (status, _) = t.post(&t.message("c1", "help")).await;
+    assert_eq!(status, 200);
+    let queued = t.app().store().queued_messages(10).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert!(
+        queued[0].next_attempt_ms >= before + 120_000,
+        "{} is before the channel's Retry-After",
+        queued[0].next_attempt_ms
+    );
 }
