@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::delivery::connector::{Connector, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::ratelimit::SendLimits;
+use crate::delivery::replies::ReplyLanes;
 use crate::delivery::run::Wake;
 use crate::delivery::token::{TokenClient, TokenConfig};
 use crate::delivery::{Delivery, PassReport};
@@ -21,7 +22,7 @@ use crate::error::Chain;
 use crate::inbound::auth::{BotFrameworkAuth, BotFrameworkSettings, InboundAuth};
 use crate::inbound::bot::{Bot, TurnSettings};
 use crate::inbound::command::Limits;
-use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health, Surface};
+use crate::inbound::endpoint::{routes, Announcements, Endpoint, Health, LateReplies, Surface};
 use crate::liveness::Liveness;
 use crate::ops::config::Config;
 use crate::ops::metrics::{Deliveries, Metrics};
@@ -400,13 +401,26 @@ impl App {
         });
         let clock_for_auth = clock.clone();
         let clock_for_service = clock.clone();
-        let delivery = Arc::new(Delivery::new(
-            store.clone(),
-            connector.clone(),
-            clock,
-            config.delivery,
-            limits,
+        // Replies queued before a restart keep their order over the new turns' replies.
+        let reply_lanes = Arc::new(ReplyLanes::from_queued(
+            &store.queued_messages(usize::MAX).await?,
         ));
+        let late_replies = LateReplies {
+            store: store.clone(),
+            clock: clock.clone(),
+            wake: wake.clone(),
+            lanes: reply_lanes.clone(),
+        };
+        let delivery = Arc::new(
+            Delivery::new(
+                store.clone(),
+                connector.clone(),
+                clock,
+                config.delivery,
+                limits,
+            )
+            .with_replies(reply_lanes),
+        );
         delivery.count_in(metrics.clone());
         // Weak: the metrics must not keep delivery (and the store it holds) alive after
         // the daemon stops, or the store's lock would outlive it.
@@ -435,6 +449,7 @@ impl App {
                 stale_after: service.stale_after,
             },
             metrics,
+            late_replies,
         });
         let (reloader_endpoint, reloader_clock) = (endpoint.clone(), clock_for_service.clone());
         let listener = bind(config.server.bind).await?;

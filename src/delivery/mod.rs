@@ -11,6 +11,7 @@
 
 pub mod connector;
 pub mod ratelimit;
+pub mod replies;
 pub mod retry;
 pub mod run;
 pub mod token;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::delivery::connector::{Connector, ConnectorError};
 use crate::delivery::ratelimit::{Admission, SendLimits};
+use crate::delivery::replies::ReplyLanes;
 use crate::delivery::retry::{classify, Decision, Failure, RetryPolicy};
 use crate::domain::{Event, OutboxEntry, OutboxMessage, Unreachable, Watch};
 use crate::error::Chain;
@@ -116,6 +118,8 @@ pub struct Delivery {
     /// Counts rate-limit waits (set by the daemon); sent, retried and dead are read from
     /// the counters above at scrape time.
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// The order of queued replies, shared with the endpoint that queues them.
+    replies: Arc<ReplyLanes>,
 }
 
 impl Delivery {
@@ -159,7 +163,14 @@ impl Delivery {
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
+            replies: Arc::new(ReplyLanes::default()),
         }
+    }
+
+    /// Keeps queued replies in the order `lanes` knows (the endpoint's, which queues them).
+    pub fn with_replies(mut self, lanes: Arc<ReplyLanes>) -> Delivery {
+        self.replies = lanes;
+        self
     }
 
     /// Counts rate-limit waits in `metrics` from now on (once; later calls are ignored).
@@ -330,12 +341,13 @@ impl Delivery {
         let lang = Lang::from_locale(reference.locale.as_deref());
         let watches = self.store.watches(key).await?;
         let mut alerts: Vec<(AlertItem<'_>, &OutboxEntry)> = Vec::new();
-        let mut singles: Vec<(Message, &OutboxEntry)> = Vec::new();
+        let mut singles: Vec<(Message, Option<&str>, &OutboxEntry)> = Vec::new();
         let mut stale: Vec<&OutboxEntry> = Vec::new();
         for entry in &entries {
             match render(lang, entry, &watches) {
                 Rendered::Alert(item) => alerts.push((item, entry)),
-                Rendered::Single(msg) => singles.push((msg, entry)),
+                Rendered::Single(msg) => singles.push((msg, None, entry)),
+                Rendered::Reply(msg, reply_to_id) => singles.push((msg, reply_to_id, entry)),
                 Rendered::Stale => stale.push(entry),
             }
         }
@@ -348,25 +360,39 @@ impl Delivery {
             let items: Vec<AlertItem<'_>> = alerts.iter().map(|(item, _)| *item).collect();
             notices::alerts(lang, &items)
         };
-        let mut outgoing: Vec<(Message, Vec<&OutboxEntry>)> = singles
+        let mut outgoing: Vec<(Message, Option<&str>, Vec<&OutboxEntry>)> = singles
             .into_iter()
-            .map(|(msg, entry)| (msg, vec![entry]))
+            .map(|(msg, reply_to_id, entry)| (msg, reply_to_id, vec![entry]))
             .collect();
         if let Some(msg) = digest {
-            outgoing.push((msg, alerts.iter().map(|(_, e)| *e).collect()));
+            outgoing.push((msg, None, alerts.iter().map(|(_, e)| *e).collect()));
         }
         let mut outgoing = outgoing.into_iter();
-        while let Some((msg, covered)) = outgoing.next() {
+        while let Some((msg, reply_to_id, covered)) = outgoing.next() {
+            if let Some(at) = self.earlier_reply_pending(key, &covered).await? {
+                // It must not overtake its conversation's earlier reply: it goes after it.
+                for e in &covered {
+                    self.store.defer_message(e.id, at).await?;
+                    report.deferred += 1;
+                }
+                report.wait_until(at);
+                continue;
+            }
             if let Some(at) = self.wait_for_limits(key).await {
                 // Everything left for this conversation waits for the limit, durably.
-                for e in covered.iter().copied().chain(outgoing.flat_map(|(_, c)| c)) {
+                for e in covered
+                    .iter()
+                    .copied()
+                    .chain(outgoing.flat_map(|(_, _, c)| c))
+                {
                     self.store.defer_message(e.id, at).await?;
                     report.deferred += 1;
                 }
                 report.wait_until(at);
                 return Ok(());
             }
-            let activity = notices::into_activity(msg, &reference, lang);
+            let mut activity = notices::into_activity(msg, &reference, lang);
+            activity.reply_to_id = reply_to_id.map(str::to_owned);
             let err = match self.connector.send(&activity).await {
                 Ok(delivered) => {
                     report.sent += 1;
@@ -379,6 +405,7 @@ impl Delivery {
                             "message delivered"
                         );
                         self.store.remove_delivered(e.id).await?;
+                        self.reply_left(e);
                         report.done += 1;
                     }
                     continue;
@@ -413,7 +440,7 @@ impl Delivery {
                     lock(&self.throttled).insert(key.channel_id.clone(), until);
                     // This conversation's other messages wait durably, so a restart does
                     // not send them into the channel's pause.
-                    for (_, rest) in outgoing.by_ref() {
+                    for (_, _, rest) in outgoing.by_ref() {
                         for e in rest {
                             self.store.defer_message(e.id, until).await?;
                             report.deferred += 1;
@@ -440,7 +467,7 @@ impl Delivery {
                         error = %Shown::text(&error),
                         "conversation unreachable; its watches are paused until it writes again"
                     );
-                    for (_, rest) in outgoing.by_ref() {
+                    for (_, _, rest) in outgoing.by_ref() {
                         for e in rest {
                             self.dead(e, &error, report).await?;
                         }
@@ -451,6 +478,41 @@ impl Delivery {
             }
         }
         Ok(())
+    }
+
+    /// When a queued reply among `covered` has an earlier reply of its conversation still
+    /// queued (it failed again, or waits for a limit): that one's next attempt, to go
+    /// after it.
+    async fn earlier_reply_pending(
+        &self,
+        key: &ConversationKey,
+        covered: &[&OutboxEntry],
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(id) = covered
+            .iter()
+            .find(|e| matches!(e.message, OutboxMessage::Reply { .. }))
+            .map(|e| e.id)
+        else {
+            return Ok(None);
+        };
+        while let Some(earlier) = self.replies.blocker(key, id) {
+            match self.store.queued_message(earlier).await? {
+                Some(entry) => {
+                    let soonest = self.clock.now_ms().saturating_add(1);
+                    return Ok(Some(entry.next_attempt_ms.max(soonest)));
+                }
+                // Gone from the outbox without delivery knowing (an operator's command).
+                None => self.replies.done(key, earlier),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A reply left the outbox: the next one of its conversation may go.
+    fn reply_left(&self, entry: &OutboxEntry) {
+        if matches!(entry.message, OutboxMessage::Reply { .. }) {
+            self.replies.done(&entry.conversation, entry.id);
+        }
     }
 
     /// Takes the rate limits' permission to send to the conversation, sleeping through a
@@ -533,11 +595,12 @@ impl Delivery {
             error = %Shown::text(error),
             "delivery given up; moved to the dead letters"
         );
-        if self
+        let moved = self
             .store
             .move_to_dead_letters(entry.id, error.to_owned(), self.clock.now_ms())
-            .await?
-        {
+            .await?;
+        self.reply_left(entry);
+        if moved {
             report.dead += 1;
             self.dead.fetch_add(1, Ordering::Relaxed);
         }
@@ -567,6 +630,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Rendered<'a> {
     Alert(AlertItem<'a>),
     Single(Message),
+    /// A turn's reply sent late, still a reply to the activity it answers.
+    Reply(Message, Option<&'a str>),
     /// The watch it is about is gone.
     Stale,
 }
@@ -586,6 +651,9 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
             Rendered::Single(notices::first_fetch_failed(lang, url, reason))
         }
         (OutboxMessage::Announcement { text }, _) => Rendered::Single(Message::announcement(text)),
+        (OutboxMessage::Reply { text, reply_to_id }, _) => {
+            Rendered::Reply(Message::reply(text), reply_to_id.as_deref())
+        }
         (_, None) if entry.watch_id.is_some() => Rendered::Stale,
         (OutboxMessage::Watch { url, title, event }, Some(w)) => match event {
             Event::ReferenceSet { reference, line } => Rendered::Single(notices::first_price(

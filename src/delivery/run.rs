@@ -44,6 +44,12 @@ impl Wake {
     pub fn announcement_queued(&self) {
         self.announced.notify_one();
     }
+
+    /// A turn queued replies the channel did not take: they go at once, like an
+    /// announcement.
+    pub fn replies_queued(&self) {
+        self.announced.notify_one();
+    }
 }
 
 /// What one step of the loop saw of its pass.

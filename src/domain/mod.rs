@@ -144,6 +144,14 @@ pub enum OutboxMessage {
     ReadableAgain { url: String, title: Option<String> },
     /// An operator's announcement (`POST /api/notify`), sent as written.
     Announcement { text: String },
+    /// A reply of a turn the channel did not take in time, as the bot wrote it (in the
+    /// user's language then), sent later in its turn's order; still a reply to the user's
+    /// activity when that had an id.
+    Reply {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to_id: Option<String>,
+    },
 }
 
 /// A message to queue, before the store gives it an id.

@@ -121,7 +121,7 @@ impl Bot {
         };
         Ok(Turn {
             replies: text
-                .map(|t| OutboundActivity::reply(activity, t))
+                .map(|t| OutboundActivity::reply(activity, replies::said(&t)))
                 .into_iter()
                 .collect(),
             reference,

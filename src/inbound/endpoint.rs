@@ -21,6 +21,8 @@ use serde::Deserialize;
 
 use crate::clock::Clock;
 use crate::delivery::connector::Connector;
+use crate::delivery::replies::ReplyLanes;
+use crate::delivery::retry::{classify, Failure};
 use crate::delivery::run::Wake;
 use crate::domain::{NewOutbox, OutboxMessage};
 use crate::error::Chain;
@@ -49,6 +51,18 @@ pub struct Endpoint {
     pub health: Health,
     /// What `GET /metrics` serves; the turns are counted here.
     pub metrics: Arc<Metrics>,
+    pub late_replies: LateReplies,
+}
+
+/// Where a turn's replies go when the channel does not take them in time: the outbox,
+/// in order behind the conversation's earlier ones ([`crate::delivery::replies`]).
+pub struct LateReplies {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Told when replies were queued, so delivery sends them at once.
+    pub wake: Wake,
+    /// Shared with delivery.
+    pub lanes: Arc<ReplyLanes>,
 }
 
 /// What `GET /readyz` looks at.
@@ -203,11 +217,7 @@ where
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(bearer_token);
     if !presented.is_some_and(|t| same_secret(t, announcements.token.expose())) {
         tracing::warn!("notify refused: missing or wrong admin token");
         let mut r = error_response(
@@ -425,6 +435,14 @@ async fn queue_announcement(
     Ok(Some(queued))
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched without
+/// regard to case (RFC 7235, 2.1): `bearer` and `BEARER` are the same scheme.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Compares in constant time (`subtle`, already in the build through rustls), so the
 /// time taken does not tell how much of a guess was right.
 fn same_secret(a: &str, b: &str) -> bool {
@@ -513,7 +531,7 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
             tracing::error!(error = %Chain(&e), "turn failed");
             let BotError::Reference { source, apology } = e;
             if !activity.expects_replies() {
-                send_replies(endpoint, &apology).await;
+                send_replies(endpoint, &activity.key(), apology).await;
             }
             // 503 when the storage may come back (a full disk, a store not answering):
             // the channel may send the activity again later.
@@ -540,8 +558,8 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
         return warp::reply::json(&json!({ "activities": turn.replies })).into_response();
     }
     // The user's activity was handled and stored; a channel failure must not make the
-    // channel retry it, so the turn still answers 200.
-    send_replies(endpoint, &turn.replies).await;
+    // channel retry it, so the turn answers 200 whatever became of the replies.
+    send_replies(endpoint, &activity.key(), turn.replies).await;
     if activity.kind == "invoke" {
         // As the SDKs do when the bot produced no invokeResponse.
         return error_response(
@@ -553,22 +571,103 @@ async fn turn(endpoint: &Endpoint, activity: ValidActivity) -> Response {
     StatusCode::OK.into_response()
 }
 
-/// Sends a turn's replies one after the other, so they arrive in the order the bot
-/// wrote them; a failure is logged.
-async fn send_replies(endpoint: &Endpoint, replies: &[OutboundActivity]) {
-    for reply in replies {
-        match endpoint.connector.send(reply).await {
-            Ok(d) => tracing::debug!(
-                status = d.status,
-                activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
-                "reply sent"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply failed")
+/// Sends the replies in the order the bot wrote them. From the first one the channel does
+/// not take for a reason that may pass, they go to the outbox, as do all of them while
+/// the conversation has earlier replies queued: delivery sends them in order, within the
+/// rate limits, retrying as it does proactive messages. A reply the channel refuses for
+/// good is logged and dropped, as a proactive message would be.
+async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<OutboundActivity>) {
+    if replies.is_empty() {
+        return;
+    }
+    let late = &endpoint.late_replies;
+    let _lane = late.lanes.enter(key).await;
+    let mut queue_from = if late.lanes.has_queued(key) {
+        tracing::debug!("earlier replies are queued; these go behind them");
+        Some(0)
+    } else {
+        None
+    };
+    // A channel that asked for a pause (429/503 with `Retry-After`) gets it from the
+    // queued replies too.
+    let mut not_before = None;
+    for (i, reply) in replies.iter().enumerate() {
+        if queue_from.is_some() {
+            break;
+        }
+        let e = match endpoint.connector.send(reply).await {
+            Ok(d) => {
+                tracing::debug!(
+                    status = d.status,
+                    activity_id = %Shown::id(d.activity_id.as_deref().unwrap_or("")),
+                    "reply sent"
+                );
+                continue;
+            }
+            Err(e) => e,
+        };
+        match classify(&e) {
+            Failure::Transient { retry_after, .. } => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply not taken; queued for delivery");
+                queue_from = Some(i);
+                not_before = retry_after;
+            }
+            Failure::Permanent | Failure::Unreachable => {
+                tracing::warn!(error = %Shown::text(Chain(&e)), status = ?e.status(), "reply refused; not retried")
             }
         }
     }
+    let Some(from) = queue_from else {
+        return;
+    };
+    let now = late.clock.now_ms();
+    let messages: Vec<NewOutbox> = replies
+        .into_iter()
+        .enumerate()
+        .skip(from)
+        .map(|(i, reply)| NewOutbox {
+            // Unique per turn and reply: two turns never share one (activity ids need
+            // not be unique), and the store keeps one entry per id.
+            alert_id: format!(
+                "reply:{now}:{}:{i}:{}:{}",
+                REPLY_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                key.channel_id,
+                key.conversation_id
+            ),
+            conversation: key.clone(),
+            watch_id: None,
+            message: OutboxMessage::Reply {
+                text: reply.text.unwrap_or_default(),
+                reply_to_id: reply.reply_to_id,
+            },
+        })
+        .collect();
+    let count = messages.len();
+    match late.store.queue_messages(messages, now).await {
+        Ok(entries) => {
+            for e in &entries {
+                late.lanes.queued(key, e.id);
+            }
+            if let Some(wait) = not_before {
+                let at = now.saturating_add(wait.as_millis() as u64);
+                for e in &entries {
+                    if let Err(err) = late.store.defer_message(e.id, at).await {
+                        // Only sooner than asked: the reply is queued all the same.
+                        tracing::warn!(error = %Chain(&err), "a queued reply could not be deferred");
+                    }
+                }
+            }
+            late.wake.replies_queued();
+        }
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), replies = count, "queueing replies failed; they are lost")
+        }
+    }
 }
+
+/// Makes each queued reply's id unique within the process (the time makes it unique
+/// across restarts).
+static REPLY_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `application/json` or any `+json` type, parameters allowed.
 fn is_json(headers: &HeaderMap) -> bool {
@@ -689,6 +788,22 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "BeArEr   abc ",
+            " Bearer abc",
+        ] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearerabc", "Bearer", "Bearer   ", "", "abc"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

@@ -318,6 +318,11 @@ pub enum BodyRecord {
     Announcement {
         text: String,
     },
+    Reply {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -542,6 +547,10 @@ fn message_record(e: &OutboxEntry) -> MessageRecord {
                 title: title.clone(),
             },
             OutboxMessage::Announcement { text } => BodyRecord::Announcement { text: text.clone() },
+            OutboxMessage::Reply { text, reply_to_id } => BodyRecord::Reply {
+                text: text.clone(),
+                reply_to_id: reply_to_id.clone(),
+            },
         },
         created_ms: e.created_ms,
         attempts: e.attempts,
@@ -742,6 +751,7 @@ fn message(m: MessageRecord) -> Result<OutboxEntry, RecordError> {
             },
             BodyRecord::ReadableAgain { url, title } => OutboxMessage::ReadableAgain { url, title },
             BodyRecord::Announcement { text } => OutboxMessage::Announcement { text },
+            BodyRecord::Reply { text, reply_to_id } => OutboxMessage::Reply { text, reply_to_id },
         },
         created_ms: m.created_ms,
         attempts: m.attempts,
@@ -1229,6 +1239,14 @@ mod tests {
                     OutboxMessage::ReadableAgain {
                         url: p2.as_str().into(),
                         title: Some("Pan".into()),
+                    },
+                ),
+                entry(
+                    27,
+                    None,
+                    OutboxMessage::Reply {
+                        text: "Watching #1".into(),
+                        reply_to_id: Some("in-7".into()),
                     },
                 ),
             ],

@@ -177,7 +177,25 @@ pub(super) fn clean_title(title: &str) -> String {
 
 /// Shop text on one line: a newline in a title would end a list item.
 pub(super) fn clean(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    visible(s).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Text as the bot may say it: without the controls that would make a user's text
+/// (a typed word, a link, a shop's title) change how the rest of the message reads or
+/// renders. Gone are the bidi controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F,
+/// U+061C), which can make a link read backwards, and NUL and the other C0 and C1
+/// controls and DEL; `\n` and `\t` stay. Every text leaves speech through it: a
+/// turn's reply ([`crate::speech::replies::said`]) and a message the bot sends on its own
+/// ([`crate::speech::notices::into_activity`]).
+pub fn visible(s: &str) -> String {
+    s.chars().filter(|c| !is_hidden_control(*c)).collect()
+}
+
+fn is_hidden_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    ) || (c.is_control() && c != '\n' && c != '\t')
 }
 
 pub(super) fn escape_markdown(s: &str) -> String {
@@ -309,6 +327,16 @@ mod tests {
         );
         // The largest instant must not panic.
         assert!(!format_date(Lang::En, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn bidi_and_control_characters_are_not_said() {
+        let hostile = "a\u{202E}b\u{202A}\u{2066}\u{2069}\u{200E}\u{200F}\u{061C}c\u{0}d\u{1b}[31m\r\u{7f}\u{85}e";
+        assert_eq!(visible(hostile), "abcd[31me");
+        assert_eq!(visible("line one\n\tline two"), "line one\n\tline two");
+        // What the bot writes itself is kept: a narrow no-break space, quotes, emoji.
+        assert_eq!(visible("1\u{202f}299 € “ok” 🙂"), "1\u{202f}299 € “ok” 🙂");
+        assert_eq!(clean("Pan\u{202E}\u{0} 28\ncm"), "Pan 28 cm");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::price::Currency;
 use crate::speech::card::{alert_card, ADAPTIVE_CARD};
 use crate::speech::format::{
     clean, escape_markdown, format_amount, format_date, lang_tag, number_text, percent_text,
-    plain_number, product_md,
+    plain_number, product_md, visible,
 };
 use crate::speech::replies::Lang;
 
@@ -39,6 +39,11 @@ impl Message {
 
     /// An operator's text, as written.
     pub fn announcement(text: &str) -> Message {
+        Message::text(text.to_owned())
+    }
+
+    /// A turn's reply, as the bot wrote it then.
+    pub fn reply(text: &str) -> Message {
         Message::text(text.to_owned())
     }
 }
@@ -81,7 +86,7 @@ pub fn into_activity(
     reference: &ConversationReference,
     lang: Lang,
 ) -> OutboundActivity {
-    let mut out = OutboundActivity::message(reference, msg.text);
+    let mut out = OutboundActivity::message(reference, visible(&msg.text));
     out.text_format = Some("markdown".to_owned());
     out.locale = reference
         .locale

@@ -5,7 +5,7 @@
 
 use crate::domain::product_url::UrlError;
 use crate::domain::{Rule, Watch};
-use crate::inbound::command::CommandError;
+use crate::inbound::command::{CommandError, Verb};
 use crate::speech::format::plain_number;
 
 /// The reply language, from the activity's `locale`.
@@ -189,6 +189,12 @@ pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
     }
 }
 
+/// A turn's reply as it is sent: what the bot wrote, with the user's text in it made
+/// harmless ([`crate::speech::format::visible`]).
+pub fn said(text: &str) -> String {
+    crate::speech::format::visible(text)
+}
+
 pub fn unknown(lang: Lang, text: &str, suggestion: Option<&str>) -> String {
     let shown: String = text.chars().take(60).collect();
     match (lang, suggestion) {
@@ -289,11 +295,34 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
                 format!("“{text}” is not a positive price. Example: `watch <link> below 149.99`")
             }
         }
-        E::UnexpectedWords { words } => {
+        E::UnexpectedWords {
+            command: Verb::Watch,
+            words,
+        } => {
             if fr {
                 format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`) ou un prix (`below 149,99`), ou rien.")
             } else {
                 format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`) or a price (`below 149.99`), or nothing.")
+            }
+        }
+        E::UnexpectedWords {
+            command: Verb::Unwatch,
+            words,
+        } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». `unwatch` arrête une surveillance à la fois : `unwatch 2` (le numéro vient de `list`), `unwatch <lien>` ou `unwatch all`.")
+            } else {
+                format!("I do not know what to do with “{words}”. `unwatch` stops one watch at a time: `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.")
+            }
+        }
+        E::UnexpectedWords {
+            command: Verb::History,
+            words,
+        } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». `history` montre une surveillance à la fois : `history 2` (le numéro vient de `list`).")
+            } else {
+                format!("I do not know what to do with “{words}”. `history` shows one watch at a time: `history 2` (numbers come from `list`).")
             }
         }
         E::MissingUnwatchTarget => {
@@ -341,6 +370,43 @@ mod tests {
             plain_number(Lang::Fr, Decimal::new(12995, 1)),
             "1\u{202f}299,5"
         );
+    }
+
+    proptest::proptest! {
+        /// The pure part of a turn, from the text a user sent to the reply that refuses
+        /// it: whatever the text, the reply is said, in both languages, carries none of the
+        /// controls `visible` removes, and is never much longer than what was sent.
+        #[test]
+        fn any_text_gets_a_clean_reply(
+            text in proptest::prelude::any::<String>(),
+            noise in proptest::sample::select(vec![
+                "", "\u{202E}", "\u{2066}", "\u{200E}", "\u{061C}", "\u{0}", "\u{1b}[2J",
+            ]),
+            command in proptest::sample::select(vec![
+                "", "watch ", "unwatch ", "history ", "watch https://shop.example/p ",
+                "watch https://shop.example/p below ",
+            ]),
+        ) {
+            use crate::inbound::command::{clean_text, parse, Command, Limits};
+            let text = format!("{command}{noise}{text}{noise}");
+            for lang in [Lang::En, Lang::Fr] {
+                let refusal = match parse(&text, &Limits::default(), None) {
+                    Err(e) => Some(command_error(lang, &e)),
+                    Ok(Command::Unknown { suggestion }) => {
+                        Some(unknown(lang, &clean_text(&text), suggestion))
+                    }
+                    Ok(_) => None,
+                };
+                let Some(refusal) = refusal else { continue };
+                let reply = said(&refusal);
+                proptest::prop_assert!(!reply.trim().is_empty());
+                proptest::prop_assert_eq!(&crate::speech::format::visible(&reply), &reply);
+                proptest::prop_assert!(
+                    reply.chars().count() <= text.chars().count() + 400,
+                    "{:?} → {:?}", text, reply
+                );
+            }
+        }
     }
 
     #[test]

@@ -119,6 +119,37 @@ mod tests {
     }
 
     #[test]
+    fn outbox_entries_written_before_replies_were_queued_still_decode() {
+        use crate::domain::{OutboxEntry, OutboxMessage};
+        let old = br#"{"v":1,"id":7,"alert_id":"announcement:1:emulator:c1","conversation":{"channelId":"emulator","conversationId":"c1"},"watch_id":null,"message":{"kind":"announcement","text":"maintenance"},"created_ms":1,"attempts":0,"next_attempt_ms":1,"last_error":null}"#;
+        let entry: OutboxEntry = decode("outbox entry", old).unwrap();
+        assert_eq!(
+            entry.message,
+            OutboxMessage::Announcement {
+                text: "maintenance".into()
+            }
+        );
+        let mut reply = entry.clone();
+        reply.message = OutboxMessage::Reply {
+            text: "Watching #1".into(),
+            reply_to_id: Some("a1".into()),
+        };
+        let back: OutboxEntry = decode("outbox entry", &encode(&reply).unwrap()).unwrap();
+        assert_eq!(back, reply);
+        // A reply to an activity without an id has no `reply_to_id` at all.
+        reply.message = OutboxMessage::Reply {
+            text: "Watching #1".into(),
+            reply_to_id: None,
+        };
+        let bytes = encode(&reply).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("reply_to_id"));
+        assert_eq!(
+            decode::<OutboxEntry>("outbox entry", &bytes).unwrap(),
+            reply
+        );
+    }
+
+    #[test]
     fn envelope_round_trip() {
         let bytes = encode(&key("a", "b")).unwrap();
         assert!(std::str::from_utf8(&bytes).unwrap().contains("\"v\":1"));

@@ -17,6 +17,7 @@ mod notify;
 mod process;
 mod service;
 mod shop;
+mod slow_channel;
 mod storage_faults;
 #[path = "../common/tokens.rs"]
 mod tokens;
@@ -356,12 +357,11 @@ async fn a_failing_channel_does_not_fail_the_turn() {
         .post(&t.message("c1", "watch https://shop.example/p/1"))
         .await;
     assert_eq!((status, body.as_str()), (200, ""));
-    assert_eq!(t.channel.take().len(), 1, "the reply was attempted");
-    assert_eq!(
-        t.app().store().stats().await.unwrap().watches,
-        1,
-        "the watch is kept"
-    );
+    // Delivery may have tried the queued reply again already.
+    assert!(!t.channel.take().is_empty(), "the reply was attempted");
+    let stats = t.app().store().stats().await.unwrap();
+    assert_eq!(stats.watches, 1, "the watch is kept");
+    assert_eq!(stats.outbox, 1, "the reply is queued for another try");
 
     // A channel that is not there at all.
     let mut m = t.message("c1", "list");
@@ -582,4 +582,54 @@ async fn a_typed_amount_is_read_as_on_a_page_and_the_reply_shows_how() {
         reply.contains("un prix de 1\u{202f}299,5 ou moins"),
         "{reply}"
     );
+}
+
+#[tokio::test]
+async fn a_malformed_command_gets_its_own_help() {
+    let t = TestApp::spawn().await;
+    for text in ["unwatch 1 2 3", "unwatch all all"] {
+        let reply = t.say("c1", text).await;
+        assert!(reply.contains("`unwatch 2`"), "{text:?} → {reply}");
+        assert!(!reply.contains("After the link"), "{text:?} → {reply}");
+    }
+    let reply = t.say("c1", "history 1 2").await;
+    assert!(reply.contains("`history 2`"), "{reply}");
+    assert!(!reply.contains("After the link"), "{reply}");
+    let reply = t.say("c1", "watch https://shop.example/p/1 banana").await;
+    assert!(reply.contains("After the link"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_pasted_link_of_10_kb_is_too_long_not_misunderstood() {
+    let t = TestApp::spawn().await;
+    let link = format!("https://shop.example/{}", "a".repeat(10_000));
+    let reply = t.say("c1", &format!("watch {link}")).await;
+    assert!(
+        reply.contains("10021 characters") && reply.contains("2048"),
+        "{reply}"
+    );
+    assert_eq!(t.app().store().stats().await.unwrap().watches, 0);
+}
+
+#[tokio::test]
+async fn bidi_and_control_characters_are_not_echoed() {
+    let t = TestApp::spawn().await;
+    let hidden = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{0}', '\u{1b}', '\u{7}',
+    ];
+    let spoof: String = hidden.iter().collect();
+    for text in [
+        format!("gpj.exe{spoof}txt"),
+        format!("watch https://shop.example/p/1 {spoof}banana"),
+        format!("watch https://shop.example/p/1 below {spoof}9"),
+        format!("unwatch {spoof}x"),
+        format!("watch ftp{spoof}://shop.example/p"),
+    ] {
+        let reply = t.say("c1", &text).await;
+        assert!(
+            !reply.chars().any(|c| hidden.contains(&c)),
+            "{text:?} → {reply:?}"
+        );
+    }
 }

@@ -156,7 +156,8 @@ async fn the_oldest_queued_message_shows_its_age_until_it_is_sent() {
         0.0
     );
 
-    // The channel is down: the first price stays queued, and ages on the daemon's clock.
+    // The channel is down: the reply and the first price stay queued, and age on the
+    // daemon's clock.
     t.channel
         .answer_with(reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
@@ -165,14 +166,14 @@ async fn the_oldest_queued_message_shows_its_age_until_it_is_sent() {
     let store = t.app().store();
     crate::helpers::eventually(|| async {
         match store.stats().await.unwrap().outbox {
-            1 => Ok(()),
-            n => Err(format!("one queued message; {n} are")),
+            2 => Ok(()),
+            n => Err(format!("two queued messages; {n} are")),
         }
     })
     .await;
     clock.advance_ms(95_000);
     let stuck = scrape(&t).await;
-    assert_eq!(stuck.value("pricewatch_outbox_messages", &[]), 1.0);
+    assert_eq!(stuck.value("pricewatch_outbox_messages", &[]), 2.0);
     let age = stuck.value("pricewatch_outbox_oldest_age_seconds", &[]);
     assert!((95.0..100.0).contains(&age), "{age}");
 

@@ -119,3 +119,42 @@ async fn an_announcement_reaches_every_conversation_or_the_one_named() {
     assert_eq!(got[0].path, "/v3/conversations/c2/activities");
     assert_eq!(got[0].text(), "Just you");
 }
+
+#[tokio::test]
+async fn a_token_file_with_blanks_around_the_token_still_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}  \n\n")).unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.notify.admin_token_file = Some(token_file);
+    let t = TestApp::spawn_with(config).await;
+    t.say("c1", "help").await;
+    let (status, body) = post(&t, Some(TOKEN), &json!({"text": "hello"})).await;
+    assert_eq!((status, body["queued"].as_u64()), (202, Some(1)), "{body}");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let (t, _dir) = with_token().await;
+    t.say("c1", "help").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = t
+            .client
+            .post(notify_url(&t))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .json(&json!({"text": "hello"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202, "{scheme}");
+    }
+    let response = t
+        .client
+        .post(notify_url(&t))
+        .header("authorization", format!("Basic {TOKEN}"))
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}

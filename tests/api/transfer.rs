@@ -55,11 +55,22 @@ fn conversation(id: &str) -> ConversationKey {
 
 const CONVERSATIONS: [&str; 3] = ["c1", "c2", "c3"];
 
+/// The reply to `text`, in the HTTP answer (`expectReplies`): the channel may be refusing
+/// sends, and replies it refuses would wait in the outbox.
+async fn ask(t: &TestApp, conversation: &str, text: &str) -> String {
+    let mut m = t.message(conversation, text);
+    m["deliveryMode"] = "expectReplies".into();
+    let (status, body) = t.post(&m).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["activities"][0]["text"].as_str().unwrap().to_owned()
+}
+
 /// What a user sees: `list` in every conversation and `history` of every watch.
 async fn views(t: &TestApp) -> Vec<String> {
     let mut out = Vec::new();
     for c in CONVERSATIONS {
-        out.push(t.say(c, "list").await);
+        out.push(ask(t, c, "list").await);
         let watches = t
             .app()
             .store()
@@ -68,7 +79,7 @@ async fn views(t: &TestApp) -> Vec<String> {
             .unwrap()
             .len();
         for n in 1..=watches {
-            out.push(t.say(c, &format!("history {n}")).await);
+            out.push(ask(t, c, &format!("history {n}")).await);
         }
     }
     out

@@ -131,6 +131,10 @@ struct Answer {
     next: VecDeque<StatusCode>,
     retry_after: Option<String>,
     delay: Duration,
+    /// Until then the channel is stalled: see [`FakeChannel::stall_for`].
+    stalled_until: Option<tokio::time::Instant>,
+    /// Requests that arrived during a stall.
+    stalled: usize,
 }
 
 impl FakeChannel {
@@ -153,6 +157,8 @@ impl FakeChannel {
                 next: VecDeque::new(),
                 retry_after: None,
                 delay: Duration::ZERO,
+                stalled_until: None,
+                stalled: 0,
             }),
         });
         let s = state.clone();
@@ -221,6 +227,26 @@ impl FakeChannel {
     pub fn answer_after(&self, delay: Duration) {
         self.state.lock_answer().delay = delay;
     }
+
+    /// Stalls for `duration` from now, then recovers: a request that arrives meanwhile is
+    /// held until the stall ends, then answered 503 and never reaches the conversation
+    /// (it is not recorded); later requests are answered as before.
+    pub fn stall_for(&self, duration: Duration) {
+        self.state.lock_answer().stalled_until = Some(tokio::time::Instant::now() + duration);
+    }
+
+    /// Whether a stall is still on.
+    pub fn is_stalled(&self) -> bool {
+        self.state
+            .lock_answer()
+            .stalled_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
+    /// Requests that arrived during a stall so far.
+    pub fn stalled(&self) -> usize {
+        self.state.lock_answer().stalled
+    }
 }
 
 impl ChannelState {
@@ -231,6 +257,22 @@ impl ChannelState {
         authorization: Option<String>,
         body: Bytes,
     ) -> Response<String> {
+        let stalled_until = {
+            let mut answer = self.lock_answer();
+            let until = answer
+                .stalled_until
+                .filter(|until| tokio::time::Instant::now() < *until);
+            // Counted on arrival: a client that gives up drops this request's handler.
+            answer.stalled += usize::from(until.is_some());
+            until
+        };
+        if let Some(until) = stalled_until {
+            tokio::time::sleep_until(until).await;
+            return Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body("stalled".to_owned())
+                .expect("a static response");
+        }
         let at_us = self.clock.now_nanos() / 1_000;
         let activity = method == Method::POST
             && path.starts_with("/v3/conversations/")

@@ -8,9 +8,11 @@
 //! (mentions, HTML, Slack's angle-bracket links, markdown links, entities).
 //!
 //! Decisions worth knowing when reading the bot's replies:
-//! * Text over [`MAX_INPUT_BYTES`] is `Unknown { suggestion: None }` (see there).
+//! * Text over [`MAX_INPUT_BYTES`] is `Unknown { suggestion: None }` (see there), unless
+//!   a word of it is a link over the length limit: that is `UrlError::TooLong`.
 //! * `list` and `help` ignore words after them (`help watch`, `list please`);
-//!   every other command rejects leftovers with [`CommandError::UnexpectedWords`].
+//!   every other command rejects leftovers with [`CommandError::UnexpectedWords`],
+//!   which names the command ([`Verb`]) so the reply explains that one.
 //! * `watch <url> 15` (a bare number) is `UnexpectedWords`: it could mean a
 //!   percent or an amount, and guessing wrong would silently set a bad alert.
 //! * A message that is only a product link is `Unknown { suggestion: Some("watch") }`
@@ -55,7 +57,9 @@ pub use self::markup::clean_text;
 /// attribute in every tag) is quadratic in the length. Such text is `Unknown { suggestion: None }` rather than truncated,
 /// because truncation could cut a URL and silently watch the wrong page, and a
 /// dedicated error variant would widen the API every caller must match on for a
-/// case the bot answers like any other unknown text.
+/// case the bot answers like any other unknown text. The one exception is a pasted
+/// link longer than the URL limit, found by a linear scan of the words: the user is
+/// told the link is too long, as a shorter overlong link is.
 pub const MAX_INPUT_BYTES: usize = 8 * 1024;
 
 /// Configurable bounds checked while parsing.
@@ -107,6 +111,25 @@ pub enum UnwatchTarget {
     All,
 }
 
+/// A command that takes arguments: the one a malformed message meant, so the reply
+/// explains that command and no other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Watch,
+    Unwatch,
+    History,
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verb::Watch => "watch",
+            Verb::Unwatch => "unwatch",
+            Verb::History => "history",
+        })
+    }
+}
+
 /// Why a message that named a command could not be accepted.
 ///
 /// Each case is its own variant so that the bot can explain it in the user's
@@ -125,8 +148,8 @@ pub enum CommandError {
     },
     #[error("`{text}` is not a positive target amount")]
     InvalidTarget { text: String },
-    #[error("unexpected words: `{words}`")]
-    UnexpectedWords { words: String },
+    #[error("unexpected words after {command}: `{words}`")]
+    UnexpectedWords { command: Verb, words: String },
     #[error("unwatch needs a watch number, a URL or `all`")]
     MissingUnwatchTarget,
     #[error("`{text}` is not a watch number")]
@@ -139,7 +162,7 @@ pub enum CommandError {
 /// command with a bad argument.
 pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Command, CommandError> {
     if text.len() > MAX_INPUT_BYTES {
-        return Ok(Command::Unknown { suggestion: None });
+        return oversized(text, limits);
     }
     let stripped = strip_markup(text);
     let unwrapped = unwrap_markdown_links(&stripped);
@@ -162,6 +185,26 @@ pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Comman
             };
             Ok(Command::Unknown { suggestion })
         }
+    }
+}
+
+/// Text over [`MAX_INPUT_BYTES`]: a word that is a link over the limit (bare, or in the
+/// brackets channels put around links) is what to tell the user about; anything else
+/// is not a command.
+fn oversized(text: &str, limits: &Limits) -> Result<Command, CommandError> {
+    let is_bracket = |c: char| matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'');
+    let long_link = text
+        .split(is_separator)
+        .map(|w| w.trim_matches(is_bracket))
+        .map(|w| w.rsplit_once("](").map_or(w, |(_, link)| link))
+        .map(|w| (w, w.chars().count()))
+        .find(|(w, len)| *len > limits.max_url_len && (looks_like_url(w) || w.contains("://")));
+    match long_link {
+        Some((_, len)) => Err(CommandError::Url(UrlError::TooLong {
+            len,
+            max: limits.max_url_len,
+        })),
+        None => Ok(Command::Unknown { suggestion: None }),
     }
 }
 
@@ -205,7 +248,7 @@ fn parse_watch(
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
         return Err(match args.iter().position(|w| looks_like_url(w)) {
-            Some(at) => unexpected(&args[..at]),
+            Some(at) => unexpected(Verb::Watch, &args[..at]),
             None => CommandError::Url(UrlError::Missing),
         });
     }
@@ -252,7 +295,7 @@ fn parse_rule(
     } else if explicit {
         (*number, 1)
     } else {
-        return Err(unexpected(args));
+        return Err(unexpected(Verb::Watch, args));
     };
     let percent = parse_percent(number).ok_or_else(|| CommandError::InvalidDrop {
         text: spec[..used].join(" "),
@@ -266,7 +309,7 @@ fn parse_rule(
     }
     match &spec[used..] {
         [] => Ok(Some(Rule::Drop { percent })),
-        rest => Err(unexpected(rest)),
+        rest => Err(unexpected(Verb::Watch, rest)),
     }
 }
 
@@ -301,7 +344,7 @@ fn parse_target(args: &[&str], locale: Option<&str>) -> Result<Rule, CommandErro
     if rest.is_empty() {
         Ok(Rule::Below { amount })
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::Watch, rest))
     }
 }
 
@@ -403,7 +446,7 @@ fn parse_unwatch(args: &[&str], limits: &Limits) -> Result<Command, CommandError
     if rest.is_empty() {
         Ok(Command::Unwatch(target))
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::Unwatch, rest))
     }
 }
 
@@ -419,12 +462,13 @@ fn parse_history(args: &[&str]) -> Result<Command, CommandError> {
     if rest.is_empty() {
         Ok(Command::History(index))
     } else {
-        Err(unexpected(rest))
+        Err(unexpected(Verb::History, rest))
     }
 }
 
-fn unexpected(words: &[&str]) -> CommandError {
+fn unexpected(command: Verb, words: &[&str]) -> CommandError {
     CommandError::UnexpectedWords {
+        command,
         words: words.join(" "),
     }
 }
@@ -913,38 +957,66 @@ mod tests {
             (
                 "watch https://shop.example/p banana",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "banana".into(),
                 }),
             ),
             (
                 "watch https://shop.example/p 15",
-                Err(E::UnexpectedWords { words: "15".into() }),
+                Err(E::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "15".into(),
+                }),
             ),
             (
                 "watch https://shop.example/p 15% right now",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "right now".into(),
                 }),
             ),
             (
                 "watch https://shop.example/p below 10 EUR please",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "please".into(),
                 }),
             ),
             (
                 "watch this https://shop.example/p",
                 Err(E::UnexpectedWords {
+                    command: Verb::Watch,
                     words: "this".into(),
                 }),
             ),
             (
                 "unwatch all now",
                 Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
                     words: "now".into(),
                 }),
             ),
-            ("history 2 3", Err(E::UnexpectedWords { words: "3".into() })),
+            (
+                "unwatch 1 2 3",
+                Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
+                    words: "2 3".into(),
+                }),
+            ),
+            (
+                "unwatch all all",
+                Err(E::UnexpectedWords {
+                    command: Verb::Unwatch,
+                    words: "all".into(),
+                }),
+            ),
+            (
+                "history 2 3",
+                Err(E::UnexpectedWords {
+                    command: Verb::History,
+                    words: "3".into(),
+                }),
+            ),
             ("unwatch", Err(E::MissingUnwatchTarget)),
             ("<at>pricewatch</at> stop", Err(E::MissingUnwatchTarget)),
             ("unwatch 0", Err(E::InvalidIndex { text: "0".into() })),
@@ -1064,6 +1136,19 @@ mod tests {
         assert_eq!(p(&huge), unknown(None));
         let at_limit = format!("help{}", " ".repeat(MAX_INPUT_BYTES - 4));
         assert_eq!(p(&at_limit), Ok(Command::Help));
+    }
+
+    #[test]
+    fn an_oversized_link_is_too_long_not_unknown() {
+        let link = format!("https://shop.example/{}", "a".repeat(10_000));
+        let too_long = |len| Err(CommandError::Url(UrlError::TooLong { len, max: 2048 }));
+        let len = link.chars().count();
+        assert_eq!(p(&format!("watch {link}")), too_long(len));
+        assert_eq!(p(&format!("unwatch <{link}>")), too_long(len));
+        assert_eq!(p(&format!("watch [here]({link})")), too_long(len));
+        assert_eq!(p(&link), too_long(len));
+        // Over the input limit with no link in it: still not a command.
+        assert_eq!(p(&"a".repeat(MAX_INPUT_BYTES + 1)), unknown(None));
     }
 
     fn tricky_inputs() -> Vec<String> {
@@ -1278,6 +1363,134 @@ mod tests {
                 input.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
             }
             assert_sane(&input);
+        }
+    }
+
+    /// Text a user could send, and worse: arbitrary Unicode, the words and marks the
+    /// grammar reacts to, bidi and control characters, and now and then far more than
+    /// [`MAX_INPUT_BYTES`].
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let word = prop::sample::select(vec![
+            "watch",
+            "unwatch",
+            "history",
+            "list",
+            "help",
+            "all",
+            "below",
+            "drop",
+            "by",
+            "%",
+            "15%",
+            "-15%",
+            "1.299",
+            "149,99",
+            "€",
+            "EUR",
+            "#2",
+            "2.",
+            "<at>bot</at>",
+            "@bot",
+            "https://shop.example/p/1",
+            "shop.example/p",
+            "<https://a.example/x|a>",
+            "[x](https://a.example/y)",
+            "&amp;",
+            "\u{202E}",
+            "\u{2066}",
+            "\u{200F}",
+            "\u{061C}",
+            "\u{0}",
+            "\u{1b}",
+            "\u{A0}",
+            "\u{200B}",
+            "é",
+            "🙂",
+            "\n",
+            "\t",
+            " ",
+        ]);
+        let piece = prop_oneof![
+            4 => word.prop_map(str::to_owned),
+            2 => any::<String>(),
+            1 => "[a-z0-9./:%#?&=,-]{1,30}",
+        ];
+        prop_oneof![
+            10 => prop::collection::vec(piece, 0..12).prop_map(|v| v.join(" ")),
+            1 => (any::<char>(), MAX_INPUT_BYTES - 8..MAX_INPUT_BYTES * 2)
+                .prop_map(|(c, n)| format!("watch https://shop.example/{}", c.to_string().repeat(n / c.len_utf8()))),
+        ]
+    }
+
+    /// The command written back as a user would type it.
+    fn typed(command: &Command) -> Option<String> {
+        // An amount with exactly three decimals would read as grouped thousands
+        // (`1.299` is 1299): a fourth digit keeps it a fraction.
+        let amount = |a: &Decimal| {
+            let text = a.normalize().to_string();
+            match text.split_once('.') {
+                Some((_, fraction)) if fraction.len() == 3 => format!("{text}0"),
+                _ => text,
+            }
+        };
+        let rule = |r: &Option<Rule>| match r {
+            None => String::new(),
+            Some(Rule::Drop { percent }) => format!(" {}%", percent.normalize()),
+            Some(Rule::Below { amount: a }) => format!(" below {}", amount(a)),
+        };
+        Some(match command {
+            Command::Watch { url, rule: r } => format!("watch {}{}", url.as_str(), rule(r)),
+            Command::List => "list".to_owned(),
+            Command::Help => "help".to_owned(),
+            Command::History(n) => format!("history {n}"),
+            Command::Unwatch(UnwatchTarget::All) => "unwatch all".to_owned(),
+            Command::Unwatch(UnwatchTarget::Index(n)) => format!("unwatch {n}"),
+            Command::Unwatch(UnwatchTarget::Url(u)) => format!("unwatch {}", u.as_str()),
+            Command::Unknown { .. } => return None,
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, parsing ends without a panic, an accepted link is stable,
+        /// and an accepted command typed back the way a user would means the same.
+        #[test]
+        fn any_text_parses_and_what_it_accepts_reads_back(text in any_text()) {
+            assert_sane(&text);
+            if let Ok(command) = p(&text) {
+                if let Some(again) = typed(&command) {
+                    proptest::prop_assert_eq!(p(&again), Ok(command), "typed back as {:?}", again);
+                }
+            }
+        }
+
+        /// Commands built from their parts read back as built.
+        #[test]
+        fn commands_read_back_as_built(
+            index in 1usize..100_000,
+            path in "[a-z0-9]{1,12}(/[a-z0-9]{1,12}){0,3}",
+            percent in 1u32..=95,
+            hundredths in 0u32..100,
+            cents in 1u64..100_000_000,
+            which in 0..6u8,
+        ) {
+            let u = url(&format!("https://shop.example/{path}"));
+            let percent = (Decimal::from(percent) + Decimal::new(hundredths.into(), 2))
+                .min(Decimal::from(95))
+                .normalize();
+            let command = match which {
+                0 => Command::Watch { url: u, rule: None },
+                1 => Command::Watch { url: u, rule: Some(Rule::Drop { percent }) },
+                2 => Command::Watch {
+                    url: u,
+                    rule: Some(Rule::Below { amount: Decimal::new(cents as i64, 2).normalize() }),
+                },
+                3 => Command::Unwatch(UnwatchTarget::Index(index)),
+                4 => Command::Unwatch(UnwatchTarget::Url(u)),
+                _ => Command::History(index),
+            };
+            let text = typed(&command).unwrap();
+            proptest::prop_assert_eq!(p(&text), Ok(command), "{:?}", text);
         }
     }
 

@@ -44,7 +44,8 @@ mod validate;
 
 pub use load::{load, load_str, ConfigError, ConfigErrors, ReadConfigError};
 pub use secret::{
-    read_secret, SecretError, ADMIN_TOKEN_CREDENTIAL, APP_PASSWORD_CREDENTIAL, MIN_ADMIN_TOKEN,
+    read_secret, read_token, SecretError, ADMIN_TOKEN_CREDENTIAL, APP_PASSWORD_CREDENTIAL,
+    MIN_ADMIN_TOKEN,
 };
 
 /// The fully commented example configuration; parsing it yields [`Config::default`].
@@ -316,7 +317,7 @@ impl NotifyConfig {
         &self,
         credentials_dir: Option<&Path>,
     ) -> Result<Option<Secret>, SecretError> {
-        read_secret(
+        read_token(
             self.admin_token_file.as_deref(),
             credentials_dir,
             ADMIN_TOKEN_CREDENTIAL,

@@ -46,6 +46,28 @@ pub fn read_secret(
     credentials_dir: Option<&Path>,
     name: &str,
 ) -> Result<Option<Secret>, SecretError> {
+    read(explicit, credentials_dir, name, |text| {
+        text.trim_end_matches(['\r', '\n'])
+    })
+}
+
+/// Like [`read_secret`], for a token compared with one a client presents: whitespace
+/// around it is dropped, as it is around the presented one, so a file an editor saved
+/// with a trailing space still matches. Only whitespace is "empty".
+pub fn read_token(
+    explicit: Option<&Path>,
+    credentials_dir: Option<&Path>,
+    name: &str,
+) -> Result<Option<Secret>, SecretError> {
+    read(explicit, credentials_dir, name, str::trim)
+}
+
+fn read(
+    explicit: Option<&Path>,
+    credentials_dir: Option<&Path>,
+    name: &str,
+    strip: fn(&str) -> &str,
+) -> Result<Option<Secret>, SecretError> {
     let (path, optional) = match (explicit, credentials_dir) {
         (Some(path), _) => (path.to_owned(), false),
         (None, Some(dir)) if !dir.as_os_str().is_empty() => (dir.join(name), true),
@@ -56,7 +78,7 @@ pub fn read_secret(
         Err(err) if optional && err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SecretError::Read { path, source }),
     };
-    let value = text.trim_end_matches(['\r', '\n']);
+    let value = strip(&text);
     if value.is_empty() {
         if optional {
             tracing::info!(
@@ -94,6 +116,24 @@ mod tests {
         std::fs::write(dir.path().join("app-password"), "from-systemd\r\n").unwrap();
         let secret = bot.app_password(Some(dir.path())).unwrap();
         assert_eq!(secret.unwrap().expose(), "from-systemd");
+    }
+
+    #[test]
+    fn a_token_file_loses_the_whitespace_around_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "  0123456789abcdef \t\r\n\n").unwrap();
+        let token = read_token(Some(&path), None, ADMIN_TOKEN_CREDENTIAL).unwrap();
+        assert_eq!(token.unwrap().expose(), "0123456789abcdef");
+        // Blank is empty: refused when named, not configured as a credential.
+        std::fs::write(&path, " \n\t\n").unwrap();
+        let err = read_token(Some(&path), None, ADMIN_TOKEN_CREDENTIAL).unwrap_err();
+        assert!(matches!(err, SecretError::Empty { .. }));
+        let credential = dir.path().join(ADMIN_TOKEN_CREDENTIAL);
+        std::fs::write(&credential, " \n").unwrap();
+        assert!(read_token(None, Some(dir.path()), ADMIN_TOKEN_CREDENTIAL)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
