@@ -2,6 +2,7 @@
 
 mod auth;
 mod connector;
+mod damage;
 mod delivery;
 #[path = "../common/fakes.rs"]
 mod fakes;
