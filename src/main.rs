@@ -64,6 +64,13 @@ enum Cmd {
         /// The file `pricewatch export` wrote.
         file: PathBuf,
     },
+    /// Check a stopped daemon's data directory without changing it: exit status 0 and what
+    /// it holds when it holds what it recorded, 1 and what is missing when it is damaged.
+    Verify {
+        /// TOML configuration naming the data directory (storage.path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
@@ -149,6 +156,13 @@ fn main() -> ExitCode {
         Cmd::Import { config, file } => transfer(config, |c| {
             pricewatch::ops::transfer::import_command(c, &file)
         }),
+        Cmd::Verify { config } => match verify(config) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pricewatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -220,6 +234,11 @@ fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Re
         }
     });
     Ok(print(outbox_command(&config, action)?))
+}
+
+fn verify(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
+    Ok(print(pricewatch::ops::verify::verify_command(&config)?))
 }
 
 /// Runs `export` or `import` with the loaded configuration; a damaged or unreadable file

@@ -7,7 +7,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::OutboxEntry;
 use crate::ops::config::Config;
 use crate::ops::CommandOutput;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Damage, SledStore, Store, StoreError};
 
 /// Most entries listed per section; the count is always exact.
 pub const LIST_LIMIT: usize = 1000;
@@ -71,6 +71,16 @@ pub fn outbox_command(
 /// it, [`AdminError::Open`] says to stop it first.
 pub fn open_store(config: &Config) -> Result<SledStore, AdminError> {
     SledStore::open(&config.storage.sled()).map_err(AdminError::Open)
+}
+
+/// Opens the data directory for reading even when it is damaged (see
+/// [`SledStore::open_readable`]): a damaged store is read from a copy, its files left as
+/// they are, and the damage returned beside it.
+pub fn open_readable(config: &Config) -> Result<(SledStore, Option<Damage>), AdminError> {
+    SledStore::open_readable(&config.storage.sled()).map_err(|e| match e {
+        StoreError::Open { .. } => AdminError::Open(e),
+        other => AdminError::Store(other),
+    })
 }
 
 /// The runtime an operator command runs the store's futures on.

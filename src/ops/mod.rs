@@ -9,6 +9,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod transfer;
+pub mod verify;
 
 /// What an operator command prints, and whether it did all it was asked (a price found,
 /// every id re-queued). `main` writes it out and exits with [`CommandOutput::status`].

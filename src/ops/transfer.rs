@@ -898,17 +898,29 @@ pub fn export_command(
     if !data.is_dir() {
         return Err(TransferError::NoData(data.clone()));
     }
-    let store = admin::open_store(config)?;
+    // A damaged store is read from a copy, so that exporting it changes nothing.
+    let (store, damage) = admin::open_readable(config)?;
     let snapshot = admin::runtime()?.block_on(store.snapshot())?;
     drop(store);
     let text = to_lines(&records(&snapshot, SystemClock.now_ms()))
         .map_err(|e| TransferError::Store(StoreError::Encode(std::sync::Arc::new(e))))?;
     let counts = summary(&snapshot);
+    // Exported, but not all the store held: the exit status says so, so that a backup job
+    // does not take it for a whole one.
+    let warning = damage.map(|d| {
+        format!(
+            "pricewatch: the data in {} is damaged ({d}); exported what is still readable, \
+             which may be less than it held\n",
+            data.display()
+        )
+    });
+    let ok = warning.is_none();
+    let warning = warning.unwrap_or_default();
     match output {
         None => Ok(CommandOutput {
             stdout: text,
-            stderr: format!("exported {counts}\n"),
-            ok: true,
+            stderr: format!("{warning}exported {counts}\n"),
+            ok,
         }),
         Some(path) => {
             write_whole(path, text.as_bytes()).map_err(|source| TransferError::Write {
@@ -917,8 +929,8 @@ pub fn export_command(
             })?;
             Ok(CommandOutput {
                 stdout: format!("exported {counts} to {}\n", path.display()),
-                stderr: String::new(),
-                ok: true,
+                stderr: warning,
+                ok,
             })
         }
     }

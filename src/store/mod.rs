@@ -26,7 +26,7 @@ use crate::domain::{
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
 pub use self::guarded::{GuardConfig, GuardedStore};
-pub use self::sled::{SledStore, SledStoreConfig};
+pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig};
 
 /// The schema this build reads and writes; a store with another version is refused at open.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -134,6 +134,13 @@ pub enum StoreError {
     WriterStopped,
     #[error("the data directory {path} is not empty; restore into an empty one")]
     NotEmpty { path: PathBuf },
+    /// Nothing was written to it: see `sled::integrity`.
+    #[error(
+        "the data in {path} is damaged ({damage}); it was left untouched. Restore it from a \
+         `pricewatch export` backup into a fresh directory, or run `pricewatch export` to save \
+         what is still readable and `pricewatch import` that into a fresh directory"
+    )]
+    Damaged { path: PathBuf, damage: Damage },
     #[error(
         "the disk holding {path} is nearly full: {free} bytes free, {reserve} kept in reserve \
          (storage.min_free); nothing more is written until space is freed"

@@ -4,6 +4,7 @@ mod auth;
 mod connector;
 #[path = "../common/daemon.rs"]
 mod daemon;
+mod damage;
 mod delivery;
 #[path = "../common/fakes.rs"]
 mod fakes;

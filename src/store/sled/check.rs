@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::integrity::{count, Delta};
 use super::io;
 use crate::domain::{CheckRecord, NewOutbox, OutboxEntry};
 use crate::store::codec::{encode, url_key, url_key_with, watch_key};
@@ -23,6 +24,8 @@ pub(super) struct CheckTrees {
     pub(super) watches: sled::Tree,
     pub(super) outbox: sled::Tree,
     pub(super) alert_ids: sled::Tree,
+    /// Where the transaction counts the messages it queued (`integrity`).
+    pub(super) meta: sled::Tree,
     /// The store's `watch_writes`: a batch never interleaves with `add_watch`'s
     /// check-then-insert or `remove_watches`.
     pub(super) watch_writes: Arc<Mutex<()>>,
@@ -73,13 +76,16 @@ impl CheckTrees {
             &self.watches,
             &self.outbox,
             &self.alert_ids,
+            &self.meta,
         );
         trees
-            .transaction(|(p, h, w, o, a)| {
+            .transaction(|(p, h, w, o, a, m)| {
                 let mut all = Vec::with_capacity(checks.len());
                 for prepared in checks {
                     all.push(apply_check(prepared, p, h, w, o, a)?);
                 }
+                let queued: usize = all.iter().map(Vec::len).sum();
+                count(m, Delta::one(Delta::OUTBOX, queued as i64))?;
                 Ok(all)
             })
             .map_err(tx_error)

@@ -5,6 +5,7 @@
 //! (`writer`) live beside it, each with its own tests.
 
 mod check;
+mod integrity;
 mod snapshot;
 mod writer;
 
@@ -15,6 +16,8 @@ use std::time::Duration;
 use sled::transaction::Transactional;
 
 use self::check::{abort, queue_message, tx_error, CheckTrees};
+use self::integrity::{count, Delta, Keep, Scratch};
+pub use self::integrity::{Counts, Damage};
 use self::writer::Writer;
 use super::codec::{
     conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
@@ -64,23 +67,87 @@ pub struct SledStore {
     dead_letters: sled::Tree,
     /// Conversation key → `Unreachable`: the channel refused it; its watches are paused.
     unreachable: sled::Tree,
+    /// The schema version and the store's `integrity::Counts`.
+    meta: sled::Tree,
     /// Serialises the check-then-insert of `add_watch` (duplicate and limit checks need a
     /// prefix scan, which sled transactions cannot do). A std mutex is enough: it is never
     /// held across an `.await`.
     watch_writes: Arc<Mutex<()>>,
+    /// The copy of a damaged directory this store reads (`open_readable`), removed when
+    /// the store is dropped (last, after sled let go of it).
+    scratch: Option<Scratch>,
 }
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore")
             .field("path", &self.path)
+            .field("damaged_copy", &self.scratch.as_ref().map(Scratch::path))
             .finish()
     }
 }
 
 impl SledStore {
     /// Opens (or creates) the store. Blocking: call it at start-up, not on a hot path.
+    ///
+    /// A store holding less than it recorded is refused with [`StoreError::Damaged`] before
+    /// anything is written to its directory (see `integrity`).
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
+        let inspection = inspect(&config.path, Keep::Nothing)?;
+        if let Some(damage) = inspection.damage {
+            return Err(integrity::damaged(&config.path, damage));
+        }
+        Self::open_at(config, Some(inspection.found), None)
+    }
+
+    /// Checks the store at `path` without writing to it, as [`SledStore::open`] does:
+    /// what it holds, or [`StoreError::Damaged`].
+    pub fn verify(path: &Path) -> Result<Counts, StoreError> {
+        let inspection = inspect(path, Keep::Nothing)?;
+        match inspection.damage {
+            Some(damage) => Err(integrity::damaged(path, damage)),
+            None => Ok(Counts {
+                generation: match inspection.recorded {
+                    integrity::Recorded::Counts(c) => c.generation,
+                    _ => 0,
+                },
+                trees: inspection.found,
+            }),
+        }
+    }
+
+    /// Opens the store for reading what it holds even when it is damaged: then a copy of
+    /// the directory is opened instead (the damage returned beside it), so that the real
+    /// files stay as they were. For `pricewatch export`.
+    pub fn open_readable(config: &SledStoreConfig) -> Result<(Self, Option<Damage>), StoreError> {
+        let mut inspection = inspect(&config.path, Keep::Scratch)?;
+        match (inspection.damage.take(), inspection.scratch.take()) {
+            (Some(damage), Some(scratch)) => {
+                let copy = SledStoreConfig {
+                    path: scratch.path().to_owned(),
+                    ..config.clone()
+                };
+                // sled may give up on a damaged copy by panicking; that is one more way of
+                // saying it cannot be read.
+                let store = std::panic::catch_unwind(|| Self::open_at(&copy, None, Some(scratch)))
+                    .map_err(|_| integrity::damaged(&config.path, damage.clone()))??;
+                Ok((store, Some(damage)))
+            }
+            (Some(damage), None) => Err(integrity::damaged(&config.path, damage)),
+            (None, scratch) => {
+                drop(scratch);
+                Ok((Self::open_at(config, Some(inspection.found), None)?, None))
+            }
+        }
+    }
+
+    /// Opens the directory `inspect` passed (`found`: what it counted), or a copy of a
+    /// damaged one (`found: None`: nothing is reconciled or checkpointed).
+    fn open_at(
+        config: &SledStoreConfig,
+        found: Option<[u64; 5]>,
+        scratch: Option<Scratch>,
+    ) -> Result<Self, StoreError> {
         let path = config.path.clone();
         let open_err = |source: Cause| StoreError::Open {
             path: path.clone(),
@@ -117,7 +184,18 @@ impl SledStore {
         let dead_letters = tree("dead_letters")?;
         let unreachable = tree("unreachable")?;
         check_schema(&path, &meta)?;
+        if let Some(found) = found {
+            integrity::reconcile(&meta, found)?;
+        }
         db.flush().map_err(|e| open_err(Arc::new(e)))?;
+        // Written after the flush that made these counts durable (see `integrity`).
+        let checkpointed = match (found, integrity::durable_counts(&meta)) {
+            (Some(_), Some(counts)) => {
+                integrity::write_checkpoint(&path, counts).map_err(|e| open_err(Arc::new(e)))?;
+                Some(counts.generation)
+            }
+            _ => None,
+        };
         let watch_writes = Arc::new(Mutex::new(()));
         let checks = CheckTrees {
             products: products.clone(),
@@ -125,9 +203,12 @@ impl SledStore {
             watches: watches.clone(),
             outbox: outbox.clone(),
             alert_ids: alert_ids.clone(),
+            meta: meta.clone(),
             watch_writes: Arc::clone(&watch_writes),
         };
-        let writer = Writer::start(db.clone(), checks).map_err(|e| open_err(Arc::new(e)))?;
+        let checkpoint = found.map(|_| (path.clone(), checkpointed));
+        let writer =
+            Writer::start(db.clone(), checks, checkpoint).map_err(|e| open_err(Arc::new(e)))?;
         Ok(SledStore {
             path,
             writer,
@@ -141,7 +222,9 @@ impl SledStore {
             alert_ids,
             dead_letters,
             unreachable,
+            meta,
             watch_writes,
+            scratch,
         })
     }
 
@@ -167,7 +250,18 @@ impl SledStore {
                 _ => ReferenceChange::ServiceUrlChanged,
             },
         };
-        self.references.insert(key, new).map_err(io)?;
+        if change == ReferenceChange::New {
+            (&self.references, &self.meta)
+                .transaction(|(r, m)| {
+                    if r.insert(key.as_slice(), new.as_slice())?.is_none() {
+                        count(m, Delta::one(Delta::REFERENCES, 1))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+        } else {
+            self.references.insert(key, new).map_err(io)?;
+        }
         Ok(change)
     }
 
@@ -223,10 +317,20 @@ impl SledStore {
         let mut entry: OutboxEntry = decode("outbox entry", &bytes)?;
         change(&mut entry);
         let value = encode(&entry)?;
-        (from, to, &self.alert_ids)
-            .transaction(|(f, t, a)| {
-                f.remove(&key)?;
-                t.insert(&key, value.clone())?;
+        let (from_tree, to_tree) = match entry.dead_ms {
+            Some(_) => (Delta::OUTBOX, Delta::DEAD_LETTERS),
+            None => (Delta::DEAD_LETTERS, Delta::OUTBOX),
+        };
+        (from, to, &self.alert_ids, &self.meta)
+            .transaction(|(f, t, a, m)| {
+                let mut delta = Delta::default();
+                if f.remove(&key)?.is_some() {
+                    delta.add(from_tree, -1);
+                }
+                if t.insert(&key, value.clone())?.is_none() {
+                    delta.add(to_tree, 1);
+                }
+                count(m, delta)?;
                 // A dead letter no longer blocks its alert id; a requeued one does again.
                 if entry.dead_ms.is_some() {
                     a.remove(entry.alert_id.as_bytes())?;
@@ -275,15 +379,27 @@ impl SledStore {
         let url = watch.url.as_str();
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
         // One transaction: a crash never leaves a watch whose product is not scheduled.
-        (&self.watches, &self.products, &self.product_watches)
-            .transaction(|(w, p, pw)| {
-                w.insert(
+        (
+            &self.watches,
+            &self.products,
+            &self.product_watches,
+            &self.meta,
+        )
+            .transaction(|(w, p, pw, m)| {
+                let mut delta = Delta::default();
+                if w.insert(
                     watch_key(&watch.conversation, id),
                     encode(&watch).map_err(abort)?,
-                )?;
+                )?
+                .is_none()
+                {
+                    delta.add(Delta::WATCHES, 1);
+                }
                 if p.get(url_key(url))?.is_none() {
                     p.insert(url_key(url), encode(&product).map_err(abort)?)?;
+                    delta.add(Delta::PRODUCTS, 1);
                 }
+                count(m, delta)?;
                 pw.insert(
                     url_key_with(url, id),
                     encode(&watch.conversation).map_err(abort)?,
@@ -310,9 +426,11 @@ impl SledStore {
             };
             let watch = decode::<Watch>("watch", &bytes)?;
             let url = watch.url.as_str();
-            (&self.watches, &self.product_watches)
-                .transaction(|(w, pw)| {
-                    w.remove(watch_key(key, id))?;
+            (&self.watches, &self.product_watches, &self.meta)
+                .transaction(|(w, pw, m)| {
+                    if w.remove(watch_key(key, id))?.is_some() {
+                        count(m, Delta::one(Delta::WATCHES, -1))?;
+                    }
                     pw.remove(url_key_with(url, id))?;
                     Ok(())
                 })
@@ -326,7 +444,14 @@ impl SledStore {
                 .next()
                 .is_none()
             {
-                self.products.remove(url_key(url)).map_err(io)?;
+                (&self.products, &self.meta)
+                    .transaction(|(p, m)| {
+                        if p.remove(url_key(url))?.is_some() {
+                            count(m, Delta::one(Delta::PRODUCTS, -1))?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(tx_error)?;
                 for k in self.history.scan_prefix(url_key(url)).keys() {
                     self.history.remove(k.map_err(io)?).map_err(io)?;
                 }
@@ -554,16 +679,22 @@ impl Store for SledStore {
 
     fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(entry) = self.outbox_entry(id)? {
-                self.alert_ids
-                    .remove(entry.alert_id.as_bytes())
-                    .map_err(io)?;
-            }
+            let entry = self.outbox_entry(id)?;
             // Not flushed here: losing the removal to a crash resends the message, the one
             // duplicate at-least-once delivery allows; sled's background flush
             // (`storage.flush_every`) makes it durable soon, and a flush per message would
             // cap delivery at the disk's fsync rate.
-            self.outbox.remove(id.to_be_bytes()).map_err(io)?;
+            (&self.outbox, &self.alert_ids, &self.meta)
+                .transaction(|(o, a, m)| {
+                    if let Some(entry) = &entry {
+                        a.remove(entry.alert_id.as_bytes())?;
+                    }
+                    if o.remove(&id.to_be_bytes())?.is_some() {
+                        count(m, Delta::one(Delta::OUTBOX, -1))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
             Ok(())
         })
     }
@@ -589,12 +720,13 @@ impl Store for SledStore {
         now_ms: u64,
     ) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
-            let entries = (&self.outbox, &self.alert_ids)
-                .transaction(|(o, a)| {
+            let entries = (&self.outbox, &self.alert_ids, &self.meta)
+                .transaction(|(o, a, meta)| {
                     let mut queued = Vec::with_capacity(messages.len());
                     for m in &messages {
                         queued.extend(queue_message(o, a, m, now_ms)?);
                     }
+                    count(meta, Delta::one(Delta::OUTBOX, queued.len() as i64))?;
                     Ok(queued)
                 })
                 .map_err(tx_error)?;
@@ -760,6 +892,15 @@ impl From<sled::Error> for OpenFailure {
             other => OpenFailure::Other(other),
         }
     }
+}
+
+/// `integrity::inspect`, its failures (a held lock, a copy that cannot be made) reported as
+/// failures to open.
+fn inspect(path: &Path, keep: Keep) -> Result<integrity::Inspection, StoreError> {
+    integrity::inspect(path, keep).map_err(|e| StoreError::Open {
+        path: path.to_owned(),
+        source: Arc::new(e),
+    })
 }
 
 fn check_schema(path: &Path, meta: &sled::Tree) -> Result<(), StoreError> {

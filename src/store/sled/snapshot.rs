@@ -6,11 +6,12 @@
 //! Beside the store's other methods because a restore writes every tree at once and
 //! renumbers ids, which no other change does. Its tests are in `tests.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sled::transaction::Transactional;
 
 use super::check::tx_error;
+use super::integrity::{count, Delta};
 use super::{io, SledStore};
 use crate::domain::{OutboxEntry, Watch};
 use crate::inbound::activity::ConversationReference;
@@ -161,6 +162,33 @@ impl SledStore {
             }
         }
 
+        // The store was empty: the counts grow by what is written (a conversation or product
+        // given twice is written once).
+        let mut restored = Delta::default();
+        let distinct = |keys: Vec<Vec<u8>>| keys.into_iter().collect::<HashSet<_>>().len() as i64;
+        restored.add(
+            Delta::REFERENCES,
+            distinct(
+                snapshot
+                    .conversations
+                    .iter()
+                    .map(|c| conversation_key(&c.reference.key()))
+                    .collect(),
+            ),
+        );
+        restored.add(
+            Delta::PRODUCTS,
+            distinct(
+                snapshot
+                    .products
+                    .iter()
+                    .map(|p| url_key(p.product.url.as_str()))
+                    .collect(),
+            ),
+        );
+        restored.add(Delta::WATCHES, snapshot.watches.len() as i64);
+        restored.add(Delta::OUTBOX, snapshot.queued.len() as i64);
+        restored.add(Delta::DEAD_LETTERS, snapshot.dead_letters.len() as i64);
         (
             &self.references,
             &self.unreachable,
@@ -171,8 +199,9 @@ impl SledStore {
             &self.outbox,
             &self.alert_ids,
             &self.dead_letters,
+            &self.meta,
         )
-            .transaction(|(r, u, w, p, pw, h, o, a, d)| {
+            .transaction(|(r, u, w, p, pw, h, o, a, d, m)| {
                 r.apply_batch(&references)?;
                 u.apply_batch(&unreachable)?;
                 w.apply_batch(&watches)?;
@@ -182,6 +211,7 @@ impl SledStore {
                 o.apply_batch(&outbox)?;
                 a.apply_batch(&alert_ids)?;
                 d.apply_batch(&dead_letters)?;
+                count(m, restored)?;
                 Ok(())
             })
             .map_err(tx_error)

@@ -4,7 +4,11 @@
 //! channel, a batching loop, a thread joined on drop) that exists to work around sled
 //! 0.34's `flush_async`; the store only calls [`Writer::flush`] and [`Writer::record`].
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use super::check::{prepare, CheckTrees, Prepared};
+use super::integrity::{durable_counts, write_checkpoint, Counts};
 use super::io;
 use crate::domain::{CheckRecord, OutboxEntry};
 use crate::store::StoreError;
@@ -63,12 +67,23 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: sled::Db, trees: CheckTrees) -> std::io::Result<Self> {
+    /// `checkpoint`: the directory to keep the checkpoint file in, and the generation it
+    /// holds already (`None` for a store that keeps none: a copy read for an export).
+    pub(super) fn start(
+        db: sled::Db,
+        trees: CheckTrees,
+        checkpoint: Option<(PathBuf, Option<u64>)>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         #[cfg(test)]
         let hold = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         #[cfg(test)]
         let held = std::sync::Arc::clone(&hold);
+        let mut checkpoint = checkpoint.map(|(dir, written)| Checkpointer {
+            dir,
+            written,
+            last: None,
+        });
         let thread = std::thread::Builder::new()
             .name("pricewatch-store".to_owned())
             .spawn(move || {
@@ -96,6 +111,8 @@ impl Writer {
                             .wait_while(on, |on| *on)
                             .unwrap_or_else(|p| p.into_inner());
                     }
+                    // Read before the flush, so the flush covers them.
+                    let counts = durable_counts(&trees.meta);
                     let flushed = db.flush().map(|_| ()).map_err(io);
                     // Callers may have given up (a turn cut off, a shutdown); fine.
                     for reply in flushes {
@@ -104,6 +121,15 @@ impl Writer {
                     for (result, reply) in done {
                         let _ = reply.send(result.and_then(|q| copy_result(&flushed, q)));
                     }
+                    // After the replies: the callers need not wait for it.
+                    if let (Ok(()), Some(c), Some(counts)) = (&flushed, &mut checkpoint, counts) {
+                        c.after_flush(counts);
+                    }
+                }
+                // The store is closing: what it holds now is what the next open must find.
+                let counts = durable_counts(&trees.meta);
+                if let (Ok(_), Some(c), Some(counts)) = (db.flush(), &mut checkpoint, counts) {
+                    c.at_close(counts);
                 }
             })?;
         Ok(Writer {
@@ -139,6 +165,45 @@ impl Writer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Request::Record(Box::new(check), tx))?;
         rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Keeps the checkpoint file (`integrity`) at the counts of the last flush.
+struct Checkpointer {
+    dir: PathBuf,
+    /// The generation the file holds: a flush that changed no count rewrites nothing.
+    written: Option<u64>,
+    /// When the file was last written (or tried).
+    last: Option<Instant>,
+}
+
+/// Least time between two checkpoints after flushes: writing one costs two fsyncs, which
+/// a burst of durable writes (new conversations, a poll cycle's batches) should not pay
+/// each time. A checkpoint that lags only checks less after a crash; closing writes it.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+impl Checkpointer {
+    fn after_flush(&mut self, counts: Counts) {
+        if self.last.is_some_and(|t| t.elapsed() < CHECKPOINT_EVERY) {
+            return;
+        }
+        self.at_close(counts);
+    }
+
+    fn at_close(&mut self, counts: Counts) {
+        if self.written == Some(counts.generation) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        match write_checkpoint(&self.dir, counts) {
+            Ok(()) => self.written = Some(counts.generation),
+            // An older checkpoint only checks less at the next open; the data is safe.
+            Err(e) => tracing::warn!(
+                error = %crate::error::Chain(&e),
+                dir = %self.dir.display(),
+                "cannot write the store's checkpoint file"
+            ),
+        }
     }
 }
 

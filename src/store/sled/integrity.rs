@@ -1,0 +1,780 @@
+//! What the store holds, counted, so that a damaged store is refused instead of served.
+//!
+//! sled answers a damaged log by recovering an earlier state, often an empty one, without
+//! a word: a daemon that then wrote on would overwrite what a backup or a careful copy
+//! could still give back. So the store keeps two records of its size:
+//!
+//! - [`Counts`] in the `meta` tree, changed in the same transaction as every write that adds
+//!   or removes a reference, watch, product, queued message or dead letter, with a
+//!   generation that grows with each such transaction;
+//! - the checkpoint file [`CHECKPOINT_FILE`] beside sled's files, the counts as of the last
+//!   flush that made them durable (written after that flush, atomically), because a log
+//!   rolled back to an earlier state rolls back the counts inside it too.
+//!
+//! At open, [`inspect`] checks a scratch copy of the directory (sled's recovery writes into
+//! the files it opens, so the real ones are opened only once the copy passed), and
+//! [`compare`], the pure rule, says what is missing.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::io;
+use crate::store::StoreError;
+
+/// The checkpoint's name in the data directory.
+pub const CHECKPOINT_FILE: &str = "pricewatch.state";
+
+/// The counts' key in the `meta` tree.
+pub(super) const COUNTS_KEY: &[u8] = b"counts";
+
+/// The trees counted, in the order [`Counts`] encodes them.
+pub(super) const COUNTED: [&str; 5] = [
+    "references",
+    "watches",
+    "products",
+    "outbox",
+    "dead_letters",
+];
+
+/// What a person calls them, in the same order.
+const SHOWN: [&str; 5] = [
+    "conversations",
+    "watches",
+    "products",
+    "queued messages",
+    "dead letters",
+];
+
+/// How many records each counted tree holds, and how many counted changes made them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Grows by one with every transaction that changes a count: a store rolled back to an
+    /// earlier state shows a smaller generation than a checkpoint written after it.
+    pub generation: u64,
+    /// One per tree in [`COUNTED`].
+    pub trees: [u64; 5],
+}
+
+impl Counts {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        std::iter::once(self.generation)
+            .chain(self.trees)
+            .flat_map(u64::to_be_bytes)
+            .collect()
+    }
+
+    /// `None` for anything but the 48 bytes [`Counts::encode`] writes.
+    pub(super) fn decode(bytes: &[u8]) -> Option<Counts> {
+        if bytes.len() != 8 * 6 {
+            return None;
+        }
+        let mut values = bytes
+            .chunks_exact(8)
+            .map(|c| <[u8; 8]>::try_from(c).map(u64::from_be_bytes).unwrap_or(0));
+        let generation = values.next()?;
+        let mut trees = [0; 5];
+        for (slot, v) in trees.iter_mut().zip(values) {
+            *slot = v;
+        }
+        Some(Counts { generation, trees })
+    }
+
+    /// "N watches, …", for a person.
+    pub fn summary(&self) -> String {
+        SHOWN
+            .iter()
+            .zip(self.trees)
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The checkpoint file's text: one `name value` line each.
+    fn to_text(self) -> String {
+        let mut out = String::from(
+            "# pricewatch: what the store held at its last flush, checked at start-up\n",
+        );
+        out.push_str(&format!("generation {}\n", self.generation));
+        for (name, n) in COUNTED.iter().zip(self.trees) {
+            out.push_str(&format!("{name} {n}\n"));
+        }
+        out
+    }
+
+    fn from_text(text: &str) -> Option<Counts> {
+        let mut counts = Counts::default();
+        let mut seen = 0;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let (name, value) = line.split_once(' ')?;
+            let value: u64 = value.trim().parse().ok()?;
+            if name == "generation" {
+                counts.generation = value;
+            } else {
+                let i = COUNTED.iter().position(|c| *c == name)?;
+                counts.trees[i] = value;
+            }
+            seen += 1;
+        }
+        (seen == 1 + COUNTED.len()).then_some(counts)
+    }
+}
+
+/// The changes one transaction makes to the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Delta(pub(super) [i64; 5]);
+
+impl Delta {
+    pub(super) const REFERENCES: usize = 0;
+    pub(super) const WATCHES: usize = 1;
+    pub(super) const PRODUCTS: usize = 2;
+    pub(super) const OUTBOX: usize = 3;
+    pub(super) const DEAD_LETTERS: usize = 4;
+
+    pub(super) fn one(tree: usize, by: i64) -> Delta {
+        let mut delta = Delta::default();
+        delta.add(tree, by);
+        delta
+    }
+
+    pub(super) fn add(&mut self, tree: usize, by: i64) {
+        self.0[tree] += by;
+    }
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
+
+/// Applies `delta` to the counts inside the caller's transaction over `meta`; nothing is
+/// written (and the generation stays) when it changes nothing.
+pub(super) fn count(meta: &TxTree, delta: Delta) -> TxResult<()> {
+    if delta == Delta::default() {
+        return Ok(());
+    }
+    let mut counts = match meta.get(COUNTS_KEY)? {
+        Some(bytes) => Counts::decode(&bytes).unwrap_or_default(),
+        None => Counts::default(),
+    };
+    counts.generation += 1;
+    for (n, d) in counts.trees.iter_mut().zip(delta.0) {
+        *n = n.saturating_add_signed(d);
+    }
+    meta.insert(COUNTS_KEY, counts.encode())?;
+    Ok(())
+}
+
+/// The counts recorded in `meta`, outside a transaction.
+pub(super) fn recorded(meta: &sled::Tree) -> Result<Recorded, StoreError> {
+    Ok(match meta.get(COUNTS_KEY).map_err(io)? {
+        None => Recorded::None,
+        Some(bytes) => match Counts::decode(&bytes) {
+            Some(c) => Recorded::Counts(c),
+            None => Recorded::Unreadable,
+        },
+    })
+}
+
+/// Makes the counts in `meta` what the store was found to hold, when they differ: a store
+/// written by a build that did not count gets its first counts, and one that holds more
+/// than it recorded (a retry's write that raced a removal) is counted again. Runs only once
+/// the store passed [`compare`], so it never hides a loss.
+pub(super) fn reconcile(meta: &sled::Tree, found: [u64; 5]) -> Result<(), StoreError> {
+    let generation = match recorded(meta)? {
+        Recorded::Counts(c) if c.trees == found => return Ok(()),
+        Recorded::Counts(c) => c.generation + 1,
+        Recorded::None | Recorded::Unreadable => 1,
+    };
+    let counts = Counts {
+        generation,
+        trees: found,
+    };
+    meta.insert(COUNTS_KEY, counts.encode()).map_err(io)?;
+    Ok(())
+}
+
+/// What the `meta` tree says the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new store, or one written by a build that did not count.
+    None,
+    Counts(Counts),
+    Unreadable,
+}
+
+/// What the checkpoint file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    Missing,
+    Counts(Counts),
+    Unreadable,
+}
+
+/// One tree holding fewer records than were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub tree: &'static str,
+    pub recorded: u64,
+    pub found: u64,
+}
+
+/// Why a store is taken for damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// Fewer records than the store or its checkpoint recorded.
+    Missing(Vec<Missing>),
+    /// The store went back to an earlier state than the checkpoint made durable, with the
+    /// same number of records (changes are lost, not records).
+    RolledBack { recorded: u64, found: u64 },
+    /// The store's own counts or the checkpoint cannot be read.
+    UnreadableCounts(&'static str),
+    /// sled could not read the store.
+    Unreadable(String),
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::Missing(missing) => {
+                let parts: Vec<String> = missing
+                    .iter()
+                    .map(|m| format!("{}: {} recorded, {} found", m.tree, m.recorded, m.found))
+                    .collect();
+                write!(f, "{}", parts.join("; "))
+            }
+            Damage::RolledBack { recorded, found } => write!(
+                f,
+                "the store went back to an earlier state: change {recorded} was made durable, \
+                 the data stops at change {found}"
+            ),
+            Damage::UnreadableCounts(what) => write!(f, "{what} cannot be read"),
+            Damage::Unreadable(why) => write!(f, "the store cannot be read: {why}"),
+        }
+    }
+}
+
+/// The rule: the data must hold at least what the store recorded, and at least what the
+/// checkpoint says was durable when the store is not past it.
+///
+/// A checkpoint is written after the flush that made its counts durable, so the store on
+/// disk is never behind it unless it lost something; it may be ahead (a crash before the
+/// next checkpoint), and then its counts are not compared with the checkpoint's (watches
+/// removed since are not missing).
+pub fn compare(found: &[u64; 5], recorded: Recorded, checkpoint: Checkpoint) -> Option<Damage> {
+    let missing = |against: &Counts| -> Vec<Missing> {
+        SHOWN
+            .iter()
+            .zip(against.trees.iter().zip(found))
+            .filter(|(_, (want, got))| got < want)
+            .map(|(tree, (want, got))| Missing {
+                tree,
+                recorded: *want,
+                found: *got,
+            })
+            .collect()
+    };
+    let own = match recorded {
+        Recorded::Unreadable => return Some(Damage::UnreadableCounts("the store's own counts")),
+        Recorded::None => None,
+        Recorded::Counts(c) => Some(c),
+    };
+    let durable = match checkpoint {
+        Checkpoint::Unreadable => {
+            return Some(Damage::UnreadableCounts(
+                "the checkpoint file (pricewatch.state)",
+            ))
+        }
+        Checkpoint::Missing => None,
+        Checkpoint::Counts(c) => Some(c),
+    };
+    let generation = own.map_or(0, |c| c.generation);
+    if let Some(durable) = durable {
+        if generation <= durable.generation {
+            let lost = missing(&durable);
+            if !lost.is_empty() {
+                return Some(Damage::Missing(lost));
+            }
+            if generation < durable.generation {
+                return Some(Damage::RolledBack {
+                    recorded: durable.generation,
+                    found: generation,
+                });
+            }
+        }
+    }
+    match own.map(|c| missing(&c)) {
+        Some(lost) if !lost.is_empty() => Some(Damage::Missing(lost)),
+        _ => None,
+    }
+}
+
+/// What [`inspect`] found.
+#[derive(Debug)]
+pub struct Inspection {
+    /// Records per tree in [`COUNTED`] order.
+    pub found: [u64; 5],
+    pub recorded: Recorded,
+    pub damage: Option<Damage>,
+    /// The checked copy, when the caller asked to keep it (see [`Keep`]).
+    pub scratch: Option<Scratch>,
+}
+
+/// Whether [`inspect`] keeps the checked copy for the caller to read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Scratch,
+    Nothing,
+}
+
+/// A copy of a data directory in the temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Why a data directory could not be inspected (not damage: the directory is busy, or the
+/// copy could not be made).
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("it is locked by another process (is another pricewatch running on it?)")]
+    Locked,
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    #[error("cannot copy it to {0} to check it")]
+    Copy(PathBuf, #[source] std::io::Error),
+}
+
+/// How long [`inspect`] waits for a lock another store is releasing (as `open` does).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Checks the data directory at `path` without writing to it: sled's lock taken, the
+/// directory copied aside, the copy opened and counted, and the counts compared with what
+/// the store and its checkpoint recorded. A directory without a `db` file holds no store
+/// yet (only a checkpoint saying it held nothing may sit beside it).
+pub fn inspect(path: &Path, keep: Keep) -> Result<Inspection, InspectError> {
+    let checkpoint = read_checkpoint(path);
+    let db_file = path.join("db");
+    if !db_file.exists() {
+        return Ok(Inspection {
+            found: [0; 5],
+            recorded: Recorded::None,
+            damage: compare(&[0; 5], Recorded::None, checkpoint),
+            scratch: None,
+        });
+    }
+    let lock = lock(&db_file)?;
+    let scratch = copy_aside(path)?;
+    drop(lock);
+    let opened = std::panic::catch_unwind(|| count_store(scratch.path()));
+    let inspection = match opened {
+        Ok(Ok((found, recorded))) => Inspection {
+            found,
+            recorded,
+            damage: compare(&found, recorded, checkpoint),
+            scratch: None,
+        },
+        Ok(Err(e)) => Inspection {
+            found: [0; 5],
+            recorded: Recorded::None,
+            damage: Some(Damage::Unreadable(crate::error::Chain(&e).to_string())),
+            scratch: None,
+        },
+        Err(_) => Inspection {
+            found: [0; 5],
+            recorded: Recorded::None,
+            damage: Some(Damage::Unreadable("sled stopped on it (a panic)".into())),
+            scratch: None,
+        },
+    };
+    Ok(Inspection {
+        scratch: (keep == Keep::Scratch).then_some(scratch),
+        ..inspection
+    })
+}
+
+/// sled's own lock on `db`, held while the directory is copied so that the copy is not
+/// taken while a daemon writes.
+fn lock(db_file: &Path) -> Result<std::fs::File, InspectError> {
+    let file = std::fs::File::open(db_file).map_err(InspectError::Read)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                if Instant::now() >= deadline {
+                    return Err(InspectError::Locked);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(InspectError::Read(e.into())),
+        }
+    }
+}
+
+fn copy_aside(path: &Path) -> Result<Scratch, InspectError> {
+    // Stores opened side by side in one process (tests, a restart) each get their own.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("pricewatch-check-{}-{n}-{nanos}", std::process::id());
+    let scratch = Scratch {
+        path: std::env::temp_dir().join(name),
+    };
+    copy_dir(path, scratch.path()).map_err(|e| InspectError::Copy(scratch.path.clone(), e))?;
+    Ok(scratch)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(CHECKPOINT_FILE) {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &to.join(&name))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the copy with sled and counts it.
+fn count_store(path: &Path) -> Result<([u64; 5], Recorded), StoreError> {
+    let db = sled::Config::new().path(path).open().map_err(io)?;
+    let names = db.tree_names();
+    let mut found = [0; 5];
+    for (slot, name) in found.iter_mut().zip(COUNTED) {
+        // Opening a tree that is not there would create it; an absent one holds nothing.
+        if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            *slot = count_tree(&db.open_tree(name).map_err(io)?)?;
+        }
+    }
+    let recorded = if names.iter().any(|n| n.as_ref() == b"meta") {
+        recorded(&db.open_tree("meta").map_err(io)?)?
+    } else {
+        Recorded::None
+    };
+    Ok((found, recorded))
+}
+
+/// Records in `tree`; sled's own `len` counts an unreadable entry as one.
+pub(super) fn count_tree(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for key in tree.iter().keys() {
+        key.map_err(io)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn read_checkpoint(dir: &Path) -> Checkpoint {
+    match std::fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
+        Ok(text) => Counts::from_text(&text).map_or(Checkpoint::Unreadable, Checkpoint::Counts),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::Missing,
+        Err(_) => Checkpoint::Unreadable,
+    }
+}
+
+/// Writes the checkpoint into `dir`: a temporary file synced, then renamed over the old
+/// one, so the file is always a whole one.
+pub(super) fn write_checkpoint(dir: &Path, counts: Counts) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(counts.to_text().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
+    // The rename is durable once the directory is.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The store's counts for the writer thread: read before a flush, written as the
+/// checkpoint after it succeeded.
+pub(super) fn durable_counts(meta: &sled::Tree) -> Option<Counts> {
+    match recorded(meta) {
+        Ok(Recorded::Counts(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// The error `open` returns for a damaged store.
+pub(super) fn damaged(path: &Path, damage: Damage) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_owned(),
+        damage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{added, config, key, message, new_watch, point, reference};
+    use super::super::SledStore;
+    use super::*;
+    use crate::domain::CheckRecord;
+    use crate::store::Store;
+
+    /// The counts the store recorded are what its trees hold.
+    fn assert_counted(store: &SledStore) -> Counts {
+        let trees = [
+            &store.references,
+            &store.watches,
+            &store.products,
+            &store.outbox,
+            &store.dead_letters,
+        ];
+        let found = trees.map(|t| count_tree(t).unwrap());
+        let Recorded::Counts(recorded) = recorded(&store.meta).unwrap() else {
+            panic!("no counts recorded")
+        };
+        assert_eq!(recorded.trees, found);
+        recorded
+    }
+
+    #[tokio::test]
+    async fn every_write_keeps_the_counts_equal_to_what_the_trees_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(assert_counted(&store).trees, [0; 5]);
+        for conv in ["a", "b", "a"] {
+            store
+                .upsert_reference(&reference(conv, "http://x/"))
+                .await
+                .unwrap();
+        }
+        let conv = key("a");
+        let mut watches = Vec::new();
+        for url in ["https://s.example/1", "https://s.example/2"] {
+            watches.push(added(
+                store.add_watch(new_watch(&conv, url), 10).await.unwrap(),
+            ));
+        }
+        added(
+            store
+                .add_watch(new_watch(&key("b"), "https://s.example/1"), 10)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(assert_counted(&store).trees, [2, 3, 2, 0, 0]);
+        store.remove_watches(&conv, &[watches[1].id]).await.unwrap();
+        assert_eq!(assert_counted(&store).trees, [2, 2, 1, 0, 0]);
+
+        let queued = store
+            .queue_messages(
+                vec![
+                    message("m1", &conv, None),
+                    message("m2", &conv, None),
+                    message("m1", &conv, None),
+                ],
+                5,
+            )
+            .await
+            .unwrap();
+        let check = CheckRecord {
+            product: store.product(&watches[0].url).await.unwrap().unwrap(),
+            change: Some(point(10, 3)),
+            watches: vec![watches[0].clone()],
+            messages: vec![message("m3", &conv, Some(watches[0].id))],
+            now_ms: 10,
+        };
+        store.record_check(check).await.unwrap();
+        assert_eq!(assert_counted(&store).trees, [2, 2, 1, 3, 0]);
+        store.remove_delivered(queued[0].id).await.unwrap();
+        store
+            .move_to_dead_letters(queued[1].id, "gone".into(), 20)
+            .await
+            .unwrap();
+        assert_eq!(assert_counted(&store).trees, [2, 2, 1, 1, 1]);
+        store.requeue_dead_letter(queued[1].id, 30).await.unwrap();
+        assert_eq!(assert_counted(&store).trees, [2, 2, 1, 2, 0]);
+
+        let target_dir = tempfile::tempdir().unwrap();
+        let target = SledStore::open(&config(target_dir.path())).unwrap();
+        target
+            .restore_snapshot(store.snapshot().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(assert_counted(&target).trees, [2, 2, 1, 2, 0]);
+
+        // Closing writes the checkpoint at the counts the store ends with.
+        let last = assert_counted(&store);
+        drop(store);
+        let text = std::fs::read_to_string(dir.path().join("data").join(CHECKPOINT_FILE));
+        assert_eq!(Counts::from_text(&text.unwrap()), Some(last));
+        assert_eq!(SledStore::verify(&dir.path().join("data")).unwrap(), last);
+    }
+
+    #[tokio::test]
+    async fn a_store_behind_its_checkpoint_is_refused_without_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        added(
+            store
+                .add_watch(new_watch(&key("a"), "https://s.example/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let counts = assert_counted(&store);
+        drop(store);
+        // As if the log had lost the last five changes.
+        let ahead = Counts {
+            generation: counts.generation + 5,
+            ..counts
+        };
+        write_checkpoint(&data, ahead).unwrap();
+        let db = std::fs::read(data.join("db")).unwrap();
+        let err = SledStore::open(&config(dir.path())).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Damaged {
+                    damage: Damage::RolledBack { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(data.join("db")).unwrap(), db);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_counting_is_counted_and_checkpointed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        added(
+            store
+                .add_watch(new_watch(&key("a"), "https://s.example/1"), 10)
+                .await
+                .unwrap(),
+        );
+        drop(store);
+        {
+            let db = sled::open(&data).unwrap();
+            db.open_tree("meta").unwrap().remove(COUNTS_KEY).unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::remove_file(data.join(CHECKPOINT_FILE)).unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        assert_eq!(assert_counted(&store).trees, [0, 1, 1, 0, 0]);
+        assert!(data.join(CHECKPOINT_FILE).exists());
+    }
+
+    fn counts(generation: u64, trees: [u64; 5]) -> Counts {
+        Counts { generation, trees }
+    }
+
+    #[test]
+    fn counts_and_the_checkpoint_text_read_back() {
+        let c = counts(7, [3, 20, 12, 4, 1]);
+        assert_eq!(Counts::decode(&c.encode()), Some(c));
+        assert_eq!(Counts::decode(&[1, 2, 3]), None);
+        assert_eq!(Counts::from_text(&c.to_text()), Some(c));
+        assert_eq!(Counts::from_text("generation 1\nwatches x\n"), None);
+        assert_eq!(
+            Counts::from_text("generation 1\n"),
+            None,
+            "all lines needed"
+        );
+    }
+
+    #[test]
+    fn a_new_store_and_a_store_from_before_counting_pass() {
+        assert_eq!(compare(&[0; 5], Recorded::None, Checkpoint::Missing), None);
+        assert_eq!(
+            compare(&[3, 20, 12, 0, 0], Recorded::None, Checkpoint::Missing),
+            None
+        );
+    }
+
+    #[test]
+    fn fewer_records_than_the_store_recorded_is_damage() {
+        let own = Recorded::Counts(counts(9, [3, 20, 12, 0, 0]));
+        assert_eq!(compare(&[3, 20, 12, 0, 0], own, Checkpoint::Missing), None);
+        assert_eq!(
+            compare(&[3, 1, 12, 0, 0], own, Checkpoint::Missing),
+            Some(Damage::Missing(vec![Missing {
+                tree: "watches",
+                recorded: 20,
+                found: 1
+            }]))
+        );
+        // More than recorded loses nothing (a write that raced a removal).
+        assert_eq!(compare(&[3, 21, 12, 0, 0], own, Checkpoint::Missing), None);
+    }
+
+    #[test]
+    fn a_store_behind_its_checkpoint_is_damage_even_when_its_own_counts_agree() {
+        let durable = Checkpoint::Counts(counts(40, [3, 20, 12, 0, 0]));
+        // A log rolled back to generation 2, one watch: its own counts say one watch.
+        let rolled = Recorded::Counts(counts(2, [1, 1, 1, 0, 0]));
+        let damage = compare(&[1, 1, 1, 0, 0], rolled, durable).unwrap();
+        assert_eq!(
+            damage.to_string(),
+            "conversations: 3 recorded, 1 found; watches: 20 recorded, 1 found; \
+             products: 12 recorded, 1 found"
+        );
+        // A store emptied (zeroed) has no counts at all.
+        assert!(matches!(
+            compare(&[0; 5], Recorded::None, durable),
+            Some(Damage::Missing(m)) if m.len() == 3
+        ));
+        // Behind, with the same sizes: changes are lost all the same.
+        assert_eq!(
+            compare(
+                &[3, 20, 12, 0, 0],
+                Recorded::Counts(counts(39, [3, 20, 12, 0, 0])),
+                durable
+            ),
+            Some(Damage::RolledBack {
+                recorded: 40,
+                found: 39
+            })
+        );
+    }
+
+    #[test]
+    fn a_store_ahead_of_its_checkpoint_is_not_damage_even_with_fewer_records() {
+        // Watches removed and flushed, then a crash before the checkpoint was written.
+        let durable = Checkpoint::Counts(counts(40, [3, 20, 12, 0, 0]));
+        let own = Recorded::Counts(counts(41, [3, 15, 9, 0, 0]));
+        assert_eq!(compare(&[3, 15, 9, 0, 0], own, durable), None);
+        assert_eq!(
+            compare(
+                &[3, 20, 12, 0, 0],
+                Recorded::Counts(counts(40, [3, 20, 12, 0, 0])),
+                durable
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn unreadable_counts_are_damage() {
+        assert_eq!(
+            compare(&[0; 5], Recorded::Unreadable, Checkpoint::Missing),
+            Some(Damage::UnreadableCounts("the store's own counts"))
+        );
+        assert!(compare(&[0; 5], Recorded::None, Checkpoint::Unreadable).is_some());
+    }
+}
