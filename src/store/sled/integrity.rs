@@ -328,7 +328,7 @@ pub enum Keep {
     Nothing,
 }
 
-/// A copy of a data directory in the temporary directory, removed on drop.
+/// A copy of a data directory, beside it or in the temporary directory, removed on drop.
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
@@ -432,12 +432,31 @@ fn copy_aside(path: &Path) -> Result<Scratch, InspectError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let name = format!("pricewatch-check-{}-{n}-{nanos}", std::process::id());
-    let scratch = Scratch {
-        path: std::env::temp_dir().join(name),
-    };
-    copy_dir(path, scratch.path()).map_err(|e| InspectError::Copy(scratch.path.clone(), e))?;
-    Ok(scratch)
+    let name = format!(".pricewatch-check-{}-{n}-{nanos}", std::process::id());
+    // Beside the data directory first: the same file system, which has room for the data
+    // already (a private /tmp under systemd is often a small tmpfs); the temporary
+    // directory when the parent cannot be written.
+    let beside = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(|parent| parent.join(&name)));
+    let mut first_error = None;
+    for place in beside.into_iter().chain([std::env::temp_dir().join(&name)]) {
+        let scratch = Scratch { path: place };
+        match copy_dir(path, scratch.path()) {
+            Ok(()) => return Ok(scratch),
+            Err(e) => {
+                first_error.get_or_insert((scratch.path.clone(), e));
+            }
+        }
+    }
+    let (place, e) = first_error.unwrap_or_else(|| {
+        (
+            std::env::temp_dir(),
+            std::io::Error::other("no place to copy to"),
+        )
+    });
+    Err(InspectError::Copy(place, e))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
