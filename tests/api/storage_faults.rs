@@ -344,3 +344,122 @@ async fn a_store_whose_writes_hang_neither_stalls_the_daemon_nor_its_stop() {
     assert!(stopped.is_ok(), "the stop hung");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop; `None` where this
+/// machine does not let the test mount one (not root, no mount namespace).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// The binary on a small real file system that fills up: conversations whose ids are
+/// 150 KB each, each with a watch, until the disk is at the reserve. Then it is told, it
+/// recovers when space is freed, and SIGTERM stops it on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_on_a_full_tmpfs_answers_recovers_and_stops() {
+    let Some(disk) = Tmpfs::mount("6m") else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let ballast = disk.0.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 2 << 20]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk.0.path().join("data");
+    let file = dir.path().join("pricewatch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n\
+             [storage]\npath = {:?}\nmin_free = 1048576\ntimeout = \"2s\"\n\
+             [schedule]\nenabled = false\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let daemon = crate::daemon::RunningDaemon::start(&file).await.unwrap();
+    let channel = crate::fakes::FakeChannel::start().await;
+    let big = "x".repeat(150_000);
+    let mut refused = None;
+    for i in 0..40 {
+        let conversation = format!("c{i}-{big}");
+        let watch = crate::daemon::activity(
+            "emulator",
+            &channel.url,
+            &conversation,
+            &format!("watch https://shop.example/p/{i}"),
+        );
+        let status = crate::daemon::post_activity(&daemon.addr, &watch).await;
+        if status != 200 {
+            assert_eq!(status, 503, "{}", daemon.text());
+            refused = Some(i);
+            break;
+        }
+    }
+    let refused = refused.expect("the disk filled up within 40 conversations");
+    assert!(refused > 0, "the first conversation was refused already");
+    // A user who writes now is told (a short conversation id: the fake channel takes no
+    // 150 KB path).
+    let hello = crate::daemon::activity("emulator", &channel.url, "short", "list");
+    assert_eq!(
+        crate::daemon::post_activity(&daemon.addr, &hello).await,
+        503
+    );
+    crate::helpers::eventually(|| async {
+        let told = channel.received().iter().any(|r| {
+            r.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("could not save"))
+        });
+        match told {
+            true => Ok(()),
+            false => Err("the apology"),
+        }
+    })
+    .await;
+    let readyz = reqwest::get(format!("http://{}/readyz", daemon.addr))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz.text().await.unwrap().contains("nearly full"));
+
+    // Space is freed: the refused conversation goes through, with no restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let again = crate::daemon::activity(
+        "emulator",
+        &channel.url,
+        &format!("c{refused}-{big}"),
+        &format!("watch https://shop.example/p/{refused}"),
+    );
+    assert_eq!(
+        crate::daemon::post_activity(&daemon.addr, &again).await,
+        200
+    );
+    let readyz = reqwest::get(format!("http://{}/readyz", daemon.addr))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+
+    let started = Instant::now();
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{log}");
+}
