@@ -52,7 +52,8 @@ pub struct Counts {
     /// Grows by one with every transaction that changes a count: a store rolled back to an
     /// earlier state shows a smaller generation than a checkpoint written after it.
     pub generation: u64,
-    /// One per tree in [`COUNTED`].
+    /// One per counted tree: conversations, watches, products, queued messages, dead
+    /// letters, in that order.
     pub trees: [u64; 5],
 }
 
@@ -313,7 +314,7 @@ pub fn compare(found: &[u64; 5], recorded: Recorded, checkpoint: Checkpoint) -> 
 /// What [`inspect`] found.
 #[derive(Debug)]
 pub struct Inspection {
-    /// Records per tree in [`COUNTED`] order.
+    /// Records per counted tree, in the order of [`Counts::trees`].
     pub found: [u64; 5],
     pub recorded: Recorded,
     pub damage: Option<Damage>,
