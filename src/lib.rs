@@ -13,6 +13,7 @@
 //! - [`speech`]: what the bot says, in English and French (no I/O).
 //! - [`store`]: the durable store behind a narrow trait; the sled backend.
 //! - [`ops`]: configuration, telemetry, signals, the operator's commands.
+//! - [`demo`]: `pricewatch demo`: the demo shop on loopback that the daemon watches.
 //! - [`domain`]: watches, products, alert rules and outbox entries (no I/O).
 //! - [`clock`]: wall-clock time as a dependency.
 //! - [`error`]: the error policy and the one way an error is shown.
@@ -28,6 +29,7 @@
 pub mod app;
 pub mod clock;
 pub mod delivery;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod inbound;

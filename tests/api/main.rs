@@ -6,6 +6,7 @@ mod connector;
 mod daemon;
 mod damage;
 mod delivery;
+mod demo_shop;
 #[path = "../common/fakes.rs"]
 mod fakes;
 mod faults;
