@@ -475,7 +475,8 @@ impl<'b> Out<'b> {
             self.image(image);
         }
         for media in array_field(card, "media") {
-            if let Some(url) = str_field(media, "url").map(clean_url) {
+            let url = str_field(media, "url").map(clean_url).unwrap_or_default();
+            if !url.is_empty() {
                 self.push(format!("(media: <{url}>)"));
             }
         }
@@ -492,8 +493,11 @@ impl<'b> Out<'b> {
             .or_else(|| str_field(action, "displayText"))
             .or_else(|| value.and_then(Value::as_str))
             .unwrap_or("");
-        let choice = match str_field(action, "type").unwrap_or("") {
-            "imBack" => match value.and_then(Value::as_str) {
+        // The types are camelCase, but some bots write them in lower case, which the
+        // channels accept.
+        let kind = str_field(action, "type").unwrap_or("").to_ascii_lowercase();
+        let choice = match kind.as_str() {
+            "imback" => match value.and_then(Value::as_str) {
                 Some(v) => Choice::Send {
                     text: Some(v.to_owned()),
                     value: None,
@@ -502,7 +506,7 @@ impl<'b> Out<'b> {
             },
             // As Web Chat sends it: a string value as the (hidden) text, anything else as
             // the activity's value.
-            "postBack" => match value {
+            "postback" => match value {
                 Some(Value::String(s)) => Choice::Send {
                     text: text.or_else(|| Some(s.clone())),
                     value: None,
@@ -512,11 +516,11 @@ impl<'b> Out<'b> {
                     value: other.cloned(),
                 },
             },
-            "messageBack" => Choice::Send {
+            "messageback" => Choice::Send {
                 text,
                 value: value.cloned(),
             },
-            "openUrl" | "signin" | "downloadFile" | "showImage" | "playAudio" | "playVideo"
+            "openurl" | "signin" | "downloadfile" | "showimage" | "playaudio" | "playvideo"
             | "call" => match value.and_then(Value::as_str).map(clean_url) {
                 Some(url) if !url.is_empty() => Choice::Open(url),
                 _ => return,
@@ -1540,7 +1544,7 @@ mod tests {
             "type": "message",
             "suggestedActions": {"actions": [
                 {"type": "imBack", "title": "List", "value": "list"},
-                {"type": "openUrl", "title": "Docs", "value": "https://docs.example/"},
+                {"type": "openurl", "title": "Docs", "value": "https://docs.example/"},
             ]},
         });
         assert_eq!(
