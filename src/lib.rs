@@ -10,6 +10,7 @@
 //!   changes (`plan`), and the alert rule (`trigger`).
 //! - [`delivery`]: proactive messages: outbox to channel through the Connector, retries,
 //!   rate limits, the outbound token.
+//! - [`chat`]: the terminal channel: activities drawn as text, buttons chosen by number.
 //! - [`speech`]: what the bot says, in English and French (no I/O).
 //! - [`store`]: the durable store behind a narrow trait; the sled backend.
 //! - [`ops`]: configuration, telemetry, signals, the operator's commands.
@@ -27,6 +28,7 @@
 //! the error's `source()` and shown with [`error::Chain`] (the policy is in [`error`]).
 
 pub mod app;
+pub mod chat;
 pub mod clock;
 pub mod delivery;
 pub mod demo;
