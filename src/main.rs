@@ -71,11 +71,93 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Talk to the bot from this terminal: a Connector endpoint on loopback for what the
+    /// bot sends (replies and proactive alerts), each line typed sent as a message.
+    /// Scriptable: lines from a file or a pipe, `--wait-for` to exit 0 on a message.
+    Chat(ChatArgs),
+    /// See an alert fire within about two minutes, on this machine alone: a demo shop, a
+    /// daemon on a temporary data directory reading it, and the chat in this terminal.
+    /// Ctrl-C stops it all and removes the directory.
+    Demo(DemoArgs),
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ChatArgs {
+    /// The bot's messaging endpoint.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:3978/api/messages"
+    )]
+    bot: String,
+    /// The channel the chat says it is (cards render on emulator, webchat, msteams).
+    #[arg(long, value_name = "ID", default_value = "emulator")]
+    channel_id: String,
+    /// The name the bot sees (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// The conversation's locale, e.g. fr-FR (the bot answers in French).
+    #[arg(long, value_name = "TAG")]
+    locale: Option<String>,
+    /// Hold this conversation instead of the remembered (or a new) one.
+    #[arg(long, value_name = "ID")]
+    conversation: Option<String>,
+    /// Send the lines of FILE one by one (each after the bot answered the previous one)
+    /// instead of reading the terminal; `-` is standard input. A standard input that is not
+    /// a terminal is read this way too.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Exit 0 as soon as a message from the bot matches REGEX; exit 1 if none does within
+    /// --timeout.
+    #[arg(long, value_name = "REGEX")]
+    wait_for: Option<String>,
+    /// How long --wait-for and a script's `/wait` lines wait, from the start (e.g. 2m).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Print each activity the bot sends as one JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Send `Authorization: Bearer` with the token in FILE, and ask for the replies in each
+    /// answer (deliveryMode expectReplies), for a daemon in production mode.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The state file remembering the conversation (default:
+    /// $XDG_STATE_HOME/pricewatch/chat.json).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// The loopback port for the bot's messages (default: the one used last time, or any).
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Play the lines of FILE (`-`: standard input) instead of reading the terminal; the
+    /// shop's commands and `/watch N` work there too.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Exit 0 as soon as a message from the bot matches REGEX; exit 1 if none does within
+    /// --timeout.
+    #[arg(long, value_name = "REGEX")]
+    wait_for: Option<String>,
+    /// How long --wait-for and a script's `/wait` lines wait, from the start.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Print each activity the bot sends as one JSON line.
+    #[arg(long)]
+    json: bool,
+    /// Run only the demo shop (until Ctrl-C), for a daemon and a chat started apart; its
+    /// `POST /control` takes the shop's commands.
+    #[arg(long)]
+    shop_only: bool,
+    /// With --shop-only: the loopback port (0: any; the address is printed).
+    #[arg(long, value_name = "PORT", default_value_t = 0, requires = "shop_only")]
+    shop_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +245,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Chat(args) => chat(args),
+        Cmd::Demo(args) => demo(args),
         Cmd::Serve { config } => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -221,6 +305,163 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // full disk never ends. The drain is over; whatever still runs is abandoned.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     Ok(served?)
+}
+
+fn chat(args: ChatArgs) -> ExitCode {
+    use pricewatch::chat::{self, ChatOptions, Source};
+    use std::io::IsTerminal;
+    let wait_for = match pattern("chat", args.wait_for.as_deref()) {
+        Ok(re) => re,
+        Err(code) => return code,
+    };
+    let token = match &args.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(pricewatch::secret::Secret::new(t.trim())),
+            Ok(_) => {
+                eprintln!(
+                    "pricewatch chat: the token file {} is empty",
+                    path.display()
+                );
+                return ExitCode::from(BAD_INPUT);
+            }
+            Err(e) => {
+                eprintln!(
+                    "pricewatch chat: cannot read the token file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(BAD_INPUT);
+            }
+        },
+        None => None,
+    };
+    let var = |k: &str| std::env::var(k).ok();
+    let state_path = args.state.unwrap_or_else(|| {
+        chat::state::default_path(var("XDG_STATE_HOME").as_deref(), var("HOME").as_deref())
+    });
+    let source = match script_source("chat", args.script.as_deref()) {
+        Ok(Some(lines)) => lines,
+        Ok(None) => Source::Terminal {
+            history: Some(state_path.with_file_name("chat_history")),
+        },
+        Err(code) => return code,
+    };
+    let options = ChatOptions {
+        bot_url: args.bot,
+        channel_id: args.channel_id,
+        user: args
+            .user
+            .or_else(|| var("USER"))
+            .unwrap_or_else(|| "you".to_owned()),
+        locale: args.locale,
+        conversation: args.conversation,
+        wait_for,
+        timeout: args.timeout,
+        json: args.json,
+        token,
+        state_path,
+        port: args.port,
+        ansi: std::io::stdout().is_terminal() && var("NO_COLOR").is_none(),
+    };
+    run_outcome("chat", async {
+        Ok::<_, std::convert::Infallible>(chat::run(options, source, None, None).await)
+    })
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    use pricewatch::chat::Source;
+    use pricewatch::demo::run::{self as demo, DemoOptions};
+    use std::io::IsTerminal;
+    if args.shop_only {
+        return match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| Ok(rt.block_on(demo::shop_only(args.shop_port))?))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pricewatch demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let wait_for = match pattern("demo", args.wait_for.as_deref()) {
+        Ok(re) => re,
+        Err(code) => return code,
+    };
+    let source = match script_source("demo", args.script.as_deref()) {
+        Ok(Some(lines)) => lines,
+        Ok(None) => Source::Terminal { history: None },
+        Err(code) => return code,
+    };
+    let options = DemoOptions {
+        source,
+        wait_for,
+        timeout: args.timeout,
+        json: args.json,
+        ansi: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        user: std::env::var("USER").unwrap_or_else(|_| "you".to_owned()),
+    };
+    run_outcome("demo", demo::run(options))
+}
+
+/// `--wait-for`'s pattern, or exit status 2 with the reason.
+fn pattern(command: &str, text: Option<&str>) -> Result<Option<regex::Regex>, ExitCode> {
+    text.map(regex::Regex::new).transpose().map_err(|e| {
+        eprintln!("pricewatch {command}: --wait-for is not a regular expression: {e}");
+        ExitCode::from(BAD_INPUT)
+    })
+}
+
+/// The lines of `--script` (`-`: standard input), or of a standard input that is not a
+/// terminal; `None`: the terminal.
+fn script_source(
+    command: &str,
+    script: Option<&std::path::Path>,
+) -> Result<Option<pricewatch::chat::Source>, ExitCode> {
+    use pricewatch::chat::Source;
+    use std::io::IsTerminal;
+    Ok(match script {
+        Some(path) if path.as_os_str() == "-" => Some(Source::Lines(Box::new(
+            std::io::BufReader::new(std::io::stdin()),
+        ))),
+        Some(path) => match std::fs::File::open(path) {
+            Ok(f) => Some(Source::Lines(Box::new(std::io::BufReader::new(f)))),
+            Err(e) => {
+                eprintln!(
+                    "pricewatch {command}: cannot read the script {}: {e}",
+                    path.display()
+                );
+                return Err(ExitCode::from(BAD_INPUT));
+            }
+        },
+        None if !std::io::stdin().is_terminal() => Some(Source::Lines(Box::new(
+            std::io::BufReader::new(std::io::stdin()),
+        ))),
+        None => None,
+    })
+}
+
+/// Runs a chat or the demo to its outcome's exit status.
+fn run_outcome<E: std::error::Error>(
+    command: &str,
+    work: impl std::future::Future<Output = Result<pricewatch::chat::Outcome, E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pricewatch {command}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(work);
+    // The terminal's reading thread may still wait for a line; it is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match outcome {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            eprintln!("pricewatch {command}: {}", pricewatch::error::Chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Result<ExitCode> {

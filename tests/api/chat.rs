@@ -1,0 +1,359 @@
+//! `pricewatch chat` and `pricewatch demo` as a user runs them: the real binaries as child
+//! processes (`serve`, `chat --script`, `demo --shop-only` as the shop, `demo --script`), on
+//! free loopback ports with temporary directories, read through their output.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::daemon::RunningDaemon;
+
+/// A child process whose standard output and error are collected as they come.
+struct Collected {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+}
+
+impl Collected {
+    fn start(args: &[&str], env: &[(&str, &Path)]) -> Collected {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pricewatch"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("the pricewatch binary starts");
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().unwrap(), out.clone());
+        collect(child.stderr.take().unwrap(), err.clone());
+        Collected { child, out, err }
+    }
+
+    fn out(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    fn err(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Waits until standard output holds `what`; the output so far on a timeout.
+    async fn wait_for_output(&mut self, what: &str, within: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self.out();
+            if out.contains(what) {
+                return Ok(out);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "exited ({status}) before printing {what:?}:\n{out}\nstderr:\n{}",
+                    self.err()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no {what:?} within {within:?}:\n{out}\nstderr:\n{}",
+                    self.err()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn exit(&mut self, within: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "still running after {within:?}:\n{}\nstderr:\n{}",
+                    self.out(),
+                    self.err()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Collected {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon's configuration for the shop at `shop_port`: loopback allowed, a product
+/// checked every minute, a tick every second.
+fn config(dir: &Path, bind: &str, shop_port: u16) -> std::path::PathBuf {
+    let file = dir.join("pricewatch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nbind = \"{bind}\"\n\n[storage]\npath = {:?}\n\n\
+             [schedule]\ntick = \"* * * * * *\"\ninterval = \"1m\"\njitter = 0\n\n\
+             [fetch]\nallow_networks = [\"127.0.0.0/8\"]\nports = [{shop_port}]\nhost_gap = \"0s\"\n",
+            dir.join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// The shop's address and its first product's link, from `demo --shop-only`'s output.
+fn shop_address(out: &str) -> (String, String) {
+    let base = out
+        .lines()
+        .find_map(|l| l.strip_prefix("demo shop at "))
+        .expect("the shop's address line")
+        .trim()
+        .trim_end_matches('/')
+        .to_owned();
+    let first = out
+        .lines()
+        .find_map(|l| l.strip_prefix("1 "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the first product's line")
+        .to_owned();
+    (base, first)
+}
+
+#[tokio::test]
+async fn chat_shows_the_first_price_then_after_a_restart_the_alert_for_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shop = Collected::start(&["demo", "--shop-only"], &[]);
+    let out = shop
+        .wait_for_output("/control", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (shop_url, product) = shop_address(&out);
+    let shop_port: u16 = shop_url.rsplit(':').next().unwrap().parse().unwrap();
+
+    let daemon = RunningDaemon::start(&config(dir.path(), "127.0.0.1:0", shop_port))
+        .await
+        .unwrap();
+    let addr = daemon.addr.clone();
+    let script = dir.path().join("script.txt");
+    std::fs::write(
+        &script,
+        format!("# a comment line\nhelp\nwatch {product}\n/wait tell you when it is\n"),
+    )
+    .unwrap();
+    let bot = format!("http://{addr}/api/messages");
+    let state = dir.path().join("chat.json");
+    let mut chat = Collected::start(
+        &[
+            "chat",
+            "--bot",
+            &bot,
+            "--script",
+            script.to_str().unwrap(),
+            "--wait-for",
+            "Price alert",
+            "--timeout",
+            "4m",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let out = chat
+        .wait_for_output("tell you when it is", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The welcome to a new conversation, the help, the watch confirmed, then the first
+    // price, in that order.
+    let at = |what: &str| {
+        out.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{out}"))
+    };
+    assert!(at("New conversation") < at("Hello! I am"), "{out}");
+    assert!(at("Hello! I am") < at("you: help"), "{out}");
+    assert!(at("you: help") < at("you: watch"), "{out}");
+    assert!(at("you: watch") < at("Watch #1 stored"), "{out}");
+    assert!(at("Watch #1 stored") < at("tell you when it is"), "{out}");
+    assert!(!out.contains("a comment line"), "{out}");
+    assert!(state.exists());
+
+    // The daemon restarts between the watch and the drop, on the same port and data.
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    let daemon = RunningDaemon::start(&config(dir.path(), &addr, shop_port))
+        .await
+        .unwrap();
+    assert_eq!(daemon.addr, addr);
+
+    let answer = reqwest::Client::new()
+        .post(format!("{shop_url}/control"))
+        .body("/price 1 -25%")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+
+    let status = chat.exit(Duration::from_secs(150)).await.unwrap();
+    let out = chat.out();
+    assert!(
+        status.success(),
+        "{status}:\n{out}\nstderr:\n{}",
+        chat.err()
+    );
+    let alert = out.find("Price alert").expect("the alert in the output");
+    assert!(alert > out.find("tell you when it is").unwrap(), "{out}");
+    // The alert's card, its buttons numbered.
+    assert!(out[alert..].contains("[2] Stop watching"), "{out}");
+    drop(daemon);
+}
+
+#[tokio::test]
+async fn the_demo_goes_from_watch_to_alert_and_a_button_stops_the_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("demo.txt");
+    std::fs::write(
+        &script,
+        "/products\n/watch 1\n/wait tell you when it is\n/price 1 -25%\n/wait Price alert\n2\n",
+    )
+    .unwrap();
+    // The demo's temporary directory goes here, to be seen removed.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut demo = Collected::start(
+        &[
+            "demo",
+            "--script",
+            script.to_str().unwrap(),
+            "--wait-for",
+            "Stopped watching #1",
+            "--timeout",
+            "4m",
+        ],
+        &[("TMPDIR", &tmp)],
+    );
+    let status = demo.exit(Duration::from_secs(240)).await.unwrap();
+    let out = demo.out();
+    assert!(
+        status.success(),
+        "{status}:\n{out}\nstderr:\n{}",
+        demo.err()
+    );
+    let order = [
+        "Try:",
+        "you: /watch 1",
+        "tell you when it is",
+        "you: /price 1 -25%",
+        "Price alert",
+        "you: 2",
+        "Stopped watching #1",
+    ];
+    let mut from = 0;
+    for what in order {
+        let at = out[from..]
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what:?} after byte {from} in:\n{out}"));
+        from += at + what.len();
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_bot_is_one_sentence_and_exit_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bot = format!("http://{}/api/messages", closed.local_addr().unwrap());
+    drop(closed);
+    let script = dir.path().join("s.txt");
+    std::fs::write(&script, "help\n").unwrap();
+    let state = dir.path().join("chat.json");
+    let mut chat = Collected::start(
+        &[
+            "chat",
+            "--bot",
+            &bot,
+            "--script",
+            script.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let status = chat.exit(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        chat.err(),
+        format!("cannot reach the bot at {bot}: is `pricewatch serve` running there?\n")
+    );
+}
+
+#[tokio::test]
+async fn with_a_token_the_replies_come_back_in_the_answer_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = RunningDaemon::start(&config(dir.path(), "127.0.0.1:0", 80))
+        .await
+        .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-token-from-elsewhere\n").unwrap();
+    let bot = format!("http://{}/api/messages", daemon.addr);
+    let state = dir.path().join("chat.json");
+    let mut chat = Collected::start(
+        &[
+            "chat",
+            "--bot",
+            &bot,
+            "--script",
+            "-",
+            "--json",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--wait-for",
+            "Hello! I am",
+            "--timeout",
+            "30s",
+        ],
+        &[],
+    );
+    // No script lines (stdin is empty): the welcome alone, in the answer to the
+    // conversation's start, matches.
+    let status = chat.exit(Duration::from_secs(40)).await.unwrap();
+    let out = chat.out();
+    assert!(
+        status.success(),
+        "{status}:\n{out}\nstderr:\n{}",
+        chat.err()
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|a| a["type"] == "message"), "{out}");
+    assert!(
+        chat.err().contains("cannot reach this terminal"),
+        "{}",
+        chat.err()
+    );
+    drop(daemon);
+}
