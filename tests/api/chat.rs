@@ -357,3 +357,90 @@ async fn with_a_token_the_replies_come_back_in_the_answer_as_json_lines() {
     );
     drop(daemon);
 }
+
+/// The demo as a person runs it: in a terminal (a pseudo-terminal here), typing into the
+/// line editor while the bot's messages are printed above it, and leaving with Ctrl-C.
+#[tokio::test]
+async fn the_demo_in_a_terminal_goes_from_watch_to_alert_and_ctrl_c_cleans_up() {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 50,
+            ws_col: 160,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .arg("demo")
+        .env("TMPDIR", &tmp)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut terminal = std::fs::File::from(master);
+    let screen = Arc::new(Mutex::new(String::new()));
+    collect(terminal.try_clone().unwrap(), screen.clone());
+    let seen = |what: &'static str, within: Duration| {
+        let screen = screen.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                let text = screen.lock().unwrap().clone();
+                if text.contains(what) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {what:?} on the screen:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    seen("Ctrl-C or /quit", Duration::from_secs(30)).await;
+    terminal.write_all(b"/watch 1\r").unwrap();
+    seen("tell you when it is", Duration::from_secs(30)).await;
+    terminal.write_all(b"/price 1 -25%\r").unwrap();
+    let text = seen("Stop watching", Duration::from_secs(120)).await;
+    assert!(text.contains("Price alert"), "{text}");
+    // Styled for a terminal: the card's heading in bold.
+    assert!(text.contains("\u{1b}[1m"), "{text}");
+    terminal.write_all(b"\x03").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "the demo did not stop on Ctrl-C:\n{}",
+                screen.lock().unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
