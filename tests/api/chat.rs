@@ -444,3 +444,62 @@ async fn the_demo_in_a_terminal_goes_from_watch_to_alert_and_ctrl_c_cleans_up() 
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "the demo left {left:?}");
 }
+
+#[tokio::test]
+async fn a_restarted_chat_goes_on_in_the_same_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shop = Collected::start(&["demo", "--shop-only"], &[]);
+    let out = shop
+        .wait_for_output("/control", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (shop_url, product) = shop_address(&out);
+    let shop_port: u16 = shop_url.rsplit(':').next().unwrap().parse().unwrap();
+    let daemon = RunningDaemon::start(&config(dir.path(), "127.0.0.1:0", shop_port))
+        .await
+        .unwrap();
+    let bot = format!("http://{}/api/messages", daemon.addr);
+    let state = dir.path().join("chat.json");
+    let run = |script: String| {
+        let file = dir.path().join("script.txt");
+        std::fs::write(&file, script).unwrap();
+        let args = [
+            "chat",
+            "--bot",
+            &bot,
+            "--script",
+            file.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ]
+        .map(str::to_owned);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut chat = Collected::start(&args, &[]);
+            let status = chat.exit(Duration::from_secs(60)).await.unwrap();
+            assert!(
+                status.success(),
+                "{status}:\n{}\n{}",
+                chat.out(),
+                chat.err()
+            );
+            chat.out()
+        }
+    };
+    let first = run(format!("watch {product}\n/wait tell you when it is\n")).await;
+    let id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("New conversation "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the new conversation's id")
+        .to_owned();
+    let second = run("list\n".to_owned()).await;
+    assert!(
+        second.contains(&format!("Back in conversation {id} ")),
+        "{second}"
+    );
+    assert!(second.contains("Your watches (1)"), "{second}");
+    // Taken up, not opened again: no second welcome.
+    assert!(!second.contains("Hello! I am"), "{second}");
+    drop(daemon);
+}
