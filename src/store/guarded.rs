@@ -125,14 +125,9 @@ impl<S: Store + ?Sized> GuardedStore<S> {
         let checked = self.check_room(room);
         Box::pin(async move {
             checked?;
-            let inner = self.inner.clone();
-            let handle = tokio::runtime::Handle::current();
-            // The backend's futures are synchronous work (sled) or wait on its writer
-            // thread; driven here, they never hold an async worker.
-            let task = tokio::task::spawn_blocking(move || handle.block_on(call(inner)));
-            let result = match tokio::time::timeout(self.config.timeout, task).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(join)) => Err(StoreError::Io(Arc::new(join))),
+            let work = call(self.inner.clone());
+            let result = match tokio::time::timeout(self.config.timeout, off_workers(work)).await {
+                Ok(result) => result,
                 Err(_) => {
                     let mut stuck = self.stuck_since.lock().unwrap_or_else(|e| e.into_inner());
                     if stuck.is_none() {
@@ -160,6 +155,47 @@ impl<S: Store + ?Sized> GuardedStore<S> {
             }
             result
         })
+    }
+}
+
+/// Wakes the async side when the backend's future can go on.
+struct Wakeup(tokio::sync::Notify);
+
+impl std::task::Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        // A permit is kept when no one waits yet, so a wake during the poll is not lost.
+        self.0.notify_one();
+    }
+}
+
+/// Drives `work` to its end with every poll on the blocking pool, and every wait between
+/// polls on the async side.
+///
+/// Why not `block_on` on a blocking thread: a backend's future is synchronous work (sled)
+/// between waits for its writer thread's group flush, and a blocked thread would sit out
+/// each flush. Under 32 concurrent turns that was 32 threads parked in flushes, about
+/// 25 MB more RSS than the daemon needs and slower first turns while the pool grew
+/// (BENCHMARKS.md). Polling here keeps the blocking pool as large as the sled work done at
+/// once, never as the number of callers waiting.
+async fn off_workers<T: Send + 'static>(mut work: Boxed<T>) -> Result<T, StoreError> {
+    let wakeup = Arc::new(Wakeup(tokio::sync::Notify::new()));
+    loop {
+        let waker = std::task::Waker::from(wakeup.clone());
+        let (back, polled) = tokio::task::spawn_blocking(move || {
+            let polled = work
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker));
+            (work, polled)
+        })
+        .await
+        .map_err(|join| StoreError::Io(Arc::new(join)))?;
+        match polled {
+            std::task::Poll::Ready(result) => return result,
+            std::task::Poll::Pending => {
+                wakeup.0.notified().await;
+                work = back;
+            }
+        }
     }
 }
 
@@ -391,5 +427,102 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         }
         self.check_room(Room::Full)?;
         self.inner.writable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A backend call's shape: synchronous work, then a wait for something else (the
+    /// writer thread's flush), then more synchronous work.
+    fn work_then_wait(
+        first: impl FnOnce() + Send + 'static,
+        wait: tokio::sync::oneshot::Receiver<()>,
+    ) -> Boxed<u32> {
+        Box::pin(async move {
+            first();
+            let _ = wait.await;
+            Ok(7)
+        })
+    }
+
+    #[test]
+    fn synchronous_work_never_runs_on_the_async_worker() {
+        // One worker thread: work that blocks it until this task answers would never end.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (asked_tx, asked) = std::sync::mpsc::channel::<()>();
+            let (answer, answered) = std::sync::mpsc::channel::<()>();
+            let (_, never) = tokio::sync::oneshot::channel::<()>();
+            drop(never);
+            let blocking = Box::pin(async move {
+                asked_tx.send(()).unwrap();
+                answered.recv().unwrap();
+                Ok(1)
+            });
+            let call = tokio::spawn(off_workers(blocking));
+            // This task runs on the one worker while the call blocks elsewhere.
+            tokio::task::spawn_blocking(move || asked.recv().unwrap())
+                .await
+                .unwrap();
+            answer.send(()).unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .expect("the call ends")
+                .unwrap();
+            assert_eq!(got.unwrap(), 1);
+        });
+    }
+
+    #[test]
+    fn callers_waiting_between_polls_hold_no_blocking_thread() {
+        // One blocking thread for 20 calls that all wait at once: a call that kept its
+        // thread while it waited would leave the others unable to start.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let started = Arc::new(AtomicUsize::new(0));
+            let mut releases = Vec::new();
+            let mut calls = Vec::new();
+            for _ in 0..20 {
+                let (release, wait) = tokio::sync::oneshot::channel();
+                releases.push(release);
+                let started = started.clone();
+                calls.push(tokio::spawn(off_workers(work_then_wait(
+                    move || {
+                        started.fetch_add(1, Ordering::SeqCst);
+                    },
+                    wait,
+                ))));
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while started.load(Ordering::SeqCst) < 20 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {} of 20 calls started",
+                    started.load(Ordering::SeqCst)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for release in releases {
+                release.send(()).unwrap();
+            }
+            for call in calls {
+                let got = tokio::time::timeout(Duration::from_secs(10), call)
+                    .await
+                    .expect("the call ends")
+                    .unwrap();
+                assert_eq!(got.unwrap(), 7);
+            }
+        });
     }
 }
