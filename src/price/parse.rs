@@ -745,9 +745,11 @@ fn date_spans(chars: &[char]) -> Vec<(usize, usize)> {
             let c_at = b_at + b + 1;
             let same = matches!(sep, Some('.' | '/' | '-')) && chars.get(b_at + b).copied() == sep;
             let c = if same { run(c_at) } else { 0 };
-            let ends = !chars.get(c_at + c).is_some_and(|ch| ch.is_alphanumeric())
-                && !(matches!(chars.get(c_at + c), Some('.' | ',' | '/' | '-'))
+            // The third group ends the date: no letter, and no separator and digits after.
+            let goes_on = chars.get(c_at + c).is_some_and(|ch| ch.is_alphanumeric())
+                || (matches!(chars.get(c_at + c), Some('.' | ',' | '/' | '-'))
                     && chars.get(c_at + c + 1).is_some_and(char::is_ascii_digit));
+            let ends = !goes_on;
             if same && (1..=2).contains(&b) && ends {
                 let (x, y) = (value(i, a), value(b_at, b));
                 let day_month = (1..=2).contains(&a)
