@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::domain::{Offer, Reference, Rule};
 use crate::inbound::activity::{Attachment, ConversationReference, OutboundActivity};
 use crate::price::Currency;
-use crate::speech::card::{alert_card, ADAPTIVE_CARD};
+use crate::speech::card::{alert_card, restock_card, ADAPTIVE_CARD};
 use crate::speech::format::{
     clean, escape_markdown, format_amount, format_date, lang_tag, number_text, percent_text,
     plain_number, product_md, visible,
@@ -184,12 +184,17 @@ pub fn back_in_stock(
     let n = number_text(lang, number);
     let at = price_tail(lang, price);
     let stop = stop_hint(lang, number);
-    Message::text(match lang {
+    let text = match lang {
         Lang::En => format!("Back in stock: {p} ({n}) can be bought again{at}. {stop}"),
         Lang::Fr => {
             format!("De retour en stock : {p} ({n}) est de nouveau disponible{at}. {stop}")
         }
-    })
+    };
+    let card = restock_card(lang, number, product, price, &text);
+    Message {
+        text,
+        card: Some(card),
+    }
 }
 
 /// ", at €19.90", or nothing when the page showed no usable price.
