@@ -599,7 +599,7 @@ fn is_button(text: &str, at: usize) -> bool {
 const UNIT_WORDS: &[&str] = &[
     "l", "litre", "litres", "liter", "liters", "ltr", "ml", "cl", "dl", "kg", "g", "gr", "mg",
     "lb", "lbs", "oz", "fl", "gb", "tb", "mb", "cm", "mm", "m", "inch", "inches", "pack", "pcs",
-    "pieces", "piece", "stück", "count", "ct", "w", "mah", "v", "hz",
+    "pieces", "piece", "stück", "count", "w", "mah", "v", "hz",
 ];
 
 /// An amount with no currency sign beside it, followed by a unit of measure.
