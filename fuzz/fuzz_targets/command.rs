@@ -29,7 +29,7 @@ fuzz_target!(|text: &str| {
                         assert!(percent >= limits.min_drop && percent <= limits.max_drop, "{percent}")
                     }
                     Some(Rule::Below { amount }) => assert!(amount > Decimal::ZERO, "{amount}"),
-                    None => {}
+                    Some(Rule::Restock) | None => {}
                 }
             }
             Ok(Command::Unwatch(UnwatchTarget::Index(n))) | Ok(Command::History(n)) => {

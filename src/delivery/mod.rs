@@ -684,8 +684,21 @@ fn render<'a>(lang: Lang, entry: &'a OutboxEntry, watches: &'a [Watch]) -> Rende
             Event::CurrencyMismatch { reference, seen } => Rendered::Single(
                 notices::currency_changed(lang, number, view(url, title), *reference, *seen),
             ),
+            Event::StockSet { in_stock, price } => Rendered::Single(notices::stock_set(
+                lang,
+                number,
+                view(url, title),
+                *in_stock,
+                price.as_ref(),
+            )),
+            Event::BackInStock { price, .. } => Rendered::Single(notices::back_in_stock(
+                lang,
+                number,
+                view(url, title),
+                price.as_ref(),
+            )),
             // Never queued; nothing to say.
-            Event::Rearmed => Rendered::Stale,
+            Event::Rearmed | Event::SoldOut => Rendered::Stale,
         },
         (
             OutboxMessage::CannotRead {

@@ -33,6 +33,9 @@ pub enum Rule {
         #[serde(with = "rust_decimal::serde::str")]
         amount: Decimal,
     },
+    /// Once each time the product comes back in stock after being out of stock; the price
+    /// does not matter.
+    Restock,
 }
 
 /// A stored watch: one product URL watched in one conversation.
@@ -59,9 +62,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The first price is not known yet.
+    /// The first price (for a restock watch, the first availability) is not known yet.
     pub fn is_pending(&self) -> bool {
-        self.trigger.reference.is_none()
+        match self.rule {
+            Rule::Restock => self.trigger.stock.is_none(),
+            Rule::Drop { .. } | Rule::Below { .. } => self.trigger.reference.is_none(),
+        }
     }
 }
 
@@ -266,9 +272,31 @@ pub struct TriggerState {
     /// A currency mismatch was reported; cleared by a price in the reference currency.
     #[serde(default)]
     pub mismatch_reported: bool,
-    /// The last price compared with the line.
+    /// The last price compared with the line (a restock watch: the last price seen, none
+    /// when the last check showed no price).
     #[serde(default)]
     pub last: Option<Seen>,
+    /// A restock watch's product as the last check that said so saw it; `None` while the
+    /// watch is pending, and always for price watches (so their records do not change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<Stock>,
+}
+
+/// Whether a product can be bought, as a restock watch counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stock {
+    InStock,
+    OutOfStock,
+}
+
+/// A price a restock message shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    #[serde(with = "currency_code")]
+    pub currency: Currency,
 }
 
 /// What a step decided, in the order it happened.
@@ -307,6 +335,22 @@ pub enum Event {
         #[serde(with = "currency_code")]
         seen: Currency,
     },
+    /// A restock watch's first availability; the caller sends the "I will tell you when it
+    /// is back" follow-up.
+    StockSet {
+        in_stock: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<Offer>,
+    },
+    /// The restock alert, once per return to stock.
+    BackInStock {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<Offer>,
+        at_ms: u64,
+    },
+    /// A restock watch's product ran out after being in stock: its next return alerts. No
+    /// message; for logs and tests.
+    SoldOut,
 }
 
 /// `Currency` as its ISO code; it has no serde of its own.

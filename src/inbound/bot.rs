@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use crate::clock::Clock;
-use crate::domain::{NewWatch, Product, Rule, Watch};
+use crate::domain::{NewWatch, Product, Rule, Stock, Watch};
 use crate::error::Chain;
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
 use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
@@ -262,6 +262,11 @@ fn list_entry<'a>(
     let last = w.trigger.last;
     let state = match (product.and_then(|p| p.health.failing_since_ms), last) {
         (Some(since_ms), _) => listing::WatchState::CannotRead { since_ms },
+        _ if w.rule == Rule::Restock => match w.trigger.stock {
+            Some(Stock::OutOfStock) => listing::WatchState::OutOfStock,
+            Some(Stock::InStock) if w.trigger.fired => listing::WatchState::InStock,
+            _ => listing::WatchState::Watching,
+        },
         (None, Some(s)) if s.availability == crate::price::extract::Availability::OutOfStock => {
             listing::WatchState::OutOfStock
         }
@@ -280,6 +285,7 @@ fn list_entry<'a>(
         reference: w.trigger.reference,
         last_check_ms: product.and_then(|p| p.last_check_ms),
         state,
+        stock: w.trigger.stock,
     }
 }
 

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::product_url::UrlError;
 use crate::domain::{
-    ChangePoint, Event, OutboxEntry, OutboxMessage, Product, ProductHealth, ProductUrl, Reference,
-    Rule, Seen, TriggerState, Unreachable, Validators, Watch,
+    ChangePoint, Event, Offer, OutboxEntry, OutboxMessage, Product, ProductHealth, ProductUrl,
+    Reference, Rule, Seen, Stock, TriggerState, Unreachable, Validators, Watch,
 };
 use crate::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
@@ -232,6 +232,14 @@ pub enum RuleRecord {
         #[serde(with = "rust_decimal::serde::str")]
         amount: Decimal,
     },
+    Restock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferRecord {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +260,10 @@ pub struct TriggerRecord {
     pub below_count: u32,
     pub mismatch_reported: bool,
     pub last: Option<SeenRecord>,
+    /// A restock watch's last availability (`in_stock`, `out_of_stock`); absent for price
+    /// watches and in files written before restock watches existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +303,17 @@ pub enum EventRecord {
         reference: String,
         seen: String,
     },
+    StockSet {
+        in_stock: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<OfferRecord>,
+    },
+    BackInStock {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<OfferRecord>,
+        at_ms: u64,
+    },
+    SoldOut,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,6 +491,7 @@ fn watch_record(w: &Watch) -> Record {
         rule: match &w.rule {
             Rule::Drop { percent } => RuleRecord::Drop { percent: *percent },
             Rule::Below { amount } => RuleRecord::Below { amount: *amount },
+            Rule::Restock => RuleRecord::Restock,
         },
         created_at_ms: w.created_at_ms,
         trigger: TriggerRecord {
@@ -480,6 +504,13 @@ fn watch_record(w: &Watch) -> Record {
                 currency: s.currency.as_str().to_owned(),
                 availability: availability_name(s.availability).to_owned(),
                 at_ms: s.at_ms,
+            }),
+            stock: w.trigger.stock.map(|s| {
+                availability_name(match s {
+                    Stock::InStock => Availability::InStock,
+                    Stock::OutOfStock => Availability::OutOfStock,
+                })
+                .to_owned()
             }),
         },
         paused: w.paused,
@@ -512,7 +543,30 @@ fn event_record(e: &Event) -> EventRecord {
             reference: reference.as_str().to_owned(),
             seen: seen.as_str().to_owned(),
         },
+        Event::StockSet { in_stock, price } => EventRecord::StockSet {
+            in_stock: *in_stock,
+            price: price.as_ref().map(offer_record),
+        },
+        Event::BackInStock { price, at_ms } => EventRecord::BackInStock {
+            price: price.as_ref().map(offer_record),
+            at_ms: *at_ms,
+        },
+        Event::SoldOut => EventRecord::SoldOut,
     }
+}
+
+fn offer_record(o: &Offer) -> OfferRecord {
+    OfferRecord {
+        amount: o.amount,
+        currency: o.currency.as_str().to_owned(),
+    }
+}
+
+fn offer(o: OfferRecord) -> Result<Offer, RecordError> {
+    Ok(Offer {
+        amount: o.amount,
+        currency: currency(o.currency)?,
+    })
 }
 
 fn message_record(e: &OutboxEntry) -> MessageRecord {
@@ -669,6 +723,7 @@ fn watch(w: WatchRecord) -> Result<Watch, RecordError> {
         rule: match w.rule {
             RuleRecord::Drop { percent } => Rule::Drop { percent },
             RuleRecord::Below { amount } => Rule::Below { amount },
+            RuleRecord::Restock => Rule::Restock,
         },
         created_at_ms: w.created_at_ms,
         trigger: TriggerState {
@@ -682,6 +737,14 @@ fn watch(w: WatchRecord) -> Result<Watch, RecordError> {
                     currency: currency(s.currency)?,
                     availability: availability(s.availability)?,
                     at_ms: s.at_ms,
+                }),
+                None => None,
+            },
+            stock: match t.stock {
+                Some(name) => Some(match availability(name.clone())? {
+                    Availability::InStock => Stock::InStock,
+                    Availability::OutOfStock => Stock::OutOfStock,
+                    _ => return Err(RecordError::Availability(name)),
                 }),
                 None => None,
             },
@@ -716,6 +779,15 @@ fn event(e: EventRecord) -> Result<Event, RecordError> {
             reference: currency(r)?,
             seen: currency(seen)?,
         },
+        EventRecord::StockSet { in_stock, price } => Event::StockSet {
+            in_stock,
+            price: price.map(offer).transpose()?,
+        },
+        EventRecord::BackInStock { price, at_ms } => Event::BackInStock {
+            price: price.map(offer).transpose()?,
+            at_ms,
+        },
+        EventRecord::SoldOut => Event::SoldOut,
     })
 }
 
@@ -1120,6 +1192,13 @@ mod tests {
                 availability: Availability::Preorder,
                 at_ms: 20,
             }),
+            stock: None,
+        };
+        let mut restock = watch(13, conv("b"), &p2, Rule::Restock);
+        restock.trigger = TriggerState {
+            fired: true,
+            stock: Some(Stock::InStock),
+            ..TriggerState::default()
         };
         let mut paused = watch(
             9,
@@ -1195,6 +1274,7 @@ mod tests {
                 fired,
                 paused,
                 watch(12, conv("a"), &p2, Rule::Drop { percent: dec("20") }),
+                restock,
             ],
             queued: vec![
                 entry(
@@ -1218,6 +1298,26 @@ mod tests {
                     }),
                 ),
                 entry(22, Some(4), watch_event(Event::Rearmed)),
+                entry(
+                    40,
+                    Some(13),
+                    watch_event(Event::StockSet {
+                        in_stock: false,
+                        price: None,
+                    }),
+                ),
+                entry(
+                    41,
+                    Some(13),
+                    watch_event(Event::BackInStock {
+                        price: Some(Offer {
+                            amount: dec("19.90"),
+                            currency: eur(),
+                        }),
+                        at_ms: 40,
+                    }),
+                ),
+                entry(42, Some(13), watch_event(Event::SoldOut)),
                 entry(
                     23,
                     Some(4),

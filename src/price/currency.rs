@@ -106,6 +106,7 @@ pub const SIGNS: &[(&str, Sign)] = &[
     ("Ft", Sign::Exact("HUF")),
     ("TL", Sign::Exact("TRY")),
     ("Fr.", Sign::Exact("CHF")),
+    ("KD", Sign::Exact("KWD")),
     (
         "kr.",
         Sign::Ambiguous {

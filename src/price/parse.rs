@@ -6,12 +6,19 @@
 //!
 //! The rules, in order:
 //! 1. Numbers are found with their grouping: `.` `,` `'` `’` and single spaces between digit
-//!    groups; `12,-` means 12. Full-width digits count as digits.
+//!    groups; `12,-` means 12. Full-width digits count as digits. A separator, one space and
+//!    exactly two digits end a number as its cents (`36. 24`, `1.837, 32 €`), unless a list
+//!    goes on (`36, 38, 40`); a space before three digits still groups (`1 299,00`). The euro
+//!    sign between the euros and two digits is the decimal comma (`19€99`, `35€ 99`), unless
+//!    the digits are followed by `%`, a sign or more digits (`35€ 20%`).
 //! 2. Numbers that are not the price are set aside: percentages, counts in parentheses,
-//!    amounts right after a saving word ("save", "spare", "économisez", …), and old prices
-//!    ("was", "statt", …) when another amount exists. After a "now" word the next amount wins;
-//!    otherwise the first amount next to a currency sign, otherwise the first amount. A range
-//!    therefore gives its first price.
+//!    dates (`15.08.2017`, `08/15/2017`, `2017-08-15`, `July, 2004`, `15 août 2017`),
+//!    quantities (an amount without a sign followed by a unit: `2 Litre`, `500 ml`, `128 GB`),
+//!    thresholds (`$49+`, "orders over", "spend"), amounts right after a saving word ("save",
+//!    "spare", "économisez", …), and old prices ("was", "statt", …) when another amount
+//!    exists. After the last "now" word the next amount wins ("Buy Now" and the like are
+//!    buttons, not markers); otherwise the first amount next to a currency sign, otherwise
+//!    the first amount. A range therefore gives its first price.
 //! 3. The currency comes from the sign next to the chosen amount (or any sign in the text).
 //!    An unambiguous sign wins over every hint; an ambiguous one (`$`, `kr`, `¥`) is resolved
 //!    by the hints in order (priceCurrency, locale, host), and `$`/`kr` without a fitting hint
@@ -20,7 +27,9 @@
 //!    separator followed by exactly three digits groups thousands (`1.299 kr` is 1299) unless
 //!    the currency has three minor digits (`KWD 1.250`); any other lone separator is the
 //!    decimal point (`149,99`). A repeated separator always groups (`1,23,456`).
-//! 5. Zero, negative amounts, "2 for $5" offers and scientific notation are not prices.
+//! 5. Zero, negative amounts, "2 for $5" offers and scientific notation are not prices. A
+//!    minus is written against what it negates (`-$5.00`, `$-5.00`, `−5,00 €`, `- 5 €`); a
+//!    hyphen set apart by a space from the sign that follows is a bullet (`- $44.99`).
 
 use rust_decimal::Decimal;
 
@@ -252,6 +261,12 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
             } else if c == ' ' && is_space_group(chars, i) {
                 raw.push(' ');
                 i += 1;
+            } else if let Some(len) = spaced_decimal(chars, i) {
+                // `36. 24`: the cents, after a stray space, end the amount.
+                raw.push(c);
+                raw.extend(&chars[i + 2..i + len]);
+                i += len;
+                break;
             } else {
                 break;
             }
@@ -264,15 +279,12 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
         {
             whole = true;
             i += 2;
-        } else if chars.get(i) == Some(&'€')
-            && chars.get(i + 1).is_some_and(char::is_ascii_digit)
-            && chars.get(i + 2).is_some_and(char::is_ascii_digit)
-            && !chars.get(i + 3).is_some_and(char::is_ascii_digit)
-        {
-            // French retail writes `19€99`: the sign stands for the decimal comma.
+        } else if let Some(len) = euro_cents(chars, i) {
+            // French retail writes `19€99` (or `35€ 99`): the sign stands for the decimal
+            // comma.
             raw.push(',');
-            raw.extend(&chars[i + 1..i + 3]);
-            i += 3;
+            raw.extend(&chars[i + len - 2..i + len]);
+            i += len;
         } else if chars.get(i) == Some(&'p')
             && !chars.get(i + 1).is_some_and(|c| c.is_alphanumeric())
             && !raw.contains(['.', ',', ' '])
@@ -295,6 +307,53 @@ fn find_numbers(chars: &[char]) -> Vec<NumberAt> {
         });
     }
     out
+}
+
+/// `36. 24`, `1.837, 32`: a decimal separator at `at`, one space, then exactly two digits
+/// that end the number. The length taken (separator, space, digits), or `None`. A list
+/// (`36, 38, 40`) is not cents: its two digits are followed by another separator and digits.
+fn spaced_decimal(chars: &[char], at: usize) -> Option<usize> {
+    let digit = |k: usize| chars.get(k).is_some_and(char::is_ascii_digit);
+    let fits = matches!(chars[at], '.' | ',')
+        && chars.get(at + 1) == Some(&' ')
+        && digit(at + 2)
+        && digit(at + 3)
+        && !digit(at + 4);
+    let list_goes_on = matches!(chars.get(at + 4), Some('.' | ','))
+        && chars[(at + 5).min(chars.len())..]
+            .iter()
+            .find(|c| **c != ' ')
+            .is_some_and(char::is_ascii_digit);
+    (fits && !list_goes_on).then_some(4)
+}
+
+/// `19€99` or `35€ 99` at `at`: the euro sign used as the decimal comma, then exactly two
+/// digits. The length taken (sign, optional space, digits), or `None`. With a space the
+/// digits must end the amount: `35€ 20%` and `10€ 20€` are two amounts, not cents.
+fn euro_cents(chars: &[char], at: usize) -> Option<usize> {
+    if chars.get(at) != Some(&'€') {
+        return None;
+    }
+    let digit = |k: usize| chars.get(k).is_some_and(char::is_ascii_digit);
+    if digit(at + 1) && digit(at + 2) && !digit(at + 3) {
+        return Some(3);
+    }
+    let next = chars[(at + 4).min(chars.len())..]
+        .iter()
+        .find(|c| **c != ' ')
+        .copied();
+    let ends = !next
+        .is_some_and(|c| c.is_ascii_digit() || is_group_char(c) || c == '%' || is_currency_char(c));
+    (chars.get(at + 1) == Some(&' ') && digit(at + 2) && digit(at + 3) && !digit(at + 4) && ends)
+        .then_some(4)
+}
+
+/// A currency symbol as [`SIGNS`] writes them, to tell `10€ 20€` from French cents.
+fn is_currency_char(c: char) -> bool {
+    SIGNS
+        .iter()
+        .any(|(text, _)| !text.is_ascii() && text.chars().count() == 1 && text.starts_with(c))
+        || c == '$'
 }
 
 /// A space inside a number groups thousands only between one to three digits and exactly
@@ -433,6 +492,7 @@ fn after_window(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> String {
 
 /// The amount the text means as the price.
 fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Option<&'a NumberAt> {
+    let dates = date_spans(chars);
     let eligible: Vec<&NumberAt> = numbers
         .iter()
         .filter(|n| {
@@ -441,6 +501,9 @@ fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Opti
             !is_percentage(chars, n)
                 && !is_count(chars, n)
                 && !is_instalment(chars, numbers, n)
+                && !dates.iter().any(|(s, e)| *s <= n.start && n.end <= *e)
+                && !is_quantity(chars, n, signs, numbers)
+                && !is_threshold(chars, n, &before)
                 && !SAVING_WORDS.iter().any(|w| before.contains(w))
                 && !SAVING_AFTER_WORDS.iter().any(|w| {
                     after
@@ -450,8 +513,13 @@ fn choose<'a>(chars: &[char], numbers: &'a [NumberAt], signs: &[SignAt]) -> Opti
         })
         .collect();
     let text = lower_window(chars, 0, chars.len());
-    // After the last "now" word, the next amount is the current price.
-    let now_at = NOW_WORDS.iter().filter_map(|w| find_word(&text, w)).max();
+    // After the last "now" word, the next amount is the current price; "Buy Now" is a
+    // button, not a marker.
+    let now_at = NOW_WORDS
+        .iter()
+        .flat_map(|w| find_words(&text, w))
+        .filter(|at| !is_button(&text, *at))
+        .max();
     if let Some(at) = now_at {
         if let Some(n) = eligible.iter().find(|n| n.start >= at) {
             return Some(n);
@@ -503,18 +571,248 @@ fn is_instalment(chars: &[char], numbers: &[NumberAt], n: &NumberAt) -> bool {
         .any(times)
 }
 
-/// The char index where `word` first stands at the start of a word in `text` (which
-/// `lower_window` built one char per char, so the index is valid in `chars` too).
-fn find_word(text: &str, word: &str) -> Option<usize> {
+/// The char indexes where `word` stands at the start of a word in `text` (which
+/// `lower_window` built one char per char, so the indexes are valid in `chars` too).
+fn find_words(text: &str, word: &str) -> Vec<usize> {
     let chars: Vec<char> = text.chars().collect();
     let w: Vec<char> = word.chars().collect();
-    (0..chars.len().saturating_sub(w.len() - 1)).find(|&i| {
-        chars[i..].starts_with(&w)
-            && !i.checked_sub(1).is_some_and(|j| chars[j].is_alphabetic())
-            && !chars
-                .get(i + w.len())
-                .is_some_and(|c| c.is_alphabetic() && !word.ends_with(' '))
-    })
+    (0..chars.len().saturating_sub(w.len() - 1))
+        .filter(|&i| {
+            chars[i..].starts_with(&w)
+                && !i.checked_sub(1).is_some_and(|j| chars[j].is_alphabetic())
+                && !chars
+                    .get(i + w.len())
+                    .is_some_and(|c| c.is_alphabetic() && !word.ends_with(' '))
+        })
+        .collect()
+}
+
+/// Verbs that make a following "now" a button label (`Buy Now`), not a price marker.
+const BUTTON_VERBS: &[&str] = &["buy ", "shop ", "order ", "book ", "get it "];
+
+fn is_button(text: &str, at: usize) -> bool {
+    let before: String = text.chars().take(at).collect();
+    BUTTON_VERBS.iter().any(|v| before.ends_with(v))
+}
+
+/// Words after an amount that make it a quantity (`2 Litre`, `500 ml`, `128 GB`).
+const UNIT_WORDS: &[&str] = &[
+    "l", "litre", "litres", "liter", "liters", "ltr", "ml", "cl", "dl", "kg", "g", "gr", "mg",
+    "lb", "lbs", "oz", "fl", "gb", "tb", "mb", "cm", "mm", "m", "inch", "inches", "pack", "pcs",
+    "pieces", "piece", "stück", "count", "w", "mah", "v", "hz",
+];
+
+/// An amount with no currency sign beside it, followed by a unit of measure.
+fn is_quantity(chars: &[char], n: &NumberAt, signs: &[SignAt], numbers: &[NumberAt]) -> bool {
+    if adjacent_sign(n, signs, numbers).is_some() {
+        return false;
+    }
+    let rest = &chars[n.end..];
+    let from = rest.iter().take_while(|c| **c == ' ').count();
+    let word: String = rest[from..]
+        .iter()
+        .take_while(|c| c.is_alphabetic())
+        .map(|c| c.to_lowercase().next().unwrap_or(*c))
+        .collect();
+    UNIT_WORDS.contains(&word.as_str())
+}
+
+/// Words before an amount that make it a threshold (`Free shipping on orders over $35`).
+const THRESHOLD_WORDS: &[&str] = &[
+    "orders over",
+    "orders above",
+    "orders of",
+    "orders from",
+    "order over",
+    "order above",
+    "order of",
+    "spend",
+    "minimum order",
+    "bestellwert",
+];
+
+/// `$49+` or `orders over $35`: the amount an offer starts at, not the price.
+fn is_threshold(chars: &[char], n: &NumberAt, before: &str) -> bool {
+    chars.get(n.end) == Some(&'+') && !chars.get(n.end + 1).is_some_and(char::is_ascii_digit)
+        || THRESHOLD_WORDS.iter().any(|w| before.contains(w))
+}
+
+/// Month names (English, French, German, Spanish, Italian, Dutch; full and short), lower-case.
+const MONTHS: &[&str] = &[
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "janvier",
+    "février",
+    "fevrier",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "aout",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+    "decembre",
+    "januar",
+    "februar",
+    "märz",
+    "juni",
+    "juli",
+    "oktober",
+    "dezember",
+    "enero",
+    "febrero",
+    "marzo",
+    "abril",
+    "mayo",
+    "junio",
+    "julio",
+    "agosto",
+    "septiembre",
+    "octubre",
+    "noviembre",
+    "diciembre",
+    "gennaio",
+    "febbraio",
+    "aprile",
+    "maggio",
+    "giugno",
+    "luglio",
+    "settembre",
+    "ottobre",
+    "dicembre",
+    "januari",
+    "februari",
+    "maart",
+    "mei",
+    "augustus",
+];
+
+/// The spans of `chars` that are dates: `15.08.2017`, `08/15/2017`, `2017-08-15`,
+/// `July, 2004`, `July 4, 2004`, `15 août 2017`. Amounts inside them are not prices.
+fn date_spans(chars: &[char]) -> Vec<(usize, usize)> {
+    let run = |at: usize| {
+        chars[at.min(chars.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    let value = |at: usize, len: usize| {
+        chars[at..at + len]
+            .iter()
+            .fold(0u32, |v, c| v * 10 + c.to_digit(10).unwrap_or(0))
+    };
+    let year = |at: usize, len: usize| len == 4 && (1900..2100).contains(&value(at, len));
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = !i.checked_sub(1).is_some_and(|j| chars[j].is_alphanumeric());
+        if !starts_word {
+            i += 1;
+            continue;
+        }
+        // Numeric: three digit groups joined by the same `.`, `/` or `-`.
+        let a = run(i);
+        if a > 0 {
+            let sep = chars.get(i + a).copied();
+            let b_at = i + a + 1;
+            let b = run(b_at);
+            let c_at = b_at + b + 1;
+            let same = matches!(sep, Some('.' | '/' | '-')) && chars.get(b_at + b).copied() == sep;
+            let c = if same { run(c_at) } else { 0 };
+            // The third group ends the date: no letter, and no separator and digits after.
+            let goes_on = chars.get(c_at + c).is_some_and(|ch| ch.is_alphanumeric())
+                || (matches!(chars.get(c_at + c), Some('.' | ',' | '/' | '-'))
+                    && chars.get(c_at + c + 1).is_some_and(char::is_ascii_digit));
+            let ends = !goes_on;
+            if same && (1..=2).contains(&b) && ends {
+                let (x, y) = (value(i, a), value(b_at, b));
+                let day_month = (1..=2).contains(&a)
+                    && matches!(c, 2 | 4)
+                    && x >= 1
+                    && y >= 1
+                    && ((x <= 31 && y <= 12) || (x <= 12 && y <= 31));
+                let iso = year(i, a)
+                    && (1..=2).contains(&c)
+                    && (1..=12).contains(&y)
+                    && (1..=31).contains(&value(c_at, c));
+                if day_month || iso {
+                    spans.push((i, c_at + c));
+                    i = c_at + c;
+                    continue;
+                }
+            }
+            i += a.max(1);
+            continue;
+        }
+        // A month name, with a day before (`15 août 2017`) or after (`July 4, 2004`) and a year.
+        let word_len = chars[i..].iter().take_while(|c| c.is_alphabetic()).count();
+        let word: String = chars[i..i + word_len]
+            .iter()
+            .map(|c| c.to_lowercase().next().unwrap_or(*c))
+            .collect();
+        if word_len > 0 && MONTHS.contains(&word.as_str()) {
+            let mut start = i;
+            // `15 août`, `15. August`.
+            let mut k = i;
+            while k > 0 && matches!(chars[k - 1], ' ' | '.') {
+                k -= 1;
+            }
+            let day_len = chars[..k]
+                .iter()
+                .rev()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if (1..=2).contains(&day_len) && k > i.saturating_sub(4) {
+                start = k - day_len;
+            }
+            let mut j = i + word_len;
+            let skip = |j: &mut usize| {
+                while chars.get(*j).is_some_and(|c| matches!(c, ' ' | ',' | '.')) {
+                    *j += 1;
+                }
+            };
+            skip(&mut j);
+            let day = run(j);
+            if (1..=2).contains(&day) {
+                j += day;
+                skip(&mut j);
+            }
+            let y = run(j);
+            if year(j, y) && !chars.get(j + y).is_some_and(|c| c.is_alphanumeric()) {
+                spans.push((start, j + y));
+                i = j + y;
+                continue;
+            }
+        }
+        i += word_len.max(1);
+    }
+    spans
 }
 
 fn is_percentage(chars: &[char], n: &NumberAt) -> bool {
@@ -571,12 +869,18 @@ fn is_negative(chars: &[char], n: &NumberAt, signs: &[SignAt], numbers: &[Number
         return true;
     }
     let mut at = n.start;
-    if let Some(s) = signs.iter().find(|s| s.end <= at && at - s.end <= 1) {
+    let sign = signs.iter().find(|s| s.end <= at && at - s.end <= 1);
+    if let Some(s) = sign {
         at = s.start;
     }
     let mut j = at;
     while j > 0 && chars[j - 1] == ' ' {
         j -= 1;
+    }
+    // `- $44.99`: a hyphen set apart from the sign it precedes is a bullet; a minus is
+    // written against what it negates (`-$5.00`, `−5,00 €`).
+    if sign.is_some() && j < at && j > 0 && chars[j - 1] == '-' {
+        return false;
     }
     // The dash of a previous `200,-` belongs to that amount.
     if j == 0
@@ -818,6 +1122,22 @@ mod tests {
             "99999999999999999999999999999999999999 €",
             "\u{FF10}",
             "e5",
+            "36.",
+            "36. ",
+            "36. 2",
+            "1, 2",
+            "35€",
+            "35€ ",
+            "35€ 9",
+            "July",
+            "July 4,",
+            "15.08.",
+            "15.08.2",
+            "2017-08-",
+            "$49+",
+            "- ",
+            "- $",
+            "2 l",
         ] {
             let _ = parse_price(text, &Hints::default());
         }

@@ -1,4 +1,4 @@
-//! The Adaptive Card that goes with an alert or a digest. It is separate from
+//! The Adaptive Card that goes with an alert, a digest or a "back in stock". It is separate from
 //! [`crate::speech::notices`] because the card is JSON for one kind of channel with rules of
 //! its own (no Markdown, buttons that must come back as commands), while the notices are
 //! text every channel shows.
@@ -17,6 +17,7 @@
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use crate::domain::Offer;
 use crate::speech::format::{
     clean_title, format_amount, format_date, lang_tag, number_text, percent_text,
 };
@@ -79,34 +80,91 @@ pub(super) fn alert_card(lang: Lang, items: &[AlertItem<'_>], fallback: &str) ->
         } else {
             json!({"title": l_target, "value": format_amount(lang, item.line, item.currency)})
         });
-        let command = format!("unwatch {}", item.number);
-        body.push(json!({
-            "type": "Container",
-            "separator": true,
-            "spacing": "Medium",
-            "items": [
-                {
-                    "type": "RichTextBlock",
-                    "inlines": [{"type": "TextRun", "text": title, "weight": "Bolder"}],
-                },
-                {"type": "FactSet", "facts": facts},
-                {
-                    "type": "ActionSet",
-                    "actions": [
-                        {"type": "Action.OpenUrl", "title": l_open, "url": item.product.url},
-                        {
-                            "type": "Action.Submit",
-                            "title": l_stop,
-                            "data": {
-                                "msteams": {"type": "imBack", "value": command},
-                                "command": command,
-                            },
-                        },
-                    ],
-                },
-            ],
-        }));
+        body.push(watch_container(
+            title,
+            facts,
+            item.product.url,
+            item.number,
+            (l_open, l_stop),
+        ));
     }
+    card(lang, fallback, body)
+}
+
+/// The card for a restock watch's "back in stock", with its price when the page showed one.
+pub(super) fn restock_card(
+    lang: Lang,
+    number: usize,
+    product: ProductView<'_>,
+    price: Option<&Offer>,
+    fallback: &str,
+) -> Value {
+    let (heading, l_now, labels) = match lang {
+        Lang::En => ("Back in stock", "Now", ("Open product", "Stop watching")),
+        Lang::Fr => (
+            "De retour en stock",
+            "Maintenant",
+            ("Voir le produit", "Ne plus surveiller"),
+        ),
+    };
+    let title = format!("{} ({})", plain_title(product), number_text(lang, number));
+    let facts: Vec<Value> = price
+        .map(|o| json!({"title": l_now, "value": format_amount(lang, o.amount, o.currency)}))
+        .into_iter()
+        .collect();
+    let body = vec![
+        json!({
+            "type": "TextBlock",
+            "text": heading,
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": true,
+        }),
+        watch_container(title, facts, product.url, number, labels),
+    ];
+    card(lang, fallback, body)
+}
+
+/// One watched product in a card: its title as a plain run, its facts (none: no fact set),
+/// and the "open" and "stop watching" buttons (`labels`).
+fn watch_container(
+    title: String,
+    facts: Vec<Value>,
+    url: &str,
+    number: usize,
+    (l_open, l_stop): (&str, &str),
+) -> Value {
+    let command = format!("unwatch {number}");
+    let mut items = vec![json!({
+        "type": "RichTextBlock",
+        "inlines": [{"type": "TextRun", "text": title, "weight": "Bolder"}],
+    })];
+    if !facts.is_empty() {
+        items.push(json!({"type": "FactSet", "facts": facts}));
+    }
+    items.push(json!({
+        "type": "ActionSet",
+        "actions": [
+            {"type": "Action.OpenUrl", "title": l_open, "url": url},
+            {
+                "type": "Action.Submit",
+                "title": l_stop,
+                "data": {
+                    "msteams": {"type": "imBack", "value": command},
+                    "command": command,
+                },
+            },
+        ],
+    }));
+    json!({
+        "type": "Container",
+        "separator": true,
+        "spacing": "Medium",
+        "items": items,
+    })
+}
+
+fn card(lang: Lang, fallback: &str, body: Vec<Value>) -> Value {
     json!({
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -159,6 +217,34 @@ mod tests {
         let actions = &fr["body"][1]["items"][2]["actions"];
         assert_eq!(actions[0]["title"], "Voir le produit");
         assert_eq!(actions[1]["title"], "Ne plus surveiller");
+    }
+
+    #[test]
+    fn back_in_stock_cards_show_the_price_and_both_buttons() {
+        use crate::domain::Offer;
+        use crate::speech::notices::back_in_stock;
+        use crate::speech::test_support::{dec, eur, product};
+        let offer = Offer {
+            amount: dec("52"),
+            currency: eur(),
+        };
+        let m = back_in_stock(Lang::En, 4, product(Some("Kettle")), Some(&offer));
+        let card = m.card.unwrap();
+        assert_eq!(card["body"][0]["text"], "Back in stock");
+        assert_eq!(card["fallbackText"], m.text.as_str());
+        let items = card["body"][1]["items"].as_array().unwrap();
+        assert_eq!(items[0]["inlines"][0]["text"], "Kettle (#4)");
+        assert_eq!(items[1]["facts"][0]["value"], "€52.00");
+        let actions = items[2]["actions"].as_array().unwrap();
+        assert_eq!(actions[0]["url"], "https://shop.example/p/1");
+        assert_eq!(actions[1]["data"]["command"], "unwatch 4");
+        // Without a price: no fact set, the buttons still there.
+        let m = back_in_stock(Lang::Fr, 4, product(None), None);
+        let card = m.card.unwrap();
+        assert_eq!(card["body"][0]["text"], "De retour en stock");
+        let items = card["body"][1]["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1]["actions"][1]["title"], "Ne plus surveiller");
     }
 
     #[test]

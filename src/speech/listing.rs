@@ -11,7 +11,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::domain::Reference;
-use crate::domain::Rule;
+use crate::domain::{Rule, Stock};
 use crate::price::Currency;
 use crate::speech::format::{
     format_amount, format_date, format_date_time, number_text, product_md, DAY_MS,
@@ -40,6 +40,8 @@ pub struct ListEntry<'a> {
     pub reference: Option<Reference>,
     pub last_check_ms: Option<u64>,
     pub state: WatchState,
+    /// A restock watch's availability; `None` while it is pending (and for price watches).
+    pub stock: Option<Stock>,
 }
 
 /// What `list` says about a watch that has its first price.
@@ -51,6 +53,9 @@ pub enum WatchState {
     Alerted,
     /// The last check found the product out of stock.
     OutOfStock,
+    /// A restock watch whose product is in stock and was told (or was in stock from the
+    /// start): the next alert comes after it runs out.
+    InStock,
     /// The price has not been readable since then.
     CannotRead { since_ms: u64 },
     /// The page now prices in another currency, so nothing is compared.
@@ -170,6 +175,9 @@ pub fn list(lang: Lang, entries: &[ListEntry<'_>]) -> String {
 /// alert line, the last check and its state; a watch without its first price is pending.
 pub fn list_line(lang: Lang, e: &ListEntry<'_>) -> String {
     let head = format!("{}. {}", e.number, product_md(e.product));
+    if *e.rule == Rule::Restock {
+        return format!("{head}\n   {}", restock_parts(lang, e).join(" · "));
+    }
     let Some(reference) = e.reference else {
         let parts = match lang {
             Lang::En => [
@@ -221,6 +229,8 @@ pub fn list_line(lang: Lang, e: &ListEntry<'_>) -> String {
         }
         (Lang::En, WatchState::OutOfStock) => "out of stock".to_owned(),
         (Lang::Fr, WatchState::OutOfStock) => "en rupture de stock".to_owned(),
+        (Lang::En, WatchState::InStock) => "in stock".to_owned(),
+        (Lang::Fr, WatchState::InStock) => "en stock".to_owned(),
         (Lang::En, WatchState::CannotRead { since_ms }) => {
             format!("price unreadable since {}", format_date(lang, since_ms))
         }
@@ -235,6 +245,63 @@ pub fn list_line(lang: Lang, e: &ListEntry<'_>) -> String {
         }
     });
     format!("{head}\n   {}", parts.join(" · "))
+}
+
+/// A restock watch in `list`: its price if the page shows one, what it waits for, the
+/// last check and whether the product is in stock.
+fn restock_parts(lang: Lang, e: &ListEntry<'_>) -> Vec<String> {
+    if e.stock.is_none() && !matches!(e.state, WatchState::CannotRead { .. }) {
+        return match lang {
+            Lang::En => vec![
+                "waiting for its first check".to_owned(),
+                "alert on a return to stock".to_owned(),
+                format!("added {}", format_date(lang, e.added_ms)),
+            ],
+            Lang::Fr => vec![
+                "en attente de sa première vérification".to_owned(),
+                "alerte pour un retour en stock".to_owned(),
+                format!("ajoutée le {}", format_date(lang, e.added_ms)),
+            ],
+        };
+    }
+    let mut parts = Vec::with_capacity(4);
+    if let Some((amount, currency)) = e.current {
+        parts.push(match lang {
+            Lang::En => format!("now {}", format_amount(lang, amount, currency)),
+            Lang::Fr => format!("actuellement {}", format_amount(lang, amount, currency)),
+        });
+    }
+    parts.push(match lang {
+        Lang::En => "alert when back in stock".to_owned(),
+        Lang::Fr => "alerte au retour en stock".to_owned(),
+    });
+    if let Some(at) = e.last_check_ms {
+        parts.push(match lang {
+            Lang::En => format!("checked {}", format_date_time(lang, at)),
+            Lang::Fr => format!("vérifiée le {}", format_date_time(lang, at)),
+        });
+    }
+    parts.push(match (lang, e.state) {
+        (Lang::En, WatchState::OutOfStock) => {
+            "out of stock, I will tell you when it is back".to_owned()
+        }
+        (Lang::Fr, WatchState::OutOfStock) => {
+            "en rupture de stock, je vous préviendrai de son retour".to_owned()
+        }
+        (Lang::En, WatchState::InStock) => "in stock, the next alert after it runs out".to_owned(),
+        (Lang::Fr, WatchState::InStock) => {
+            "en stock, la prochaine alerte après une rupture".to_owned()
+        }
+        (Lang::En, WatchState::CannotRead { since_ms }) => {
+            format!("page unreadable since {}", format_date(lang, since_ms))
+        }
+        (Lang::Fr, WatchState::CannotRead { since_ms }) => {
+            format!("page illisible depuis le {}", format_date(lang, since_ms))
+        }
+        (Lang::En, _) => "back in stock, waiting for confirmation".to_owned(),
+        (Lang::Fr, _) => "de retour en stock, en attente de confirmation".to_owned(),
+    });
+    parts
 }
 
 /// A text sparkline, one bar per value (evenly resampled to [`SPARKLINE_WIDTH`]), scaled
@@ -430,7 +497,44 @@ mod tests {
             reference,
             last_check_ms: Some(NOV_25 + 50_700_000),
             state,
+            stock: None,
         }
+    }
+
+    #[test]
+    fn restock_watches_show_what_they_wait_for() {
+        let rule = Rule::Restock;
+        let mut e = entry(&rule, None, WatchState::Watching);
+        assert_eq!(
+            list_line(Lang::En, &e),
+            "3. [Kettle](https://shop.example/p/1)\n   waiting for its first check · alert on a return to stock · added 1 Nov 2026"
+        );
+        e.stock = Some(Stock::OutOfStock);
+        e.state = WatchState::OutOfStock;
+        e.current = None;
+        assert_eq!(
+            list_line(Lang::En, &e),
+            "3. [Kettle](https://shop.example/p/1)\n   alert when back in stock · checked 25 Nov 2026, 14:05 UTC · \
+             out of stock, I will tell you when it is back"
+        );
+        assert_eq!(
+            list_line(Lang::Fr, &e),
+            "3. [Kettle](https://shop.example/p/1)\n   alerte au retour en stock · vérifiée le 25 nov. 2026 à 14:05 UTC · \
+             en rupture de stock, je vous préviendrai de son retour"
+        );
+        e.stock = Some(Stock::InStock);
+        e.state = WatchState::InStock;
+        e.current = Some((dec("179"), eur()));
+        assert_eq!(
+            list_line(Lang::En, &e),
+            "3. [Kettle](https://shop.example/p/1)\n   now €179.00 · alert when back in stock · checked 25 Nov 2026, 14:05 UTC · \
+             in stock, the next alert after it runs out"
+        );
+        assert!(
+            list_line(Lang::Fr, &e).ends_with("en stock, la prochaine alerte après une rupture")
+        );
+        e.state = WatchState::CannotRead { since_ms: NOV_24 };
+        assert!(list_line(Lang::En, &e).ends_with("page unreadable since 24 Nov 2026"));
     }
 
     #[test]

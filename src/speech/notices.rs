@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::domain::{Reference, Rule};
+use crate::domain::{Offer, Reference, Rule};
 use crate::inbound::activity::{Attachment, ConversationReference, OutboundActivity};
 use crate::price::Currency;
-use crate::speech::card::{alert_card, ADAPTIVE_CARD};
+use crate::speech::card::{alert_card, restock_card, ADAPTIVE_CARD};
 use crate::speech::format::{
     clean, escape_markdown, format_amount, format_date, lang_tag, number_text, percent_text,
     plain_number, product_md, visible,
@@ -133,11 +133,77 @@ pub fn first_price(
         (Lang::Fr, Rule::Below { .. }) => {
             format!("Je vous préviendrai quand il sera à {at} ou moins.")
         }
+        // A restock watch has no first price (its follow-up is `stock_set`); should one
+        // come, this is still what it waits for.
+        (Lang::En, Rule::Restock) => "I will tell you when it is back in stock.".to_owned(),
+        (Lang::Fr, Rule::Restock) => {
+            "Je vous préviendrai quand il sera de nouveau en stock.".to_owned()
+        }
     };
     Message::text(match lang {
         Lang::En => format!("Watching {p} ({n}): {now} now. {tail}"),
         Lang::Fr => format!("Je surveille {p} ({n}) : {now} actuellement. {tail}"),
     })
+}
+
+/// The follow-up to `watch <link> restock` once the first check has read the availability.
+pub fn stock_set(
+    lang: Lang,
+    number: usize,
+    product: ProductView<'_>,
+    in_stock: bool,
+    price: Option<&Offer>,
+) -> Message {
+    let p = product_md(product);
+    let n = number_text(lang, number);
+    let at = price_tail(lang, price);
+    Message::text(match (lang, in_stock) {
+        (Lang::En, false) => format!(
+            "Watching {p} ({n}): out of stock now. I will tell you as soon as it is back in stock."
+        ),
+        (Lang::Fr, false) => format!(
+            "Je surveille {p} ({n}) : en rupture de stock actuellement. Je vous préviendrai dès qu'il sera de nouveau en stock."
+        ),
+        (Lang::En, true) => format!(
+            "Watching {p} ({n}): in stock now{at}. If it runs out, I will tell you when it is back in stock."
+        ),
+        (Lang::Fr, true) => format!(
+            "Je surveille {p} ({n}) : en stock actuellement{at}. S'il vient à manquer, je vous préviendrai quand il sera de nouveau en stock."
+        ),
+    })
+}
+
+/// The restock alert: the product can be bought again.
+pub fn back_in_stock(
+    lang: Lang,
+    number: usize,
+    product: ProductView<'_>,
+    price: Option<&Offer>,
+) -> Message {
+    let p = product_md(product);
+    let n = number_text(lang, number);
+    let at = price_tail(lang, price);
+    let stop = stop_hint(lang, number);
+    let text = match lang {
+        Lang::En => format!("Back in stock: {p} ({n}) can be bought again{at}. {stop}"),
+        Lang::Fr => {
+            format!("De retour en stock : {p} ({n}) est de nouveau disponible{at}. {stop}")
+        }
+    };
+    let card = restock_card(lang, number, product, price, &text);
+    Message {
+        text,
+        card: Some(card),
+    }
+}
+
+/// ", at €19.90", or nothing when the page showed no usable price.
+fn price_tail(lang: Lang, price: Option<&Offer>) -> String {
+    match (lang, price) {
+        (_, None) => String::new(),
+        (Lang::En, Some(o)) => format!(", at {}", format_amount(lang, o.amount, o.currency)),
+        (Lang::Fr, Some(o)) => format!(", à {}", format_amount(lang, o.amount, o.currency)),
+    }
 }
 
 /// The follow-up to `watch` when the first fetch failed: the watch is not kept.
@@ -570,6 +636,51 @@ mod tests {
         assert!(readable_again(Lang::Fr, 3, p, None)
             .text
             .contains("lire la page de"));
+    }
+
+    #[test]
+    fn restock_messages_say_back_in_stock_with_the_price_if_known() {
+        let offer = Offer {
+            amount: dec("19.9"),
+            currency: eur(),
+        };
+        let p = product(Some("Kettle"));
+        let m = back_in_stock(Lang::En, 3, p, Some(&offer));
+        assert_eq!(
+            m.text,
+            "Back in stock: [Kettle](https://shop.example/p/1) (#3) can be bought again, at €19.90. \
+             To stop watching it, type `unwatch 3`."
+        );
+        let m = back_in_stock(Lang::Fr, 3, p, Some(&offer));
+        assert!(
+            m.text
+                .starts_with("De retour en stock : [Kettle](https://shop.example/p/1)")
+                && m.text.contains("de nouveau disponible, à 19,90\u{a0}€.")
+                && m.text.contains("`unwatch 3`"),
+            "{}",
+            m.text
+        );
+        let m = back_in_stock(Lang::En, 3, p, None);
+        assert!(
+            m.text.contains("can be bought again. To stop"),
+            "{}",
+            m.text
+        );
+        let out = stock_set(Lang::En, 3, p, false, None);
+        assert!(
+            out.text
+                .contains("out of stock now. I will tell you as soon as it is back in stock."),
+            "{}",
+            out.text
+        );
+        let inside = stock_set(Lang::Fr, 3, p, true, Some(&offer));
+        assert!(
+            inside
+                .text
+                .contains("en stock actuellement, à 19,90\u{a0}€. S'il vient à manquer"),
+            "{}",
+            inside.text
+        );
     }
 
     #[test]

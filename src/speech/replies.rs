@@ -31,6 +31,7 @@ pub fn help(lang: Lang) -> String {
             - `watch <link>`: watch a product and tell you when its price drops 20% below today's\n\
             - `watch <link> 15%`: the same with your own drop\n\
             - `watch <link> below 149.99`: tell you when it costs 149.99 or less\n\
+            - `watch <link> restock`: tell you when an out-of-stock product is back in stock\n\
             - `list`: your watches, numbered\n\
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
@@ -41,6 +42,7 @@ pub fn help(lang: Lang) -> String {
             - `watch <lien>` : surveiller un produit et vous prévenir quand son prix baisse de 20 % par rapport à aujourd'hui\n\
             - `watch <lien> 15%` : la même chose avec votre propre baisse\n\
             - `watch <lien> below 149,99` : vous prévenir quand il coûte 149,99 ou moins\n\
+            - `watch <lien> restock` : vous prévenir quand un produit en rupture de stock est de nouveau disponible\n\
             - `list` : vos surveillances, numérotées\n\
             - `unwatch 2`, `unwatch <lien>` ou `unwatch all` : arrêter de surveiller\n\
             - `history 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
@@ -78,6 +80,8 @@ pub(crate) fn rule_text(lang: Lang, rule: &Rule) -> String {
         (Lang::Fr, Rule::Below { amount: a }) => {
             format!("un prix de {} ou moins", plain_number(lang, *a))
         }
+        (Lang::En, Rule::Restock) => "a return to stock".to_owned(),
+        (Lang::Fr, Rule::Restock) => "un retour en stock".to_owned(),
     }
 }
 
@@ -89,6 +93,9 @@ pub enum Checks {
 }
 
 pub fn watch_added(lang: Lang, number: usize, watch: &Watch, checks: Checks) -> String {
+    if watch.rule == Rule::Restock {
+        return restock_added(lang, number, watch, checks);
+    }
     let rule = rule_text(lang, &watch.rule);
     let next = match (lang, checks) {
         (Lang::En, Checks::Running) => "Its first price will follow as soon as I have read it.",
@@ -108,6 +115,32 @@ pub fn watch_added(lang: Lang, number: usize, watch: &Watch, checks: Checks) -> 
         Lang::Fr => format!(
             "Surveillance n°{number} enregistrée : {url}\nJe vous préviendrai ici pour {rule}. {next}",
             url = watch.url
+        ),
+    }
+}
+
+fn restock_added(lang: Lang, number: usize, watch: &Watch, checks: Checks) -> String {
+    let url = &watch.url;
+    let next = match (lang, checks) {
+        (Lang::En, Checks::Running) => {
+            "Whether it is in stock now will follow as soon as I have read its page."
+        }
+        (Lang::En, Checks::Paused) => {
+            "Checks are paused on this pricewatch for now; I will read its page when they resume."
+        }
+        (Lang::Fr, Checks::Running) => {
+            "Sa disponibilité actuelle suivra dès que j'aurai lu sa page."
+        }
+        (Lang::Fr, Checks::Paused) => {
+            "Les vérifications sont en pause sur ce pricewatch ; je lirai sa page à leur reprise."
+        }
+    };
+    match lang {
+        Lang::En => format!(
+            "Watch #{number} stored: {url}\nI will tell you here when it is back in stock, once each time it returns. {next}"
+        ),
+        Lang::Fr => format!(
+            "Surveillance n°{number} enregistrée : {url}\nJe vous préviendrai ici quand il sera de nouveau en stock, une fois à chaque retour. {next}"
         ),
     }
 }
@@ -300,9 +333,9 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
             words,
         } => {
             if fr {
-                format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`) ou un prix (`below 149,99`), ou rien.")
+                format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`), un prix (`below 149,99`) ou `restock`, ou rien.")
             } else {
-                format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`) or a price (`below 149.99`), or nothing.")
+                format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`), a price (`below 149.99`) or `restock`, or nothing.")
             }
         }
         E::UnexpectedWords {
@@ -355,6 +388,41 @@ mod tests {
         assert_eq!(Lang::from_locale(Some("é")), Lang::En);
         assert_eq!(Lang::from_locale(Some("aé")), Lang::En);
         assert_eq!(Lang::from_locale(None), Lang::En);
+    }
+
+    #[test]
+    fn a_restock_watch_is_confirmed_as_such() {
+        use crate::domain::ProductUrl;
+        use crate::inbound::activity::ConversationKey;
+        let watch = Watch {
+            id: 1,
+            conversation: ConversationKey {
+                channel_id: "emulator".into(),
+                conversation_id: "c".into(),
+            },
+            user: None,
+            url: ProductUrl::parse("https://shop.example/p/1", 2048).unwrap(),
+            rule: Rule::Restock,
+            created_at_ms: 0,
+            trigger: Default::default(),
+            paused: false,
+        };
+        let en = watch_added(Lang::En, 2, &watch, Checks::Running);
+        assert!(
+            en.starts_with("Watch #2 stored: https://shop.example/p/1\n"),
+            "{en}"
+        );
+        assert!(
+            en.contains("when it is back in stock, once each time it returns"),
+            "{en}"
+        );
+        let fr = watch_added(Lang::Fr, 2, &watch, Checks::Paused);
+        assert!(fr.contains("quand il sera de nouveau en stock"), "{fr}");
+        assert!(fr.contains("en pause"), "{fr}");
+        assert_eq!(rule_text(Lang::En, &Rule::Restock), "a return to stock");
+        assert_eq!(rule_text(Lang::Fr, &Rule::Restock), "un retour en stock");
+        assert!(help(Lang::En).contains("`watch <link> restock`"));
+        assert!(help(Lang::Fr).contains("`watch <lien> restock`"));
     }
 
     #[test]

@@ -150,6 +150,33 @@ mod tests {
     }
 
     #[test]
+    fn watches_written_before_restock_still_decode_and_restock_watches_round_trip() {
+        use crate::domain::{Rule, Stock, Watch};
+        let old = br#"{"v":1,"id":3,"conversation":{"channelId":"emulator","conversationId":"c1"},"user":null,"url":"https://shop.example/p/1","rule":{"kind":"drop","percent":"20"},"created_at_ms":5,"trigger":{"reference":{"amount":"100","currency":"EUR","at_ms":5},"fired":false,"below_count":0,"mismatch_reported":false,"last":null}}"#;
+        let watch: Watch = decode("watch", old).unwrap();
+        assert_eq!(watch.trigger.stock, None);
+        assert!(!watch.is_pending());
+        // A price watch is written as before: no `stock` key.
+        let bytes = encode(&watch).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(r#""stock""#));
+
+        let mut restock = watch.clone();
+        restock.rule = Rule::Restock;
+        restock.trigger = Default::default();
+        assert!(restock.is_pending());
+        restock.trigger.stock = Some(Stock::OutOfStock);
+        assert!(!restock.is_pending());
+        let bytes = encode(&restock).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(
+            text.contains(r#""rule":{"kind":"restock"}"#)
+                && text.contains(r#""stock":"out_of_stock""#),
+            "{text}"
+        );
+        assert_eq!(decode::<Watch>("watch", &bytes).unwrap(), restock);
+    }
+
+    #[test]
     fn envelope_round_trip() {
         let bytes = encode(&key("a", "b")).unwrap();
         assert!(std::str::from_utf8(&bytes).unwrap().contains("\"v\":1"));

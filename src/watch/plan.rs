@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use crate::domain::{ChangePoint, CheckRecord, Event, NewOutbox, OutboxMessage, Product, Watch};
+use crate::domain::{
+    ChangePoint, CheckRecord, Event, NewOutbox, OutboxMessage, Product, Rule, Stock, Watch,
+};
 use crate::price::engine::Check;
+use crate::price::extract::Availability;
 use crate::random::RandomSource;
 use crate::watch::schedule::{Notice, ScheduleConfig};
 use crate::watch::trigger::{step, Observation, TriggerConfig};
@@ -71,6 +74,13 @@ pub fn plan(
             let observation = Observation::from_report(report);
             let failure = match (&observation, &report.error) {
                 (Observation::Price { .. }, _) => None,
+                // The page was read and says the product is sold out: the shop is fine.
+                (
+                    Observation::NoPrice {
+                        availability: Availability::OutOfStock,
+                    },
+                    _,
+                ) => None,
                 (_, Some(e)) => Some(e.to_string()),
                 (_, None) => Some("no price found on the page".to_owned()),
             };
@@ -100,7 +110,20 @@ pub fn plan(
     let watches: Vec<&Watch> = watches.iter().filter(|w| !w.paused).collect();
     for &watch in &watches {
         if watch.is_pending() {
-            if let Some(reason) = &failure {
+            let observation = observed.for_watch(watch);
+            let reason = match (&watch.rule, observation) {
+                // A restock watch needs only the availability.
+                (Rule::Restock, o) if o.stock().is_some() => None,
+                (Rule::Restock, _) => failure.clone(),
+                (
+                    _,
+                    Observation::NoPrice {
+                        availability: Availability::OutOfStock,
+                    },
+                ) => Some(SOLD_OUT_WITHOUT_PRICE.to_owned()),
+                _ => failure.clone(),
+            };
+            if let Some(reason) = &reason {
                 messages.push(NewOutbox {
                     alert_id: format!("{}:first-check-failed:{now_ms}", watch.id),
                     conversation: watch.conversation.clone(),
@@ -126,7 +149,9 @@ pub fn plan(
                 Event::ReferenceSet { .. } => "first-price",
                 Event::Fired { .. } => "alert",
                 Event::CurrencyMismatch { .. } => "currency",
-                Event::Rearmed => continue,
+                Event::StockSet { .. } => "first-stock",
+                Event::BackInStock { .. } => "back-in-stock",
+                Event::Rearmed | Event::SoldOut => continue,
             };
             messages.push(NewOutbox {
                 alert_id: format!("{}:{kind}:{now_ms}", watch.id),
@@ -207,6 +232,10 @@ pub fn plan(
     }
 }
 
+/// Why a new price watch is not kept when its page says sold out and shows no price.
+const SOLD_OUT_WITHOUT_PRICE: &str =
+    "the product is out of stock and its page shows no price (`watch <link> restock` tells you when it is back)";
+
 /// What the watches of one check observe.
 enum Observed {
     /// Unchanged page, unchanged price: each watch sees its last price again, which counts
@@ -219,6 +248,23 @@ impl Observed {
     fn for_watch(&self, watch: &Watch) -> Observation {
         match (self, watch.trigger.last) {
             (Observed::Same(o), _) => *o,
+            // An unchanged page says again what a restock watch last read on it.
+            (Observed::LastPrice, last) if watch.rule == Rule::Restock => {
+                match (watch.trigger.stock, last) {
+                    (Some(Stock::OutOfStock), _) => Observation::NoPrice {
+                        availability: Availability::OutOfStock,
+                    },
+                    (Some(Stock::InStock), Some(s)) => Observation::Price {
+                        amount: s.amount,
+                        currency: s.currency,
+                        availability: s.availability,
+                    },
+                    (Some(Stock::InStock), None) => Observation::NoPrice {
+                        availability: Availability::InStock,
+                    },
+                    (None, _) => Observation::Unknown,
+                }
+            }
             (Observed::LastPrice, Some(s)) => Observation::Price {
                 amount: s.amount,
                 currency: s.currency,
@@ -415,6 +461,99 @@ mod tests {
         let plan = run(&mut p, &mut ws, &mut latest, priced(150), 2 * HOUR);
         assert_eq!(kinds(&plan), ["alert"]);
         assert_eq!(plan.record.messages[0].watch_id, Some(2));
+    }
+
+    fn with_stock(outcome: Outcome, availability: Availability, priced: bool) -> Outcome {
+        let Outcome::Checked(Check::Read {
+            mut report,
+            validators,
+            final_url,
+        }) = outcome
+        else {
+            panic!("a read page");
+        };
+        report.availability = availability;
+        if !priced {
+            report.amount = None;
+            report.currency = None;
+            report.error = Some(ExtractError::NoPrice("sold out, no price".into()));
+        }
+        Outcome::Checked(Check::Read {
+            report,
+            validators,
+            final_url,
+        })
+    }
+
+    fn restock_watch(id: u64, conv: &str) -> Watch {
+        Watch {
+            rule: Rule::Restock,
+            ..watch(id, conv)
+        }
+    }
+
+    #[test]
+    fn a_restock_watch_is_told_once_per_return_to_stock() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![restock_watch(1, "a"), watch(2, "b")];
+        let sold_out = || with_stock(priced(0), Availability::OutOfStock, false);
+        // Sold out without a price: the restock watch is kept and set; the new price watch
+        // cannot have its first price and is told why. The page was read: no failure.
+        let plan = run(&mut p, &mut ws, &mut latest, sold_out(), 0);
+        assert_eq!(kinds(&plan), ["first-stock", "first-check-failed"]);
+        let OutboxMessage::FirstCheckFailed { reason, .. } = &plan.record.messages[1].message
+        else {
+            panic!("{plan:?}");
+        };
+        assert!(reason.contains("restock"), "{reason}");
+        assert_eq!(ws.len(), 1);
+        assert_eq!(p.health.failures, 0);
+        assert_eq!(p.last_error, None);
+
+        let plan = run(&mut p, &mut ws, &mut latest, sold_out(), HOUR);
+        assert!(plan.record.messages.is_empty());
+        let plan = run(&mut p, &mut ws, &mut latest, priced(120), 2 * HOUR);
+        assert_eq!(kinds(&plan), ["back-in-stock"]);
+        let OutboxMessage::Watch { event, .. } = &plan.record.messages[0].message else {
+            panic!("{plan:?}");
+        };
+        assert!(matches!(
+            event,
+            Event::BackInStock { price: Some(o), .. } if o.amount == Decimal::from(120)
+        ));
+        // Still in stock, as a read page and as a 304: nothing more.
+        let plan = run(&mut p, &mut ws, &mut latest, priced(110), 3 * HOUR);
+        assert!(plan.record.messages.is_empty());
+        let unchanged = || {
+            Outcome::Checked(Check::Unchanged {
+                validators: Validators::default(),
+            })
+        };
+        let plan = run(&mut p, &mut ws, &mut latest, unchanged(), 4 * HOUR);
+        assert!(plan.record.messages.is_empty());
+        // Out (priced or not), a 304 while out, then back: one more.
+        let oos = with_stock(priced(110), Availability::OutOfStock, true);
+        let plan = run(&mut p, &mut ws, &mut latest, oos, 5 * HOUR);
+        assert!(plan.record.messages.is_empty());
+        assert_eq!(ws[0].trigger.stock, Some(Stock::OutOfStock));
+        let plan = run(&mut p, &mut ws, &mut latest, unchanged(), 6 * HOUR);
+        assert!(plan.record.messages.is_empty());
+        let plan = run(&mut p, &mut ws, &mut latest, priced(99), 7 * HOUR);
+        assert_eq!(kinds(&plan), ["back-in-stock"]);
+    }
+
+    #[test]
+    fn a_restock_watch_whose_first_page_says_nothing_about_stock_is_removed() {
+        let mut ws = vec![restock_watch(1, "a")];
+        let plan = run(&mut product(), &mut ws, &mut None, no_price(), 0);
+        assert_eq!(kinds(&plan), ["first-check-failed"]);
+        assert_eq!(plan.remove.len(), 1);
+        // In stock without a usable price is enough for it.
+        let mut ws = vec![restock_watch(1, "a")];
+        let in_stock = with_stock(priced(0), Availability::InStock, false);
+        let plan = run(&mut product(), &mut ws, &mut None, in_stock, 0);
+        assert_eq!(kinds(&plan), ["first-stock"]);
+        assert!(plan.remove.is_empty());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! - **What counts as a price.** A positive amount with a known currency whose offer is in
 //!   stock, on preorder (the shop takes the money at that price) or of unknown availability
 //!   (most pages do not say). Out of stock is not a price: it neither sets the reference,
-//!   nor fires, nor re-arms. A failed fetch, no price, zero or an unknown currency is
-//!   [`Observation::Unknown`] and changes nothing at all.
+//!   nor fires, nor re-arms. A failed fetch ([`Observation::Unknown`]), or a page with no
+//!   price, a zero or an unknown currency ([`Observation::NoPrice`]) changes nothing at all,
+//!   except that a page saying out of stock breaks the confirmation streak.
 //! - **The line.** `Drop`: `reference × (1 − percent/100)` rounded to the currency's minor
 //!   digits, midpoint away from zero, so the line is the nearest amount a shop can charge;
 //!   `Below`: the amount as given. The price fires when it is `<=` the line, and the line
@@ -30,10 +31,20 @@
 //! - **Currency change.** A price in another currency than the reference is never
 //!   compared; [`Event::CurrencyMismatch`] is emitted once, and again only after a price in
 //!   the reference currency has been seen.
+//! - **Restock.** A [`Rule::Restock`] watch ignores the price and follows availability
+//!   ([`restock_step`]). In stock is what the price rules call a price (a usable price not
+//!   out of stock) or a page that says in stock without one; out of stock is a page that
+//!   says so, with or without a price; anything else changes nothing. The first check that
+//!   says either sets the state ([`Event::StockSet`]). The watch fires
+//!   ([`Event::BackInStock`]) once after `confirmations` consecutive in-stock checks that
+//!   follow an out-of-stock one, and re-arms only when the product is out of stock again
+//!   ([`Event::SoldOut`]): once per return, however long it stays in stock. An out-of-stock
+//!   check resets the streak; an unknown one neither counts nor resets. Hysteresis, a band
+//!   on a price, has no meaning here.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::domain::{Event, Reference, Rule, Seen, TriggerState};
+use crate::domain::{Event, Offer, Reference, Rule, Seen, Stock, TriggerState};
 use crate::price::extract::{Availability, Report};
 use crate::price::Currency;
 
@@ -65,13 +76,16 @@ pub enum Observation {
         currency: Currency,
         availability: Availability,
     },
-    /// The fetch failed, or the page had no price, a zero price, or no known currency.
+    /// The page was read but had no price, a zero price, or no known currency; what it says
+    /// about availability still counts for a restock watch.
+    NoPrice { availability: Availability },
+    /// The fetch failed.
     Unknown,
 }
 
 impl Observation {
     /// A report with a positive amount and a known currency is a price; anything else
-    /// (including `ambiguous_currency`, which has an amount) is unknown, never guessed.
+    /// (including `ambiguous_currency`, which has an amount) has no price, never guessed.
     pub fn from_report(report: &Report) -> Observation {
         match (report.amount, report.currency) {
             (Some(amount), Some(currency)) if amount > Decimal::ZERO => Observation::Price {
@@ -79,7 +93,33 @@ impl Observation {
                 currency,
                 availability: report.availability,
             },
-            _ => Observation::Unknown,
+            _ => Observation::NoPrice {
+                availability: report.availability,
+            },
+        }
+    }
+
+    /// What a restock watch reads in it: in or out of stock, and the price if usable.
+    pub fn stock(&self) -> Option<(Stock, Option<Offer>)> {
+        match *self {
+            Observation::Price {
+                amount,
+                currency,
+                availability,
+            } if amount > Decimal::ZERO => {
+                let offer = Some(Offer { amount, currency });
+                Some(match availability {
+                    Availability::OutOfStock => (Stock::OutOfStock, offer),
+                    _ => (Stock::InStock, offer),
+                })
+            }
+            Observation::NoPrice {
+                availability: Availability::OutOfStock,
+            } => Some((Stock::OutOfStock, None)),
+            Observation::NoPrice {
+                availability: Availability::InStock,
+            } => Some((Stock::InStock, None)),
+            _ => None,
         }
     }
 }
@@ -100,6 +140,9 @@ pub fn alert_line(rule: &Rule, reference: &Reference) -> Decimal {
             line
         }
         Rule::Below { amount } => *amount,
+        // No line: a restock watch never compares a price (`step` hands it to
+        // `restock_step`); the reference, which it never sets, is the neutral answer.
+        Rule::Restock => reference.amount,
     }
 }
 
@@ -109,7 +152,7 @@ pub fn rearm_threshold(rule: &Rule, reference: &Reference, cfg: &TriggerConfig) 
     let h = cfg.hysteresis.max(Decimal::ZERO);
     let base = match rule {
         Rule::Drop { .. } => reference.amount,
-        Rule::Below { .. } => line,
+        Rule::Below { .. } | Rule::Restock => line,
     };
     let band = base
         .checked_mul(h)
@@ -135,6 +178,9 @@ pub fn step(
     at_ms: u64,
     cfg: &TriggerConfig,
 ) -> (TriggerState, Vec<Event>) {
+    if *rule == Rule::Restock {
+        return restock_step(state, obs, at_ms, cfg);
+    }
     let mut next = state.clone();
     let mut events = Vec::new();
 
@@ -144,6 +190,13 @@ pub fn step(
             currency,
             availability,
         } if amount > Decimal::ZERO => (amount, currency, availability),
+        // Sold out without a price shown breaks the low streak like sold out with one.
+        Observation::NoPrice {
+            availability: Availability::OutOfStock,
+        } => {
+            next.below_count = 0;
+            return (next, events);
+        }
         // A zero or negative amount is the extractor's "no price", whoever built it.
         _ => return (next, events),
     };
@@ -211,6 +264,67 @@ pub fn step(
         }
     } else {
         next.below_count = 0;
+    }
+    (next, events)
+}
+
+/// One check of one restock watch (see the module documentation, "Restock").
+pub fn restock_step(
+    state: &TriggerState,
+    obs: &Observation,
+    at_ms: u64,
+    cfg: &TriggerConfig,
+) -> (TriggerState, Vec<Event>) {
+    let mut next = state.clone();
+    let mut events = Vec::new();
+    let Some((stock, price)) = obs.stock() else {
+        return (next, events);
+    };
+    next.last = match (*obs, price) {
+        (
+            Observation::Price {
+                amount,
+                currency,
+                availability,
+            },
+            Some(_),
+        ) => Some(Seen {
+            amount,
+            currency,
+            availability,
+            at_ms,
+        }),
+        // No stale price beside a fresh availability.
+        _ => None,
+    };
+    let before = next.stock.replace(stock);
+    match (before, stock) {
+        (None, _) => {
+            // In stock at the start is nothing to tell until it has run out once.
+            next.fired = stock == Stock::InStock;
+            next.below_count = 0;
+            events.push(Event::StockSet {
+                in_stock: stock == Stock::InStock,
+                price,
+            });
+        }
+        (Some(_), Stock::OutOfStock) => {
+            next.below_count = 0;
+            if next.fired {
+                next.fired = false;
+                events.push(Event::SoldOut);
+            }
+        }
+        (Some(_), Stock::InStock) => {
+            if !next.fired {
+                next.below_count = next.below_count.saturating_add(1);
+                if next.below_count >= cfg.confirmations.max(1) {
+                    next.fired = true;
+                    next.below_count = 0;
+                    events.push(Event::BackInStock { price, at_ms });
+                }
+            }
+        }
     }
     (next, events)
 }
@@ -685,11 +799,208 @@ mod tests {
             run(&rule, &config, &[eur("100"), eur("70")]).0,
             run(&rule, &cfg("2", 3), &[eur("100"), eur("70")]).0,
         ] {
-            for obs in [Observation::Unknown, zero] {
+            let no_price = |availability| Observation::NoPrice { availability };
+            for obs in [
+                Observation::Unknown,
+                zero,
+                no_price(Availability::Unknown),
+                no_price(Availability::InStock),
+            ] {
                 let (next, events) = step(&state, &rule, &obs, 1, &config);
                 assert_eq!(next, state);
                 assert!(events.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn sold_out_without_a_price_breaks_the_confirmation_streak() {
+        let sold_out = Observation::NoPrice {
+            availability: Availability::OutOfStock,
+        };
+        let (_, events) = run(
+            &drop("20"),
+            &cfg("2", 2),
+            &[eur("100"), eur("70"), sold_out, eur("70"), eur("70")],
+        );
+        assert_eq!(fire_pattern(&events), [false, false, false, false, true]);
+    }
+
+    fn sold_out() -> Observation {
+        Observation::NoPrice {
+            availability: Availability::OutOfStock,
+        }
+    }
+
+    fn back_in_stock(events: &[Vec<Event>]) -> Vec<bool> {
+        events
+            .iter()
+            .map(|e| e.iter().any(|e| matches!(e, Event::BackInStock { .. })))
+            .collect()
+    }
+
+    #[test]
+    fn restock_fires_once_per_return_to_stock() {
+        let oos = price_in("30", "EUR", Availability::OutOfStock);
+        let (state, events) = run(
+            &Rule::Restock,
+            &TriggerConfig::default(),
+            &[
+                sold_out(),
+                oos,
+                eur("35"),
+                eur("35"),
+                eur("20"),
+                sold_out(),
+                sold_out(),
+                eur("36"),
+                eur("36"),
+            ],
+        );
+        assert_eq!(
+            events[0],
+            vec![Event::StockSet {
+                in_stock: false,
+                price: None
+            }]
+        );
+        assert_eq!(
+            back_in_stock(&events),
+            [false, false, true, false, false, false, false, true, false]
+        );
+        assert_eq!(
+            events[2],
+            vec![Event::BackInStock {
+                price: Some(Offer {
+                    amount: dec("35"),
+                    currency: cur("EUR")
+                }),
+                at_ms: 180_000,
+            }]
+        );
+        assert_eq!(events[5], vec![Event::SoldOut]);
+        assert!(events[6].is_empty());
+        assert_eq!(state.stock, Some(Stock::InStock));
+        // A restock watch never takes a reference: its price does not matter.
+        assert_eq!(state.reference, None);
+    }
+
+    #[test]
+    fn restock_in_stock_at_the_start_waits_for_a_sell_out() {
+        let (state, events) = run(
+            &Rule::Restock,
+            &TriggerConfig::default(),
+            &[eur("10"), eur("10"), sold_out(), eur("12")],
+        );
+        assert_eq!(
+            events[0],
+            vec![Event::StockSet {
+                in_stock: true,
+                price: Some(Offer {
+                    amount: dec("10"),
+                    currency: cur("EUR")
+                })
+            }]
+        );
+        assert_eq!(back_in_stock(&events), [false, false, false, true]);
+        assert_eq!(events[2], vec![Event::SoldOut]);
+        assert_eq!(state.last.map(|s| s.amount), Some(dec("12")));
+    }
+
+    #[test]
+    fn restock_counts_only_what_the_page_says_about_stock() {
+        let no_price = |availability| Observation::NoPrice { availability };
+        let (state, events) = run(
+            &Rule::Restock,
+            &TriggerConfig::default(),
+            &[
+                Observation::Unknown,
+                no_price(Availability::Unknown),
+                no_price(Availability::Preorder),
+                sold_out(),
+                Observation::Unknown,
+                no_price(Availability::Unknown),
+                eur("0"),
+                no_price(Availability::InStock),
+            ],
+        );
+        assert!(events[..3].iter().all(Vec::is_empty));
+        assert_eq!(
+            back_in_stock(&events),
+            [false, false, false, false, false, false, false, true]
+        );
+        assert_eq!(
+            events[7],
+            vec![Event::BackInStock {
+                price: None,
+                at_ms: 480_000
+            }]
+        );
+        // No stale price beside the availability that came without one.
+        assert_eq!(state.last, None);
+        // Preorder with a price can be bought: it is back.
+        let (_, events) = run(
+            &Rule::Restock,
+            &TriggerConfig::default(),
+            &[sold_out(), price_in("50", "EUR", Availability::Preorder)],
+        );
+        assert_eq!(back_in_stock(&events), [false, true]);
+    }
+
+    #[test]
+    fn restock_waits_for_confirmations_and_a_sell_out_resets_them() {
+        let (_, events) = run(
+            &Rule::Restock,
+            &cfg("2", 2),
+            &[
+                sold_out(),
+                eur("10"),
+                sold_out(),
+                eur("10"),
+                Observation::Unknown,
+                eur("10"),
+                eur("10"),
+            ],
+        );
+        assert_eq!(
+            back_in_stock(&events),
+            [false, false, false, false, false, true, false]
+        );
+    }
+
+    #[test]
+    fn restock_state_round_trips_and_price_watch_records_do_not_change() {
+        let (state, _) = run(&Rule::Restock, &TriggerConfig::default(), &[sold_out()]);
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains(r#""stock":"out_of_stock""#), "{json}");
+        assert_eq!(serde_json::from_str::<TriggerState>(&json).unwrap(), state);
+        let (price, _) = run(&drop("20"), &TriggerConfig::default(), &[eur("100")]);
+        let json = serde_json::to_string(&price).unwrap();
+        assert!(!json.contains(r#""stock""#), "{json}");
+        for rule in [Rule::Restock, drop("20")] {
+            let json = serde_json::to_string(&rule).unwrap();
+            assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), rule);
+        }
+        assert_eq!(
+            serde_json::to_string(&Rule::Restock).unwrap(),
+            r#"{"kind":"restock"}"#
+        );
+        for event in [
+            Event::StockSet {
+                in_stock: true,
+                price: Some(Offer {
+                    amount: dec("9.90"),
+                    currency: cur("EUR"),
+                }),
+            },
+            Event::BackInStock {
+                price: None,
+                at_ms: 7,
+            },
+            Event::SoldOut,
+        ] {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
         }
     }
 
@@ -860,17 +1171,20 @@ mod tests {
             Observation::from_report(&report(Some("9.99"), Some("EUR"))),
             price_in("9.99", "EUR", Availability::Preorder)
         );
+        let no_price = Observation::NoPrice {
+            availability: Availability::Preorder,
+        };
         assert_eq!(
             Observation::from_report(&report(Some("9.99"), None)),
-            Observation::Unknown
+            no_price
         );
         assert_eq!(
             Observation::from_report(&report(None, Some("EUR"))),
-            Observation::Unknown
+            no_price
         );
         assert_eq!(
             Observation::from_report(&report(Some("0"), Some("EUR"))),
-            Observation::Unknown
+            no_price
         );
     }
 
@@ -916,6 +1230,7 @@ mod properties {
     fn observation() -> impl Strategy<Value = Observation> {
         prop_oneof![
             1 => Just(Observation::Unknown),
+            1 => availability().prop_map(|availability| Observation::NoPrice { availability }),
             9 => (0i64..=15_000, currency(), availability()).prop_map(|(cents, currency, availability)| {
                 Observation::Price {
                     amount: Decimal::new(cents, 2),
@@ -998,6 +1313,9 @@ mod properties {
                         }
                         Event::Rearmed => rearmed_since_fire = true,
                         Event::ReferenceSet { .. } | Event::CurrencyMismatch { .. } => {}
+                        Event::StockSet { .. } | Event::BackInStock { .. } | Event::SoldOut => {
+                            prop_assert!(false, "a restock event from a price rule: {:?}", e);
+                        }
                     }
                 }
                 prop_assert!(fires <= crossings + 1, "{} fires for {} crossings", fires, crossings);
@@ -1005,6 +1323,38 @@ mod properties {
                 let json = serde_json::to_string(&next).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let back: TriggerState = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&back, &next);
+                state = next;
+            }
+        }
+
+        #[test]
+        fn restock_fires_only_after_out_of_stock_and_once_per_return(
+            cfg in config(),
+            obs in proptest::collection::vec(observation(), 0..60),
+        ) {
+            let mut state = TriggerState::default();
+            // Whether an out-of-stock check came since the last alert (or the start).
+            let mut out_since_alert = false;
+            for (i, o) in obs.iter().enumerate() {
+                let (next, events) = step(&state, &Rule::Restock, o, i as u64, &cfg);
+                if o.stock().is_none() {
+                    prop_assert_eq!(&next, &state);
+                }
+                prop_assert_eq!(next.reference, None);
+                if matches!(o.stock(), Some((Stock::OutOfStock, _))) {
+                    out_since_alert = true;
+                }
+                for e in &events {
+                    match e {
+                        Event::BackInStock { .. } => {
+                            prop_assert!(out_since_alert, "back in stock without being out");
+                            prop_assert!(matches!(o.stock(), Some((Stock::InStock, _))));
+                            out_since_alert = false;
+                        }
+                        Event::StockSet { .. } | Event::SoldOut => {}
+                        other => prop_assert!(false, "a price event from a restock rule: {:?}", other),
+                    }
+                }
                 state = next;
             }
         }

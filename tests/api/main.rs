@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod notify;
 mod process;
+mod restock;
 mod service;
 mod shop;
 mod slow_channel;

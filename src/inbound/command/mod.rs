@@ -266,6 +266,12 @@ fn parse_rule(
         return Ok(None);
     };
     let keyword = first.to_lowercase();
+    if matches!(keyword.as_str(), "restock" | "restocked" | "stock") {
+        return match &args[1..] {
+            [] => Ok(Some(Rule::Restock)),
+            rest => Err(unexpected(Verb::Watch, rest)),
+        };
+    }
     if matches!(keyword.as_str(), "below" | "under" | "<") {
         return parse_target(&args[1..], locale).map(Some);
     }
@@ -657,6 +663,29 @@ mod tests {
             panic!("not a drop watch");
         };
         assert_eq!(d.to_string(), "15.5");
+    }
+
+    #[test]
+    fn watch_restock() {
+        let r = || watch(U, Some(Rule::Restock));
+        check(&[
+            ("watch https://shop.example/p/123 restock", r()),
+            ("watch https://shop.example/p/123 RESTOCK", r()),
+            ("watch https://shop.example/p/123 Restocked", r()),
+            ("watch https://shop.example/p/123 stock", r()),
+            (
+                "@pricewatch watch https://shop.example/p/123  restock ",
+                r(),
+            ),
+        ]);
+        assert_eq!(
+            p("watch https://shop.example/p/123 restock 15%"),
+            Err(CommandError::UnexpectedWords {
+                command: Verb::Watch,
+                words: "15%".into()
+            })
+        );
+        assert!(p("watch https://shop.example/p/123 restocking").is_err());
     }
 
     #[test]
@@ -1438,6 +1467,7 @@ mod tests {
             None => String::new(),
             Some(Rule::Drop { percent }) => format!(" {}%", percent.normalize()),
             Some(Rule::Below { amount: a }) => format!(" below {}", amount(a)),
+            Some(Rule::Restock) => " restock".to_owned(),
         };
         Some(match command {
             Command::Watch { url, rule: r } => format!("watch {}{}", url.as_str(), rule(r)),
@@ -1472,7 +1502,7 @@ mod tests {
             percent in 1u32..=95,
             hundredths in 0u32..100,
             cents in 1u64..100_000_000,
-            which in 0..6u8,
+            which in 0..7u8,
         ) {
             let u = url(&format!("https://shop.example/{path}"));
             let percent = (Decimal::from(percent) + Decimal::new(hundredths.into(), 2))
@@ -1487,6 +1517,7 @@ mod tests {
                 },
                 3 => Command::Unwatch(UnwatchTarget::Index(index)),
                 4 => Command::Unwatch(UnwatchTarget::Url(u)),
+                5 => Command::Watch { url: u, rule: Some(Rule::Restock) },
                 _ => Command::History(index),
             };
             let text = typed(&command).unwrap();
