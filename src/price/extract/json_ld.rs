@@ -203,8 +203,13 @@ pub(super) fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
             let main = index.resolve(main);
             if type_is(main, PRODUCT_TYPES) {
                 products.push(main);
-            } else if let Some(id) = str_of(Some(main)) {
-                main_ids.push(id);
+            }
+            let id = match main {
+                Value::String(id) => Some(id.as_str()),
+                _ => main.get("@id").and_then(Value::as_str),
+            };
+            if let Some(id) = id {
+                main_ids.push(absolute(id, url));
             }
         }
     }
@@ -228,7 +233,9 @@ pub(super) fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
         .iter()
         .find(|p| {
             str_of(p.get("url")).is_some_and(|u| same_page(&u, url))
-                || str_of(p.get("@id")).is_some_and(|id| main_ids.contains(&id))
+                || p.get("@id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| main_ids.contains(&absolute(id, url)))
         })
         .or(products.first());
 
@@ -481,6 +488,12 @@ mod tests {
         assert_eq!(r.amount.unwrap().to_string(), "52.00");
         assert_eq!(r.candidates.len(), 2);
         assert_eq!(r.title.as_deref(), Some("Kettle"));
+        // The WebPage names its product by reference; another product comes first.
+        let main = r##"{"@graph":[
+            {"@type":"Product","@id":"#strap","name":"Strap","offers":{"price":"9.00","priceCurrency":"EUR"}},
+            {"@type":"WebPage","mainEntity":{"@id":"https://s.example/p/kettle#product"}},
+            {"@type":"Product","@id":"#product","name":"Kettle","offers":{"price":"49.00","priceCurrency":"EUR"}}]}"##;
+        assert_eq!(json_ld(page, main).title.as_deref(), Some("Kettle"));
         // One reference, whose node names its price in a referenced specification.
         let one = r##"[{"@type":"Product","name":"Kettle","offers":{"@id":"#o"}},
             {"@type":"Offer","@id":"#o","priceSpecification":{"@id":"#ps"}},
