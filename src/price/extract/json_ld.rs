@@ -33,9 +33,10 @@ const MAX_JSON_LD_BYTES: usize = 2 * 1024 * 1024;
 const MAX_OFFERS: usize = 1000;
 /// How deep offers nest in offers (an `AggregateOffer`'s member offers: one level).
 const MAX_OFFER_NESTING: usize = 3;
-/// How deep the walk that indexes `@id`s goes, and how many nodes it indexes.
+/// How deep the walk that indexes `@id`s goes, and how many objects and arrays it visits
+/// (the JSON-LD budget already bounds them; this keeps the walk's cost plain).
 const MAX_INDEX_DEPTH: usize = 12;
-const MAX_INDEXED: usize = 20_000;
+const MAX_INDEXED: usize = 200_000;
 
 /// The page's nodes that say more than their `@id`, by id.
 struct Index<'v> {
@@ -46,7 +47,10 @@ struct Index<'v> {
 impl<'v> Index<'v> {
     fn build(docs: &'v [Value], base: &'v Url) -> Index<'v> {
         let mut by_id = HashMap::new();
-        let mut stack: Vec<(&Value, usize)> = docs.iter().map(|d| (d, 0)).collect();
+        let container = |v: &&Value| v.is_array() || v.is_object();
+        // Walked depth-first from the first script on, so when two nodes share an id the one
+        // in the earlier script (or earlier list entry) is kept.
+        let mut stack: Vec<(&Value, usize)> = docs.iter().rev().map(|d| (d, 0)).collect();
         let mut seen = 0;
         while let Some((v, depth)) = stack.pop() {
             seen += 1;
@@ -54,14 +58,17 @@ impl<'v> Index<'v> {
                 continue;
             }
             match v {
-                Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+                Value::Array(items) => {
+                    stack.extend(items.iter().rev().filter(container).map(|i| (i, depth + 1)))
+                }
                 Value::Object(map) => {
                     if !is_reference(v) {
                         if let Some(id) = map.get("@id").and_then(Value::as_str) {
                             by_id.entry(absolute(id, base)).or_insert(v);
                         }
                     }
-                    stack.extend(map.values().map(|i| (i, depth + 1)));
+                    let children: Vec<&Value> = map.values().filter(container).collect();
+                    stack.extend(children.into_iter().rev().map(|i| (i, depth + 1)));
                 }
                 _ => {}
             }
