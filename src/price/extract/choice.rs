@@ -158,10 +158,12 @@ fn is_selling(s: &Specification) -> bool {
     if more_than_one(&s.min_quantity) {
         return false;
     }
-    let piece = s.unit.as_deref().is_none_or(is_piece);
-    let per_unit = !piece || (s.has_reference_quantity && more_than_one(&s.reference_value));
-    // A reference quantity with no unit at all is still a reference: the price is "per" it.
-    !per_unit && !(s.has_reference_quantity && s.unit.is_none())
+    let per_unit = match s.unit.as_deref() {
+        Some(unit) => !is_piece(unit) || more_than_one(&s.reference_value),
+        // A reference quantity with no unit at all is still a reference: the price is "per" it.
+        None => s.has_reference_quantity,
+    };
+    !per_unit
 }
 
 /// UN/CEFACT codes and words for "one item" (schema.org's `unitCode` takes the codes).
