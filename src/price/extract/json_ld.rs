@@ -220,14 +220,19 @@ pub(super) fn from_json_ld(url: &Url, scripts: &[String], host: &str) -> Found {
             }
         }
     }
-    let variant_ids: Vec<String> = products
-        .iter()
-        .filter(|p| type_is(p, &["ProductGroup"]))
+    let groups_with_variants = || {
+        products
+            .iter()
+            .filter(|p| type_is(p, &["ProductGroup"]) && !as_list(p.get("hasVariant")).is_empty())
+    };
+    let variant_ids: Vec<String> = groups_with_variants()
         .flat_map(|g| as_list(g.get("hasVariant")))
         .filter_map(|v| v.get("@id").and_then(Value::as_str))
         .map(|id| absolute(id, url))
         .collect();
-    if products.iter().any(|p| type_is(p, &["ProductGroup"])) {
+    // Only a group that lists variants can stand for them; one that does not leaves the
+    // page's own Product to be read.
+    if groups_with_variants().next().is_some() {
         products.retain(|p| {
             type_is(p, &["ProductGroup"])
                 || !(p.get("isVariantOf").is_some()
@@ -564,6 +569,13 @@ mod tests {
         let r = json_ld("https://s.example/tee/olive?utm_medium=cpc", graph);
         assert_eq!(r.amount.unwrap().to_string(), "45.00");
         assert_eq!(r.title.as_deref(), Some("Merino Tee"));
+        // A group that lists no variants does not hide the page's own variant Product.
+        let bare_group = r##"{"@graph":[
+            {"@type":"ProductGroup","@id":"#g","name":"Merino Tee","productGroupID":"MT"},
+            {"@type":"Product","@id":"#v2","name":"Tee olive","url":"/tee/olive","isVariantOf":{"@id":"#g"},
+             "offers":{"@type":"Offer","price":"45.00","priceCurrency":"EUR"}}]}"##;
+        let r = json_ld("https://s.example/tee/olive", bare_group);
+        assert_eq!(r.amount.unwrap().to_string(), "45.00");
     }
 
     #[test]
