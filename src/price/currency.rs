@@ -193,8 +193,36 @@ fn for_country(code: &str) -> Option<&'static str> {
         "ro" => "RON",
         "sg" => "SGD",
         "hk" => "HKD",
+        "tw" => "TWD",
+        "ar" => "ARS",
+        "cl" => "CLP",
+        "co" => "COP",
+        "pe" => "PEN",
+        "za" => "ZAR",
+        "il" => "ILS",
+        "ae" => "AED",
+        "sa" => "SAR",
+        "qa" => "QAR",
+        "kw" => "KWD",
+        "bh" => "BHD",
+        "om" => "OMR",
+        "jo" => "JOD",
+        "eg" => "EGP",
+        "ma" => "MAD",
+        "tn" => "TND",
+        "ng" => "NGN",
+        "pk" => "PKR",
+        "th" => "THB",
+        "my" => "MYR",
+        "ph" => "PHP",
+        "id" => "IDR",
+        "vn" => "VND",
+        "ua" => "UAH",
+        "rs" => "RSD",
+        "is" => "ISK",
+        // Bulgaria has priced in euros since 1 January 2026.
         "de" | "at" | "fr" | "be" | "it" | "es" | "nl" | "pt" | "fi" | "ie" | "gr" | "sk"
-        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" | "eu" => "EUR",
+        | "si" | "lu" | "ee" | "lv" | "lt" | "hr" | "cy" | "mt" | "bg" | "eu" => "EUR",
         _ => return None,
     })
 }
@@ -257,10 +285,19 @@ pub fn for_locale(locale: &str) -> Option<Currency> {
     Currency::parse(code)
 }
 
-/// The currency a host's top-level domain suggests (`.com.au`, `.de`, `.co.uk`).
+/// The currency a host's country-code top-level domain suggests (`.com.au`, `.de`,
+/// `.co.uk`, `.co.jp`). Generic domains (`.com`, `.shop`, `.store`) suggest none, and
+/// neither do country codes sold as generic names (`.io`, `.tv`, `.me`, `.ai`, `.ly`),
+/// which this table leaves out; `.co` counts only under a Colombian second level
+/// (`.com.co`), since a bare `.co` is mostly a `.com` stand-in.
 pub fn for_tld(host_or_tld: &str) -> Option<Currency> {
     let h = host_or_tld.trim_end_matches('.').to_ascii_lowercase();
-    Currency::parse(for_country(h.rsplit('.').next().unwrap_or(""))?)
+    let mut labels = h.rsplit('.');
+    let last = labels.next().unwrap_or("");
+    if last == "co" && !matches!(labels.next(), Some("com" | "net" | "org" | "edu" | "gov")) {
+        return None;
+    }
+    Currency::parse(for_country(last)?)
 }
 
 #[cfg(test)]
@@ -288,5 +325,25 @@ mod tests {
         assert_eq!(for_tld("shop.example.com.au").unwrap().as_str(), "AUD");
         assert_eq!(for_tld(".co.uk").unwrap().as_str(), "GBP");
         assert_eq!(for_tld("shop.example.com"), None);
+        for (host, want) in [
+            ("www.tiendalaplata.com.ar", Some("ARS")),
+            ("shop.example.co.jp", Some("JPY")),
+            ("velo-shop.ch", Some("CHF")),
+            ("sklep.example.pl", Some("PLN")),
+            ("www.example.com.co", Some("COP")),
+            ("www.example.co.za", Some("ZAR")),
+            ("www.example.bg", Some("EUR")),
+            ("brand.co", None),
+            ("brand.io", None),
+            ("brand.shop", None),
+            ("brand.store", None),
+            ("brand.net", None),
+        ] {
+            assert_eq!(
+                for_tld(host).map(|c| c.to_string()).as_deref(),
+                want,
+                "{host}"
+            );
+        }
     }
 }

@@ -125,6 +125,13 @@ impl Fixture {
         for field in ["currency", "title", "availability", "method", "error"] {
             assert_eq!(got[field], want[field], "{field}, {context}");
         }
+        // Optional: older side files predate it.
+        if let Some(source) = want.get("currency_source") {
+            assert_eq!(
+                &got["currency_source"], source,
+                "currency_source, {context}"
+            );
+        }
         let mut got_candidates: Vec<Decimal> = report
             .candidates
             .iter()

@@ -7,7 +7,9 @@ use url::Url;
 
 use super::choice::from_offers;
 use super::json_ld::str_of;
-use super::{decode_and_collapse, machine_offer, Availability, ExtractError, Method, Report};
+use super::{
+    decode_and_collapse, machine_offer, Availability, CurrencySource, ExtractError, Method, Report,
+};
 use crate::price::lenient_json::parse_lenient;
 use crate::price::rules::JsonApiRule;
 use crate::price::CurrencyFound;
@@ -34,11 +36,12 @@ pub(super) fn extract_json_api(url: &Url, body: &[u8], rule: &JsonApiRule) -> Re
             rule.price_pointer
         ));
     };
-    let code = rule
+    let stated = rule
         .currency_pointer
         .as_deref()
-        .and_then(|p| str_of(doc.pointer(p)))
-        .or_else(|| rule.currency.map(|c| c.to_string()));
+        .and_then(|p| str_of(doc.pointer(p)));
+    let from_rule = stated.is_none() && rule.currency.is_some();
+    let code = stated.or_else(|| rule.currency.map(|c| c.to_string()));
     let mut offer = machine_offer(
         &raw,
         code.as_deref(),
@@ -46,6 +49,9 @@ pub(super) fn extract_json_api(url: &Url, body: &[u8], rule: &JsonApiRule) -> Re
         Availability::Unknown,
         format!("JSON {}", rule.price_pointer),
     );
+    if from_rule && offer.currency_source == Some(CurrencySource::Page) {
+        offer.currency_source = Some(CurrencySource::Rule);
+    }
     if rule.minor_units {
         // Minor units only mean something once the currency, and so its exponent, is known.
         offer.price = match offer.price.take() {
@@ -86,6 +92,7 @@ mod tests {
         let body = br#"{"title":"T","price":6800}"#;
         let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("USD"));
         assert_eq!(r.price().unwrap().0.to_string(), "68.00");
+        assert_eq!(r.currency_source(), Some(CurrencySource::Rule));
         let r = extract_json_api(&url("https://s.example/p.js"), body, &rule("JPY"));
         assert_eq!(r.price().unwrap().0.to_string(), "6800");
         let r = extract_json_api(

@@ -123,12 +123,28 @@ impl ExtractError {
     }
 }
 
+/// Where a price's currency came from, so an operator can tell a stated currency from an
+/// inferred one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CurrencySource {
+    /// The page states it: `priceCurrency`, a currency code or a sign only one currency uses.
+    Page,
+    /// The page gives a bare amount, or a sign several currencies share (`$`, `kr`), and the
+    /// host's country-code domain decides (`.com.ar` is ARS); generic domains decide nothing.
+    Domain,
+    /// The JSON API rule's configured currency.
+    Rule,
+}
+
 /// One distinct price the page gives for the product.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Candidate {
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     pub currency: Option<String>,
+    /// Where `currency` came from; `None` when the currency is not known.
+    pub currency_source: Option<CurrencySource>,
     pub method: Method,
     pub availability: Availability,
     /// Which markup gave it, for an operator deciding whether the choice was right.
@@ -162,6 +178,12 @@ impl Report {
             candidates: Vec::new(),
             error: Some(error),
         }
+    }
+
+    /// Where the reported currency came from: the chosen candidate's (always the first).
+    pub fn currency_source(&self) -> Option<CurrencySource> {
+        self.currency?;
+        self.candidates.first()?.currency_source
     }
 
     /// The price and its currency, or why there is none.
@@ -240,7 +262,7 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
         .map(|(_, v)| v.into_owned());
 
     let json_ld = from_json_ld(url, &facts.json_ld, host);
-    let micro = from_microdata(&facts.items, host);
+    let micro = from_microdata(&facts.items, url);
     let meta = from_meta(facts, host);
     let mut sources = vec![
         (Method::JsonLd, json_ld),
@@ -373,11 +395,14 @@ fn machine_offer(
         if let Ok(amount) = Decimal::from_str(v) {
             let mut o = blank_offer(availability, source);
             if amount > Decimal::ZERO {
-                let currency = code
-                    .and_then(Currency::parse)
-                    .or_else(|| for_tld(host))
-                    .map_or(CurrencyFound::Unstated, CurrencyFound::Known);
+                let stated = code.and_then(Currency::parse);
+                let (currency, from) = match (stated, for_tld(host)) {
+                    (Some(c), _) => (CurrencyFound::Known(c), Some(CurrencySource::Page)),
+                    (None, Some(c)) => (CurrencyFound::Known(c), Some(CurrencySource::Domain)),
+                    (None, None) => (CurrencyFound::Unstated, None),
+                };
                 o.price = Some((amount, currency));
+                o.currency_source = from;
             } else {
                 o.zero = true;
             }
@@ -402,11 +427,32 @@ fn text_offer(
     };
     let mut o = blank_offer(availability, source);
     match parse_price(text, &hints) {
-        Ok(p) => o.price = Some((p.amount, p.currency)),
+        Ok(p) => {
+            if let CurrencyFound::Known(c) = p.currency {
+                o.currency_source = Some(currency_source_of(text, &hints, c));
+            }
+            o.price = Some((p.amount, p.currency));
+        }
         Err(PriceError::NotPositive) => o.zero = true,
         Err(_) => {}
     }
     o
+}
+
+/// The domain decided the currency when the text read without it does not give the same
+/// one: a bare amount, or a sign the domain chose among (`$` on `.com.au`).
+fn currency_source_of(text: &str, hints: &Hints<'_>, found: Currency) -> CurrencySource {
+    if hints.host.and_then(for_tld) != Some(found) {
+        return CurrencySource::Page;
+    }
+    let without_host = Hints {
+        host: None,
+        ..*hints
+    };
+    match parse_price(text, &without_host).map(|p| p.currency) {
+        Ok(CurrencyFound::Known(c)) if c == found => CurrencySource::Page,
+        _ => CurrencySource::Domain,
+    }
 }
 
 /// Whitespace runs to one space, trimmed; entities decoded.
@@ -500,6 +546,65 @@ mod tests {
             o.price.unwrap().1,
             CurrencyFound::Known(Currency::parse("EUR").unwrap())
         );
+    }
+
+    #[test]
+    fn the_report_says_where_the_currency_came_from() {
+        let source = |page: &str, offers: &str| {
+            let r = json_ld(
+                page,
+                &format!(r#"{{"@type":"Product","name":"P","offers":{offers}}}"#),
+            );
+            (
+                r.currency.map(|c| c.to_string()),
+                r.currency_source().map(CurrencySource::as_str),
+            )
+        };
+        let pair = |c: &str, s: &'static str| (Some(c.to_owned()), Some(s));
+        assert_eq!(
+            source("https://s.example.co.jp/p", r#"{"price":"1980"}"#),
+            pair("JPY", "domain")
+        );
+        assert_eq!(
+            source(
+                "https://s.example.ch/p",
+                r#"{"price":"1980","priceCurrency":"EUR"}"#
+            ),
+            pair("EUR", "page")
+        );
+        // Visible text: a bare amount, a `$` the domain resolves, a sign that decides alone.
+        assert_eq!(
+            source("https://s.example.pl/p", r#"{"price":"1 299,00"}"#),
+            pair("PLN", "domain")
+        );
+        assert_eq!(
+            source("https://s.example.com.au/p", r#"{"price":"$149.00"}"#),
+            pair("AUD", "domain")
+        );
+        assert_eq!(
+            source("https://s.example.ch/p", r#"{"price":"€ 19,90"}"#),
+            pair("EUR", "page")
+        );
+        assert_eq!(
+            source("https://s.example.de/p", r#"{"price":"19,90 €"}"#),
+            pair("EUR", "page")
+        );
+        assert_eq!(
+            source("https://s.example.com/p", r#"{"price":"19.90"}"#),
+            (None, None)
+        );
+        let r = json_ld(
+            "https://s.example.com.ar/p",
+            r#"{"@type":"Product","name":"P","offers":{"price":"18999"}}"#,
+        );
+        assert!(
+            r.to_text("u").contains("currency via: domain"),
+            "{}",
+            r.to_text("u")
+        );
+        let json = serde_json::to_value(r.to_json("u")).unwrap();
+        assert_eq!(json["currency_source"], "domain");
+        assert_eq!(json["candidates"][0]["currency_source"], "domain");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{Availability, Candidate, ExtractError, Method, Report};
+use super::{Availability, Candidate, CurrencySource, ExtractError, Method, Report};
 use crate::price::Currency;
 
 impl Method {
@@ -17,6 +17,16 @@ impl Method {
             Method::Meta => "meta",
             Method::SiteRule => "site-rule",
             Method::JsonApi => "json-api",
+        }
+    }
+}
+
+impl CurrencySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CurrencySource::Page => "page",
+            CurrencySource::Domain => "domain",
+            CurrencySource::Rule => "rule",
         }
     }
 }
@@ -52,6 +62,9 @@ impl Report {
             _ => "none".to_owned(),
         };
         out.push_str(&format!("price:        {price}\n"));
+        if let Some(from) = self.currency_source() {
+            out.push_str(&format!("currency via: {}\n", from.as_str()));
+        }
         out.push_str(&format!("availability: {}\n", self.availability.as_str()));
         out.push_str(&format!(
             "method:       {}\n",
@@ -85,6 +98,8 @@ pub struct ReportJson<'a> {
     pub title: Option<&'a str>,
     pub amount: Option<String>,
     pub currency: Option<&'a str>,
+    /// Where `currency` came from (`page`, `domain`, `rule`), `null` when it is unknown.
+    pub currency_source: Option<CurrencySource>,
     pub availability: Availability,
     pub method: Option<Method>,
     pub candidates: &'a [Candidate],
@@ -99,6 +114,7 @@ impl Report {
             title: self.title.as_deref(),
             amount: self.amount.map(|a| a.to_string()),
             currency: self.currency.as_ref().map(Currency::as_str),
+            currency_source: self.currency_source(),
             availability: self.availability,
             method: self.method,
             candidates: &self.candidates,
