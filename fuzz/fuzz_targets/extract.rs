@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a fetched body: through `decode_html` under one of several content types,
 //! then through the extractor with one of several rule sets (none, a CSS site rule on text, one on
-//! an attribute, the built-in Amazon set with its split prices, a JSON API rule, a small size limit). Nothing may panic, and every report must be
-//! consistent: amounts are positive, and a report without an error has an amount and a currency.
+//! an attribute, the built-in Amazon set with its split prices, a JSON API rule, a small size
+//! limit). Nothing may panic, and every report must be consistent: amounts are positive, and a
+//! report without an error has an amount and a currency.
 
 #![no_main]
 

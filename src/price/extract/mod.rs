@@ -2,7 +2,8 @@
 //! price wins when a page offers several. Pure: the body comes in, a [`Report`] goes out.
 //!
 //! Sources, from the most to the least trusted: JSON-LD, microdata, meta tags, then a
-//! per-site CSS rule, or a JSON API rule for product APIs. The first source that yields a
+//! per-site CSS rule set (the config's `[[site_rule]]`, else a built-in one; `site`), or a
+//! JSON API rule for product APIs. The first source that yields a
 //! positive price for the product decides amount, currency, method and availability; the
 //! prices the other structured sources give for the same product are kept as candidates.
 //!
