@@ -22,7 +22,7 @@ use pricewatch::price::decode::decode_html;
 use pricewatch::price::extract::{ExtractError, Extractor, Method, Report};
 use pricewatch::price::html::{scan, SiteSelector};
 use pricewatch::price::lenient_json::parse_lenient;
-use pricewatch::price::rules::{JsonApiRule, Rules, UrlMatch};
+use pricewatch::price::rules::{builtin_rules, JsonApiRule, Rules, SiteRule, UrlMatch};
 use pricewatch::price::{parse_price, Currency, Hints};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -116,8 +116,11 @@ fn extractors() -> Vec<Extractor> {
     let site = |selector: &str, attribute: Option<&str>| Rules {
         sites: vec![(
             UrlMatch::Host("example.de".to_owned()),
-            SiteSelector::new(selector, attribute).unwrap(),
-            selector.to_owned(),
+            SiteRule::single(
+                "example.de",
+                SiteSelector::new(selector, attribute).unwrap(),
+                selector,
+            ),
         )],
         apis: Vec::new(),
     };
@@ -566,14 +569,24 @@ fn truncated_fixture_pages() {
             serde_json::from_slice(&std::fs::read(path.with_extension("expected.json")).unwrap())
                 .unwrap();
         let page_url = Url::parse(side["url"].as_str().unwrap()).unwrap();
-        let mut rules = Rules::default();
+        let mut rules = Rules {
+            sites: builtin_rules(),
+            apis: Vec::new(),
+        };
         if let Some(rule) = side.get("site_rule").filter(|r| !r.is_null()) {
             let selector = rule["selector"].as_str().unwrap();
-            rules.sites.push((
-                UrlMatch::Host(page_url.host_str().unwrap().to_owned()),
-                SiteSelector::new(selector, rule["attribute"].as_str()).unwrap(),
-                selector.to_owned(),
-            ));
+            let host = page_url.host_str().unwrap();
+            rules.sites.insert(
+                0,
+                (
+                    UrlMatch::Host(host.to_owned()),
+                    SiteRule::single(
+                        host,
+                        SiteSelector::new(selector, rule["attribute"].as_str()).unwrap(),
+                        selector,
+                    ),
+                ),
+            );
         }
         let extractor = Extractor::new(rules, MAX_BYTES);
         let content_type = side["content_type"].as_str().unwrap_or("text/html");

@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a fetched body: through `decode_html` under one of several content types,
 //! then through the extractor with one of several rule sets (none, a CSS site rule on text, one on
-//! an attribute, a JSON API rule, a small size limit). Nothing may panic, and every report must be
-//! consistent: amounts are positive, and a report without an error has an amount and a currency.
+//! an attribute, the built-in Amazon set with its split prices, a JSON API rule, a small size
+//! limit). Nothing may panic, and every report must be consistent: amounts are positive, and a
+//! report without an error has an amount and a currency.
 
 #![no_main]
 
@@ -11,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use pricewatch::price::decode::decode_html;
 use pricewatch::price::extract::{Extractor, Report};
 use pricewatch::price::html::SiteSelector;
-use pricewatch::price::rules::{JsonApiRule, Rules, UrlMatch};
+use pricewatch::price::rules::{builtin_rules, JsonApiRule, Rules, SiteRule, UrlMatch};
 use pricewatch::price::Currency;
 use rust_decimal::Decimal;
 use url::Url;
@@ -30,9 +31,22 @@ static EXTRACTORS: LazyLock<Vec<Extractor>> = LazyLock::new(|| {
     let site = |selector: &str, attribute: Option<&str>| Rules {
         sites: vec![(
             host(),
-            SiteSelector::new(selector, attribute).expect("a valid selector"),
-            selector.to_owned(),
+            SiteRule::single(
+                "example.com",
+                SiteSelector::new(selector, attribute).expect("a valid selector"),
+                selector,
+            ),
         )],
+        apis: Vec::new(),
+    };
+    // The built-in Amazon set (several selectors, split whole/fraction prices) on this host.
+    let amazon = Rules {
+        sites: builtin_rules()
+            .into_iter()
+            .filter(|(_, r)| r.name == "amazon")
+            .take(1)
+            .map(|(_, r)| (host(), r))
+            .collect(),
         apis: Vec::new(),
     };
     let api = Rules {
@@ -51,6 +65,7 @@ static EXTRACTORS: LazyLock<Vec<Extractor>> = LazyLock::new(|| {
         Extractor::new(Rules::default(), MAX_BYTES),
         Extractor::new(site("div.price-box span.price", None), MAX_BYTES),
         Extractor::new(site("[data-price]", Some("data-price")), MAX_BYTES),
+        Extractor::new(amazon, MAX_BYTES),
         Extractor::new(api, MAX_BYTES),
         // Decoding may grow the text past the limit (one windows-1252 byte is up to three
         // UTF-8 bytes): the scanner's own size check must refuse it cleanly.

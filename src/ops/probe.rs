@@ -186,6 +186,71 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_marketplace_page_names_the_builtin_rule_set() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pages/site-amazon-de-split-comma-whole.html"
+        ));
+        let url = Some("https://www.amazon.de/dp/B0FIXT1501");
+        let out = page(Page::Saved { file, url }, &defaults(), false).unwrap();
+        assert!(
+            out.stdout.contains("price:        1299.00 EUR\n"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("method:       site-rule\n"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("rule set:     amazon (built-in): #corePriceDisplay_desktop_feature_div span.priceToPay span.a-price-whole + "),
+            "{}",
+            out.stdout
+        );
+        let out = page(Page::Saved { file, url }, &defaults(), true).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["method"], "site-rule");
+        assert_eq!(v["rule_set"]["name"], "amazon");
+        assert_eq!(v["rule_set"]["origin"], "built-in");
+        // The same page read as another host: no rule set, no price.
+        let out = page(Page::Saved { file, url: None }, &defaults(), true).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            (v["error"].as_str(), &v["rule_set"]),
+            (Some("no_price"), &serde_json::Value::Null)
+        );
+    }
+
+    #[test]
+    fn a_config_rule_overrides_the_builtin_set_in_the_probe() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pages/site-amazon-de-split-comma-whole.html"
+        ));
+        let config = crate::ops::config::load_str(
+            "rules.toml",
+            "[[site_rule]]\nhost = \"amazon.de\"\nname = \"uvp\"\n\
+             selector = \"#corePriceDisplay_desktop_feature_div span.a-text-price > span.a-offscreen\"\n",
+            std::iter::empty(),
+        )
+        .unwrap();
+        let url = Some("https://www.amazon.de/dp/B0FIXT1501");
+        let out = page(Page::Saved { file, url }, &config, false).unwrap();
+        assert!(
+            out.stdout.contains("price:        1499.00 EUR\n"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("rule set:     uvp ([[site_rule]] 1 in the config): "),
+            "{}",
+            out.stdout
+        );
+    }
+
+    #[test]
     fn a_missing_saved_page_or_a_bad_url_is_bad_input() {
         let file = Path::new("no-such-dir/page.html");
         let e = page(Page::Saved { file, url: None }, &defaults(), false).unwrap_err();

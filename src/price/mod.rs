@@ -11,6 +11,7 @@ pub mod html;
 pub mod lenient_json;
 pub mod parse;
 pub mod rules;
+pub mod sites;
 
 pub use currency::Currency;
 pub use parse::{parse_price, CurrencyFound, Hints, ParsedPrice, PriceError};

@@ -337,6 +337,7 @@ mod tests {
                 method: Some(Method::JsonLd),
                 candidates: vec![],
                 error: None,
+                rule_set: None,
             },
             validators: Validators {
                 etag: Some("\"v1\"".into()),
@@ -356,6 +357,7 @@ mod tests {
                 method: None,
                 candidates: vec![],
                 error: Some(ExtractError::NoPrice("looked everywhere".into())),
+                rule_set: None,
             },
             validators: Validators::default(),
             final_url: url::Url::parse("https://shop.example/p/1").expect("a URL"),

@@ -1166,6 +1166,7 @@ mod tests {
             method: None,
             candidates: Vec::new(),
             error: None,
+            rule_set: None,
         };
         assert_eq!(
             Observation::from_report(&report(Some("9.99"), Some("EUR"))),

@@ -450,6 +450,7 @@ mod tests {
                 method: None,
                 candidates: Vec::new(),
                 error: None,
+                rule_set: None,
             },
             final_url: "https://shop.example/p".parse().unwrap(),
             validators: Default::default(),

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use pricewatch::price::extract::{Extractor, Report};
-use pricewatch::price::html::SiteSelector;
-use pricewatch::price::rules::{JsonApiRule, Rules, UrlMatch};
+use pricewatch::price::rules::{JsonApiRule, Rules, SiteRuleConfig, UrlMatch};
 use pricewatch::price::Currency;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -70,19 +69,22 @@ impl Fixture {
         }
     }
 
-    /// The site or JSON API rule the side file names, for the fixture's host.
+    /// The site or JSON API rule the side file names, for the fixture's host, and the
+    /// built-in site rule sets, as a config with that rule would give.
     pub fn rules(&self) -> Rules {
         let host = self.url.host_str().unwrap().to_owned();
-        let mut rules = Rules::default();
+        let mut sites = Vec::new();
         if let Some(rule) = self.side.get("site_rule").filter(|r| !r.is_null()) {
-            let selector = rule["selector"].as_str().unwrap();
-            let attribute = rule["attribute"].as_str();
-            rules.sites.push((
-                UrlMatch::Host(host.clone()),
-                SiteSelector::new(selector, attribute).unwrap(),
-                selector.to_owned(),
-            ));
+            sites.push(SiteRuleConfig {
+                host: host.clone(),
+                selector: Some(rule["selector"].as_str().unwrap().to_owned()),
+                selectors: Vec::new(),
+                attribute: rule["attribute"].as_str().map(str::to_owned),
+                currency: None,
+                name: None,
+            });
         }
+        let mut rules = Rules::compile(&sites, &[]).unwrap();
         if let Some(api) = self.side.get("json_api").filter(|r| !r.is_null()) {
             rules.apis.push((
                 UrlMatch::Host(host),
@@ -131,6 +133,9 @@ impl Fixture {
                 &got["currency_source"], source,
                 "currency_source, {context}"
             );
+        }
+        if let Some(rule_set) = want.get("rule_set") {
+            assert_eq!(&got["rule_set"]["name"], rule_set, "rule_set, {context}");
         }
         let mut got_candidates: Vec<Decimal> = report
             .candidates

@@ -520,7 +520,7 @@ mod tests {
                     [[json_api]]\nurl = \"https://shop.example/products/*.js\"\n\
                     price_pointer = \"/variants/0/price\"\ncurrency = \"USD\"\nminor_units = true\n";
         let config = load_str("test.toml", good, []).unwrap();
-        assert_eq!(config.site_rule[0].selector, "span.price");
+        assert_eq!(config.site_rule[0].selector.as_deref(), Some("span.price"));
         assert_eq!(config.site_rule[0].attribute, None);
         assert!(config.json_api[0].minor_units);
 
@@ -533,6 +533,14 @@ mod tests {
         );
         assert!(
             text.contains("json_api: JSON API rule 1: price_pointer"),
+            "{text}"
+        );
+
+        let bad = "[[site_rule]]\nhost = \"amazon.de\"\nselectors = [\"b\", { whole = \"c[\" }]\ncurrency = \"XX\"\n";
+        let text = load_str("test.toml", bad, []).unwrap_err().to_string();
+        assert!(
+            text.contains("site_rule: site rule 1: selectors[1].whole: bad site selector `c[`")
+                && text.contains("site_rule: site rule 1: currency \"XX\""),
             "{text}"
         );
 

@@ -299,6 +299,7 @@ pub(super) fn from_offers(
         method: Some(method),
         candidates: vec![candidate(&offers[i], method)],
         error,
+        rule_set: None,
     })
 }
 

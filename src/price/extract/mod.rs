@@ -2,7 +2,8 @@
 //! price wins when a page offers several. Pure: the body comes in, a [`Report`] goes out.
 //!
 //! Sources, from the most to the least trusted: JSON-LD, microdata, meta tags, then a
-//! per-site CSS rule, or a JSON API rule for product APIs. The first source that yields a
+//! per-site CSS rule set (the config's `[[site_rule]]`, else a built-in one; `site`), or a
+//! JSON API rule for product APIs. The first source that yields a
 //! positive price for the product decides amount, currency, method and availability; the
 //! prices the other structured sources give for the same product are kept as candidates.
 //!
@@ -22,9 +23,9 @@ use url::Url;
 
 use super::currency::for_tld;
 use super::decode::decode_html;
-use super::html::{scan, PageFacts};
+use super::html::{scan_sites, PageFacts};
 use super::lenient_json::decode_entities;
-use super::rules::Rules;
+use super::rules::{RuleOrigin, Rules, SiteRule};
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
 
 mod choice;
@@ -33,6 +34,7 @@ mod json_ld;
 mod meta;
 mod microdata;
 mod report;
+mod site;
 
 use choice::{blank_offer, candidate, choose, settle, with_minor_digits, Offer};
 use json_api::extract_json_api;
@@ -40,6 +42,7 @@ use json_ld::from_json_ld;
 use meta::{from_meta, meta_content};
 use microdata::from_microdata;
 pub use report::ReportJson;
+use site::from_site_rule;
 
 /// Where a price came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -165,6 +168,22 @@ pub struct Report {
     /// when the page is unambiguous.
     pub candidates: Vec<Candidate>,
     pub error: Option<ExtractError>,
+    /// Which site rule set gave the price, when `method` is `site-rule`.
+    pub rule_set: Option<RuleSetUsed>,
+}
+
+/// The site rule set behind a `site-rule` price, as `probe` names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleSetUsed {
+    /// `amazon`, or a config rule's name (its host unless named).
+    pub name: String,
+    /// `built-in`, or `config` for a `[[site_rule]]`.
+    pub origin: &'static str,
+    /// The config rule's number, from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_rule: Option<usize>,
+    /// The selector (or whole + fraction pair) that gave the price.
+    pub selector: String,
 }
 
 impl Report {
@@ -177,6 +196,7 @@ impl Report {
             method: None,
             candidates: Vec::new(),
             error: Some(error),
+            rule_set: None,
         }
     }
 
@@ -220,15 +240,22 @@ impl Extractor {
             return extract_json_api(url, body, rule);
         }
         let (text, _) = decode_html(body, content_type);
-        let site = self.rules.sites.iter().find(|(m, _, _)| m.matches(url));
+        // The config's rules come first, so one for a host overrides its built-in set.
+        let site = self
+            .rules
+            .sites
+            .iter()
+            .find(|(m, _)| m.matches(url))
+            .map(|(_, r)| r);
         // The body's size was checked above; decoding a legacy charset may make it up to
         // three times longer in UTF-8 (one byte to U+FFFD or a CJK character).
         let decoded_limit = self.max_bytes.saturating_mul(3);
-        let facts = match scan(&text, site.map(|(_, s, _)| s), decoded_limit) {
+        let selectors = site.map_or(&[][..], |r| r.selectors.as_slice());
+        let facts = match scan_sites(&text, selectors, decoded_limit) {
             Ok(f) => f,
             Err(e) => return Report::failed(ExtractError::Unreadable(e.to_string())),
         };
-        from_facts(url, &facts, site.map(|(_, _, desc)| desc.as_str()))
+        from_facts(url, &facts, site)
     }
 }
 
@@ -254,7 +281,8 @@ const PRODUCT_TYPES: &[&str] = &[
 ];
 
 /// Applies the source order and the choice rule to one page's facts.
-pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Report {
+/// `site` is the rule set whose selectors the scan read (`facts.site_values`), if any.
+pub fn from_facts(url: &Url, facts: &PageFacts, site: Option<&SiteRule>) -> Report {
     let host = url.host_str().unwrap_or("");
     let variant = url
         .query_pairs()
@@ -272,18 +300,24 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
     let structured_priced = sources
         .iter()
         .any(|(_, f)| f.offers.iter().any(|o| o.price.is_some()));
-    if !structured_priced {
-        if let Some(text) = &facts.site_rule {
-            let mut found = Found::default();
-            found.offers.push(text_offer(
-                text,
-                None,
-                host,
-                Availability::Unknown,
-                format!("site rule {}", site_rule.unwrap_or("")),
-            ));
-            sources.push((Method::SiteRule, found));
-        }
+    let site_rule = site.map(looked_for_rule);
+    let site_rule = site_rule.as_deref();
+    let mut rule_set = None;
+    if let (false, Some(rule)) = (structured_priced, site) {
+        let (found, pick) = from_site_rule(rule, &facts.site_values, host);
+        rule_set = pick.map(|pick| RuleSetUsed {
+            name: rule.name.clone(),
+            origin: match rule.origin {
+                RuleOrigin::BuiltIn => "built-in",
+                RuleOrigin::Config { .. } => "config",
+            },
+            config_rule: match rule.origin {
+                RuleOrigin::BuiltIn => None,
+                RuleOrigin::Config { n } => Some(n),
+            },
+            selector: rule.describe(pick),
+        });
+        sources.push((Method::SiteRule, found));
     }
 
     let fallback_title = || {
@@ -314,6 +348,7 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
             method: None,
             candidates: Vec::new(),
             error: Some(error),
+            rule_set: None,
         };
     };
 
@@ -351,7 +386,14 @@ pub fn from_facts(url: &Url, facts: &PageFacts, site_rule: Option<&str>) -> Repo
         method: Some(method),
         candidates,
         error,
+        rule_set: rule_set.filter(|_| method == Method::SiteRule),
     }
+}
+
+/// The "no price" message's words for a rule set: its selectors and its name.
+fn looked_for_rule(rule: &SiteRule) -> String {
+    let picks: Vec<String> = rule.picks.iter().map(|&p| rule.describe(p)).collect();
+    format!("{} of {}", picks.join(", "), rule.label())
 }
 
 fn looked_for(sources: &[(Method, Found)], site_rule: Option<&str>) -> String {

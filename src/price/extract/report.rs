@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{Availability, Candidate, CurrencySource, ExtractError, Method, Report};
+use super::{Availability, Candidate, CurrencySource, ExtractError, Method, Report, RuleSetUsed};
 use crate::price::Currency;
 
 impl Method {
@@ -70,6 +70,16 @@ impl Report {
             "method:       {}\n",
             self.method.map_or("none", Method::as_str)
         ));
+        if let Some(r) = &self.rule_set {
+            let origin = match r.config_rule {
+                Some(n) => format!("[[site_rule]] {n} in the config"),
+                None => r.origin.to_owned(),
+            };
+            out.push_str(&format!(
+                "rule set:     {} ({origin}): {}\n",
+                r.name, r.selector
+            ));
+        }
         if self.candidates.len() > 1 {
             out.push_str(&format!("candidates:   {}\n", self.candidates.len()));
             for (i, c) in self.candidates.iter().enumerate() {
@@ -102,6 +112,8 @@ pub struct ReportJson<'a> {
     pub currency_source: Option<CurrencySource>,
     pub availability: Availability,
     pub method: Option<Method>,
+    /// Which site rule set gave a `site-rule` price.
+    pub rule_set: Option<&'a RuleSetUsed>,
     pub candidates: &'a [Candidate],
     pub error: Option<&'static str>,
     pub problem: Option<String>,
@@ -117,6 +129,7 @@ impl Report {
             currency_source: self.currency_source(),
             availability: self.availability,
             method: self.method,
+            rule_set: self.rule_set.as_ref(),
             candidates: &self.candidates,
             error: self.error.as_ref().map(ExtractError::code),
             problem: self.error.as_ref().map(ToString::to_string),

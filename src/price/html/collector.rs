@@ -46,7 +46,8 @@ pub(super) enum Target {
         count: usize,
     },
     H1,
-    Site,
+    /// The n-th site selector's first match.
+    Site(usize),
 }
 
 struct Capture {
@@ -116,14 +117,24 @@ pub(super) struct Collector {
     title: Option<Text>,
     title_done: bool,
     h1_done: bool,
-    site_done: bool,
-    site_hit: bool,
+    /// Site selectors (by index) that matched the element about to start, still unread.
+    site_hits: Vec<usize>,
 }
 
 impl Collector {
-    pub(super) fn site_hit(&mut self) {
-        if !self.site_done {
-            self.site_hit = true;
+    /// A collector for a scan with `selectors` site selectors: each gets one value slot.
+    pub(super) fn with_site_selectors(selectors: usize) -> Collector {
+        let mut c = Collector::default();
+        c.facts.site_values = vec![None; selectors];
+        c
+    }
+
+    /// Site selector `n` matches the next element; only its first match is read.
+    pub(super) fn site_hit(&mut self, n: usize) {
+        if self.facts.site_values.get(n).is_some_and(Option::is_none)
+            && !self.site_hits.contains(&n)
+        {
+            self.site_hits.push(n);
         }
     }
 
@@ -175,7 +186,7 @@ impl Collector {
         tag: &LolTag<'_, '_, '_>,
         can_have_content: bool,
         html_ns: bool,
-        site_attr: Option<&str>,
+        site_attrs: &[Option<String>],
     ) -> Option<u32> {
         self.end_text_runs();
         let name = tag.name();
@@ -183,7 +194,7 @@ impl Collector {
         if html_ns {
             self.implied_ends(name, kind);
         }
-        let site_hit = std::mem::take(&mut self.site_hit);
+        let site_hits = std::mem::take(&mut self.site_hits);
         let tracked = can_have_content && self.stack.len() < MAX_DEPTH;
         // Past the depth cap microdata is ignored entirely: without a stack entry its end could
         // not be seen, and properties would leak into the enclosing item.
@@ -216,15 +227,20 @@ impl Collector {
             captures: 0,
         };
 
-        if site_hit {
-            self.site_done = true;
-            match site_attr {
-                Some(a) => {
-                    self.facts.site_rule =
-                        Some(trim_ascii(&tag.get(a).unwrap_or_default()).to_owned());
+        for n in site_hits {
+            // Marks the slot taken at once, so a later match cannot claim it while this
+            // element's text is still being captured.
+            let value = match site_attrs.get(n).and_then(Option::as_deref) {
+                Some(a) => trim_ascii(&tag.get(a).unwrap_or_default()).to_owned(),
+                None => {
+                    if tracked {
+                        self.open_capture(Target::Site(n), &mut open);
+                    }
+                    String::new()
                 }
-                None if tracked => self.open_capture(Target::Site, &mut open),
-                None => self.facts.site_rule = Some(String::new()),
+            };
+            if let Some(slot) = self.facts.site_values.get_mut(n) {
+                *slot = Some(value);
             }
         }
 
@@ -302,7 +318,11 @@ impl Collector {
                 }
             }
             Target::H1 => self.facts.h1 = non_empty(c.text),
-            Target::Site => self.facts.site_rule = Some(c.text),
+            Target::Site(n) => {
+                if let Some(slot) = self.facts.site_values.get_mut(n) {
+                    *slot = Some(c.text);
+                }
+            }
         }
     }
 

@@ -43,8 +43,9 @@ pub struct PageFacts {
     pub title: Option<String>,
     /// Text content of the first `<h1>`, same normalisation; `None` when absent or empty.
     pub h1: Option<String>,
-    /// Value read by the site rule, when a SiteSelector was given and matched: the named attribute's value, or the element's text content (normalised). First match only.
-    pub site_rule: Option<String>,
+    /// One slot per site selector given to the scan, in the same order: the first matching
+    /// element's named attribute, or its text content (normalised); `None` when nothing matched.
+    pub site_values: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,12 +156,27 @@ pub enum HtmlError {
 
 /// Scans a decoded page. `limit` is the maximum accepted input length in bytes (refuse larger with HtmlError::TooLarge before any work).
 pub fn scan(html: &str, site: Option<&SiteSelector>, limit: usize) -> Result<PageFacts, HtmlError> {
-    scan_within(html, site, limit, TIME_LIMIT)
+    scan_within(
+        html,
+        site.map_or(&[], std::slice::from_ref),
+        limit,
+        TIME_LIMIT,
+    )
+}
+
+/// Scans a decoded page reading every site selector of a rule set in the same pass:
+/// `PageFacts::site_values` has one slot per selector, in order.
+pub fn scan_sites(
+    html: &str,
+    sites: &[SiteSelector],
+    limit: usize,
+) -> Result<PageFacts, HtmlError> {
+    scan_within(html, sites, limit, TIME_LIMIT)
 }
 
 fn scan_within(
     html: &str,
-    site: Option<&SiteSelector>,
+    sites: &[SiteSelector],
     limit: usize,
     time_limit: Duration,
 ) -> Result<PageFacts, HtmlError> {
@@ -170,14 +186,18 @@ fn scan_within(
             limit,
         });
     }
-    let state = Rc::new(RefCell::new(LolState::default()));
+    let state = Rc::new(RefCell::new(LolState {
+        collector: Collector::with_site_selectors(sites.len()),
+        pending: String::new(),
+    }));
     // lol_html's open-element stack is the only part of its state that grows with the input
     // (about 100 bytes per open element); 16 MiB allows ~150k-deep nesting, far beyond any real
     // page, and turns a hostile one into an error instead of unbounded growth.
     let parser_budget = 16 << 20;
     // Handlers run only for the elements that matter: a handler on every element (`*`) and on all
     // text halves lol_html's speed (benchmark in the issue). The site rule's element is added to
-    // both lists, so its handler always runs before the collector sees the element.
+    // both lists, so its handler always runs before the collector sees the element. A rule set's
+    // selectors all ride on this one pass.
     // Most pages carry only JSON-LD. Without microdata, lol_html need not read the attributes
     // of every tag nor report list, paragraph and table elements, which makes such pages about
     // a third faster to scan (BENCHMARKS.md).
@@ -186,12 +206,15 @@ fn scan_within(
     } else {
         (TRACKED_NO_MICRODATA, TEXT_NO_MICRODATA)
     };
-    let (tracked, text) = match site {
-        Some(s) => (
-            Cow::Owned(format!("{base_tracked}, {}", s.source)),
-            Cow::Owned(format!("{base_text}, {}", s.source)),
-        ),
-        None => (Cow::Borrowed(base_tracked), Cow::Borrowed(base_text)),
+    let (tracked, text) = if sites.is_empty() {
+        (Cow::Borrowed(base_tracked), Cow::Borrowed(base_text))
+    } else {
+        let extra: Vec<&str> = sites.iter().map(|s| s.source.as_str()).collect();
+        let extra = extra.join(", ");
+        (
+            Cow::Owned(format!("{base_tracked}, {extra}")),
+            Cow::Owned(format!("{base_text}, {extra}")),
+        )
     };
     let parse = |sel: &str| {
         sel.parse::<Selector>().map_err(|e| HtmlError::BadSelector {
@@ -199,25 +222,25 @@ fn scan_within(
             reason: e.to_string(),
         })
     };
-    let mut element_handlers = Vec::with_capacity(3);
-    if let Some(site) = site {
+    let mut element_handlers = Vec::with_capacity(sites.len() + 2);
+    for (n, site) in sites.iter().enumerate() {
         let st = Rc::clone(&state);
         element_handlers.push((
             Cow::Borrowed(&site.selector),
             ElementContentHandlers::default().element(move |_: &mut Element<'_, '_>| {
                 if let Ok(mut st) = st.try_borrow_mut() {
-                    st.collector.site_hit();
+                    st.collector.site_hit(n);
                 }
                 Ok(())
             }),
         ));
     }
     let st = Rc::clone(&state);
-    let attribute = site.and_then(|s| s.attribute.clone());
+    let attributes: Rc<[Option<String>]> = sites.iter().map(|s| s.attribute.clone()).collect();
     element_handlers.push((
         Cow::Owned(parse(&tracked)?),
         ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
-            on_element(&st, el, attribute.as_deref());
+            on_element(&st, el, &attributes);
             Ok(())
         }),
     ));
@@ -264,7 +287,11 @@ fn scan_within(
     Ok(collector.finish())
 }
 
-fn on_element(state: &Rc<RefCell<LolState>>, el: &mut Element<'_, '_>, site_attr: Option<&str>) {
+fn on_element(
+    state: &Rc<RefCell<LolState>>,
+    el: &mut Element<'_, '_>,
+    site_attrs: &[Option<String>],
+) {
     let Ok(mut st) = state.try_borrow_mut() else {
         return;
     };
@@ -275,7 +302,7 @@ fn on_element(state: &Rc<RefCell<LolState>>, el: &mut Element<'_, '_>, site_attr
     let html_ns = el.namespace_uri() == "http://www.w3.org/1999/xhtml";
     let serial = st
         .collector
-        .start(&view, el.can_have_content(), html_ns, site_attr);
+        .start(&view, el.can_have_content(), html_ns, site_attrs);
     drop(st);
     if let Some(serial) = serial {
         let st = Rc::clone(state);
@@ -437,22 +464,59 @@ mod tests {
                     <meta name=\"twitter:data1\" content=\" &euro;34,99 \">";
         let rule = SiteSelector::new("div.price-box span.price--current", None).unwrap();
         assert_eq!(
-            scan(page, Some(&rule), LIMIT).unwrap().site_rule.as_deref(),
+            scan(page, Some(&rule), LIMIT).unwrap().site_values[0].as_deref(),
             Some("4\u{a0}299,99 zł")
         );
         let rule = SiteSelector::new("meta[name=\"twitter:data1\"]", Some("content")).unwrap();
         assert_eq!(
-            scan(page, Some(&rule), LIMIT).unwrap().site_rule.as_deref(),
+            scan(page, Some(&rule), LIMIT).unwrap().site_values[0].as_deref(),
             Some("€34,99")
         );
         let rule = SiteSelector::new("#nothing", None).unwrap();
-        assert_eq!(scan(page, Some(&rule), LIMIT).unwrap().site_rule, None);
+        assert_eq!(scan(page, Some(&rule), LIMIT).unwrap().site_values, [None]);
         // The site rule's element can also be an itemprop.
         let page = "<div itemscope><span class=p itemprop=price>5 €</span></div>";
         let rule = SiteSelector::new("span.p", None).unwrap();
         let f = scan(page, Some(&rule), LIMIT).unwrap();
-        assert_eq!(f.site_rule.as_deref(), Some("5 €"));
+        assert_eq!(f.site_values[0].as_deref(), Some("5 €"));
         assert_eq!(text(prop(&f.items[0], "price").unwrap()), "5 €");
+    }
+
+    #[test]
+    fn several_site_selectors_are_read_in_one_pass() {
+        let page = "<div id=box><span class=\"a-price a-text-price\"><span class=a-offscreen>$9</span></span>\
+                    <span class=\"a-price priceToPay\"><span class=a-offscreen></span>\
+                    <span class=a-price-whole>1,299<span class=a-price-decimal>.</span></span>\
+                    <span class=a-price-fraction>99</span></span></div>\
+                    <span class=a-price-whole>5.</span><b data-p=\"7\">x</b>";
+        let sites = [
+            SiteSelector::new("#box span.priceToPay > span.a-offscreen", None).unwrap(),
+            SiteSelector::new(
+                "#box span.a-price:not(.a-text-price) span.a-price-whole",
+                None,
+            )
+            .unwrap(),
+            SiteSelector::new("#box span.a-price-fraction", None).unwrap(),
+            SiteSelector::new("span.a-price-whole", None).unwrap(),
+            SiteSelector::new("b", Some("data-p")).unwrap(),
+            SiteSelector::new("#absent", None).unwrap(),
+            // The same element as the second selector: both slots get it.
+            SiteSelector::new("span.a-price-whole", None).unwrap(),
+        ];
+        let f = scan_sites(page, &sites, LIMIT).unwrap();
+        let got: Vec<Option<&str>> = f.site_values.iter().map(Option::as_deref).collect();
+        assert_eq!(
+            got,
+            [
+                Some(""),
+                Some("1,299."),
+                Some("99"),
+                Some("1,299."),
+                Some("7"),
+                None,
+                Some("1,299.")
+            ]
+        );
     }
 
     #[test]
@@ -516,7 +580,7 @@ mod tests {
         while page.len() < LIMIT - 10 {
             page.push_str("</span>");
         }
-        let result = scan_within(&page, None, LIMIT, Duration::from_millis(200));
+        let result = scan_within(&page, &[], LIMIT, Duration::from_millis(200));
         assert!(
             matches!(result, Err(HtmlError::TooSlow { .. })),
             "{result:?}"
@@ -593,6 +657,7 @@ mod tests {
                 .as_str()
                 .unwrap_or("text/html; charset=utf-8");
             let (page, _) = decode_html(&body, Some(ct));
+            // Pages read by a built-in rule set are checked by the extractor's tests instead.
             let rule = side.get("site_rule").filter(|r| !r.is_null()).map(|r| {
                 SiteSelector::new(r["selector"].as_str().unwrap(), r["attribute"].as_str()).unwrap()
             });
@@ -616,8 +681,10 @@ mod tests {
                     "{name}: {:#?}",
                     f.metas
                 ),
-                (Some("site-rule"), Some(a)) => assert_eq!(
-                    f.site_rule.as_deref().map(|s| digits(s).trim_end_matches('0').to_owned()),
+                (Some("site-rule"), Some(a)) if rule.is_some() => assert_eq!(
+                    f.site_values[0]
+                        .as_deref()
+                        .map(|s| digits(s).trim_end_matches('0').to_owned()),
                     Some(a),
                     "{name}"
                 ),
