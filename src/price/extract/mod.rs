@@ -136,7 +136,8 @@ pub enum CurrencySource {
     /// The page gives a bare amount, or a sign several currencies share (`$`, `kr`), and the
     /// host's country-code domain decides (`.com.ar` is ARS); generic domains decide nothing.
     Domain,
-    /// The JSON API rule's configured currency.
+    /// A rule's currency: a JSON API rule's configured one, or a site rule's (a built-in
+    /// set's is its storefront's).
     Rule,
 }
 

@@ -14,10 +14,10 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 
 use super::choice::{blank_offer, Offer};
-use super::{text_offer, Availability, Found};
+use super::{text_offer, Availability, CurrencySource, Found};
 use crate::price::currency::for_tld;
 use crate::price::rules::{Pick, SiteRule};
-use crate::price::{Currency, CurrencyFound};
+use crate::price::{parse_price, Currency, CurrencyFound, Hints};
 
 /// The offer of the first pick that gives a price (or, failing that, the first that gives
 /// zero), with the pick that gave it.
@@ -34,7 +34,15 @@ pub(super) fn from_site_rule(
         let offer = match pick {
             Pick::One(i) => match value(i) {
                 Some(text) if !text.is_empty() => {
-                    text_offer(text, code, host, Availability::Unknown, source)
+                    let mut o = text_offer(text, code, host, Availability::Unknown, source);
+                    // The rule's currency is a hint to the parser, which counts a hint as
+                    // the page's; it is the rule's unless the text names that currency.
+                    if let Some((_, CurrencyFound::Known(found))) = o.price {
+                        if rule.currency == Some(found) && !states(text, found) {
+                            o.currency_source = Some(CurrencySource::Rule);
+                        }
+                    }
+                    o
                 }
                 _ => continue,
             },
@@ -47,11 +55,13 @@ pub(super) fn from_site_rule(
                 if amount.is_zero() {
                     o.zero = true;
                 } else {
-                    let currency = rule
-                        .currency
-                        .or_else(|| for_tld(host))
-                        .map_or(CurrencyFound::Unstated, CurrencyFound::Known);
+                    let (currency, from) = match (rule.currency, for_tld(host)) {
+                        (Some(c), _) => (CurrencyFound::Known(c), Some(CurrencySource::Rule)),
+                        (None, Some(c)) => (CurrencyFound::Known(c), Some(CurrencySource::Domain)),
+                        (None, None) => (CurrencyFound::Unstated, None),
+                    };
                     o.price = Some((amount, currency));
+                    o.currency_source = from;
                 }
                 o
             }
@@ -77,6 +87,19 @@ pub(super) fn from_site_rule(
         ),
         None => (Found::default(), None),
     }
+}
+
+/// Whether `text` read alone (no rule, no domain) names `currency`.
+fn states(text: &str, currency: Currency) -> bool {
+    let alone = Hints {
+        currency: None,
+        locale: None,
+        host: None,
+    };
+    matches!(
+        parse_price(text, &alone).map(|p| p.currency),
+        Ok(CurrencyFound::Known(c)) if c == currency
+    )
 }
 
 /// A price whose whole part and fraction are separate elements: the digits of each,
@@ -172,6 +195,7 @@ mod tests {
         );
         assert_eq!(price(&r), ("1299.00".into(), "EUR".into()));
         assert_eq!(r.method, Some(Method::SiteRule));
+        assert_eq!(r.currency_source(), Some(CurrencySource::Rule));
         let used = r.rule_set.as_ref().unwrap();
         assert_eq!((used.name.as_str(), used.origin), ("amazon", "built-in"));
         assert!(used.selector.contains("a-price-whole"), "{used:?}");
@@ -231,6 +255,8 @@ mod tests {
         let rules = Rules::compile(&[mine], &[]).unwrap();
         let r = extract(rules, "https://www.amazon.com.mx/dp/B0C1", &page);
         assert_eq!(price(&r), ("45.00".into(), "MXN".into()));
+        // `$` is the peso's sign too: the rule's currency decided.
+        assert_eq!(r.currency_source(), Some(CurrencySource::Rule));
         let used = r.rule_set.unwrap();
         assert_eq!(
             (used.name.as_str(), used.origin),
@@ -239,6 +265,7 @@ mod tests {
         // A shown sign still wins over the storefront's currency.
         let r = extract(builtin(), "https://www.amazon.com/dp/B0C1", "<div id=corePriceDisplay_desktop_feature_div><span class=\"a-price priceToPay\"><span class=a-offscreen>EUR 45.10</span></span></div>");
         assert_eq!(price(&r), ("45.10".into(), "EUR".into()));
+        assert_eq!(r.currency_source(), Some(CurrencySource::Page));
     }
 
     #[test]
