@@ -10,12 +10,16 @@ use tokio::sync::mpsc;
 use warp::http::StatusCode;
 use warp::Filter;
 
-/// An activity the bot sent.
-#[derive(Debug, Clone)]
-pub struct Arrival {
-    pub activity: Value,
-    /// An update of an activity already shown (`PUT …/activities/{id}`).
-    pub update: bool,
+/// What the chat's display queue carries, in the order it must be shown.
+#[derive(Debug)]
+pub enum Arrival {
+    /// An activity the bot sent; `update` when it replaces one already shown
+    /// (`PUT …/activities/{id}`).
+    Activity { activity: Value, update: bool },
+    /// Not from the bot: the chat's mark, answered once everything queued before it has
+    /// been shown (the bot posts a turn's replies before it answers the turn, so a mark
+    /// queued after that answer comes after them).
+    Shown(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The running endpoint; dropping it stops it.
@@ -137,7 +141,7 @@ fn accept(
     };
     let id = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     // The chat may be closing: the bot then sees its message accepted, which it was.
-    let _ = tx.send(Arrival { activity, update });
+    let _ = tx.send(Arrival::Activity { activity, update });
     warp::reply::with_status(
         warp::reply::json(&json!({ "id": format!("chat-activity-{id}") })),
         StatusCode::OK,
@@ -196,8 +200,10 @@ mod tests {
         assert_eq!(r.status(), 200);
         let got: Vec<(String, bool)> = (0..3)
             .map(|_| {
-                let a = rx.try_recv().unwrap();
-                (a.activity["text"].as_str().unwrap().to_owned(), a.update)
+                let Arrival::Activity { activity, update } = rx.try_recv().unwrap() else {
+                    panic!("not an activity");
+                };
+                (activity["text"].as_str().unwrap().to_owned(), update)
             })
             .collect();
         assert_eq!(

@@ -409,6 +409,8 @@ struct Chat {
     client: BotClient,
     addressing: Addressing,
     next_id: std::sync::atomic::AtomicU64,
+    /// The display queue, for marks behind the bot's replies.
+    arrivals: mpsc::UnboundedSender<Arrival>,
     _endpoint: ConnectorEndpoint,
 }
 
@@ -425,7 +427,7 @@ impl Chat {
             });
         let (arrivals, mut arrived) = mpsc::unbounded_channel::<Arrival>();
         let port = options.port.or(conversation.port).unwrap_or(0);
-        let endpoint = ConnectorEndpoint::start(port, options.port.is_none(), arrivals)
+        let endpoint = ConnectorEndpoint::start(port, options.port.is_none(), arrivals.clone())
             .await
             .map_err(|e| {
                 format!("cannot listen on 127.0.0.1:{port} for the bot's messages: {e}")
@@ -433,7 +435,14 @@ impl Chat {
         let shown = shared.clone();
         tokio::spawn(async move {
             while let Some(a) = arrived.recv().await {
-                shown.show_activity(&a.activity, a.update);
+                match a {
+                    Arrival::Activity { activity, update } => {
+                        shown.show_activity(&activity, update)
+                    }
+                    Arrival::Shown(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
         });
         conversation.port = Some(endpoint.addr().port());
@@ -458,6 +467,7 @@ impl Chat {
             client,
             addressing,
             next_id: std::sync::atomic::AtomicU64::new(now_ms().saturating_mul(1000)),
+            arrivals,
             _endpoint: endpoint,
         };
         let sink = &chat.shared.sink;
@@ -491,13 +501,18 @@ impl Chat {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Sends one activity and shows the replies that came back with the answer.
+    /// Sends one activity, and returns once the replies the bot posted during the turn
+    /// have been shown, then shows those that came back with the answer.
     async fn send(&self, activity: &Value) -> Result<(), String> {
         let replies = self
             .client
             .send(activity)
             .await
             .map_err(|e| e.to_string())?;
+        let (done, shown) = tokio::sync::oneshot::channel();
+        if self.arrivals.send(Arrival::Shown(done)).is_ok() {
+            let _ = shown.await;
+        }
         for reply in &replies {
             self.shared.show_activity(reply, false);
         }

@@ -139,16 +139,23 @@ fn shop_address(out: &str) -> (String, String) {
     (base, first)
 }
 
-#[tokio::test]
-async fn chat_shows_the_first_price_then_after_a_restart_the_alert_for_a_drop() {
-    let dir = tempfile::tempdir().unwrap();
+/// `demo --shop-only` as the shop: the process, its address, its first product's link and
+/// its port.
+async fn start_shop() -> (Collected, String, String, u16) {
     let mut shop = Collected::start(&["demo", "--shop-only"], &[]);
     let out = shop
         .wait_for_output("/control", Duration::from_secs(30))
         .await
         .unwrap();
     let (shop_url, product) = shop_address(&out);
-    let shop_port: u16 = shop_url.rsplit(':').next().unwrap().parse().unwrap();
+    let port = shop_url.rsplit(':').next().unwrap().parse().unwrap();
+    (shop, shop_url, product, port)
+}
+
+#[tokio::test]
+async fn chat_shows_the_first_price_then_after_a_restart_the_alert_for_a_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_shop, shop_url, product, shop_port) = start_shop().await;
 
     let daemon = RunningDaemon::start(&config(dir.path(), "127.0.0.1:0", shop_port))
         .await
@@ -448,13 +455,7 @@ async fn the_demo_in_a_terminal_goes_from_watch_to_alert_and_ctrl_c_cleans_up() 
 #[tokio::test]
 async fn a_restarted_chat_goes_on_in_the_same_conversation() {
     let dir = tempfile::tempdir().unwrap();
-    let mut shop = Collected::start(&["demo", "--shop-only"], &[]);
-    let out = shop
-        .wait_for_output("/control", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let (shop_url, product) = shop_address(&out);
-    let shop_port: u16 = shop_url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_shop, _, product, shop_port) = start_shop().await;
     let daemon = RunningDaemon::start(&config(dir.path(), "127.0.0.1:0", shop_port))
         .await
         .unwrap();
