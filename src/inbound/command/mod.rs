@@ -23,7 +23,11 @@
 //!   longer ones; 2-letter words (`ls`) are never suggested because almost any
 //!   short word is close to them. `hello there` therefore has no suggestion.
 //!   The suggestion is always the canonical word: `watch`, `list`, `unwatch`,
-//!   `history` or `help`.
+//!   `history` or `help`, or for a French word `surveiller`, `liste`, `arrêter`,
+//!   `historique` or `aide`.
+//! * French commands (`surveiller`, `liste`, `ne plus suivre`, `historique`, `aide`, and
+//!   `sous`/`seuil`, `baisse de`, `réassort`/`retour en stock` after a link) are understood
+//!   in every locale, accents optional; see `FRENCH_PHRASES`.
 //! * An empty message (or one that was only a mention) is `Unknown { suggestion: None }`;
 //!   the bot decides whether to answer with help.
 //! * A URL typed without a scheme needs a dotted host whose last label starts
@@ -167,10 +171,13 @@ pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Comman
     let stripped = strip_markup(text);
     let unwrapped = unwrap_markdown_links(&stripped);
     let words = words(&unwrapped);
-    let Some((first, args)) = words.split_first() else {
+    let Some((first, _)) = words.split_first() else {
         return Ok(Command::Unknown { suggestion: None });
     };
-    let name = command_name(first);
+    let (name, args) = match french_command(&words) {
+        Some((english, used)) => (english.to_owned(), &words[used..]),
+        None => (command_name(first), &words[1..]),
+    };
     match name.as_str() {
         "watch" => parse_watch(args, limits, locale),
         "list" | "ls" | "watches" => Ok(Command::List),
@@ -226,6 +233,64 @@ fn words(text: &str) -> Vec<&str> {
     words
 }
 
+/// French commands, one word or several, whatever the conversation's locale (a French
+/// speaker on an English-locale client is understood): the English command each means
+/// and how many words it took. Accents and case do not matter (`arreter`, `Arrêter`).
+fn french_command(words: &[&str]) -> Option<(&'static str, usize)> {
+    let first = fold(&command_name(words.first()?));
+    let said = |at: usize| words.get(at).map(|w| fold(&w.to_lowercase()));
+    FRENCH_PHRASES
+        .iter()
+        .find(|(phrase, _)| {
+            phrase.iter().enumerate().all(|(i, w)| {
+                if i == 0 {
+                    first == *w
+                } else {
+                    said(i).as_deref() == Some(*w)
+                }
+            })
+        })
+        .map(|(phrase, english)| (*english, phrase.len()))
+}
+
+/// Every French command, accents removed, with the English command it means. The longer
+/// phrases come first so that `ne plus suivre` is not read as something shorter.
+const FRENCH_PHRASES: &[(&[&str], &str)] = &[
+    (&["ne", "plus", "surveiller"], "unwatch"),
+    (&["ne", "plus", "suivre"], "unwatch"),
+    (&["mes", "surveillances"], "list"),
+    (&["mes", "suivis"], "list"),
+    (&["surveiller"], "watch"),
+    (&["suivre"], "watch"),
+    (&["liste"], "list"),
+    (&["lister"], "list"),
+    (&["arreter"], "unwatch"),
+    (&["supprimer"], "unwatch"),
+    (&["historique"], "history"),
+    (&["aide"], "help"),
+];
+
+/// The word with the accents French puts on letters removed, so `arrêter` and `arreter`
+/// are the same command; other characters are kept as they are.
+fn fold(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    for c in word.chars() {
+        match c {
+            'à' | 'â' | 'ä' => out.push('a'),
+            'é' | 'è' | 'ê' | 'ë' => out.push('e'),
+            'î' | 'ï' => out.push('i'),
+            'ô' | 'ö' => out.push('o'),
+            'ù' | 'û' | 'ü' => out.push('u'),
+            'ÿ' => out.push('y'),
+            'ç' => out.push('c'),
+            'œ' => out.push_str("oe"),
+            'æ' => out.push_str("ae"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Lower-cased command word without Telegram's leading `/` and `@botname`,
 /// and without sentence punctuation (`help?`, `list.`, `watch:`) unless that
 /// is the whole word (`?` is itself a command).
@@ -265,14 +330,25 @@ fn parse_rule(
     let Some(first) = args.first() else {
         return Ok(None);
     };
-    let keyword = first.to_lowercase();
-    if matches!(keyword.as_str(), "restock" | "restocked" | "stock") {
-        return match &args[1..] {
+    let keyword = fold(&first.to_lowercase());
+    let restock_words = match keyword.as_str() {
+        "restock" | "restocked" | "stock" | "reassort" | "dispo" | "disponible" => 1,
+        "retour"
+            if args.len() >= 3
+                && args[1].eq_ignore_ascii_case("en")
+                && args[2].eq_ignore_ascii_case("stock") =>
+        {
+            3
+        }
+        _ => 0,
+    };
+    if restock_words > 0 {
+        return match &args[restock_words..] {
             [] => Ok(Some(Rule::Restock)),
             rest => Err(unexpected(Verb::Watch, rest)),
         };
     }
-    if matches!(keyword.as_str(), "below" | "under" | "<") {
+    if matches!(keyword.as_str(), "below" | "under" | "<" | "sous" | "seuil") {
         return parse_target(&args[1..], locale).map(Some);
     }
     if let Some(attached) = first.strip_prefix('<') {
@@ -280,10 +356,12 @@ fn parse_rule(
         target.extend_from_slice(&args[1..]);
         return parse_target(&target, locale).map(Some);
     }
-    let (spec, explicit) = if keyword == "drop" {
+    let (spec, explicit) = if keyword == "drop" || keyword == "baisse" {
         let rest = &args[1..];
         match rest.first() {
-            Some(w) if w.eq_ignore_ascii_case("by") => (&rest[1..], true),
+            Some(w) if w.eq_ignore_ascii_case("by") || w.eq_ignore_ascii_case("de") => {
+                (&rest[1..], true)
+            }
             _ => (rest, true),
         }
     } else {
@@ -438,7 +516,10 @@ fn parse_unwatch(args: &[&str], limits: &Limits) -> Result<Command, CommandError
     let Some((first, rest)) = args.split_first() else {
         return Err(CommandError::MissingUnwatchTarget);
     };
-    let target = if first.eq_ignore_ascii_case("all") {
+    let target = if ["all", "tout", "tous", "toutes"]
+        .iter()
+        .any(|all| first.eq_ignore_ascii_case(all))
+    {
         UnwatchTarget::All
     } else if let Some(index) = parse_index(first) {
         UnwatchTarget::Index(index)
@@ -479,7 +560,9 @@ fn unexpected(command: Verb, words: &[&str]) -> CommandError {
     }
 }
 
-/// Every word that starts a command, with the canonical name suggested for it.
+/// Every word that starts a command, with the canonical name suggested for it: a
+/// misspelt French word suggests the French command, an English one the English command.
+/// French words are written here without accents, as [`fold`] leaves what was typed.
 const COMMAND_WORDS: &[(&str, &str)] = &[
     ("watch", "watch"),
     ("list", "list"),
@@ -492,13 +575,21 @@ const COMMAND_WORDS: &[(&str, &str)] = &[
     ("history", "history"),
     ("help", "help"),
     ("start", "help"),
+    ("surveiller", "surveiller"),
+    ("suivre", "surveiller"),
+    ("liste", "liste"),
+    ("lister", "liste"),
+    ("arreter", "arrêter"),
+    ("supprimer", "arrêter"),
+    ("historique", "historique"),
+    ("aide", "aide"),
 ];
 
 fn suggest(word: &str) -> Option<&'static str> {
-    let typed: Vec<char> = word.chars().collect();
-    // No command word has more than 7 letters, so longer text is never within
+    let typed: Vec<char> = fold(word).chars().collect();
+    // No command word has more than 10 letters, so longer text is never within
     // reach and is not worth the quadratic distance computation.
-    if typed.is_empty() || typed.len() > 9 {
+    if typed.is_empty() || typed.len() > 12 {
         return None;
     }
     let mut best: Option<(usize, &'static str)> = None;
@@ -1134,6 +1225,170 @@ mod tests {
         ]);
     }
 
+    /// Each case in both locales: French words are understood whatever the client says.
+    fn check_in_both_locales(cases: &[(&str, Result<Command, CommandError>)]) {
+        let mut failures = Vec::new();
+        for locale in ["fr-FR", "en-US"] {
+            for (input, expected) in cases {
+                let got = parse(input, &limits(), Some(locale));
+                if &got != expected {
+                    failures.push(format!(
+                        "{locale} {input:?}\n  expected {expected:?}\n  got      {got:?}"
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn french_commands_with_and_without_accents() {
+        let w = |rule| watch(U, rule);
+        let restock = || Some(Rule::Restock);
+        check_in_both_locales(&[
+            ("surveiller https://shop.example/p/123", w(None)),
+            ("Surveiller https://shop.example/p/123", w(None)),
+            ("/surveiller https://shop.example/p/123", w(None)),
+            ("suivre https://shop.example/p/123", w(None)),
+            ("SUIVRE https://shop.example/p/123 15%", w(drop_rule("15"))),
+            (
+                "suivre https://shop.example/p/123 baisse de 15 %",
+                w(drop_rule("15")),
+            ),
+            (
+                "surveiller https://shop.example/p/123 sous 149,99",
+                w(below("149.99")),
+            ),
+            (
+                "surveiller https://shop.example/p/123 seuil 149,99 €",
+                w(below("149.99")),
+            ),
+            (
+                "surveiller https://shop.example/p/123 SEUIL 1 299,00",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "299,00".into(),
+                }),
+            ),
+            (
+                "surveiller https://shop.example/p/123 réassort",
+                w(restock()),
+            ),
+            (
+                "surveiller https://shop.example/p/123 reassort",
+                w(restock()),
+            ),
+            ("surveiller https://shop.example/p/123 dispo", w(restock())),
+            (
+                "surveiller https://shop.example/p/123 retour en stock",
+                w(restock()),
+            ),
+            (
+                "surveiller https://shop.example/p/123 Retour En Stock",
+                w(restock()),
+            ),
+            ("liste", Ok(Command::List)),
+            ("Liste.", Ok(Command::List)),
+            ("lister", Ok(Command::List)),
+            ("mes suivis", Ok(Command::List)),
+            ("Mes surveillances", Ok(Command::List)),
+            ("arrêter 2", Ok(Command::Unwatch(UnwatchTarget::Index(2)))),
+            ("arreter 2", Ok(Command::Unwatch(UnwatchTarget::Index(2)))),
+            ("ARRÊTER tout", Ok(Command::Unwatch(UnwatchTarget::All))),
+            ("arrêter tous", Ok(Command::Unwatch(UnwatchTarget::All))),
+            (
+                "supprimer #2",
+                Ok(Command::Unwatch(UnwatchTarget::Index(2))),
+            ),
+            (
+                "ne plus suivre 2",
+                Ok(Command::Unwatch(UnwatchTarget::Index(2))),
+            ),
+            (
+                "Ne Plus Surveiller https://shop.example/p/123",
+                Ok(Command::Unwatch(UnwatchTarget::Url(url(U)))),
+            ),
+            (
+                "ne plus surveiller",
+                Err(CommandError::MissingUnwatchTarget),
+            ),
+            ("historique 2", Ok(Command::History(2))),
+            ("Historique #3", Ok(Command::History(3))),
+            ("aide", Ok(Command::Help)),
+            ("Aide ?", Ok(Command::Help)),
+            ("@pricewatch surveiller https://shop.example/p/123", w(None)),
+            // English keeps working beside French, in both locales.
+            (
+                "watch https://shop.example/p/123 below 149.99",
+                w(below("149.99")),
+            ),
+            ("list", Ok(Command::List)),
+            ("unwatch all", Ok(Command::Unwatch(UnwatchTarget::All))),
+        ]);
+        assert_eq!(
+            parse("historique 2 3", &limits(), Some("fr-FR")),
+            Err(CommandError::UnexpectedWords {
+                command: Verb::History,
+                words: "3".into()
+            })
+        );
+        // A phrase cut short is not a command.
+        assert_eq!(p("ne plus"), unknown(None));
+        assert_eq!(p("mes courses"), unknown(None));
+    }
+
+    #[test]
+    fn french_amounts_follow_the_amount_grammar() {
+        let w = |amount| watch(U, below(amount));
+        for locale in [Some("fr-FR"), Some("en-US"), None] {
+            for (text, amount) in [
+                ("surveiller https://shop.example/p/123 sous 99,90", "99.90"),
+                ("surveiller https://shop.example/p/123 sous 1.299", "1299"),
+                (
+                    "surveiller https://shop.example/p/123 sous 1.299,50",
+                    "1299.50",
+                ),
+                (
+                    "surveiller https://shop.example/p/123 sous 99,90EUR",
+                    "99.90",
+                ),
+            ] {
+                assert_eq!(
+                    parse(text, &limits(), locale),
+                    w(amount),
+                    "{locale:?} {text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn french_suggestions() {
+        check_in_both_locales(&[
+            (
+                "surveler https://shop.example/p/1",
+                unknown(Some("surveiller")),
+            ),
+            ("survieller", unknown(Some("surveiller"))),
+            (
+                "suivr https://shop.example/p/1",
+                unknown(Some("surveiller")),
+            ),
+            ("histroique 2", unknown(Some("historique"))),
+            ("historiqe 2", unknown(Some("historique"))),
+            ("lsite", unknown(Some("liste"))),
+            ("arêter 2", unknown(Some("arrêter"))),
+            ("arretre 2", unknown(Some("arrêter"))),
+            ("aied", unknown(Some("aide"))),
+            // Accents are compared without their marks, so they cost no edits.
+            ("hîstôrîqeu 2", unknown(Some("historique"))),
+            // English typos still suggest the English word.
+            ("histroy 1", unknown(Some("history"))),
+            ("lsit", unknown(Some("list"))),
+            ("wacth", unknown(Some("watch"))),
+        ]);
+    }
+
     #[test]
     fn unknown_without_suggestion() {
         check(&[
@@ -1318,6 +1573,12 @@ mod tests {
         // that needs no extra dependency. Deterministic so failures reproduce.
         const PIECES: &[&str] = &[
             "watch",
+            "surveiller",
+            "ne plus suivre",
+            "arrêter",
+            "sous",
+            "retour en",
+            "stock",
             "unwatch",
             "history",
             "list",
@@ -1402,6 +1663,25 @@ mod tests {
         use proptest::prelude::*;
         let word = prop::sample::select(vec![
             "watch",
+            "surveiller",
+            "suivre",
+            "Arrêter",
+            "ne",
+            "plus",
+            "mes",
+            "suivis",
+            "historique",
+            "liste",
+            "aide",
+            "sous",
+            "seuil",
+            "baisse",
+            "de",
+            "tout",
+            "réassort",
+            "retour",
+            "en",
+            "stock",
             "unwatch",
             "history",
             "list",
@@ -1481,6 +1761,27 @@ mod tests {
         })
     }
 
+    /// The command written back in French, as a French speaker would type it.
+    fn typed_fr(command: &Command) -> Option<String> {
+        let english = typed(command)?;
+        Some(match command {
+            Command::Watch { rule, .. } => {
+                let text = english.replacen("watch ", "surveiller ", 1);
+                match rule {
+                    Some(Rule::Below { .. }) => text.replacen(" below ", " seuil ", 1),
+                    Some(Rule::Restock) => text.replacen(" restock", " retour en stock", 1),
+                    _ => text,
+                }
+            }
+            Command::List => "mes suivis".to_owned(),
+            Command::Help => "Aide".to_owned(),
+            Command::History(n) => format!("historique {n}"),
+            Command::Unwatch(UnwatchTarget::All) => "ne plus suivre tout".to_owned(),
+            Command::Unwatch(_) => english.replacen("unwatch ", "arrêter ", 1),
+            Command::Unknown { .. } => return None,
+        })
+    }
+
     proptest::proptest! {
         /// Whatever arrives, parsing ends without a panic, an accepted link is stable,
         /// and an accepted command typed back the way a user would means the same.
@@ -1489,7 +1790,10 @@ mod tests {
             assert_sane(&text);
             if let Ok(command) = p(&text) {
                 if let Some(again) = typed(&command) {
-                    proptest::prop_assert_eq!(p(&again), Ok(command), "typed back as {:?}", again);
+                    proptest::prop_assert_eq!(p(&again), Ok(command.clone()), "typed back as {:?}", again);
+                }
+                if let Some(again) = typed_fr(&command) {
+                    proptest::prop_assert_eq!(p(&again), Ok(command), "typed back in French as {:?}", again);
                 }
             }
         }
@@ -1521,7 +1825,14 @@ mod tests {
                 _ => Command::History(index),
             };
             let text = typed(&command).unwrap();
-            proptest::prop_assert_eq!(p(&text), Ok(command), "{:?}", text);
+            proptest::prop_assert_eq!(p(&text), Ok(command.clone()), "{:?}", text);
+            let french = typed_fr(&command).unwrap();
+            proptest::prop_assert_eq!(
+                parse(&french, &limits(), Some("fr-FR")),
+                Ok(command),
+                "{:?}",
+                french
+            );
         }
     }
 
