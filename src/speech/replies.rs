@@ -36,18 +36,20 @@ pub fn help(lang: Lang) -> String {
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
             - `help`: this message\n\n\
-            Example: `watch https://shop.example/p/123 15%`"
+            Example: `watch https://shop.example/p/123 15%`\n\
+            The French commands (`surveiller`, `liste`, `arrêter`, `historique`, `aide`) work too."
             .to_owned(),
         Lang::Fr => "Voici ce que je sais faire :\n\n\
-            - `watch <lien>` : surveiller un produit et vous prévenir quand son prix baisse de 20 % par rapport à aujourd'hui\n\
-            - `watch <lien> 15%` : la même chose avec votre propre baisse\n\
-            - `watch <lien> below 149,99` : vous prévenir quand il coûte 149,99 ou moins\n\
-            - `watch <lien> restock` : vous prévenir quand un produit en rupture de stock est de nouveau disponible\n\
-            - `list` : vos surveillances, numérotées\n\
-            - `unwatch 2`, `unwatch <lien>` ou `unwatch all` : arrêter de surveiller\n\
-            - `history 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
-            - `help` : ce message\n\n\
-            Exemple : `watch https://shop.example/p/123 15%`"
+            - `surveiller <lien>` (ou `suivre <lien>`) : surveiller un produit et vous prévenir quand son prix baisse de 20 % par rapport à aujourd'hui\n\
+            - `surveiller <lien> 15%` : la même chose avec votre propre baisse\n\
+            - `surveiller <lien> sous 149,99` (ou `seuil 149,99`) : vous prévenir quand il coûte 149,99 ou moins\n\
+            - `surveiller <lien> réassort` (ou `retour en stock`) : vous prévenir quand un produit en rupture de stock est de nouveau disponible\n\
+            - `liste` (ou `mes suivis`) : vos surveillances, numérotées\n\
+            - `arrêter 2`, `arrêter <lien>` ou `arrêter tout` (ou `ne plus suivre 2`) : arrêter de surveiller\n\
+            - `historique 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
+            - `aide` : ce message\n\n\
+            Exemple : `surveiller https://shop.example/p/123 15%`\n\
+            Les commandes anglaises (`watch`, `list`, `unwatch`, `history`, `help`) marchent aussi."
             .to_owned(),
     }
 }
@@ -152,7 +154,7 @@ pub fn duplicate(lang: Lang, number: usize, watch: &Watch) -> String {
             watch.url
         ),
         Lang::Fr => format!(
-            "Vous surveillez déjà ce produit (n°{number}) : {}. Tapez `list` pour voir vos surveillances.",
+            "Vous surveillez déjà ce produit (n°{number}) : {}. Tapez `liste` pour voir vos surveillances.",
             watch.url
         ),
     }
@@ -164,7 +166,7 @@ pub fn limit_reached(lang: Lang, max: usize) -> String {
             "This conversation already has {max} watches, the most I keep. Remove one with `unwatch <number>` first."
         ),
         Lang::Fr => format!(
-            "Cette conversation a déjà {max} surveillances, le maximum. Supprimez-en une avec `unwatch <numéro>` d'abord."
+            "Cette conversation a déjà {max} surveillances, le maximum. Supprimez-en une avec `arrêter <numéro>` d'abord."
         ),
     }
 }
@@ -175,7 +177,7 @@ pub fn no_watches(lang: Lang) -> String {
             "You are not watching anything yet. Try `watch https://shop.example/p/123`.".to_owned()
         }
         Lang::Fr => {
-            "Vous ne surveillez rien pour l'instant. Essayez `watch https://shop.example/p/123`."
+            "Vous ne surveillez rien pour l'instant. Essayez `surveiller https://shop.example/p/123`."
                 .to_owned()
         }
     }
@@ -205,7 +207,7 @@ pub fn not_watching_url(lang: Lang, url: &str) -> String {
     match lang {
         Lang::En => format!("You are not watching {url}. Type `list` to see your watches."),
         Lang::Fr => {
-            format!("Vous ne surveillez pas {url}. Tapez `list` pour voir vos surveillances.")
+            format!("Vous ne surveillez pas {url}. Tapez `liste` pour voir vos surveillances.")
         }
     }
 }
@@ -217,7 +219,7 @@ pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
             "There is no watch #{n}: you have {count}. Type `list` to see their numbers."
         ),
         (Lang::Fr, _) => format!(
-            "Il n'y a pas de surveillance n°{n} : vous en avez {count}. Tapez `list` pour voir leurs numéros."
+            "Il n'y a pas de surveillance n°{n} : vous en avez {count}. Tapez `liste` pour voir leurs numéros."
         ),
     }
 }
@@ -238,10 +240,10 @@ pub fn unknown(lang: Lang, text: &str, suggestion: Option<&str>) -> String {
             format!("I did not understand “{shown}”. Type `help` for the commands.")
         }
         (Lang::Fr, Some(s)) => format!(
-            "Je n'ai pas compris « {shown} ». Vouliez-vous dire `{s}` ? Tapez `help` pour la liste des commandes."
+            "Je n'ai pas compris « {shown} ». Vouliez-vous dire `{s}` ? Tapez `aide` pour la liste des commandes."
         ),
         (Lang::Fr, None) => {
-            format!("Je n'ai pas compris « {shown} ». Tapez `help` pour la liste des commandes.")
+            format!("Je n'ai pas compris « {shown} ». Tapez `aide` pour la liste des commandes.")
         }
     }
 }
@@ -260,7 +262,7 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
     match error {
         E::Url(UrlError::Missing) => {
             if fr {
-                "Il manque le lien du produit. Exemple : `watch https://shop.example/p/123`"
+                "Il manque le lien du produit. Exemple : `surveiller https://shop.example/p/123`"
                     .to_owned()
             } else {
                 "Which product? Add its link, for example `watch https://shop.example/p/123`."
@@ -290,14 +292,14 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
         }
         E::Url(UrlError::Invalid { reason }) => {
             if fr {
-                format!("Ce lien n'est pas valide ({reason}). Exemple : `watch https://shop.example/p/123`")
+                format!("Ce lien n'est pas valide ({reason}). Exemple : `surveiller https://shop.example/p/123`")
             } else {
                 format!("That link is not valid ({reason}). Example: `watch https://shop.example/p/123`")
             }
         }
         E::InvalidDrop { text } => {
             if fr {
-                format!("« {text} » n'est pas un pourcentage. Exemple : `watch <lien> 15%`")
+                format!("« {text} » n'est pas un pourcentage. Exemple : `surveiller <lien> 15%`")
             } else {
                 format!("“{text}” is not a percentage. Example: `watch <link> 15%`")
             }
@@ -322,7 +324,7 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
         E::InvalidTarget { text } => {
             if fr {
                 format!(
-                    "« {text} » n'est pas un prix positif. Exemple : `watch <lien> below 149,99`"
+                    "« {text} » n'est pas un prix positif. Exemple : `surveiller <lien> sous 149,99`"
                 )
             } else {
                 format!("“{text}” is not a positive price. Example: `watch <link> below 149.99`")
@@ -333,7 +335,7 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
             words,
         } => {
             if fr {
-                format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`), un prix (`below 149,99`) ou `restock`, ou rien.")
+                format!("Je ne sais pas quoi faire de « {words} ». Après le lien, ajoutez une baisse (`15%`), un prix (`sous 149,99`) ou `réassort`, ou rien.")
             } else {
                 format!("I do not know what to do with “{words}”. After the link, add a drop (`15%`), a price (`below 149.99`) or `restock`, or nothing.")
             }
@@ -343,7 +345,7 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
             words,
         } => {
             if fr {
-                format!("Je ne sais pas quoi faire de « {words} ». `unwatch` arrête une surveillance à la fois : `unwatch 2` (le numéro vient de `list`), `unwatch <lien>` ou `unwatch all`.")
+                format!("Je ne sais pas quoi faire de « {words} ». `arrêter` arrête une surveillance à la fois : `arrêter 2` (le numéro vient de `liste`), `arrêter <lien>` ou `arrêter tout`.")
             } else {
                 format!("I do not know what to do with “{words}”. `unwatch` stops one watch at a time: `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.")
             }
@@ -353,21 +355,21 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
             words,
         } => {
             if fr {
-                format!("Je ne sais pas quoi faire de « {words} ». `history` montre une surveillance à la fois : `history 2` (le numéro vient de `list`).")
+                format!("Je ne sais pas quoi faire de « {words} ». `historique` montre une surveillance à la fois : `historique 2` (le numéro vient de `liste`).")
             } else {
                 format!("I do not know what to do with “{words}”. `history` shows one watch at a time: `history 2` (numbers come from `list`).")
             }
         }
         E::MissingUnwatchTarget => {
             if fr {
-                "Laquelle ? Tapez `unwatch 2` (le numéro vient de `list`), `unwatch <lien>` ou `unwatch all`.".to_owned()
+                "Laquelle ? Tapez `arrêter 2` (le numéro vient de `liste`), `arrêter <lien>` ou `arrêter tout`.".to_owned()
             } else {
                 "Which one? Type `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.".to_owned()
             }
         }
         E::InvalidIndex { text } => {
             if fr {
-                format!("« {text} » n'est pas un numéro de surveillance. Tapez `list` pour voir les numéros.")
+                format!("« {text} » n'est pas un numéro de surveillance. Tapez `liste` pour voir les numéros.")
             } else {
                 format!("“{text}” is not a watch number. Type `list` to see the numbers.")
             }
@@ -422,7 +424,7 @@ mod tests {
         assert_eq!(rule_text(Lang::En, &Rule::Restock), "a return to stock");
         assert_eq!(rule_text(Lang::Fr, &Rule::Restock), "un retour en stock");
         assert!(help(Lang::En).contains("`watch <link> restock`"));
-        assert!(help(Lang::Fr).contains("`watch <lien> restock`"));
+        assert!(help(Lang::Fr).contains("`surveiller <lien> réassort`"));
     }
 
     #[test]
@@ -479,11 +481,51 @@ mod tests {
 
     #[test]
     fn help_names_every_command_in_both_languages() {
-        for lang in [Lang::En, Lang::Fr] {
+        let english = ["watch", "list", "unwatch", "history", "help"];
+        let french = ["surveiller", "liste", "arrêter", "historique", "aide"];
+        for (lang, words) in [(Lang::En, english), (Lang::Fr, french)] {
             let h = help(lang);
-            for c in ["watch", "list", "unwatch", "history", "help"] {
-                assert!(h.contains(&format!("`{c}")), "{lang:?} help lacks {c}");
+            for c in words {
+                assert!(h.contains(&format!("- `{c}")), "{lang:?} help lacks {c}");
             }
         }
+        // The French help shows every French form the parser takes, each of which parses.
+        let fr = help(Lang::Fr);
+        for form in [
+            "`suivre <lien>`",
+            "`seuil 149,99`",
+            "`retour en stock`",
+            "`mes suivis`",
+            "`arrêter tout`",
+            "`ne plus suivre 2`",
+        ] {
+            assert!(fr.contains(form), "French help lacks {form}");
+        }
+        use crate::inbound::command::{parse, Command, Limits};
+        let (french_part, _) = fr.split_once("Les commandes anglaises").unwrap();
+        for example in french_part.split('`').skip(1).step_by(2) {
+            let example = example
+                .replace("<lien>", "https://shop.example/p/1")
+                .replace("seuil", "surveiller https://shop.example/p/1 seuil")
+                .replace(
+                    "retour en stock",
+                    "surveiller https://shop.example/p/1 retour en stock",
+                );
+            let parsed = parse(&example, &Limits::default(), Some("fr-FR"));
+            assert!(
+                matches!(parsed, Ok(ref c) if !matches!(c, Command::Unknown { .. })),
+                "French help example {example:?} parses as {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn french_replies_name_french_commands() {
+        let fr = unknown(Lang::Fr, "surveler", Some("surveiller"));
+        assert!(fr.contains("`surveiller`") && fr.contains("`aide`"), "{fr}");
+        let en = unknown(Lang::En, "wacth", Some("watch"));
+        assert!(en.contains("`watch`") && en.contains("`help`"), "{en}");
+        let missing = command_error(Lang::Fr, &CommandError::MissingUnwatchTarget);
+        assert!(missing.contains("`arrêter tout`"), "{missing}");
     }
 }
