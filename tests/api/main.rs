@@ -12,6 +12,7 @@ mod demo_shop;
 mod fakes;
 mod faults;
 mod fetch;
+mod french;
 mod helpers;
 mod listener;
 mod logs;
