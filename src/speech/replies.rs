@@ -36,8 +36,8 @@ pub fn help(lang: Lang) -> String {
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
             - `help`: this message\n\n\
-            Example: `watch https://shop.example/p/123 15%`\n\
-            The French commands (`surveiller`, `liste`, `arrêter`, `historique`, `aide`) work too."
+            The French commands (`surveiller`, `liste`, `arrêter`, `historique`, `aide`) work too.\n\n\
+            Example: `watch https://shop.example/p/123 15%`"
             .to_owned(),
         Lang::Fr => "Voici ce que je sais faire :\n\n\
             - `surveiller <lien>` (ou `suivre <lien>`) : surveiller un produit et vous prévenir quand son prix baisse de 20 % par rapport à aujourd'hui\n\
@@ -48,8 +48,8 @@ pub fn help(lang: Lang) -> String {
             - `arrêter 2`, `arrêter <lien>` ou `arrêter tout` (ou `ne plus suivre 2`) : arrêter de surveiller\n\
             - `historique 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
             - `aide` : ce message\n\n\
-            Exemple : `surveiller https://shop.example/p/123 15%`\n\
-            Les commandes anglaises (`watch`, `list`, `unwatch`, `history`, `help`) marchent aussi."
+            Les commandes anglaises (`watch`, `list`, `unwatch`, `history`, `help`) marchent aussi.\n\n\
+            Exemple : `surveiller https://shop.example/p/123 15%`"
             .to_owned(),
     }
 }
@@ -502,8 +502,11 @@ mod tests {
             assert!(fr.contains(form), "French help lacks {form}");
         }
         use crate::inbound::command::{parse, Command, Limits};
-        let (french_part, _) = fr.split_once("Les commandes anglaises").unwrap();
-        for example in french_part.split('`').skip(1).step_by(2) {
+        let french_part: Vec<&str> = fr
+            .lines()
+            .filter(|l| !l.starts_with("Les commandes anglaises"))
+            .collect();
+        for example in french_part.join("\n").split('`').skip(1).step_by(2) {
             let example = example
                 .replace("<lien>", "https://shop.example/p/1")
                 .replace("seuil", "surveiller https://shop.example/p/1 seuil")
