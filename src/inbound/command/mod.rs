@@ -95,6 +95,16 @@ pub enum Command {
     Unwatch(UnwatchTarget),
     /// Price history of the watch with this 1-based index, as the user typed it.
     History(usize),
+    /// A new rule for the watch with this 1-based index (`watch 2 15%`).
+    Change {
+        index: usize,
+        rule: Rule,
+    },
+    /// `pause` (`on_hold: true`) or `resume` watches.
+    Hold {
+        target: HoldTarget,
+        on_hold: bool,
+    },
     Help,
     /// Not a command; `suggestion` is the canonical command word it resembles.
     Unknown {
@@ -111,6 +121,14 @@ pub enum UnwatchTarget {
     All,
 }
 
+/// Which watches `pause` and `resume` apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldTarget {
+    /// 1-based, as shown by `list`.
+    Index(usize),
+    All,
+}
+
 /// A command that takes arguments: the one a malformed message meant, so the reply
 /// explains that command and no other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +136,8 @@ pub enum Verb {
     Watch,
     Unwatch,
     History,
+    Pause,
+    Resume,
 }
 
 impl std::fmt::Display for Verb {
@@ -126,6 +146,8 @@ impl std::fmt::Display for Verb {
             Verb::Watch => "watch",
             Verb::Unwatch => "unwatch",
             Verb::History => "history",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
         })
     }
 }
@@ -154,6 +176,10 @@ pub enum CommandError {
     MissingUnwatchTarget,
     #[error("`{text}` is not a watch number")]
     InvalidIndex { text: String },
+    #[error("watch {index} needs a new rule")]
+    MissingRule { index: usize },
+    #[error("{command} needs a watch number or `all`")]
+    MissingHoldTarget { command: Verb },
 }
 
 /// Parses a chat message into a command.
@@ -176,6 +202,8 @@ pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Comman
         "list" | "ls" | "watches" => Ok(Command::List),
         "unwatch" | "stop" | "remove" | "delete" => parse_unwatch(args, limits),
         "history" => parse_history(args),
+        "pause" => parse_hold(args, Verb::Pause),
+        "resume" | "reprendre" => parse_hold(args, Verb::Resume),
         "help" | "?" | "start" => Ok(Command::Help),
         _ => {
             let suggestion = if ProductUrl::parse(first, limits.max_url_len).is_ok() {
@@ -245,6 +273,9 @@ fn parse_watch(
     let Some((first, rest)) = args.split_first() else {
         return Err(CommandError::Url(UrlError::Missing));
     };
+    if let Some(index) = parse_index(first) {
+        return parse_change(index, rest, limits, locale);
+    }
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
         return Err(match args.iter().position(|w| looks_like_url(w)) {
@@ -255,6 +286,20 @@ fn parse_watch(
     let url = ProductUrl::parse(first, limits.max_url_len)?;
     let rule = parse_rule(rest, limits, locale)?;
     Ok(Command::Watch { url, rule })
+}
+
+/// `watch 2 15%`: a new rule for a watch the user already has, in the grammar a new watch's
+/// rule is written in.
+fn parse_change(
+    index: usize,
+    args: &[&str],
+    limits: &Limits,
+    locale: Option<&str>,
+) -> Result<Command, CommandError> {
+    match parse_rule(args, limits, locale)? {
+        Some(rule) => Ok(Command::Change { index, rule }),
+        None => Err(CommandError::MissingRule { index }),
+    }
 }
 
 fn parse_rule(
@@ -472,6 +517,28 @@ fn parse_history(args: &[&str]) -> Result<Command, CommandError> {
     }
 }
 
+fn parse_hold(args: &[&str], command: Verb) -> Result<Command, CommandError> {
+    let Some((first, rest)) = args.split_first() else {
+        return Err(CommandError::MissingHoldTarget { command });
+    };
+    let target = if first.eq_ignore_ascii_case("all") {
+        HoldTarget::All
+    } else if let Some(index) = parse_index(first) {
+        HoldTarget::Index(index)
+    } else {
+        return Err(CommandError::InvalidIndex {
+            text: (*first).to_owned(),
+        });
+    };
+    if !rest.is_empty() {
+        return Err(unexpected(command, rest));
+    }
+    Ok(Command::Hold {
+        target,
+        on_hold: command == Verb::Pause,
+    })
+}
+
 fn unexpected(command: Verb, words: &[&str]) -> CommandError {
     CommandError::UnexpectedWords {
         command,
@@ -490,6 +557,8 @@ const COMMAND_WORDS: &[(&str, &str)] = &[
     ("remove", "unwatch"),
     ("delete", "unwatch"),
     ("history", "history"),
+    ("pause", "pause"),
+    ("resume", "resume"),
     ("help", "help"),
     ("start", "help"),
 ];
@@ -1477,6 +1546,16 @@ mod tests {
             Command::Unwatch(UnwatchTarget::All) => "unwatch all".to_owned(),
             Command::Unwatch(UnwatchTarget::Index(n)) => format!("unwatch {n}"),
             Command::Unwatch(UnwatchTarget::Url(u)) => format!("unwatch {}", u.as_str()),
+            Command::Change { index, rule: r } => {
+                format!("watch {index}{}", rule(&Some(r.clone())))
+            }
+            Command::Hold { target, on_hold } => {
+                let verb = if *on_hold { "pause" } else { "resume" };
+                match target {
+                    HoldTarget::All => format!("{verb} all"),
+                    HoldTarget::Index(n) => format!("{verb} {n}"),
+                }
+            }
             Command::Unknown { .. } => return None,
         })
     }

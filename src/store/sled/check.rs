@@ -13,8 +13,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::integrity::{count, Delta};
 use super::io;
-use crate::domain::{CheckRecord, NewOutbox, OutboxEntry};
-use crate::store::codec::{encode, url_key, url_key_with, watch_key};
+use crate::domain::{CheckRecord, NewOutbox, OutboxEntry, Watch};
+use crate::store::codec::{decode, encode, url_key, url_key_with, watch_key};
 use crate::store::StoreError;
 
 /// The trees a check writes, owned by the writer thread.
@@ -117,9 +117,18 @@ fn apply_check(
     }
     // Whether each watch still exists, read once: a check's messages are mostly about the
     // watches it just updated.
+    // A watch whose rule or hold the user changed while the page was fetched is left as the
+    // user set it, and the check's messages about it are dropped like a removed watch's:
+    // they were decided by the old rule, or for a watch that is now paused.
     let mut exists: HashMap<Vec<u8>, bool> = HashMap::new();
-    for (k, v) in &prepared.watches {
-        let there = w.get(k)?.is_some();
+    for ((k, v), checked) in prepared.watches.iter().zip(&check.watches) {
+        let there = match w.get(k)? {
+            Some(bytes) => {
+                let stored: Watch = decode("watch", &bytes).map_err(abort)?;
+                stored.rule == checked.rule && stored.on_hold == checked.on_hold
+            }
+            None => false,
+        };
         if there {
             w.insert(k.clone(), v.clone())?;
         }
