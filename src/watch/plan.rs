@@ -493,6 +493,49 @@ mod tests {
         assert_eq!(plan.record.messages[0].watch_id, Some(2));
     }
 
+    #[test]
+    fn a_watch_on_hold_counts_nothing_and_alerts_after_resume() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a"), watch(2, "b")];
+        run(&mut p, &mut ws, &mut latest, priced(200), 0);
+        ws[1].on_hold = true;
+        assert!(!all_on_hold(&ws));
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(1));
+        assert!(plan.record.watches.iter().all(|w| w.id == 1));
+        // Resumed with its reference, it sees the price that fell while it was paused.
+        ws[1].on_hold = false;
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), 2 * HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(2));
+    }
+
+    #[test]
+    fn a_product_whose_watches_are_all_on_hold_is_postponed_untouched() {
+        let held = |id| Watch {
+            on_hold: true,
+            ..watch(id, "a")
+        };
+        assert!(all_on_hold(&[held(1), held(2)]));
+        assert!(!all_on_hold(&[held(1), watch(2, "b")]));
+        assert!(!all_on_hold(&[]));
+        let mut p = product();
+        p.health.failures = 2;
+        p.last_check_ms = Some(7);
+        let record = postpone(&p, 10 * HOUR, &cfg(), &mut SplitMix64::new(1));
+        assert!(record.product.next_due_ms > 10 * HOUR);
+        assert_eq!(
+            Product {
+                next_due_ms: p.next_due_ms,
+                ..record.product.clone()
+            },
+            p,
+            "only the due time moves"
+        );
+        assert!(record.change.is_none() && record.watches.is_empty() && record.messages.is_empty());
+    }
+
     fn with_stock(outcome: Outcome, availability: Availability, priced: bool) -> Outcome {
         let Outcome::Checked(Check::Read {
             mut report,

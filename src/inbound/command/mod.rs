@@ -1521,6 +1521,89 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn a_watch_number_with_a_rule_changes_that_watch() {
+        let change = |index, rule: Option<Rule>| {
+            Ok(Command::Change {
+                index,
+                rule: rule.unwrap(),
+            })
+        };
+        check(&[
+            ("watch 2 15%", change(2, drop_rule("15"))),
+            ("watch #2 drop by 12,5", change(2, drop_rule("12.5"))),
+            ("watch 2 below 99", change(2, below("99"))),
+            ("/watch 3 < €1.299", change(3, below("1299"))),
+            ("watch 1 restock", change(1, Some(Rule::Restock))),
+            ("watch 2", Err(CommandError::MissingRule { index: 2 })),
+            (
+                "watch 2 15",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "15".into(),
+                }),
+            ),
+            (
+                "watch 2 99%",
+                Err(CommandError::DropOutOfRange {
+                    percent: dec("99"),
+                    min: dec("1"),
+                    max: dec("95"),
+                }),
+            ),
+            // Not a watch number: still a missing link.
+            ("watch 0 15%", Err(CommandError::Url(UrlError::Missing))),
+        ]);
+    }
+
+    #[test]
+    fn pause_and_resume_take_a_number_or_all() {
+        let hold = |target, on_hold| Ok(Command::Hold { target, on_hold });
+        check(&[
+            ("pause 2", hold(HoldTarget::Index(2), true)),
+            ("Pause #2.", hold(HoldTarget::Index(2), true)),
+            ("pause ALL", hold(HoldTarget::All, true)),
+            ("resume 2", hold(HoldTarget::Index(2), false)),
+            ("/resume@pricewatch all", hold(HoldTarget::All, false)),
+            ("reprendre 1", hold(HoldTarget::Index(1), false)),
+            (
+                "pause",
+                Err(CommandError::MissingHoldTarget {
+                    command: Verb::Pause,
+                }),
+            ),
+            (
+                "resume",
+                Err(CommandError::MissingHoldTarget {
+                    command: Verb::Resume,
+                }),
+            ),
+            (
+                "pause it",
+                Err(CommandError::InvalidIndex { text: "it".into() }),
+            ),
+            (
+                "resume 2 now",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Resume,
+                    words: "now".into(),
+                }),
+            ),
+            (
+                "puase 2",
+                Ok(Command::Unknown {
+                    suggestion: Some("pause"),
+                }),
+            ),
+            (
+                "resme",
+                Ok(Command::Unknown {
+                    suggestion: Some("resume"),
+                }),
+            ),
+        ]);
+    }
+
     /// The command written back as a user would type it.
     fn typed(command: &Command) -> Option<String> {
         // An amount with exactly three decimals would read as grouped thousands

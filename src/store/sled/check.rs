@@ -281,6 +281,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_check_read_before_the_user_changed_a_watch_leaves_the_change_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let add = |u: &'static str| new_watch(&conv, u);
+        let w1 = added(
+            store
+                .add_watch(add("https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let url2 = "https://shop.example/p/1?x=2";
+        let w2 = added(store.add_watch(add(url2), 10).await.unwrap());
+        let product = store.product(&w1.url).await.unwrap().unwrap();
+        // The check read both watches; then the user changed one and paused the other.
+        let new_rule = crate::domain::Rule::Below {
+            amount: rust_decimal::Decimal::from(5),
+        };
+        let (_, changed) = store
+            .change_rule(&conv, w1.id, new_rule)
+            .await
+            .unwrap()
+            .unwrap();
+        let held = store.set_on_hold(&conv, &[w2.id], true).await.unwrap();
+        let (mut s1, mut s2) = (w1.clone(), w2.clone());
+        s1.trigger.fired = true;
+        s2.trigger.fired = true;
+        let queued = store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![s1, s2],
+                messages: vec![
+                    message("alert-1", &conv, Some(w1.id)),
+                    message("alert-2", &conv, Some(w2.id)),
+                ],
+                now_ms: 100,
+            })
+            .await
+            .unwrap();
+        assert!(queued.is_empty(), "{queued:?}");
+        assert_eq!(
+            store.watches(&conv).await.unwrap(),
+            [changed, held[0].clone()]
+        );
+    }
+
+    #[tokio::test]
     async fn a_check_for_a_product_nobody_watches_any_more_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&config(dir.path())).unwrap();
