@@ -35,6 +35,8 @@ pub fn help(lang: Lang) -> String {
             - `list`: your watches, numbered\n\
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
+            - `watch 2 15%` or `watch 2 below 99`: give watch 2 a new rule, keeping its history\n\
+            - `pause 2`, `resume 2` (or `all`): stop and restart checks and alerts without forgetting the watch\n\
             - `help`: this message\n\n\
             Example: `watch https://shop.example/p/123 15%`"
             .to_owned(),
@@ -46,6 +48,8 @@ pub fn help(lang: Lang) -> String {
             - `list` : vos surveillances, numérotées\n\
             - `unwatch 2`, `unwatch <lien>` ou `unwatch all` : arrêter de surveiller\n\
             - `history 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
+            - `watch 2 15%` ou `watch 2 below 99` : donner une nouvelle règle à la surveillance 2, en gardant son historique\n\
+            - `pause 2`, `resume 2` (ou `all`) : suspendre puis reprendre vérifications et alertes sans oublier la surveillance\n\
             - `help` : ce message\n\n\
             Exemple : `watch https://shop.example/p/123 15%`"
             .to_owned(),

@@ -23,7 +23,9 @@
 //!   longer ones; 2-letter words (`ls`) are never suggested because almost any
 //!   short word is close to them. `hello there` therefore has no suggestion.
 //!   The suggestion is always the canonical word: `watch`, `list`, `unwatch`,
-//!   `history` or `help`.
+//!   `history`, `pause`, `resume` or `help`.
+//! * `watch <n> <rule>` (a watch number where the link goes) changes that watch's rule;
+//!   `watch <n>` alone is [`CommandError::MissingRule`].
 //! * An empty message (or one that was only a mention) is `Unknown { suggestion: None }`;
 //!   the bot decides whether to answer with help.
 //! * A URL typed without a scheme needs a dotted host whose last label starts
