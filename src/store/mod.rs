@@ -205,7 +205,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives the conversation's watch `id` a new rule, keeping its reference and history
     /// and re-arming its alert ([`crate::domain::TriggerState::for_new_rule`]), durably.
-    /// Returns the watch before and after, or `None` when it is gone.
+    /// The rule it has already changes nothing. Returns the watch before and after, or
+    /// `None` when it is gone.
     fn change_rule<'a>(
         &'a self,
         key: &'a ConversationKey,

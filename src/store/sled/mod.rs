@@ -623,8 +623,9 @@ impl Store for SledStore {
         rule: Rule,
     ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
         Box::pin(async move {
+            // The same rule again changes nothing, its alert state included.
             let found = self.rewrite_watches(key, &[id], |w| {
-                Some(Watch {
+                (w.rule != rule).then(|| Watch {
                     rule: rule.clone(),
                     trigger: w.trigger.for_new_rule(),
                     ..w.clone()

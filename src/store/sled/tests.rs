@@ -598,6 +598,26 @@ async fn a_changed_rule_keeps_reference_and_history_and_survives_a_restart() {
         assert_eq!(after.rule, new_rule);
         assert_eq!(after.trigger.reference, fired.trigger.reference);
         assert!(!after.trigger.fired && after.trigger.below_count == 0);
+        // The same rule again leaves the alert state alone.
+        let mut fired_again = after.clone();
+        fired_again.trigger.fired = true;
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![fired_again.clone()],
+                messages: Vec::new(),
+                now_ms: 20,
+            })
+            .await
+            .unwrap();
+        let (b, a) = store
+            .change_rule(&conv, w.id, new_rule.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&b, &a), (&fired_again, &fired_again));
         // A watch of another conversation, or one that is gone, is not found.
         assert!(store
             .change_rule(&key("other"), w.id, new_rule.clone())
@@ -609,7 +629,7 @@ async fn a_changed_rule_keeps_reference_and_history_and_survives_a_restart() {
             .await
             .unwrap()
             .is_none());
-        (after, other)
+        (fired_again, other)
     };
     let store = SledStore::open(&config(dir.path())).unwrap();
     assert_eq!(store.watches(&conv).await.unwrap(), [w.clone(), other]);
