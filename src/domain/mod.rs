@@ -59,6 +59,11 @@ pub struct Watch {
     /// nothing is sent until the conversation writes again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// The user paused it (`pause <n>`): it counts nothing and sends nothing until `resume`,
+    /// and its product is not fetched for it. Separate from `paused`, which the channel
+    /// sets and clears on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_hold: bool,
 }
 
 impl Watch {
@@ -67,6 +72,20 @@ impl Watch {
         match self.rule {
             Rule::Restock => self.trigger.stock.is_none(),
             Rule::Drop { .. } | Rule::Below { .. } => self.trigger.reference.is_none(),
+        }
+    }
+}
+
+impl TriggerState {
+    /// The state a watch keeps when its rule changes to another of the same kind (a drop for
+    /// a price, a price for a drop): the reference, the last price and the currency report
+    /// stay, and the alert re-arms, so the next check measures the price against the new
+    /// line as if it had just been set (docs/rules.md, "Changing a watch").
+    pub fn for_new_rule(&self) -> TriggerState {
+        TriggerState {
+            fired: false,
+            below_count: 0,
+            ..self.clone()
         }
     }
 }

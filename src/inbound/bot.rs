@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::domain::{NewWatch, Product, Rule, Stock, Watch};
 use crate::error::Chain;
 use crate::inbound::activity::{OutboundActivity, ValidActivity};
-use crate::inbound::command::{self, Command, Limits, UnwatchTarget};
+use crate::inbound::command::{self, Command, HoldTarget, Limits, UnwatchTarget};
 use crate::shown::Shown;
 use crate::speech::replies::{self, Lang};
 use crate::speech::{listing, notices};
@@ -234,6 +234,43 @@ impl Bot {
                     .collect();
                 replies::removed(lang, &removed)
             }
+            Command::Change { index, rule } => {
+                let all = self.store.watches(&conversation).await?;
+                let Some(w) = all.get(index.wrapping_sub(1)) else {
+                    return Ok(replies::no_such_number(lang, index, all.len()));
+                };
+                // A restock watch keeps availability, a price watch a reference: neither
+                // has what the other kind needs, so the kind never changes.
+                if (w.rule == Rule::Restock) != (rule == Rule::Restock) {
+                    return Ok(replies::rule_kind_differs(lang, index, w));
+                }
+                match self.store.change_rule(&conversation, w.id, rule).await? {
+                    Some((before, after)) => {
+                        replies::rule_changed(lang, index, &before.rule, &after.rule)
+                    }
+                    // A concurrent `unwatch` won.
+                    None => replies::no_such_number(lang, index, all.len().saturating_sub(1)),
+                }
+            }
+            Command::Hold { target, on_hold } => {
+                let all = self.store.watches(&conversation).await?;
+                let chosen: Vec<(usize, &Watch)> = match target {
+                    HoldTarget::All => all.iter().enumerate().map(|(i, w)| (i + 1, w)).collect(),
+                    HoldTarget::Index(n) => match all.get(n.wrapping_sub(1)) {
+                        Some(w) => vec![(n, w)],
+                        None => return Ok(replies::no_such_number(lang, n, all.len())),
+                    },
+                };
+                let ids: Vec<u64> = chosen.iter().map(|(_, w)| w.id).collect();
+                let found = self.store.set_on_hold(&conversation, &ids, on_hold).await?;
+                let done: Vec<(usize, Watch)> = chosen
+                    .into_iter()
+                    .filter_map(|(n, w)| {
+                        found.iter().find(|f| f.id == w.id).map(|f| (n, f.clone()))
+                    })
+                    .collect();
+                replies::held(lang, on_hold, &done)
+            }
             Command::History(n) => {
                 let all = self.store.watches(&conversation).await?;
                 match all.get(n.wrapping_sub(1)) {
@@ -286,6 +323,7 @@ fn list_entry<'a>(
         last_check_ms: product.and_then(|p| p.last_check_ms),
         state,
         stock: w.trigger.stock,
+        on_hold: w.on_hold,
     }
 }
 

@@ -4,7 +4,7 @@
 //! The file is one JSON object per line, each with a `kind`: a header
 //! (`{"kind":"pricewatch-export","version":1,"exported_at":…}`), then every
 //! `conversation` (its reference and unreachable mark), `product` (validators, health and
-//! its whole price history), `watch` (rule, trigger state, paused) and `message` or
+//! its whole price history), `watch` (rule, trigger state, paused, on hold) and `message` or
 //! `dead_letter` (the outbox). The records are this module's own serde types, not the
 //! store's encoding (`store::codec`), so an export made by one version reads in a later
 //! one whatever the store's format became. Amounts are decimal strings, never numbers.
@@ -277,6 +277,9 @@ pub struct WatchRecord {
     pub created_at_ms: u64,
     pub trigger: TriggerRecord,
     pub paused: bool,
+    /// The user paused it (`pause <n>`); absent in files written before pausing existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -514,6 +517,7 @@ fn watch_record(w: &Watch) -> Record {
             }),
         },
         paused: w.paused,
+        on_hold: w.on_hold,
     })
 }
 
@@ -750,6 +754,7 @@ fn watch(w: WatchRecord) -> Result<Watch, RecordError> {
             },
         },
         paused: w.paused,
+        on_hold: w.on_hold,
     })
 }
 
@@ -1168,6 +1173,7 @@ mod tests {
             created_at_ms: id,
             trigger: TriggerState::default(),
             paused: false,
+            on_hold: false,
         };
         let mut fired = watch(
             4,
@@ -1209,6 +1215,7 @@ mod tests {
             },
         );
         paused.paused = true;
+        paused.on_hold = true;
         let watch_event = |event| OutboxMessage::Watch {
             url: p1.as_str().into(),
             title: Some("Skillet".into()),

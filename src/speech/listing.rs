@@ -42,6 +42,8 @@ pub struct ListEntry<'a> {
     pub state: WatchState,
     /// A restock watch's availability; `None` while it is pending (and for price watches).
     pub stock: Option<Stock>,
+    /// Paused by the user: shown on a line of its own, whatever the state says.
+    pub on_hold: bool,
 }
 
 /// What `list` says about a watch that has its first price.
@@ -174,6 +176,19 @@ pub fn list(lang: Lang, entries: &[ListEntry<'_>]) -> String {
 /// One watch in `list`: the product, then its current and first price, the
 /// alert line, the last check and its state; a watch without its first price is pending.
 pub fn list_line(lang: Lang, e: &ListEntry<'_>) -> String {
+    let line = watch_line(lang, e);
+    if !e.on_hold {
+        return line;
+    }
+    let n = e.number;
+    match lang {
+        Lang::En => format!("{line}\n   ⏸ paused: not checked, no alerts until `resume {n}`"),
+        Lang::Fr => format!("{line}\n   ⏸ en pause : ni vérification ni alerte avant `resume {n}`"),
+    }
+}
+
+/// A watch's `list` entry without its pause mark.
+fn watch_line(lang: Lang, e: &ListEntry<'_>) -> String {
     let head = format!("{}. {}", e.number, product_md(e.product));
     if *e.rule == Rule::Restock {
         return format!("{head}\n   {}", restock_parts(lang, e).join(" · "));
@@ -498,7 +513,27 @@ mod tests {
             last_check_ms: Some(NOV_25 + 50_700_000),
             state,
             stock: None,
+            on_hold: false,
         }
+    }
+
+    #[test]
+    fn a_paused_watch_says_so_under_its_line() {
+        let rule = Rule::Drop { percent: dec("15") };
+        let mut e = entry(&rule, Some(reference("100")), WatchState::Watching);
+        let running = list_line(Lang::En, &e);
+        assert!(!running.contains("paused"), "{running}");
+        e.on_hold = true;
+        let en = list_line(Lang::En, &e);
+        assert_eq!(
+            en,
+            format!("{running}\n   ⏸ paused: not checked, no alerts until `resume 3`")
+        );
+        let fr = list_line(Lang::Fr, &e);
+        assert!(
+            fr.ends_with("\n   ⏸ en pause : ni vérification ni alerte avant `resume 3`"),
+            "{fr}"
+        );
     }
 
     #[test]

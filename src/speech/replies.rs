@@ -35,6 +35,8 @@ pub fn help(lang: Lang) -> String {
             - `list`: your watches, numbered\n\
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
+            - `watch 2 15%` or `watch 2 below 99`: give watch 2 a new rule, keeping its history\n\
+            - `pause 2`, `resume 2` (or `all`): stop and restart checks and alerts without forgetting the watch\n\
             - `help`: this message\n\n\
             The French commands (`surveiller`, `liste`, `arrêter`, `historique`, `aide`) work too.\n\n\
             Example: `watch https://shop.example/p/123 15%`"
@@ -47,6 +49,8 @@ pub fn help(lang: Lang) -> String {
             - `liste` (ou `mes suivis`) : vos surveillances, numérotées\n\
             - `arrêter 2`, `arrêter <lien>` ou `arrêter tout` (ou `ne plus suivre 2`) : arrêter de surveiller\n\
             - `historique 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
+            - `surveiller 2 15%` ou `surveiller 2 sous 99` : donner une nouvelle règle à la surveillance 2, en gardant son historique\n\
+            - `pause 2`, `reprendre 2` (ou `pause all`, `reprendre all`) : suspendre puis reprendre vérifications et alertes sans oublier la surveillance\n\
             - `aide` : ce message\n\n\
             Les commandes anglaises (`watch`, `list`, `unwatch`, `history`, `help`) marchent aussi.\n\n\
             Exemple : `surveiller https://shop.example/p/123 15%`"
@@ -224,6 +228,82 @@ pub fn no_such_number(lang: Lang, n: usize, count: usize) -> String {
     }
 }
 
+/// `watch 2 15%` done: the old rule and the new one.
+pub fn rule_changed(lang: Lang, number: usize, before: &Rule, after: &Rule) -> String {
+    let (old, new) = (rule_text(lang, before), rule_text(lang, after));
+    if before == after {
+        return match lang {
+            Lang::En => format!("Watch #{number} already alerts on {new}; nothing changed."),
+            Lang::Fr => {
+                format!("La surveillance n°{number} alerte déjà pour {new} ; rien n'a changé.")
+            }
+        };
+    }
+    match lang {
+        Lang::En => format!(
+            "Watch #{number} changed: it alerted on {old}, it now alerts on {new}. Its first price and history stay; the new rule applies from the next check."
+        ),
+        Lang::Fr => format!(
+            "Surveillance n°{number} modifiée : elle alertait pour {old}, elle alerte désormais pour {new}. Son premier prix et son historique restent ; la nouvelle règle s'applique dès la prochaine vérification."
+        ),
+    }
+}
+
+/// `watch 2 restock` on a price watch, or a price rule on a restock watch: the two kinds keep
+/// different state, so the watch is not converted.
+pub fn rule_kind_differs(lang: Lang, number: usize, watch: &Watch) -> String {
+    let url = &watch.url;
+    match (lang, watch.rule == Rule::Restock) {
+        (Lang::En, false) => format!(
+            "Watch #{number} follows a price, so it cannot become a restock watch. To be told when it is back in stock, type `watch {url} restock` after `unwatch {number}`."
+        ),
+        (Lang::En, true) => format!(
+            "Watch #{number} waits for a return to stock, so it cannot take a price rule. To follow its price, type `watch {url} 15%` (or `below <price>`) after `unwatch {number}`."
+        ),
+        (Lang::Fr, false) => format!(
+            "La surveillance n°{number} suit un prix, elle ne peut pas devenir une alerte de retour en stock. Pour cela, tapez `unwatch {number}` puis `watch {url} restock`."
+        ),
+        (Lang::Fr, true) => format!(
+            "La surveillance n°{number} attend un retour en stock, elle ne peut pas prendre une règle de prix. Pour suivre son prix, tapez `unwatch {number}` puis `watch {url} 15%` (ou `below <prix>`)."
+        ),
+    }
+}
+
+/// `pause` or `resume` done, for the watches found (with their `list` numbers).
+pub fn held(lang: Lang, on_hold: bool, watches: &[(usize, Watch)]) -> String {
+    let numbers: Vec<String> = watches.iter().map(|(n, _)| format!("#{n}")).collect();
+    let numbers = numbers.join(", ");
+    match (lang, on_hold, watches.len()) {
+        (_, _, 0) => no_watches(lang),
+        (Lang::En, true, 1) => format!(
+            "Watch {numbers} paused: I will not check it or send anything about it until you type `resume {}`.",
+            watches[0].0
+        ),
+        (Lang::En, true, _) => format!(
+            "Watches {numbers} paused: I will not check them or send anything about them until you type `resume all`."
+        ),
+        (Lang::En, false, 1) => format!(
+            "Watch {numbers} resumed: it keeps its first price and history, and the next check compares the price with its rule again."
+        ),
+        (Lang::En, false, _) => format!(
+            "Watches {numbers} resumed: they keep their first price and history, and the next check compares the price with their rule again."
+        ),
+        (Lang::Fr, true, 1) => format!(
+            "Surveillance {numbers} en pause : je ne la vérifie plus et n'en envoie plus rien jusqu'à ce que vous tapiez `resume {}`.",
+            watches[0].0
+        ),
+        (Lang::Fr, true, _) => format!(
+            "Surveillances {numbers} en pause : je ne les vérifie plus et n'en envoie plus rien jusqu'à ce que vous tapiez `resume all`."
+        ),
+        (Lang::Fr, false, 1) => format!(
+            "Surveillance {numbers} reprise : elle garde son premier prix et son historique, et la prochaine vérification compare de nouveau le prix à sa règle."
+        ),
+        (Lang::Fr, false, _) => format!(
+            "Surveillances {numbers} reprises : elles gardent leur premier prix et leur historique, et la prochaine vérification compare de nouveau le prix à leur règle."
+        ),
+    }
+}
+
 /// A turn's reply as it is sent: what the bot wrote, with the user's text in it made
 /// harmless ([`crate::speech::format::visible`]).
 pub fn said(text: &str) -> String {
@@ -367,6 +447,32 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
                 "Which one? Type `unwatch 2` (numbers come from `list`), `unwatch <link>` or `unwatch all`.".to_owned()
             }
         }
+        E::UnexpectedWords {
+            command: command @ (Verb::Pause | Verb::Resume),
+            words,
+        } => {
+            if fr {
+                format!("Je ne sais pas quoi faire de « {words} ». Tapez `{command} 2` (le numéro vient de `list`) ou `{command} all`.")
+            } else {
+                format!("I do not know what to do with “{words}”. Type `{command} 2` (numbers come from `list`) or `{command} all`.")
+            }
+        }
+        E::MissingHoldTarget { command } => {
+            if fr {
+                format!("Laquelle ? Tapez `{command} 2` (le numéro vient de `list`) ou `{command} all`.")
+            } else {
+                format!(
+                    "Which one? Type `{command} 2` (numbers come from `list`) or `{command} all`."
+                )
+            }
+        }
+        E::MissingRule { index } => {
+            if fr {
+                format!("Quelle nouvelle règle pour la surveillance n°{index} ? Par exemple `watch {index} 15%` ou `watch {index} below 99`.")
+            } else {
+                format!("What new rule for watch #{index}? For example `watch {index} 15%` or `watch {index} below 99`.")
+            }
+        }
         E::InvalidIndex { text } => {
             if fr {
                 format!("« {text} » n'est pas un numéro de surveillance. Tapez `liste` pour voir les numéros.")
@@ -408,6 +514,7 @@ mod tests {
             created_at_ms: 0,
             trigger: Default::default(),
             paused: false,
+            on_hold: false,
         };
         let en = watch_added(Lang::En, 2, &watch, Checks::Running);
         assert!(

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::{AddWatch, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats};
 use crate::domain::{
-    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Unreachable,
-    Watch,
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Rule,
+    Unreachable, Watch,
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
@@ -283,6 +283,31 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         let (key, ids) = (key.clone(), ids.to_vec());
         self.run("remove_watches", Room::Half, move |s| {
             Box::pin(async move { s.remove_watches(&key, &ids).await })
+        })
+    }
+
+    fn change_rule<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        id: u64,
+        rule: Rule,
+    ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
+        let key = key.clone();
+        // Rewrites a record of about the same size: as much room as a removal needs.
+        self.run("change_rule", Room::Half, move |s| {
+            Box::pin(async move { s.change_rule(&key, id, rule).await })
+        })
+    }
+
+    fn set_on_hold<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+        on_hold: bool,
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        let (key, ids) = (key.clone(), ids.to_vec());
+        self.run("set_on_hold", Room::Half, move |s| {
+            Box::pin(async move { s.set_on_hold(&key, &ids, on_hold).await })
         })
     }
 

@@ -7,7 +7,7 @@
 //! roadmap) implements the same trait. No sled type leaves this module.
 //!
 //! Durability contract: a method whose result the caller will acknowledge to a user
-//! (`add_watch`, `remove_watches`, a new or moved conversation reference) returns only after
+//! (`add_watch`, `remove_watches`, `change_rule`, `set_on_hold`, a new or moved conversation reference) returns only after
 //! the change is on disk.
 
 mod codec;
@@ -19,10 +19,10 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::domain::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
+use crate::domain::{ProductUrl, Rule};
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
 pub use self::guarded::{GuardConfig, GuardedStore};
@@ -201,6 +201,26 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         key: &'a ConversationKey,
         ids: &'a [u64],
+    ) -> StoreFuture<'a, Vec<Watch>>;
+
+    /// Gives the conversation's watch `id` a new rule, keeping its reference and history
+    /// and re-arming its alert ([`crate::domain::TriggerState::for_new_rule`]), durably.
+    /// The rule it has already changes nothing. Returns the watch before and after, or
+    /// `None` when it is gone.
+    fn change_rule<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        id: u64,
+        rule: Rule,
+    ) -> StoreFuture<'a, Option<(Watch, Watch)>>;
+
+    /// Puts the given watches of the conversation on hold (`pause`) or takes them off it
+    /// (`resume`), durably; returns the watches found, as they are now (changed or not).
+    fn set_on_hold<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+        on_hold: bool,
     ) -> StoreFuture<'a, Vec<Watch>>;
 
     fn stats(&self) -> StoreFuture<'_, StoreStats>;

@@ -11,7 +11,7 @@ use crate::domain::{
 use crate::price::engine::Check;
 use crate::price::extract::Availability;
 use crate::random::RandomSource;
-use crate::watch::schedule::{Notice, ScheduleConfig};
+use crate::watch::schedule::{next_due, Notice, ScheduleConfig};
 use crate::watch::trigger::{step, Observation, TriggerConfig};
 
 /// How the check ended: what the engine read, or why it read nothing.
@@ -41,6 +41,32 @@ pub struct PlanConfig {
 pub struct Plan {
     pub record: CheckRecord,
     pub remove: Vec<Watch>,
+}
+
+/// Whether every watch of the product is paused by its user: the page is then not fetched
+/// at all, and [`postpone`] stands in for the check.
+pub fn all_on_hold(watches: &[Watch]) -> bool {
+    !watches.is_empty() && watches.iter().all(|w| w.on_hold)
+}
+
+/// What stands in for a check of a product whose every watch is on hold: nothing is fetched
+/// or counted (its health, validators and last check stay), and it comes due again after
+/// the normal interval, so a watch resumed meanwhile is checked within one interval.
+pub fn postpone(
+    product: &Product,
+    now_ms: u64,
+    cfg: &PlanConfig,
+    rng: &mut impl RandomSource,
+) -> CheckRecord {
+    let mut next = product.clone();
+    next.next_due_ms = next_due(now_ms, &cfg.schedule, rng);
+    CheckRecord {
+        product: next,
+        change: None,
+        watches: Vec::new(),
+        messages: Vec::new(),
+        now_ms,
+    }
 }
 
 /// Decides what the check of `product` means for it and for `watches` (all its watches).
@@ -107,7 +133,8 @@ pub fn plan(
     let mut changed = Vec::new();
     // A paused watch's conversation refuses messages: nothing counts for it until the
     // conversation writes again (docs/rules.md, "Delivery").
-    let watches: Vec<&Watch> = watches.iter().filter(|w| !w.paused).collect();
+    // One the user paused (`pause`) likewise, until `resume` (docs/rules.md, "Pausing").
+    let watches: Vec<&Watch> = watches.iter().filter(|w| !w.paused && !w.on_hold).collect();
     for &watch in &watches {
         if watch.is_pending() {
             let observation = observed.for_watch(watch);
@@ -324,6 +351,7 @@ mod tests {
             created_at_ms: 0,
             trigger: Default::default(),
             paused: false,
+            on_hold: false,
         }
     }
 
@@ -463,6 +491,49 @@ mod tests {
         let plan = run(&mut p, &mut ws, &mut latest, priced(150), 2 * HOUR);
         assert_eq!(kinds(&plan), ["alert"]);
         assert_eq!(plan.record.messages[0].watch_id, Some(2));
+    }
+
+    #[test]
+    fn a_watch_on_hold_counts_nothing_and_alerts_after_resume() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a"), watch(2, "b")];
+        run(&mut p, &mut ws, &mut latest, priced(200), 0);
+        ws[1].on_hold = true;
+        assert!(!all_on_hold(&ws));
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(1));
+        assert!(plan.record.watches.iter().all(|w| w.id == 1));
+        // Resumed with its reference, it sees the price that fell while it was paused.
+        ws[1].on_hold = false;
+        let plan = run(&mut p, &mut ws, &mut latest, priced(150), 2 * HOUR);
+        assert_eq!(kinds(&plan), ["alert"]);
+        assert_eq!(plan.record.messages[0].watch_id, Some(2));
+    }
+
+    #[test]
+    fn a_product_whose_watches_are_all_on_hold_is_postponed_untouched() {
+        let held = |id| Watch {
+            on_hold: true,
+            ..watch(id, "a")
+        };
+        assert!(all_on_hold(&[held(1), held(2)]));
+        assert!(!all_on_hold(&[held(1), watch(2, "b")]));
+        assert!(!all_on_hold(&[]));
+        let mut p = product();
+        p.health.failures = 2;
+        p.last_check_ms = Some(7);
+        let record = postpone(&p, 10 * HOUR, &cfg(), &mut SplitMix64::new(1));
+        assert!(record.product.next_due_ms > 10 * HOUR);
+        assert_eq!(
+            Product {
+                next_due_ms: p.next_due_ms,
+                ..record.product.clone()
+            },
+            p,
+            "only the due time moves"
+        );
+        assert!(record.change.is_none() && record.watches.is_empty() && record.messages.is_empty());
     }
 
     fn with_stock(outcome: Outcome, availability: Availability, priced: bool) -> Outcome {

@@ -399,6 +399,30 @@ mod tests {
     }
 
     #[test]
+    fn a_new_rule_rearms_against_the_same_reference() {
+        let c = TriggerConfig::default();
+        // Fired at 79 under a 20% drop from 100.
+        let (was, _) = run(&drop("20"), &c, &[eur("100"), eur("79")]);
+        assert!(was.fired);
+        let moved = was.for_new_rule();
+        assert_eq!(moved.reference, was.reference);
+        assert_eq!(moved.last, was.last);
+        assert!(!moved.fired && moved.below_count == 0);
+        // Still low enough for the new line: it alerts again, measured from 100.
+        let (next, events) = step(&moved, &drop("15"), &eur("79"), 600_000, &c);
+        assert!(fired(&events), "{events:?}");
+        assert!(next.fired);
+        // Not low enough for a deeper line: nothing, and armed for it.
+        let (next, events) = step(&moved, &below("70"), &eur("79"), 600_000, &c);
+        assert!(events.is_empty() && !next.fired, "{events:?}");
+        let (_, events) = step(&next, &below("70"), &eur("69"), 660_000, &c);
+        assert!(fired(&events), "{events:?}");
+        // Without the re-arm, the old `fired` would have kept the new line silent.
+        let (_, events) = step(&was, &drop("15"), &eur("79"), 600_000, &c);
+        assert!(!fired(&events), "{events:?}");
+    }
+
+    #[test]
     fn first_price_sets_the_reference_and_announces_the_line() {
         let (state, events) = run(&drop("20"), &TriggerConfig::default(), &[eur("199")]);
         let reference = Reference {

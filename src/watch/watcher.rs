@@ -25,7 +25,7 @@ use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::store::{Store, StoreError};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
-use crate::watch::plan::{plan, Outcome, PlanConfig};
+use crate::watch::plan::{all_on_hold, plan, postpone, Outcome, PlanConfig};
 use crate::watch::trigger::Observation;
 use crate::watch::FirstCheck;
 
@@ -318,9 +318,18 @@ impl Watcher {
             // Left behind by a crash during unwatch: nothing to check it for.
             return Ok(0);
         }
+        let plan_config = self.plan();
+        if all_on_hold(&watches) {
+            let now = self.inner.clock.now_ms();
+            let record = {
+                let mut rng = lock(&self.inner.rng);
+                postpone(product, now, &plan_config, &mut *rng)
+            };
+            store.record_check(record).await?;
+            return Ok(0);
+        }
         let latest = store.latest_point(&product.url).await?;
         let engine = self.engine();
-        let plan_config = self.plan();
         // Elapsed time, not the clock's: a manual clock must not make fetches look free.
         let started = std::time::Instant::now();
         let checked = engine

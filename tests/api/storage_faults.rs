@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pricewatch::app::ServiceHooks;
 use pricewatch::domain::{
-    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Unreachable,
-    Watch,
+    ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Rule,
+    Unreachable, Watch,
 };
 use pricewatch::inbound::activity::{ConversationKey, ConversationReference};
 use pricewatch::store::{
@@ -81,6 +81,22 @@ impl Store for Faulty {
         ids: &'a [u64],
     ) -> StoreFuture<'a, Vec<Watch>> {
         self.write(self.inner.remove_watches(key, ids))
+    }
+    fn change_rule<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        id: u64,
+        rule: Rule,
+    ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
+        self.write(self.inner.change_rule(key, id, rule))
+    }
+    fn set_on_hold<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+        on_hold: bool,
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        self.write(self.inner.set_on_hold(key, ids, on_hold))
     }
     fn stats(&self) -> StoreFuture<'_, StoreStats> {
         self.inner.stats()

@@ -23,11 +23,13 @@
 //!   longer ones; 2-letter words (`ls`) are never suggested because almost any
 //!   short word is close to them. `hello there` therefore has no suggestion.
 //!   The suggestion is always the canonical word: `watch`, `list`, `unwatch`,
-//!   `history` or `help`, or for a French word `surveiller`, `liste`, `arrêter`,
-//!   `historique` or `aide`.
+//!   `history`, `pause`, `resume` or `help`, or for a French word `surveiller`, `liste`,
+//!   `arrêter`, `historique`, `reprendre` or `aide`.
 //! * French commands (`surveiller`, `liste`, `ne plus suivre`, `historique`, `aide`, and
 //!   `sous`/`seuil`, `baisse de`, `réassort`/`retour en stock` after a link) are understood
 //!   in every locale, accents optional; see `FRENCH_PHRASES`.
+//! * `watch <n> <rule>` (a watch number where the link goes) changes that watch's rule;
+//!   `watch <n>` alone is [`CommandError::MissingRule`].
 //! * An empty message (or one that was only a mention) is `Unknown { suggestion: None }`;
 //!   the bot decides whether to answer with help.
 //! * A URL typed without a scheme needs a dotted host whose last label starts
@@ -99,6 +101,16 @@ pub enum Command {
     Unwatch(UnwatchTarget),
     /// Price history of the watch with this 1-based index, as the user typed it.
     History(usize),
+    /// A new rule for the watch with this 1-based index (`watch 2 15%`).
+    Change {
+        index: usize,
+        rule: Rule,
+    },
+    /// `pause` (`on_hold: true`) or `resume` watches.
+    Hold {
+        target: HoldTarget,
+        on_hold: bool,
+    },
     Help,
     /// Not a command; `suggestion` is the canonical command word it resembles.
     Unknown {
@@ -115,6 +127,14 @@ pub enum UnwatchTarget {
     All,
 }
 
+/// Which watches `pause` and `resume` apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldTarget {
+    /// 1-based, as shown by `list`.
+    Index(usize),
+    All,
+}
+
 /// A command that takes arguments: the one a malformed message meant, so the reply
 /// explains that command and no other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +142,8 @@ pub enum Verb {
     Watch,
     Unwatch,
     History,
+    Pause,
+    Resume,
 }
 
 impl std::fmt::Display for Verb {
@@ -130,6 +152,8 @@ impl std::fmt::Display for Verb {
             Verb::Watch => "watch",
             Verb::Unwatch => "unwatch",
             Verb::History => "history",
+            Verb::Pause => "pause",
+            Verb::Resume => "resume",
         })
     }
 }
@@ -158,6 +182,10 @@ pub enum CommandError {
     MissingUnwatchTarget,
     #[error("`{text}` is not a watch number")]
     InvalidIndex { text: String },
+    #[error("watch {index} needs a new rule")]
+    MissingRule { index: usize },
+    #[error("{command} needs a watch number or `all`")]
+    MissingHoldTarget { command: Verb },
 }
 
 /// Parses a chat message into a command.
@@ -183,6 +211,8 @@ pub fn parse(text: &str, limits: &Limits, locale: Option<&str>) -> Result<Comman
         "list" | "ls" | "watches" => Ok(Command::List),
         "unwatch" | "stop" | "remove" | "delete" => parse_unwatch(args, limits),
         "history" => parse_history(args),
+        "pause" => parse_hold(args, Verb::Pause),
+        "resume" | "reprendre" => parse_hold(args, Verb::Resume),
         "help" | "?" | "start" => Ok(Command::Help),
         _ => {
             let suggestion = if ProductUrl::parse(first, limits.max_url_len).is_ok() {
@@ -310,6 +340,9 @@ fn parse_watch(
     let Some((first, rest)) = args.split_first() else {
         return Err(CommandError::Url(UrlError::Missing));
     };
+    if let Some(index) = parse_index(first) {
+        return parse_change(index, rest, limits, locale);
+    }
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
         return Err(match args.iter().position(|w| looks_like_url(w)) {
@@ -320,6 +353,20 @@ fn parse_watch(
     let url = ProductUrl::parse(first, limits.max_url_len)?;
     let rule = parse_rule(rest, limits, locale)?;
     Ok(Command::Watch { url, rule })
+}
+
+/// `watch 2 15%`: a new rule for a watch the user already has, in the grammar a new watch's
+/// rule is written in.
+fn parse_change(
+    index: usize,
+    args: &[&str],
+    limits: &Limits,
+    locale: Option<&str>,
+) -> Result<Command, CommandError> {
+    match parse_rule(args, limits, locale)? {
+        Some(rule) => Ok(Command::Change { index, rule }),
+        None => Err(CommandError::MissingRule { index }),
+    }
 }
 
 fn parse_rule(
@@ -553,6 +600,28 @@ fn parse_history(args: &[&str]) -> Result<Command, CommandError> {
     }
 }
 
+fn parse_hold(args: &[&str], command: Verb) -> Result<Command, CommandError> {
+    let Some((first, rest)) = args.split_first() else {
+        return Err(CommandError::MissingHoldTarget { command });
+    };
+    let target = if first.eq_ignore_ascii_case("all") {
+        HoldTarget::All
+    } else if let Some(index) = parse_index(first) {
+        HoldTarget::Index(index)
+    } else {
+        return Err(CommandError::InvalidIndex {
+            text: (*first).to_owned(),
+        });
+    };
+    if !rest.is_empty() {
+        return Err(unexpected(command, rest));
+    }
+    Ok(Command::Hold {
+        target,
+        on_hold: command == Verb::Pause,
+    })
+}
+
 fn unexpected(command: Verb, words: &[&str]) -> CommandError {
     CommandError::UnexpectedWords {
         command,
@@ -573,6 +642,8 @@ const COMMAND_WORDS: &[(&str, &str)] = &[
     ("remove", "unwatch"),
     ("delete", "unwatch"),
     ("history", "history"),
+    ("pause", "pause"),
+    ("resume", "resume"),
     ("help", "help"),
     ("start", "help"),
     ("surveiller", "surveiller"),
@@ -1732,6 +1803,94 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn a_watch_number_with_a_rule_changes_that_watch() {
+        let change = |index, rule: Option<Rule>| {
+            Ok(Command::Change {
+                index,
+                rule: rule.unwrap(),
+            })
+        };
+        check(&[
+            ("watch 2 15%", change(2, drop_rule("15"))),
+            ("watch #2 drop by 12,5", change(2, drop_rule("12.5"))),
+            ("watch 2 below 99", change(2, below("99"))),
+            ("/watch 3 < €1.299", change(3, below("1299"))),
+            ("watch 1 restock", change(1, Some(Rule::Restock))),
+            // The French words, as the French help writes them.
+            ("surveiller 2 15%", change(2, drop_rule("15"))),
+            ("surveiller 2 sous 99", change(2, below("99"))),
+            ("suivre 2 seuil 99,90", change(2, below("99.90"))),
+            ("watch 2", Err(CommandError::MissingRule { index: 2 })),
+            (
+                "watch 2 15",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "15".into(),
+                }),
+            ),
+            (
+                "watch 2 99%",
+                Err(CommandError::DropOutOfRange {
+                    percent: dec("99"),
+                    min: dec("1"),
+                    max: dec("95"),
+                }),
+            ),
+            // Not a watch number: still a missing link.
+            ("watch 0 15%", Err(CommandError::Url(UrlError::Missing))),
+        ]);
+    }
+
+    #[test]
+    fn pause_and_resume_take_a_number_or_all() {
+        let hold = |target, on_hold| Ok(Command::Hold { target, on_hold });
+        check(&[
+            ("pause 2", hold(HoldTarget::Index(2), true)),
+            ("Pause #2.", hold(HoldTarget::Index(2), true)),
+            ("pause ALL", hold(HoldTarget::All, true)),
+            ("resume 2", hold(HoldTarget::Index(2), false)),
+            ("/resume@pricewatch all", hold(HoldTarget::All, false)),
+            ("reprendre 1", hold(HoldTarget::Index(1), false)),
+            ("reprendre all", hold(HoldTarget::All, false)),
+            (
+                "pause",
+                Err(CommandError::MissingHoldTarget {
+                    command: Verb::Pause,
+                }),
+            ),
+            (
+                "resume",
+                Err(CommandError::MissingHoldTarget {
+                    command: Verb::Resume,
+                }),
+            ),
+            (
+                "pause it",
+                Err(CommandError::InvalidIndex { text: "it".into() }),
+            ),
+            (
+                "resume 2 now",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Resume,
+                    words: "now".into(),
+                }),
+            ),
+            (
+                "puase 2",
+                Ok(Command::Unknown {
+                    suggestion: Some("pause"),
+                }),
+            ),
+            (
+                "resme",
+                Ok(Command::Unknown {
+                    suggestion: Some("resume"),
+                }),
+            ),
+        ]);
+    }
+
     /// The command written back as a user would type it.
     fn typed(command: &Command) -> Option<String> {
         // An amount with exactly three decimals would read as grouped thousands
@@ -1757,6 +1916,16 @@ mod tests {
             Command::Unwatch(UnwatchTarget::All) => "unwatch all".to_owned(),
             Command::Unwatch(UnwatchTarget::Index(n)) => format!("unwatch {n}"),
             Command::Unwatch(UnwatchTarget::Url(u)) => format!("unwatch {}", u.as_str()),
+            Command::Change { index, rule: r } => {
+                format!("watch {index}{}", rule(&Some(r.clone())))
+            }
+            Command::Hold { target, on_hold } => {
+                let verb = if *on_hold { "pause" } else { "resume" };
+                match target {
+                    HoldTarget::All => format!("{verb} all"),
+                    HoldTarget::Index(n) => format!("{verb} {n}"),
+                }
+            }
             Command::Unknown { .. } => return None,
         })
     }
@@ -1778,6 +1947,15 @@ mod tests {
             Command::History(n) => format!("historique {n}"),
             Command::Unwatch(UnwatchTarget::All) => "ne plus suivre tout".to_owned(),
             Command::Unwatch(_) => english.replacen("unwatch ", "arrêter ", 1),
+            Command::Change { rule, .. } => {
+                let text = english.replacen("watch ", "surveiller ", 1);
+                match rule {
+                    Rule::Below { .. } => text.replacen(" below ", " sous ", 1),
+                    _ => text,
+                }
+            }
+            Command::Hold { on_hold: false, .. } => english.replacen("resume ", "reprendre ", 1),
+            Command::Hold { .. } => english,
             Command::Unknown { .. } => return None,
         })
     }

@@ -13,8 +13,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::integrity::{count, Delta};
 use super::io;
-use crate::domain::{CheckRecord, NewOutbox, OutboxEntry};
-use crate::store::codec::{encode, url_key, url_key_with, watch_key};
+use crate::domain::{CheckRecord, NewOutbox, OutboxEntry, Watch};
+use crate::store::codec::{decode, encode, url_key, url_key_with, watch_key};
 use crate::store::StoreError;
 
 /// The trees a check writes, owned by the writer thread.
@@ -117,9 +117,18 @@ fn apply_check(
     }
     // Whether each watch still exists, read once: a check's messages are mostly about the
     // watches it just updated.
+    // A watch whose rule or hold the user changed while the page was fetched is left as the
+    // user set it, and the check's messages about it are dropped like a removed watch's:
+    // they were decided by the old rule, or for a watch that is now paused.
     let mut exists: HashMap<Vec<u8>, bool> = HashMap::new();
-    for (k, v) in &prepared.watches {
-        let there = w.get(k)?.is_some();
+    for ((k, v), checked) in prepared.watches.iter().zip(&check.watches) {
+        let there = match w.get(k)? {
+            Some(bytes) => {
+                let stored: Watch = decode("watch", &bytes).map_err(abort)?;
+                stored.rule == checked.rule && stored.on_hold == checked.on_hold
+            }
+            None => false,
+        };
         if there {
             w.insert(k.clone(), v.clone())?;
         }
@@ -269,6 +278,54 @@ mod tests {
         store.remove_delivered(later[1].id).await.unwrap();
         assert!(store.due_messages(u64::MAX, 10).await.unwrap().is_empty());
         assert_eq!(store.stats().await.unwrap().outbox, 0);
+    }
+
+    #[tokio::test]
+    async fn a_check_read_before_the_user_changed_a_watch_leaves_the_change_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let add = |u: &'static str| new_watch(&conv, u);
+        let w1 = added(
+            store
+                .add_watch(add("https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let url2 = "https://shop.example/p/1?x=2";
+        let w2 = added(store.add_watch(add(url2), 10).await.unwrap());
+        let product = store.product(&w1.url).await.unwrap().unwrap();
+        // The check read both watches; then the user changed one and paused the other.
+        let new_rule = crate::domain::Rule::Below {
+            amount: rust_decimal::Decimal::from(5),
+        };
+        let (_, changed) = store
+            .change_rule(&conv, w1.id, new_rule)
+            .await
+            .unwrap()
+            .unwrap();
+        let held = store.set_on_hold(&conv, &[w2.id], true).await.unwrap();
+        let (mut s1, mut s2) = (w1.clone(), w2.clone());
+        s1.trigger.fired = true;
+        s2.trigger.fired = true;
+        let queued = store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![s1, s2],
+                messages: vec![
+                    message("alert-1", &conv, Some(w1.id)),
+                    message("alert-2", &conv, Some(w2.id)),
+                ],
+                now_ms: 100,
+            })
+            .await
+            .unwrap();
+        assert!(queued.is_empty(), "{queued:?}");
+        assert_eq!(
+            store.watches(&conv).await.unwrap(),
+            [changed, held[0].clone()]
+        );
     }
 
     #[tokio::test]

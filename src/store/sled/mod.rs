@@ -26,10 +26,10 @@ use super::{
     AddWatch, Cause, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
     SCHEMA_VERSION,
 };
-use crate::domain::ProductUrl;
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
 };
+use crate::domain::{ProductUrl, Rule};
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 use crate::shown::Shown;
 
@@ -375,6 +375,7 @@ impl SledStore {
             created_at_ms: new.created_at_ms,
             trigger: Default::default(),
             paused: false,
+            on_hold: false,
         };
         let url = watch.url.as_str();
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
@@ -459,6 +460,48 @@ impl SledStore {
             removed.push(watch);
         }
         Ok(removed)
+    }
+
+    /// Rewrites watches of the conversation in one transaction, under the watch lock so a
+    /// check batch never interleaves; `change` returns `None` to leave a watch as it is.
+    /// Returns `(before, after)` for every watch found, after equal to before when unchanged.
+    fn rewrite_watches(
+        &self,
+        key: &ConversationKey,
+        ids: &[u64],
+        change: impl Fn(&Watch) -> Option<Watch>,
+    ) -> Result<Vec<(Watch, Watch)>, StoreError> {
+        let _guard = self
+            .watch_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut found = Vec::with_capacity(ids.len());
+        let mut writes = Vec::new();
+        for &id in ids {
+            let Some(bytes) = self.watches.get(watch_key(key, id)).map_err(io)? else {
+                continue;
+            };
+            let before = decode::<Watch>("watch", &bytes)?;
+            let after = match change(&before) {
+                Some(after) if after != before => {
+                    writes.push((watch_key(key, id), encode(&after)?));
+                    after
+                }
+                _ => before.clone(),
+            };
+            found.push((before, after));
+        }
+        if !writes.is_empty() {
+            self.watches
+                .transaction(|w| {
+                    for (k, v) in &writes {
+                        w.insert(k.clone(), v.clone())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+        }
+        Ok(found)
     }
 
     fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
@@ -570,6 +613,45 @@ impl Store for SledStore {
                 self.flush_now().await?;
             }
             Ok(removed)
+        })
+    }
+
+    fn change_rule<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        id: u64,
+        rule: Rule,
+    ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
+        Box::pin(async move {
+            // The same rule again changes nothing, its alert state included.
+            let found = self.rewrite_watches(key, &[id], |w| {
+                (w.rule != rule).then(|| Watch {
+                    rule: rule.clone(),
+                    trigger: w.trigger.for_new_rule(),
+                    ..w.clone()
+                })
+            })?;
+            // Flushed even when nothing changed: the reply acknowledges the rule either way.
+            self.flush_now().await?;
+            Ok(found.into_iter().next())
+        })
+    }
+
+    fn set_on_hold<'a>(
+        &'a self,
+        key: &'a ConversationKey,
+        ids: &'a [u64],
+        on_hold: bool,
+    ) -> StoreFuture<'a, Vec<Watch>> {
+        Box::pin(async move {
+            let found = self.rewrite_watches(key, ids, |w| {
+                Some(Watch {
+                    on_hold,
+                    ..w.clone()
+                })
+            })?;
+            self.flush_now().await?;
+            Ok(found.into_iter().map(|(_, after)| after).collect())
         })
     }
 

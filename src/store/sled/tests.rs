@@ -548,3 +548,154 @@ async fn a_snapshot_is_restored_only_into_an_empty_store() {
     assert!(err.to_string().contains("data"), "{err}");
     assert_eq!(store.stats().await.unwrap(), before);
 }
+
+#[tokio::test]
+async fn a_changed_rule_keeps_reference_and_history_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = key("c");
+    let (w, other) = {
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let w = added(
+            store
+                .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let other = added(
+            store
+                .add_watch(new_watch(&conv, "https://shop.example/p/2"), 10)
+                .await
+                .unwrap(),
+        );
+        let mut fired = w.clone();
+        fired.trigger.reference = Some(crate::domain::Reference {
+            amount: Decimal::from(100),
+            currency: crate::price::Currency::parse("EUR").unwrap(),
+            at_ms: 10,
+        });
+        fired.trigger.fired = true;
+        fired.trigger.below_count = 2;
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        store
+            .record_check(CheckRecord {
+                product,
+                change: Some(point(10, 100)),
+                watches: vec![fired.clone()],
+                messages: Vec::new(),
+                now_ms: 10,
+            })
+            .await
+            .unwrap();
+        let new_rule = Rule::Below {
+            amount: Decimal::from(99),
+        };
+        let (before, after) = store
+            .change_rule(&conv, w.id, new_rule.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(before, fired);
+        assert_eq!(after.rule, new_rule);
+        assert_eq!(after.trigger.reference, fired.trigger.reference);
+        assert!(!after.trigger.fired && after.trigger.below_count == 0);
+        // The same rule again leaves the alert state alone.
+        let mut fired_again = after.clone();
+        fired_again.trigger.fired = true;
+        let product = store.product(&w.url).await.unwrap().unwrap();
+        store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![fired_again.clone()],
+                messages: Vec::new(),
+                now_ms: 20,
+            })
+            .await
+            .unwrap();
+        let (b, a) = store
+            .change_rule(&conv, w.id, new_rule.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&b, &a), (&fired_again, &fired_again));
+        // A watch of another conversation, or one that is gone, is not found.
+        assert!(store
+            .change_rule(&key("other"), w.id, new_rule.clone())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .change_rule(&conv, u64::MAX, new_rule)
+            .await
+            .unwrap()
+            .is_none());
+        (fired_again, other)
+    };
+    let store = SledStore::open(&config(dir.path())).unwrap();
+    assert_eq!(store.watches(&conv).await.unwrap(), [w.clone(), other]);
+    assert_eq!(store.history(&w.url).await.unwrap(), [point(10, 100)]);
+}
+
+#[tokio::test]
+async fn watches_go_on_hold_and_come_off_it_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = key("c");
+    let ids = {
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let mut ids = Vec::new();
+        for u in ["https://a.example/1", "https://b.example/2"] {
+            ids.push(added(store.add_watch(new_watch(&conv, u), 10).await.unwrap()).id);
+        }
+        let held = store.set_on_hold(&conv, &ids, true).await.unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(held.iter().all(|w| w.on_hold));
+        // Already on hold: found, unchanged.
+        let again = store.set_on_hold(&conv, &ids[..1], true).await.unwrap();
+        assert_eq!(again, held[..1]);
+        ids
+    };
+    let store = SledStore::open(&config(dir.path())).unwrap();
+    assert!(store
+        .watches(&conv)
+        .await
+        .unwrap()
+        .iter()
+        .all(|w| w.on_hold));
+    let resumed = store.set_on_hold(&conv, &ids[1..], false).await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    let now: Vec<bool> = store
+        .watches(&conv)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.on_hold)
+        .collect();
+    assert_eq!(now, [true, false]);
+    assert!(store
+        .set_on_hold(&key("other"), &ids, false)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_watch_written_before_pausing_existed_reads_as_not_on_hold() {
+    let conv = key("c");
+    let mut w = Watch {
+        id: 1,
+        conversation: conv,
+        user: None,
+        url: ProductUrl::parse("https://a.example/1", 2048).unwrap(),
+        rule: Rule::Restock,
+        created_at_ms: 1,
+        trigger: Default::default(),
+        paused: false,
+        on_hold: false,
+    };
+    let json = serde_json::to_value(&w).unwrap();
+    assert!(json.get("on_hold").is_none(), "{json}");
+    assert_eq!(serde_json::from_value::<Watch>(json).unwrap(), w);
+    w.on_hold = true;
+    let back: Watch = serde_json::from_value(serde_json::to_value(&w).unwrap()).unwrap();
+    assert!(back.on_hold);
+}
