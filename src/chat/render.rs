@@ -1389,7 +1389,7 @@ mod tests {
             plain(&m.text),
             "Je n'arrive plus à lire le prix de Kettle <https://shop.example/p/1> (n°3) \
              depuis le 1 nov. 2026 : no price found: ambiguous_currency. Je continue d'essayer \
-             et vous préviendrai quand cela remarchera. Pour ne plus le surveiller, tapez unwatch 3."
+             et vous préviendrai quand cela remarchera. Pour ne plus le surveiller, tapez arrêter 3."
         );
 
         // `list` and `history`, as their own tests show them.

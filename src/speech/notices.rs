@@ -218,7 +218,7 @@ pub fn first_fetch_failed(lang: Lang, url: &str, reason: &str) -> Message {
         Lang::Fr => format!(
             "Je n'ai pas pu lire de prix sur {url} : {reason}. Je ne garde pas cette surveillance. \
              Vérifiez que le lien ouvre la page du produit lui-même (pas une recherche, un panier ou une page de connexion), \
-             puis renvoyez `watch <lien>`."
+             puis renvoyez `surveiller <lien>`."
         ),
     })
 }
@@ -333,7 +333,7 @@ pub fn currency_changed(
         Lang::Fr => format!(
             "{p} ({n}) est désormais affiché en {seen} et non plus en {reference} : je ne peux plus le comparer à son premier prix \
              et ne vous alerterai pas tant qu'il ne sera pas de nouveau en {reference}. \
-             Pour le surveiller en {seen}, tapez `unwatch {number}`, puis `watch <lien>` à nouveau."
+             Pour le surveiller en {seen}, tapez `arrêter {number}`, puis `surveiller <lien>` à nouveau."
         ),
     })
 }
@@ -341,7 +341,7 @@ pub fn currency_changed(
 fn stop_hint(lang: Lang, number: usize) -> String {
     match lang {
         Lang::En => format!("To stop watching it, type `unwatch {number}`."),
-        Lang::Fr => format!("Pour ne plus le surveiller, tapez `unwatch {number}`."),
+        Lang::Fr => format!("Pour ne plus le surveiller, tapez `arrêter {number}`."),
     }
 }
 
@@ -475,7 +475,11 @@ mod tests {
                 "{}",
                 m.text
             );
-            assert!(m.text.contains("`watch <"), "{}", m.text);
+            let watch = match lang {
+                Lang::En => "`watch <",
+                Lang::Fr => "`surveiller <",
+            };
+            assert!(m.text.contains(watch), "{}", m.text);
             assert!(m.card.is_none());
         }
         assert!(first_fetch_failed(Lang::En, "u", "r")
@@ -500,7 +504,7 @@ mod tests {
             m.text,
             "Alerte prix : [Kettle](https://shop.example/p/1) (n°3) est maintenant à 149,25\u{a0}€, \
              en baisse de 25,0 % par rapport à 199,00\u{a0}€ le 1 nov. 2026. \
-             Pour ne plus le surveiller, tapez `unwatch 3`."
+             Pour ne plus le surveiller, tapez `arrêter 3`."
         );
         let card = m.card.unwrap();
         assert_eq!(card["type"], "AdaptiveCard");
@@ -547,13 +551,17 @@ mod tests {
                 assert!(m.text.contains(it.product.title.unwrap()), "{}", m.text);
                 assert!(m.text.contains(it.product.url));
                 assert_eq!(
-                    m.text.matches(&format!("`unwatch {}`", it.number)).count(),
+                    m.text.matches(&stop_command(lang, it.number)).count(),
                     1,
                     "{}",
                     m.text
                 );
             }
-            assert_eq!(m.text.matches("unwatch").count(), 3);
+            let verb = match lang {
+                Lang::En => "`unwatch ",
+                Lang::Fr => "`arrêter ",
+            };
+            assert_eq!(m.text.matches(verb).count(), 3);
             assert_eq!(m.text.lines().filter(|l| l.starts_with("- ")).count(), 3);
             let card = m.card.unwrap();
             assert_eq!(card["body"].as_array().unwrap().len(), 4);
@@ -617,7 +625,7 @@ mod tests {
             "{}",
             m.text
         );
-        assert!(m.text.contains("`unwatch 3`"));
+        assert!(m.text.contains("`arrêter 3`"));
 
         let m = readable_again(Lang::En, 3, p, Some((dec("149"), eur())));
         assert_eq!(
@@ -656,7 +664,7 @@ mod tests {
             m.text
                 .starts_with("De retour en stock : [Kettle](https://shop.example/p/1)")
                 && m.text.contains("de nouveau disponible, à 19,90\u{a0}€.")
-                && m.text.contains("`unwatch 3`"),
+                && m.text.contains("`arrêter 3`"),
             "{}",
             m.text
         );
@@ -683,6 +691,15 @@ mod tests {
         );
     }
 
+    /// How each language's messages tell the user to stop a watch: in the words of the
+    /// conversation's language (both are understood).
+    fn stop_command(lang: Lang, number: usize) -> String {
+        match lang {
+            Lang::En => format!("`unwatch {number}`"),
+            Lang::Fr => format!("`arrêter {number}`"),
+        }
+    }
+
     #[test]
     fn currency_changes_name_both_currencies_and_the_way_out() {
         for lang in LANGS {
@@ -692,7 +709,7 @@ mod tests {
                 "{}",
                 m.text
             );
-            assert!(m.text.contains("`unwatch 2`"), "{}", m.text);
+            assert!(m.text.contains(&stop_command(lang, 2)), "{}", m.text);
             assert!(m.text.starts_with("[Kettle](https://shop.example/p/1)"));
         }
     }

@@ -261,10 +261,10 @@ pub fn rule_kind_differs(lang: Lang, number: usize, watch: &Watch) -> String {
             "Watch #{number} waits for a return to stock, so it cannot take a price rule. To follow its price, type `watch {url} 15%` (or `below <price>`) after `unwatch {number}`."
         ),
         (Lang::Fr, false) => format!(
-            "La surveillance n°{number} suit un prix, elle ne peut pas devenir une alerte de retour en stock. Pour cela, tapez `unwatch {number}` puis `watch {url} restock`."
+            "La surveillance n°{number} suit un prix, elle ne peut pas devenir une alerte de retour en stock. Pour cela, tapez `arrêter {number}` puis `surveiller {url} réassort`."
         ),
         (Lang::Fr, true) => format!(
-            "La surveillance n°{number} attend un retour en stock, elle ne peut pas prendre une règle de prix. Pour suivre son prix, tapez `unwatch {number}` puis `watch {url} 15%` (ou `below <prix>`)."
+            "La surveillance n°{number} attend un retour en stock, elle ne peut pas prendre une règle de prix. Pour suivre son prix, tapez `arrêter {number}` puis `surveiller {url} 15%` (ou `sous <prix>`)."
         ),
     }
 }
