@@ -78,6 +78,8 @@ pub enum AppError {
     ShortAdminToken,
     #[error("cannot build the price engine")]
     Engine(#[from] EngineError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Catalogs(Vec<crate::price::catalog::CatalogError>),
     #[error("cannot install the signal handlers")]
     Signals(#[source] std::io::Error),
     #[error("cannot start the scheduler")]
@@ -388,9 +390,11 @@ impl App {
                 max_watches_per_conversation: config.alerts.max_watches_per_conversation,
                 limits: Limits::default(),
                 checks: config.schedule.enabled,
+                catalogs: Arc::new(config.catalogs().map_err(AppError::Catalogs)?),
             },
         )
-        .with_first_check(Arc::new(watcher.clone()));
+        .with_first_check(Arc::new(watcher.clone()))
+        .with_catalog_fetch(Arc::new(watcher.clone()));
         let limits = Arc::new(SendLimits::resuming(&config.rate_limits, clock.clone()));
         let announcements = admin_token.map(|token| Announcements {
             token,
@@ -790,6 +794,7 @@ impl Reloader {
         // Built first: a rule that does not compile fails the reload before anything
         // changed.
         let engine = new.price_engine()?;
+        let catalogs = Arc::new(new.catalogs().map_err(AppError::Catalogs)?);
         // Then the schedule, which can fail too (the scheduler's own start-up); a failure
         // leaves the running schedule and everything else as they were.
         if self.schedule.set(tick_cron(&new.schedule)).await? && !new.schedule.enabled {
@@ -809,6 +814,7 @@ impl Reloader {
             max_watches_per_conversation: new.alerts.max_watches_per_conversation,
             limits: Limits::default(),
             checks: new.schedule.enabled,
+            catalogs,
         });
         self.delivery.reconfigure(
             new.delivery,

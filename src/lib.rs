@@ -5,7 +5,8 @@
 //! - [`app`]: builds every component from the config, serves, shuts down within a deadline.
 //! - [`inbound`]: one turn: the endpoint, authentication, Activity JSON, the bot, commands.
 //! - [`price`]: a product page to a price: fetch behind the SSRF guard, charsets, the HTML
-//!   scan, JSON-LD, microdata, meta, site and JSON API rules, price strings, currencies.
+//!   scan, JSON-LD, microdata, meta, site and JSON API rules, price strings, currencies;
+//!   the shop catalogues `watch <product name>` searches.
 //! - [`watch`]: the watch loop: scheduling and the host gate, the watcher, what one check
 //!   changes (`plan`), and the alert rule (`trigger`).
 //! - [`delivery`]: proactive messages: outbox to channel through the Connector, retries,

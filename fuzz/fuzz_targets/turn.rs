@@ -45,6 +45,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             max_watches_per_conversation: 50,
             limits: Limits::default(),
             checks: false,
+            catalogs: Arc::default(),
         },
     );
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -62,6 +62,16 @@ allow_networks = ["127.0.0.0/8"]
 ports = [{port}]
 host_gap = "0s"
 
+# The shop's search, so that `watch headphones` offers its products.
+[[catalog]]
+name = "Demo shop"
+search_url = "http://127.0.0.1:{port}/search.json?q={{query}}"
+results = "/products"
+title = "/name"
+link = "/url"
+price = "/price"
+currency_pointer = "/currency"
+
 [log]
 # warp reports a client that leaves mid-request at error level; the chat's terminal is no
 # place for it.
@@ -136,7 +146,9 @@ fn intro(shop: &DemoShop) -> String {
     text.push_str(&format!(
         "\nTry:\n  1. watch {first}\n     (the bot answers, then tells you the first price it read)\n  \
          2. once the first price is shown: /price 1 -25%\n     (the shop lowers the price; \
-         within about a minute the bot's alert arrives here)\n\n/help lists the chat's and the shop's commands; Ctrl-C or /quit \
+         within about a minute the bot's alert arrives here)\n  \
+         3. or find a product by name: watch headphones\n     (the bot searches the shop and \
+         offers its matches; choose one by its button number)\n\n/help lists the chat's and the shop's commands; Ctrl-C or /quit \
          stops everything."
     ));
     text
@@ -236,6 +248,17 @@ mod tests {
         assert_eq!(config.schedule.interval, Duration::from_secs(60));
         assert_eq!(config.schedule.jitter, 0);
         assert!(config.bot.is_local_development());
+        let catalogs = config.catalogs().unwrap();
+        let url = catalogs
+            .iter()
+            .next()
+            .unwrap()
+            .search_url("trail shoes")
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:4567/search.json?q=trail%20shoes"
+        );
         crate::app::preflight(&config).unwrap();
     }
 }

@@ -10,9 +10,10 @@
 //! as the daemon's conditional fetches expect of a real shop.
 //!
 //! What the shop holds and says (the [`Catalogue`], [`parse_command`], the pages) is pure;
-//! [`DemoShop`] puts it behind HTTP: `GET /` (an index), `GET /products/<n>-<slug>`, and
-//! `POST /control` with one command line as `text/plain`, for a shop run in its own
-//! process.
+//! [`DemoShop`] puts it behind HTTP: `GET /` (an index), `GET /products/<n>-<slug>`,
+//! `GET /search.json?q=<words>` (the search API the demo's `[[catalog]]` entry describes, so
+//! `watch headphones` can be tried), and `POST /control` with one command line as
+//! `text/plain`, for a shop run in its own process.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fmt::Write as _;
@@ -528,6 +529,39 @@ impl Catalogue {
     }
 }
 
+impl Catalogue {
+    /// `GET /search.json?q=`: the products whose name or link has a word of `query`
+    /// (case ignored), as `{"products": [{"name", "url", "price", "currency"}]}`.
+    pub fn search_json(&self, query: &str, base: &Url) -> String {
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 2)
+            .map(str::to_lowercase)
+            .collect();
+        let products: Vec<serde_json::Value> = self
+            .products
+            .iter()
+            .filter(|p| {
+                let name = p.name.to_lowercase();
+                words
+                    .iter()
+                    .any(|w| name.contains(w.as_str()) || p.slug.contains(w.as_str()))
+            })
+            .map(|p| {
+                let mut amount = p.price;
+                amount.rescale(minor_digits(p.currency));
+                serde_json::json!({
+                    "name": p.name,
+                    "url": product_url_under(base, p).as_str(),
+                    "price": amount.to_string(),
+                    "currency": p.currency,
+                })
+            })
+            .collect();
+        serde_json::json!({ "products": products }).to_string()
+    }
+}
+
 fn help(base: &Url) -> String {
     format!(
         "Shop commands (the demo shop is at {base}):\n\
@@ -901,12 +935,33 @@ fn routes(
 ) -> impl Filter<Extract = (Reply,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
+        .and(warp::query::<Vec<(String, String)>>())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: Vec<(String, String)>,
+                  headers: HeaderMap,
+                  body| {
                 let shared = shared.clone();
-                async move { answer(&shared, &method, path.as_str(), &headers, body).await }
+                async move {
+                    if path.as_str() == "/search.json" && method == Method::GET {
+                        let q = query
+                            .iter()
+                            .find(|(k, _)| k == "q")
+                            .map_or("", |(_, v)| v.as_str());
+                        let json = shared.lock().search_json(q, &shared.base);
+                        return Response::builder()
+                            .status(StatusCode::OK)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Bytes::from(json))
+                            .unwrap_or_else(|_| {
+                                text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n")
+                            });
+                    }
+                    answer(&shared, &method, path.as_str(), &headers, body).await
+                }
             },
         )
 }

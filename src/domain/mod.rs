@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub mod product_url;
+pub mod text;
 
 pub use product_url::ProductUrl;
 

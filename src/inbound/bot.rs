@@ -9,12 +9,17 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use crate::clock::Clock;
+use crate::domain::ProductUrl;
 use crate::domain::{NewWatch, Product, Rule, Stock, Watch};
 use crate::error::Chain;
-use crate::inbound::activity::{OutboundActivity, ValidActivity};
+use crate::inbound::activity::{Attachment, OutboundActivity, ValidActivity};
 use crate::inbound::command::{self, Command, HoldTarget, Limits, UnwatchTarget};
+use crate::price::catalog::{Catalogs, PoliteFetch};
 use crate::shown::Shown;
+use crate::speech::card::ADAPTIVE_CARD;
+use crate::speech::notices::renders_cards;
 use crate::speech::replies::{self, Lang};
+use crate::speech::search::{self, Said};
 use crate::speech::{listing, notices};
 use crate::store::{AddWatch, ReferenceChange, Store, StoreError};
 use crate::watch::FirstCheck;
@@ -33,6 +38,8 @@ pub struct TurnSettings {
     /// Whether prices are checked (`schedule.enabled`): a new watch then gets its first
     /// check at once, and its reply says checks are running.
     pub checks: bool,
+    /// The shops `watch <product name>` searches (`[[catalog]]`).
+    pub catalogs: Arc<Catalogs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +68,9 @@ pub struct Bot {
     /// Gives a new watch its first check at once while [`TurnSettings::checks`] holds;
     /// `None` in tests of the bot alone.
     first_check: Option<Arc<dyn FirstCheck>>,
+    /// How a catalogue search reaches the shops (the watch loop's fetcher and gate);
+    /// `None`: searches are answered as if no catalogue were configured.
+    catalog_fetch: Option<Arc<dyn PoliteFetch>>,
 }
 
 impl Bot {
@@ -82,12 +92,19 @@ impl Bot {
             clock,
             settings: std::sync::RwLock::new(Arc::new(settings)),
             first_check: None,
+            catalog_fetch: None,
         }
     }
 
     /// New watches get their first check right away, not at the next tick.
     pub fn with_first_check(mut self, first_check: Arc<dyn FirstCheck>) -> Self {
         self.first_check = Some(first_check);
+        self
+    }
+
+    /// `watch <product name>` searches the configured catalogues through `fetch`.
+    pub fn with_catalog_fetch(mut self, fetch: Arc<dyn PoliteFetch>) -> Self {
+        self.catalog_fetch = Some(fetch);
         self
     }
 
@@ -108,42 +125,85 @@ impl Bot {
                 return Err(BotError::Reference { source, apology });
             }
         };
-        let text = match activity.kind.as_str() {
+        let said = match activity.kind.as_str() {
             "message" => match activity.command_text() {
                 Some(text) => Some(self.on_command(activity, lang, text).await),
                 // An attachment or a reaction without text: nothing to answer.
                 None => None,
             },
             "conversationUpdate" if activity.humans_added().next().is_some() => {
-                Some(replies::welcome(lang, &self.settings().name))
+                Some(Said::from(replies::welcome(lang, &self.settings().name)))
             }
             _ => None,
         };
         Ok(Turn {
-            replies: text
-                .map(|t| OutboundActivity::reply(activity, replies::said(&t)))
+            replies: said
+                .map(|said| {
+                    let mut reply = OutboundActivity::reply(activity, replies::said(&said.text));
+                    if let Some(card) = said.card.filter(|_| renders_cards(&activity.channel_id)) {
+                        reply.attachments.push(Attachment {
+                            content_type: ADAPTIVE_CARD.to_owned(),
+                            content: card,
+                        });
+                    }
+                    reply
+                })
                 .into_iter()
                 .collect(),
             reference,
         })
     }
 
-    async fn on_command(&self, activity: &ValidActivity, lang: Lang, text: &str) -> String {
+    async fn on_command(&self, activity: &ValidActivity, lang: Lang, text: &str) -> Said {
         let locale = activity.activity.locale.as_deref();
         let command = match command::parse(text, &self.settings().limits, locale) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %Shown::text(Chain(&e)), "command refused");
-                return replies::command_error(lang, &e);
+                return replies::command_error(lang, &e).into();
             }
         };
+        if let Command::Search { query, rule } = &command {
+            return self.search(activity, lang, query, rule.as_ref()).await;
+        }
         match self.execute(activity, lang, text, command).await {
-            Ok(reply) => reply,
+            Ok(reply) => reply.into(),
             Err(e) => {
                 tracing::error!(error = %Chain(&e), "storage failed during a command");
-                replies::storage_failed(lang)
+                replies::storage_failed(lang).into()
             }
         }
+    }
+
+    /// `watch <product name>`: the best matches of every catalogue, each offered with the
+    /// command that watches it. Nothing is stored: choosing a match is a new turn.
+    async fn search(
+        &self,
+        activity: &ValidActivity,
+        lang: Lang,
+        query: &str,
+        rule: Option<&Rule>,
+    ) -> Said {
+        let settings = self.settings();
+        let (Some(fetch), false) = (&self.catalog_fetch, settings.catalogs.is_empty()) else {
+            return search::no_catalogs(lang).into();
+        };
+        let mut result = settings.catalogs.search(query, fetch.as_ref()).await;
+        // A match must be a link `watch` accepts, or its button would only earn an error.
+        let max_url_len = settings.limits.max_url_len;
+        result
+            .found
+            .retain(|f| ProductUrl::parse(f.url.as_str(), max_url_len).is_ok());
+        if result.found.is_empty() {
+            return if result.failed.len() == settings.catalogs.iter().count() {
+                search::search_failed(lang, &result.failed)
+            } else {
+                search::nothing_found(lang, query, &result.failed)
+            }
+            .into();
+        }
+        let cards = renders_cards(&activity.channel_id);
+        search::matches(lang, query, rule, &result.found, &result.failed, cards)
     }
 
     async fn execute(
@@ -155,6 +215,8 @@ impl Bot {
     ) -> Result<String, StoreError> {
         let conversation = activity.key();
         Ok(match command {
+            // Answered by `search` before a turn gets here.
+            Command::Search { .. } => search::no_catalogs(lang),
             Command::Help => replies::help(lang),
             Command::Unknown { suggestion } => {
                 replies::unknown(lang, &command::clean_text(text), suggestion)

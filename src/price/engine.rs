@@ -71,6 +71,11 @@ impl PriceEngine {
         ))
     }
 
+    /// The fetcher alone: a catalogue search fetches JSON, which is no product page.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
     /// Fetches `url` (conditionally, with `validators`) and extracts its price.
     pub async fn check(&self, url: &Url, validators: &Validators) -> Result<Check, EngineError> {
         let page = match self.fetcher.fetch(url, validators).await? {

@@ -2,6 +2,7 @@
 //! decoded and scanned, and the price read from it ([`extract`]) with locale-aware price
 //! strings ([`parse`]) and currencies. Only [`fetch`] and [`engine`] do I/O.
 
+pub mod catalog;
 pub mod currency;
 pub mod decode;
 pub mod engine;

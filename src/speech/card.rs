@@ -146,14 +146,7 @@ fn watch_container(
         "type": "ActionSet",
         "actions": [
             {"type": "Action.OpenUrl", "title": l_open, "url": url},
-            {
-                "type": "Action.Submit",
-                "title": l_stop,
-                "data": {
-                    "msteams": {"type": "imBack", "value": command},
-                    "command": command,
-                },
-            },
+            submit_action(l_stop, &command),
         ],
     }));
     json!({
@@ -164,7 +157,21 @@ fn watch_container(
     })
 }
 
-fn card(lang: Lang, fallback: &str, body: Vec<Value>) -> Value {
+/// A button that sends `command` as if the user typed it: Teams posts the `imBack` value as
+/// the user's message, Web Chat, Direct Line and the Emulator send the data back as the
+/// activity's `value`, whose `command` the bot reads.
+pub(super) fn submit_action(title: &str, command: &str) -> Value {
+    json!({
+        "type": "Action.Submit",
+        "title": title,
+        "data": {
+            "msteams": {"type": "imBack", "value": command},
+            "command": command,
+        },
+    })
+}
+
+pub(super) fn card(lang: Lang, fallback: &str, body: Vec<Value>) -> Value {
     json!({
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

@@ -32,6 +32,7 @@ pub fn help(lang: Lang) -> String {
             - `watch <link> 15%`: the same with your own drop\n\
             - `watch <link> below 149.99`: tell you when it costs 149.99 or less\n\
             - `watch <link> restock`: tell you when an out-of-stock product is back in stock\n\
+            - `watch <product name>`: search the shops set up here and choose among the matches\n\
             - `list`: your watches, numbered\n\
             - `unwatch 2`, `unwatch <link>` or `unwatch all`: stop watching\n\
             - `history 2`: lowest, highest and latest price of watch 2\n\
@@ -46,6 +47,7 @@ pub fn help(lang: Lang) -> String {
             - `surveiller <lien> 15%` : la même chose avec votre propre baisse\n\
             - `surveiller <lien> sous 149,99` (ou `seuil 149,99`) : vous prévenir quand il coûte 149,99 ou moins\n\
             - `surveiller <lien> réassort` (ou `retour en stock`) : vous prévenir quand un produit en rupture de stock est de nouveau disponible\n\
+            - `surveiller <nom du produit>` : chercher dans les boutiques configurées ici et choisir parmi les résultats\n\
             - `liste` (ou `mes suivis`) : vos surveillances, numérotées\n\
             - `arrêter 2`, `arrêter <lien>` ou `arrêter tout` (ou `ne plus suivre 2`) : arrêter de surveiller\n\
             - `historique 2` : prix le plus bas, le plus haut et le dernier de la surveillance 2\n\
@@ -377,6 +379,13 @@ pub fn command_error(lang: Lang, error: &CommandError) -> String {
                 format!("That link is not valid ({reason}). Example: `watch https://shop.example/p/123`")
             }
         }
+        E::QueryTooLong { len, max } => {
+            if fr {
+                format!("Un nom de produit de {len} caractères, c'est trop : je cherche {max} caractères au plus. Raccourcissez-le, ou envoyez le lien du produit.")
+            } else {
+                format!("That product name is {len} characters long; I search at most {max}. Shorten it, or send the product's link.")
+            }
+        }
         E::InvalidDrop { text } => {
             if fr {
                 format!("« {text} » n'est pas un pourcentage. Exemple : `surveiller <lien> 15%`")
@@ -616,6 +625,7 @@ mod tests {
         for example in french_part.join("\n").split('`').skip(1).step_by(2) {
             let example = example
                 .replace("<lien>", "https://shop.example/p/1")
+                .replace("<nom du produit>", "poêle en fonte")
                 .replace("seuil", "surveiller https://shop.example/p/1 seuil")
                 .replace(
                     "retour en stock",

@@ -17,10 +17,12 @@ use crate::clock::Clock;
 use crate::delivery::run::Wake;
 use crate::domain::Product;
 use crate::domain::ProductUrl;
+use crate::domain::Validators;
 use crate::error::Chain;
 use crate::ops::metrics::{CheckOutcome, Metrics};
+use crate::price::catalog::{FetchFuture, PoliteFetch};
 use crate::price::engine::{Check, EngineError, PriceEngine};
-use crate::price::fetch::FetchError;
+use crate::price::fetch::{FetchError, Fetched, Page};
 use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::store::{Store, StoreError};
@@ -287,6 +289,58 @@ impl Watcher {
         }
     }
 
+    /// A catalogue search's request: a GET through the engine's fetcher, started when the
+    /// gate lets the host be asked (waiting as a first check does), so a search counts
+    /// against the shop's gap and concurrency like a check, and a `Retry-After` it gets
+    /// pauses the shop's checks too. The caller bounds the wait with its own timeout; the
+    /// permit is given back however the future ends, dropped included.
+    pub async fn fetch_for_search(&self, url: &url::Url) -> Result<Page, FetchError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let permit = loop {
+            let now = self.inner.clock.now_ms();
+            let tried = lock(&self.inner.gate).try_start(&host, now);
+            match tried {
+                Ok(permit) => break permit,
+                Err(wait) => {
+                    let ms = wait
+                        .until_ms
+                        .map_or(50, |t| t.saturating_sub(now))
+                        .clamp(1, 1_000);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+            }
+        };
+        let held = HeldPermit {
+            watcher: self,
+            permit: Some(permit),
+        };
+        let fetched = self
+            .engine()
+            .fetcher()
+            .fetch(url, &Validators::default())
+            .await;
+        if let Err(FetchError::Status {
+            status: 429 | 503,
+            retry_after: Some(wait),
+        }) = &fetched
+        {
+            let until = self
+                .plan()
+                .schedule
+                .retry_after_until(self.inner.clock.now_ms(), *wait);
+            lock(&self.inner.gate).retry_after(&host, until);
+        }
+        drop(held);
+        match fetched? {
+            Fetched::Page(page) => Ok(page),
+            // Nothing conditional was asked, so a 304 is the server's error.
+            Fetched::NotModified { .. } => Err(FetchError::Status {
+                status: 304,
+                retry_after: None,
+            }),
+        }
+    }
+
     /// Takes a gate permit and marks the product in flight.
     fn start(&self, product: &Product) -> Result<Permit, Refused> {
         let mut in_flight = lock(&self.inner.in_flight);
@@ -415,6 +469,27 @@ fn check_outcome(checked: &Result<Check, EngineError>) -> CheckOutcome {
 }
 
 /// Why a check cannot start now.
+/// A search's gate permit, given back when dropped: a search that times out is dropped
+/// in the middle of its fetch, and its host's slot must not stay taken.
+struct HeldPermit<'a> {
+    watcher: &'a Watcher,
+    permit: Option<Permit>,
+}
+
+impl Drop for HeldPermit<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            lock(&self.watcher.inner.gate).finish(permit);
+        }
+    }
+}
+
+impl PoliteFetch for Watcher {
+    fn fetch_politely<'a>(&'a self, url: &'a url::Url) -> FetchFuture<'a> {
+        Box::pin(self.fetch_for_search(url))
+    }
+}
+
 enum Refused {
     /// The product is being checked already.
     InFlight,

@@ -221,3 +221,36 @@ async fn the_shop_listens_on_loopback_only_and_stops_when_told_or_dropped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_demo_daemon_finds_the_shops_products_by_name() {
+    let shop = DemoShop::start(loopback()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = pricewatch::demo::run::daemon_config(&dir.path().join("data"), shop.addr());
+    let config = pricewatch::ops::config::load_str("<demo>", &text, std::iter::empty()).unwrap();
+    let t = crate::helpers::TestApp::spawn_with(config).await;
+    t.channel.take();
+    let (status, _) = t.post(&t.message("c1", "watch headphones")).await;
+    assert_eq!(status, 200);
+    let got = t.channel.take();
+    assert_eq!(
+        got[0].text(),
+        "I found 1 product for “headphones”. Choose it to watch it."
+    );
+    let card = &got[0].body["attachments"][0]["content"];
+    assert_eq!(
+        card["body"][1]["items"][0]["inlines"][0]["text"],
+        "1. Noise-cancelling headphones"
+    );
+    assert_eq!(
+        card["body"][1]["items"][1]["facts"][0]["value"],
+        "US$249.99"
+    );
+    let command = card["body"][1]["items"][2]["actions"][0]["data"]["command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(command, format!("watch {}", shop.product_url(1).unwrap()));
+    let stored = t.say("c1", &command).await;
+    assert!(stored.starts_with("Watch #1 stored"), "{stored}");
+}

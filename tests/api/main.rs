@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon over real HTTP on loopback.
 
 mod auth;
+mod catalog;
 mod change_watch;
 mod chat;
 mod connector;

@@ -281,3 +281,26 @@ fn pages_are_found_by_path_and_the_index_links_them_all() {
         page_at(&c, "/").unwrap().etag
     );
 }
+
+#[test]
+fn the_search_api_lists_the_products_a_word_names() {
+    let catalogue = Catalogue::default();
+    let found: serde_json::Value =
+        serde_json::from_str(&catalogue.search_json("Running SHOES", &base())).unwrap();
+    let products = found["products"].as_array().unwrap();
+    assert_eq!(products.len(), 1, "{found}");
+    assert_eq!(products[0]["name"], "Trail running shoes");
+    assert!(products[0]["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/products/5-trail-running-shoes"));
+    assert_eq!(products[0]["price"], "140.00");
+    assert_eq!(products[0]["currency"], "USD");
+    let none: serde_json::Value =
+        serde_json::from_str(&catalogue.search_json("a", &base())).unwrap();
+    assert_eq!(
+        none["products"],
+        serde_json::json!([]),
+        "one-letter words match nothing"
+    );
+}

@@ -50,6 +50,7 @@ use rust_decimal::Decimal;
 
 use self::markup::{strip_markup, unwrap_markdown_links};
 use crate::domain::product_url::{is_separator, looks_like_url, UrlError, DEFAULT_MAX_URL_LEN};
+use crate::domain::text::fold;
 use crate::domain::{ProductUrl, Rule};
 use crate::price::currency;
 use crate::price::{parse_price, Hints};
@@ -95,6 +96,12 @@ pub enum Command {
     /// Start watching `url`; `rule: None` means the configured default drop.
     Watch {
         url: ProductUrl,
+        rule: Option<Rule>,
+    },
+    /// `watch <product name> [rule]`: search the shop catalogues for `query` (its words
+    /// joined by single spaces); the matches offered carry `rule`.
+    Search {
+        query: String,
         rule: Option<Rule>,
     },
     List,
@@ -186,6 +193,8 @@ pub enum CommandError {
     MissingRule { index: usize },
     #[error("{command} needs a watch number or `all`")]
     MissingHoldTarget { command: Verb },
+    #[error("a product name of {len} characters is longer than the {max} searched")]
+    QueryTooLong { len: usize, max: usize },
 }
 
 /// Parses a chat message into a command.
@@ -300,27 +309,6 @@ const FRENCH_PHRASES: &[(&[&str], &str)] = &[
     (&["aide"], "help"),
 ];
 
-/// The word with the accents French puts on letters removed, so `arrêter` and `arreter`
-/// are the same command; other characters are kept as they are.
-fn fold(word: &str) -> String {
-    let mut out = String::with_capacity(word.len());
-    for c in word.chars() {
-        match c {
-            'à' | 'â' | 'ä' => out.push('a'),
-            'é' | 'è' | 'ê' | 'ë' => out.push('e'),
-            'î' | 'ï' => out.push('i'),
-            'ô' | 'ö' => out.push('o'),
-            'ù' | 'û' | 'ü' => out.push('u'),
-            'ÿ' => out.push('y'),
-            'ç' => out.push('c'),
-            'œ' => out.push_str("oe"),
-            'æ' => out.push_str("ae"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Lower-cased command word without Telegram's leading `/` and `@botname`,
 /// and without sentence punctuation (`help?`, `list.`, `watch:`) unless that
 /// is the whole word (`?` is itself a command).
@@ -345,14 +333,56 @@ fn parse_watch(
     }
     if !looks_like_url(first) {
         // "watch this https://…": the URL is there, the words before it are not.
-        return Err(match args.iter().position(|w| looks_like_url(w)) {
-            Some(at) => unexpected(Verb::Watch, &args[..at]),
-            None => CommandError::Url(UrlError::Missing),
-        });
+        return match args.iter().position(|w| looks_like_url(w)) {
+            Some(at) => Err(unexpected(Verb::Watch, &args[..at])),
+            None => parse_search(args, limits, locale),
+        };
     }
     let url = ProductUrl::parse(first, limits.max_url_len)?;
     let rule = parse_rule(rest, limits, locale)?;
     Ok(Command::Watch { url, rule })
+}
+
+/// Longest product name searched, in characters: a name, not a paste.
+pub const MAX_QUERY_CHARS: usize = 100;
+
+/// `watch cast iron skillet [rule]`: words that are no link name a product to search for.
+/// A rule may follow the name in the grammar a link's rule has; the first place where the
+/// rest of the words read as a whole rule ends the name (`watch samsung tv below 500`), so
+/// words such as `drop` or `under` inside a name stay in it (`watch gold drop earrings`).
+/// A last word ending in `%` is always a rule, and a bad one is said to be bad.
+fn parse_search(
+    args: &[&str],
+    limits: &Limits,
+    locale: Option<&str>,
+) -> Result<Command, CommandError> {
+    // A rule or a number alone names no product: the link is what is missing.
+    let number = |w: &str| w.bytes().all(|b| b.is_ascii_digit());
+    if number(args[0]) || matches!(parse_rule(args, limits, locale), Ok(Some(_))) {
+        return Err(CommandError::Url(UrlError::Missing));
+    }
+    let mut name_ends = args.len();
+    let mut rule = None;
+    for at in 1..args.len() {
+        if let Ok(Some(r)) = parse_rule(&args[at..], limits, locale) {
+            name_ends = at;
+            rule = Some(r);
+            break;
+        }
+    }
+    if rule.is_none() && args.len() > 1 && args.last().is_some_and(|w| w.ends_with('%')) {
+        // Out of range or unreadable: the user asked for a drop and must hear why not.
+        parse_rule(&args[args.len() - 1..], limits, locale)?;
+    }
+    let query = args[..name_ends].join(" ");
+    let len = query.chars().count();
+    if len > MAX_QUERY_CHARS {
+        return Err(CommandError::QueryTooLong {
+            len,
+            max: MAX_QUERY_CHARS,
+        });
+    }
+    Ok(Command::Search { query, rule })
 }
 
 /// `watch 2 15%`: a new rule for a watch the user already has, in the grammar a new watch's
@@ -987,7 +1017,15 @@ mod tests {
             ("watch", Err(E::Url(UrlError::Missing))),
             ("watch 15%", Err(E::Url(UrlError::Missing))),
             ("watch below 10", Err(E::Url(UrlError::Missing))),
-            ("watch banana", Err(E::Url(UrlError::Missing))),
+            ("watch", Err(E::Url(UrlError::Missing))),
+            ("watch 0", Err(E::Url(UrlError::Missing))),
+            (
+                &format!("watch {}", "pan ".repeat(30)),
+                Err(E::QueryTooLong {
+                    len: 119,
+                    max: MAX_QUERY_CHARS,
+                }),
+            ),
             (
                 "watch 192.0.2.1/p",
                 Err(E::Url(UrlError::Invalid {
@@ -1804,6 +1842,79 @@ mod tests {
     }
 
     #[test]
+    fn words_that_are_no_link_name_a_product_to_search_for() {
+        let search = |query: &str, rule: Option<Rule>| {
+            Ok(Command::Search {
+                query: query.to_owned(),
+                rule,
+            })
+        };
+        let drop = |p: i64| {
+            Some(Rule::Drop {
+                percent: Decimal::from(p),
+            })
+        };
+        let below = |a: i64| {
+            Some(Rule::Below {
+                amount: Decimal::from(a),
+            })
+        };
+        check(&[
+            ("watch cast iron skillet", search("cast iron skillet", None)),
+            (
+                "Watch  Cast   Iron\tSkillet",
+                search("Cast Iron Skillet", None),
+            ),
+            ("surveiller poêle en fonte", search("poêle en fonte", None)),
+            (
+                "suivre poele en fonte 15%",
+                search("poele en fonte", drop(15)),
+            ),
+            (
+                "watch cast iron skillet 15%",
+                search("cast iron skillet", drop(15)),
+            ),
+            (
+                "watch samsung tv below 500",
+                search("samsung tv", below(500)),
+            ),
+            (
+                "surveiller téléviseur sous 500",
+                search("téléviseur", below(500)),
+            ),
+            (
+                "watch lego castle restock",
+                search("lego castle", Some(Rule::Restock)),
+            ),
+            // Rule words inside a name stay in it when the rest is no whole rule.
+            (
+                "watch gold drop earrings",
+                search("gold drop earrings", None),
+            ),
+            (
+                "watch under armour shoes",
+                search("under armour shoes", None),
+            ),
+            (
+                "watch skillet 99%",
+                Err(CommandError::DropOutOfRange {
+                    percent: Decimal::from(99),
+                    min: Decimal::ONE,
+                    max: Decimal::from(95),
+                }),
+            ),
+            // A link among the words is still a misplaced link, not a search.
+            (
+                "watch this https://shop.example/p/1",
+                Err(CommandError::UnexpectedWords {
+                    command: Verb::Watch,
+                    words: "this".into(),
+                }),
+            ),
+        ]);
+    }
+
+    #[test]
     fn a_watch_number_with_a_rule_changes_that_watch() {
         let change = |index, rule: Option<Rule>| {
             Ok(Command::Change {
@@ -1910,6 +2021,7 @@ mod tests {
         };
         Some(match command {
             Command::Watch { url, rule: r } => format!("watch {}{}", url.as_str(), rule(r)),
+            Command::Search { query, rule: r } => format!("watch {query}{}", rule(r)),
             Command::List => "list".to_owned(),
             Command::Help => "help".to_owned(),
             Command::History(n) => format!("history {n}"),
@@ -1934,7 +2046,7 @@ mod tests {
     fn typed_fr(command: &Command) -> Option<String> {
         let english = typed(command)?;
         Some(match command {
-            Command::Watch { rule, .. } => {
+            Command::Watch { rule, .. } | Command::Search { rule, .. } => {
                 let text = english.replacen("watch ", "surveiller ", 1);
                 match rule {
                     Some(Rule::Below { .. }) => text.replacen(" below ", " seuil ", 1),

@@ -9,7 +9,8 @@
 //! This file holds [`Config`], which is the schema, and the sections that belong
 //! to no one component, with their defaults. A component's own section lives
 //! beside the component and is only assembled here (`[fetch]` in
-//! [`crate::price::fetch`], `[auth]` in [`crate::inbound::auth`], the rule lists in [`crate::price::rules`], `[schedule]`
+//! [`crate::price::fetch`], `[auth]` in [`crate::inbound::auth`], the rule lists in [`crate::price::rules`], `[[catalog]]` in
+//! [`crate::price::catalog`], `[schedule]`
 //! in [`crate::watch::schedule`], `[delivery]` in [`crate::delivery::retry`],
 //! `[rate_limits]` in [`crate::delivery::ratelimit`], `[log]` in
 //! [`crate::ops::telemetry`]): components never depend on the configuration.
@@ -29,6 +30,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::inbound::auth::AuthConfig;
 use crate::inbound::listener::ListenerConfig;
 use crate::ops::telemetry::LogConfig;
+use crate::price::catalog::{CatalogConfig, CatalogError, Catalogs};
 use crate::price::engine::{extractor_from_config, EngineError, PriceEngine};
 use crate::price::extract::Extractor;
 use crate::price::fetch::FetchConfig;
@@ -74,6 +76,8 @@ pub struct Config {
     pub site_rule: Vec<SiteRuleConfig>,
     /// `[[json_api]]` entries, in file order.
     pub json_api: Vec<JsonApiConfig>,
+    /// `[[catalog]]` entries: the shops `watch <product name>` searches, in file order.
+    pub catalog: Vec<CatalogConfig>,
 }
 
 impl Config {
@@ -86,6 +90,11 @@ impl Config {
     pub fn price_engine(&self) -> Result<PriceEngine, EngineError> {
         let rules = self.rules().map_err(EngineError::Rules)?;
         PriceEngine::from_config(&self.fetch, rules)
+    }
+
+    /// The `[[catalog]]` entries, compiled.
+    pub fn catalogs(&self) -> Result<Catalogs, Vec<CatalogError>> {
+        Catalogs::compile(&self.catalog)
     }
 
     /// The extractor alone, for reading saved pages (`probe --html`).

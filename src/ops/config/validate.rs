@@ -154,6 +154,11 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
             fail(key, e.to_string());
         }
     }
+    if let Err(errors) = config.catalogs() {
+        for e in errors {
+            fail("catalog", e.to_string());
+        }
+    }
     if let Err(e) = check_log_level(&config.log.level) {
         fail("log.level", e.to_string());
     }
@@ -512,6 +517,27 @@ mod tests {
         assert_eq!(listener.header_timeout, Duration::from_secs(10));
         assert_eq!(listener.idle_timeout, Duration::from_secs(3600));
         assert_eq!(listener.max_connections, 1);
+    }
+
+    #[test]
+    fn catalogues_are_compiled_and_checked() {
+        let good = "[[catalog]]\nname = \"Kitchen Co\"\nsearch_url = \"https://api.kitchen.example/s?q={query}\"\n\
+                    results = \"/items\"\ntitle = \"/name\"\nlink = \"/url\"\nprice = \"/price\"\ntimeout = \"3s\"\n\n\
+                    [[catalog]]\nkind = \"shopify\"\nshop = \"skillets.example\"\ncurrency = \"CAD\"\n";
+        let config = load_str("test.toml", good, []).unwrap();
+        let catalogs = config.catalogs().unwrap();
+        let names: Vec<&str> = catalogs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Kitchen Co", "skillets.example"]);
+
+        let bad = "[server]\nbind = \"127.0.0.1:1\"\n\n[[catalog]]\nkind = \"shopify\"\nshop = \"skillets.example\"\nprice = \"/price\"\n";
+        let text = load_str("test.toml", bad, []).unwrap_err().to_string();
+        assert!(
+            text.contains("test.toml:4: catalog: catalog 1: price is for kind = \"json\""),
+            "{text}"
+        );
+        let unknown = "[[catalog]]\nkind = \"magento\"\n";
+        let text = load_str("test.toml", unknown, []).unwrap_err().to_string();
+        assert!(text.contains("magento"), "{text}");
     }
 
     #[test]

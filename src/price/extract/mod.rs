@@ -419,6 +419,22 @@ fn looked_for(sources: &[(Method, Found)], site_rule: Option<&str>) -> String {
     msg
 }
 
+/// A price a shop's API states for a product outside a page (a catalogue's search results),
+/// read as product APIs are read: `code` is the currency the API or the operator named, and
+/// without one the sign in the text or the host's country-code domain decides. `None` when
+/// the value is no positive price; the currency is `None` when nothing says which it is.
+pub fn api_price(
+    value: &str,
+    code: Option<&str>,
+    host: &str,
+) -> Option<(Decimal, Option<Currency>)> {
+    let offer = machine_offer(value, code, host, Availability::Unknown, String::new());
+    match offer.price? {
+        (amount, CurrencyFound::Known(c)) => Some((amount, Some(c))),
+        (amount, _) => Some((amount, None)),
+    }
+}
+
 /// A price written for machines (JSON-LD, `content` attributes, APIs): schema.org asks for
 /// a plain decimal with a dot, so `1.299` there is one point two nine nine; anything else
 /// is read like visible text.
