@@ -29,7 +29,8 @@
 //! cycle with 304s only.
 //!
 //! `cargo bench --bench poll`. Overrides: `PW_BENCH_PRODUCTS`, `PW_BENCH_WATCHES_PER_PRODUCT`,
-//! `PW_BENCH_CONCURRENCY`, `PW_POLL_VARIANTS`. Without `--bench` (as `cargo test --benches`
+//! `PW_BENCH_CONCURRENCY`, `PW_POLL_VARIANTS`, and `PW_BENCH_FAST_PATH=0` to read every page
+//! with the full HTML scan (the extractor's JSON-LD fast path off). Without `--bench` (as `cargo test --benches`
 //! runs it) it is a smoke run: 50 products, 200 watches.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -419,9 +420,10 @@ fn run() -> Result<ExitCode, String> {
         allow_networks: vec!["127.0.0.0/8".to_owned()],
         ..FetchConfig::default()
     };
+    let fast_path = env_usize("PW_BENCH_FAST_PATH", 1) != 0;
     let engine = PriceEngine::new(
         Fetcher::new(&fetch).map_err(|e| e.to_string())?,
-        Extractor::new(Rules::default(), 5 << 20),
+        Extractor::new(Rules::default(), 5 << 20).with_fast_path(fast_path),
     );
     let watcher = Watcher::new(
         store.clone(),
@@ -478,10 +480,11 @@ fn run() -> Result<ExitCode, String> {
     };
     println!("## Poll cycle (`benches/poll.rs`)\n");
     println!(
-        "{products} products, {watches} watches in {} conversations; {page_count} fixture pages in rotation, {:.0} KB each on average ({:.0} KB gzip on the wire); gate {concurrency} global and per host, no gap; {cores} CPUs visible; {}\n",
+        "{products} products, {watches} watches in {} conversations; {page_count} fixture pages in rotation, {:.0} KB each on average ({:.0} KB gzip on the wire); gate {concurrency} global and per host, no gap; JSON-LD fast path {}; {cores} CPUs visible; {}\n",
         watches.div_ceil(WATCHES_PER_CONVERSATION),
         raw / 1e3,
         wire / 1e3,
+        if fast_path { "on" } else { "off" },
         if full { "full run" } else { "smoke run (no --bench)" }
     );
     println!("rotation: {names}\n");

@@ -124,3 +124,41 @@ fixtures! {
     woocommerce_yoast_graph_gbp => "woocommerce-yoast-graph-gbp",
     zero_price_jsonld_call_for_price => "zero-price-jsonld-call-for-price",
 }
+
+/// The JSON-LD fast path must never change a report: every fixture, whole and cut short at
+/// a few places (unclosed scripts, tags and comments), under the rules its side file names
+/// and under none, reads the same with the fast path on and off.
+#[test]
+fn the_fast_path_gives_the_full_scans_reports() {
+    use pricewatch::price::extract::{Extractor, Pass};
+    use pricewatch::price::rules::Rules;
+
+    let mut fast = 0;
+    let mut pages = 0;
+    for name in fixtures::names() {
+        let f = Fixture::load(&name);
+        let pairs = [
+            (f.extractor(), f.extractor().with_fast_path(false)),
+            (
+                Extractor::new(Rules::default(), fixtures::MAX_BYTES),
+                Extractor::new(Rules::default(), fixtures::MAX_BYTES).with_fast_path(false),
+            ),
+        ];
+        for (on, off) in &pairs {
+            let cuts = (1..8).map(|i| f.body.len() * i / 8);
+            for cut in cuts.chain([f.body.len()]) {
+                let body = &f.body[..cut];
+                let (want, full) = off.extract_pass(&f.url, body, Some(&f.content_type));
+                assert_ne!(full, Pass::Fast);
+                let (got, pass) = on.extract_pass(&f.url, body, Some(&f.content_type));
+                assert_eq!(got, want, "{name}, first {cut} bytes, {pass:?}");
+                pages += 1;
+                fast += usize::from(pass == Pass::Fast);
+            }
+        }
+    }
+    assert!(
+        fast >= 40,
+        "the fast path read only {fast} of {pages} pages"
+    );
+}

@@ -506,6 +506,28 @@ proptest! {
         }
     }
 
+    /// The JSON-LD fast path changes no report: generated pages with a whole product script
+    /// somewhere among their fragments (so that the fast path has a price to read), under the
+    /// rule sets without an API rule, read the same with the fast path on and off.
+    #[test]
+    fn the_fast_path_changes_no_report(
+        parts in prop::collection::vec(fragment(), 0..32),
+        at in any::<prop::sample::Index>(),
+    ) {
+        let mut parts = parts;
+        parts.insert(at.index(parts.len() + 1), product_ld());
+        let html = parts.concat();
+        let pairs = extractors()
+            .into_iter()
+            .zip(extractors().into_iter().map(|e| e.with_fast_path(false)))
+            .take(3);
+        for (on, off) in pairs {
+            let got = on.extract(&url(), html.as_bytes(), Some("text/html"));
+            let want = off.extract(&url(), html.as_bytes(), Some("text/html"));
+            prop_assert_eq!(got, want, "{:?}", html);
+        }
+    }
+
     /// Generated JSON-LD, whole or broken, as the lenient parser sees it: whole JSON always
     /// parses (numbers become strings, so compare shapes only).
     #[test]

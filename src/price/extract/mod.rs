@@ -23,7 +23,7 @@ use url::Url;
 
 use super::currency::for_tld;
 use super::decode::decode_html;
-use super::html::{scan_sites, PageFacts};
+use super::html::{json_ld_only, scan_sites, PageFacts};
 use super::lenient_json::decode_entities;
 use super::rules::{RuleOrigin, Rules, SiteRule};
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
@@ -221,25 +221,63 @@ impl Report {
 pub struct Extractor {
     rules: Rules,
     max_bytes: usize,
+    fast_path: bool,
+}
+
+/// Which reading of the page gave a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The page's JSON-LD scripts alone, found without the HTML scan.
+    Fast,
+    /// The full HTML scan.
+    Full,
+    /// A JSON API rule, or a body refused before any reading.
+    Other,
 }
 
 impl Extractor {
     pub fn new(rules: Rules, max_bytes: usize) -> Extractor {
-        Extractor { rules, max_bytes }
+        Extractor {
+            rules,
+            max_bytes,
+            fast_path: true,
+        }
+    }
+
+    /// Whether pages whose JSON-LD alone settles the report skip the full HTML scan (on by
+    /// default). Both ways give the same reports; off is for the tests and the benchmark
+    /// that compare them.
+    pub fn with_fast_path(self, on: bool) -> Extractor {
+        Extractor {
+            fast_path: on,
+            ..self
+        }
     }
 
     /// Extracts the price of the product at `url` from its body.
     pub fn extract(&self, url: &Url, body: &[u8], content_type: Option<&str>) -> Report {
+        self.extract_pass(url, body, content_type).0
+    }
+
+    /// [`Extractor::extract`], also telling which reading gave the report.
+    pub fn extract_pass(
+        &self,
+        url: &Url,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> (Report, Pass) {
         if body.len() > self.max_bytes {
-            return Report::failed(ExtractError::Unreadable(format!(
+            let report = Report::failed(ExtractError::Unreadable(format!(
                 "the body is {} bytes, more than the {} allowed",
                 body.len(),
                 self.max_bytes
             )));
+            return (report, Pass::Other);
         }
         if let Some((_, rule)) = self.rules.apis.iter().find(|(m, _)| m.matches(url)) {
-            return extract_json_api(url, body, rule);
+            return (extract_json_api(url, body, rule), Pass::Other);
         }
+        // A UTF-8 page is borrowed, not copied, from here to the scan.
         let (text, _) = decode_html(body, content_type);
         // The config's rules come first, so one for a host overrides its built-in set.
         let site = self
@@ -251,13 +289,40 @@ impl Extractor {
         // The body's size was checked above; decoding a legacy charset may make it up to
         // three times longer in UTF-8 (one byte to U+FFFD or a CJK character).
         let decoded_limit = self.max_bytes.saturating_mul(3);
+        if self.fast_path && site.is_none() && text.len() <= decoded_limit {
+            if let Some(report) = fast_report(url, &text) {
+                return (report, Pass::Fast);
+            }
+        }
         let selectors = site.map_or(&[][..], |r| r.selectors.as_slice());
         let facts = match scan_sites(&text, selectors, decoded_limit) {
             Ok(f) => f,
-            Err(e) => return Report::failed(ExtractError::Unreadable(e.to_string())),
+            Err(e) => {
+                let report = Report::failed(ExtractError::Unreadable(e.to_string()));
+                return (report, Pass::Full);
+            }
         };
-        from_facts(url, &facts, site)
+        (from_facts(url, &facts, site), Pass::Full)
     }
+}
+
+/// The report the page's JSON-LD gives alone, when it is the report the full scan would
+/// give: `json_ld_only` has shown that the page has no microdata and no price meta tag, so
+/// the full scan's facts differ from these only in metas, `<title>` and `<h1>`, which
+/// `from_facts` reads for the title alone, and only when the deciding source names no
+/// product. So the JSON-LD must decide (a priced offer, which also keeps a site rule out)
+/// with a known currency and name the product itself; anything else goes to the full scan.
+fn fast_report(url: &Url, text: &str) -> Option<Report> {
+    let facts = PageFacts {
+        json_ld: json_ld_only(text)?,
+        ..PageFacts::default()
+    };
+    let report = from_facts(url, &facts, None);
+    let settled = report.method == Some(Method::JsonLd)
+        && report.error.is_none()
+        && report.currency.is_some()
+        && report.title.is_some();
+    settled.then_some(report)
 }
 
 /// The offers one source gives for the product, and its name for the product.

@@ -24,10 +24,12 @@ use lol_html::html_content::{Element, TextChunk, TextType};
 use lol_html::{ElementContentHandlers, HtmlRewriter, MemorySettings, Selector, Settings};
 
 mod collector;
+mod fast;
 mod implied_ends;
 mod microdata;
 
 use collector::{Collector, TextKind};
+pub use fast::json_ld_only;
 
 /// Everything the extractor reads from one page, in document order.
 #[derive(Debug, Default, Clone, PartialEq)]
