@@ -330,6 +330,27 @@ mod tests {
         );
     }
 
+    /// The scan (and the fast path) read a UTF-8 page where the fetcher put it: decoding a
+    /// valid UTF-8 body, with or without a BOM, allocates nothing.
+    #[test]
+    fn a_utf8_page_is_borrowed_not_copied() {
+        let page = "<meta charset=utf-8><p>19,90\u{a0}€</p>".as_bytes();
+        let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+        with_bom.extend_from_slice(page);
+        for (body, ct) in [
+            (page, None),
+            (page, Some("text/html; charset=UTF-8")),
+            (&with_bom[..], Some("text/html")),
+        ] {
+            let (text, encoding) = decode_html(body, ct);
+            assert_eq!(encoding, UTF_8);
+            assert!(matches!(text, Cow::Borrowed(_)), "{ct:?}");
+        }
+        // An invalid byte forces a copy, with U+FFFD in its place.
+        let (text, _) = decode_html(b"a\xFFb", None);
+        assert!(matches!(text, Cow::Owned(_)));
+    }
+
     #[test]
     fn invalid_utf8_is_replaced() {
         let (text, enc) = decode_html(b"ok \xff\xfe\xfd end", Some("text/html; charset=utf-8"));
