@@ -23,7 +23,7 @@ use url::Url;
 
 use super::currency::for_tld;
 use super::decode::decode_html;
-use super::html::{json_ld_only, scan_sites, PageFacts};
+use super::html::{fast_facts, scan_sites, PageFacts};
 use super::lenient_json::decode_entities;
 use super::rules::{RuleOrigin, Rules, SiteRule};
 use super::{parse_price, Currency, CurrencyFound, Hints, PriceError};
@@ -306,17 +306,16 @@ impl Extractor {
     }
 }
 
-/// The report the page's JSON-LD gives alone, when it is the report the full scan would
-/// give: `json_ld_only` has shown that the page has no microdata and no price meta tag, so
-/// the full scan's facts differ from these only in metas, `<title>` and `<h1>`, which
-/// `from_facts` reads for the title alone, and only when the deciding source names no
-/// product. So the JSON-LD must decide (a priced offer, which also keeps a site rule out)
-/// with a known currency and name the product itself; anything else goes to the full scan.
+/// The report the page's JSON-LD gives, when it is the report the full scan would give:
+/// `fast_facts` has shown that the page has no microdata and has read its JSON-LD scripts and
+/// meta tags as the full scan does, so the full scan's facts differ from these only in
+/// `<title>` and `<h1>`, which `from_facts` reads for the title alone, and only when neither
+/// the deciding source nor an `og:title` names the product. So the JSON-LD must decide (a
+/// priced offer, which also keeps a site rule out) with a known currency, and the title must
+/// not come from `<title>` or `<h1>` (here: the report has one); anything else goes to the
+/// full scan.
 fn fast_report(url: &Url, text: &str) -> Option<Report> {
-    let facts = PageFacts {
-        json_ld: json_ld_only(text)?,
-        ..PageFacts::default()
-    };
+    let facts = fast_facts(text)?;
     let report = from_facts(url, &facts, None);
     let settled = report.method == Some(Method::JsonLd)
         && report.error.is_none()

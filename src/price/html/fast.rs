@@ -2,12 +2,12 @@
 //! that needs only the scripts' text, not lol_html's pass over every tag. This walk jumps from
 //! one `<` to the next with `memchr`, reads only the tags themselves (their name, where they
 //! end, and the attributes of `<script>` and `<meta>`), skips the content of raw-text elements
-//! with `memmem`, and returns the JSON-LD scripts exactly as [`super::scan`] would collect
-//! them.
+//! with `memmem`, and returns the JSON-LD scripts and the `<meta>` tags exactly as
+//! [`super::scan`] would collect them.
 //!
 //! It must never disagree with the full scan, so it gives up (`None`) whenever the page holds
-//! anything the extractor could read besides JSON-LD (a microdata attribute, a `<meta>` whose
-//! name could state a price), or anything whose tokenization it does not model exactly as
+//! microdata (whose item tree only the full scan builds), or anything whose tokenization it
+//! does not model exactly as
 //! lol_html does: MathML and SVG beyond plain drawing elements (lol_html's namespace
 //! simulator decides there), CDATA, `<plaintext>`, script content that could enter the
 //! "double escaped" state, comments that end in the spec's unusual ways, a construct left open
@@ -15,7 +15,12 @@
 //! tag-dense enough that the full scan could refuse them (its memory budget and deadline).
 //! Then the caller runs the full scan, so a `None` costs only this walk.
 
+use std::borrow::Cow;
+
 use memchr::{memchr, memmem};
+
+use super::collector::trim_ascii;
+use super::{Meta, MetaKind, PageFacts};
 
 /// Pages with more tags than this are left to the full scan: it is the one that enforces the
 /// parser's memory budget and deadline, which nothing under this many tags can reach
@@ -23,14 +28,16 @@ use memchr::{memchr, memmem};
 /// end-tag search over them stays far below the deadline). Real product pages have a few
 /// thousand tags per 100 KB.
 const MAX_TAGS: usize = 20_000;
+/// Pages with more `<meta>` tags are left to the full scan (which keeps up to 10,000).
+const MAX_METAS: usize = 1_000;
 /// Larger pages are left to the full scan, so that its memory budget (lol_html's buffer for a
 /// token split across slices) cannot be reached by a page the fast path accepted.
 const MAX_BYTES: usize = 4 << 20;
 
-/// The page's JSON-LD script texts, in document order and exactly as the full scan collects
-/// them, when the page provably holds nothing else the extractor reads for a price: no
-/// microdata and no price `<meta>` tag. `None` when that cannot be shown.
-pub fn json_ld_only(html: &str) -> Option<Vec<String>> {
+/// The page's facts without the full scan, when the page has no microdata: its JSON-LD script
+/// texts and its `<meta>` tags, in document order and exactly as the full scan collects them
+/// (`title`, `h1` and site values are left empty). `None` when that cannot be shown.
+pub fn fast_facts(html: &str) -> Option<PageFacts> {
     let b = html.as_bytes();
     if b.len() > MAX_BYTES || super::mentions_microdata(b) {
         return None;
@@ -42,10 +49,10 @@ pub fn json_ld_only(html: &str) -> Option<Vec<String>> {
         foreign: false,
         tags: 0,
         attrs: Vec::new(),
-        scripts: Vec::new(),
+        facts: PageFacts::default(),
     };
     walk.run()?;
-    Some(walk.scripts)
+    Some(walk.facts)
 }
 
 struct Walk<'a> {
@@ -57,7 +64,7 @@ struct Walk<'a> {
     tags: usize,
     /// The current tag's attributes as written: (name, value) byte ranges.
     attrs: Vec<(usize, usize, usize, usize)>,
-    scripts: Vec<String>,
+    facts: PageFacts,
 }
 
 /// A tag as the tokenizer reads it.
@@ -290,25 +297,54 @@ impl Walk<'_> {
         }
         if ld {
             // `tag.end` follows a `>` and `end` is a `<`: both are character boundaries.
-            self.scripts.push(self.html.get(tag.end..end)?.to_owned());
+            self.facts
+                .json_ld
+                .push(self.html.get(tag.end..end)?.to_owned());
         }
         self.pos = end;
         Some(())
     }
 
-    /// A `<meta>` whose name could be a price key (`product:price:amount`, `og:price:amount`),
-    /// written plainly or through entities, is read by the full scan.
-    fn meta(&self) -> Option<()> {
+    /// A `<meta>` as the collector records it: with `content`, one entry for each of
+    /// `property` and `name` (`itemprop` cannot occur: the page has no microdata), values
+    /// entity-decoded and trimmed, keys lowercased. A tag that repeats one of these attributes
+    /// is left to the full scan rather than modelling which copy lol_html returns.
+    fn meta(&mut self) -> Option<()> {
         let b = self.b;
+        let mut found: [Option<(usize, usize)>; 3] = [None; 3];
         for &(n0, n1, v0, v1) in &self.attrs {
             let name = &b[n0..n1];
-            if !(name.eq_ignore_ascii_case(b"property") || name.eq_ignore_ascii_case(b"name")) {
-                continue;
+            let slot = [&b"content"[..], b"property", b"name"]
+                .iter()
+                .position(|a| name.eq_ignore_ascii_case(a));
+            if let Some(k) = slot {
+                if found[k].replace((v0, v1)).is_some() {
+                    return None;
+                }
             }
-            let value = &b[v0..v1];
-            if memchr(b'&', value).is_some() || find_ci(value, b"price").is_some() {
+        }
+        let [Some(content), property, name] = found else {
+            return Some(());
+        };
+        let value = |(v0, v1): (usize, usize)| -> Option<String> {
+            let raw = self.html.get(v0..v1)?;
+            Some(match htmlize::unescape_attribute(raw) {
+                Cow::Borrowed(v) => v.to_owned(),
+                Cow::Owned(v) => v,
+            })
+        };
+        let content = trim_ascii(&value(content)?).to_owned();
+        for (key, kind) in [(property, MetaKind::Property), (name, MetaKind::Name)] {
+            let Some(key) = key else { continue };
+            if self.facts.metas.len() >= MAX_METAS {
                 return None;
             }
+            self.facts.metas.push(Meta {
+                kind,
+                key: trim_ascii(&value(key)?).to_ascii_lowercase(),
+                content: content.clone(),
+                in_item: false,
+            });
         }
         Some(())
     }
@@ -431,30 +467,29 @@ fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::scan;
     use super::super::tests::{facts, LIMIT};
-    use super::super::{scan, MetaKind};
     use super::*;
     use proptest::prelude::*;
 
-    /// What the walk promises about a page it accepts: the full scan's JSON-LD scripts, no
-    /// microdata item, and no meta tag the meta source reads a price from.
+    /// What the walk promises about a page it accepts: the full scan's JSON-LD scripts and
+    /// meta tags, and no microdata item.
     fn agrees(html: &str) -> Result<bool, String> {
-        let Some(scripts) = json_ld_only(html) else {
+        let Some(fast) = fast_facts(html) else {
             return Ok(false);
         };
         let full = scan(html, None, LIMIT).map_err(|e| format!("full scan failed: {e}"))?;
-        if scripts != full.json_ld {
-            return Err(format!("walk {scripts:?}, full scan {:?}", full.json_ld));
+        if fast.json_ld != full.json_ld {
+            return Err(format!(
+                "walk {:?}, full scan {:?}",
+                fast.json_ld, full.json_ld
+            ));
+        }
+        if fast.metas != full.metas {
+            return Err(format!("walk {:?}, full scan {:?}", fast.metas, full.metas));
         }
         if !full.items.is_empty() {
             return Err(format!("microdata missed: {:?}", full.items));
-        }
-        let priced = full
-            .metas
-            .iter()
-            .find(|m| m.kind == MetaKind::Itemprop || m.key.ends_with("price:amount"));
-        if let Some(m) = priced {
-            return Err(format!("price meta missed: {m:?}"));
         }
         Ok(true)
     }
@@ -482,6 +517,7 @@ mod tests {
             format!("<svg viewBox='0 0 1 1'><title>Icon</title><path d='M0'/><style>.a{{}}</style></svg><script type=application/ld+json>{LD}</script>"),
             format!("<meta property=og:title content='A &amp; B'><meta name=description content=x><script type=application/ld+json>{LD}</script>"),
             format!("<script type=application/json>{LD}</script><script type=text/ld+json>{LD}</script>"),
+            format!("<meta property=product:price:amount content=' 5 '><meta NAME='og&colon;Price:amount' content=&euro;6><meta property=x name=y content><meta content=z><script type=application/ld+json>{LD}</script>"),
             format!("<p>1 < 2 <3 </ p></><? pi ?><!bogus><script type=application/ld+json>{LD}</script>"),
             format!("<a href=x/>y</a><br/><script type=application/ld+json>{LD}</script><script type=application/ld+json></script>"),
         ] {
@@ -493,8 +529,7 @@ mod tests {
     fn what_the_walk_does_not_model_goes_to_the_full_scan() {
         for page in [
             format!("<div itemscope><script type=application/ld+json>{LD}</script>"),
-            format!("<meta property=product:price:amount content=5><script type=application/ld+json>{LD}</script>"),
-            format!("<meta property='og&colon;price:amount' content=5><script type=application/ld+json>{LD}</script>"),
+            format!("<meta property=og:title property=x content=5><script type=application/ld+json>{LD}</script>"),
             format!("<script type=application/ld&#43;json>{LD}</script>"),
             format!("<script type=application/ld+json type=x>{LD}</script>"),
             format!("<script type=\"application/ld+json\"/>{LD}</script>"),
@@ -574,6 +609,10 @@ mod tests {
                 " property=og:price:amount content=1",
                 " name=og:title content=\"a &amp; b\"",
                 " itemprop=price",
+                " content=' 7 '",
+                " property='og&colon;price:amount' content=2",
+                " NAME=product:price:amount content",
+                " content=1 content=2",
                 " a\"b=c",
                 " =x",
                 " type=application/ld+json type=x",

@@ -29,7 +29,7 @@ mod implied_ends;
 mod microdata;
 
 use collector::{Collector, TextKind};
-pub use fast::json_ld_only;
+pub use fast::fast_facts;
 
 /// Everything the extractor reads from one page, in document order.
 #[derive(Debug, Default, Clone, PartialEq)]
