@@ -1,5 +1,5 @@
 //! The fast path's scan: most product pages state their price in JSON-LD alone, and reading
-//! that needs only the scripts' text, not lol_html's pass over every tag. This walk jumps from
+//! that needs only the scripts' text and the meta tags, not lol_html's pass over every tag. This walk jumps from
 //! one `<` to the next with `memchr`, reads only the tags themselves (their name, where they
 //! end, and the attributes of `<script>` and `<meta>`), skips the content of raw-text elements
 //! with `memmem`, and returns the JSON-LD scripts and the `<meta>` tags exactly as
@@ -7,8 +7,7 @@
 //!
 //! It must never disagree with the full scan, so it gives up (`None`) whenever the page holds
 //! microdata (whose item tree only the full scan builds), or anything whose tokenization it
-//! does not model exactly as
-//! lol_html does: MathML and SVG beyond plain drawing elements (lol_html's namespace
+//! does not model exactly as lol_html does: MathML and SVG beyond plain drawing elements (lol_html's namespace
 //! simulator decides there), CDATA, `<plaintext>`, script content that could enter the
 //! "double escaped" state, comments that end in the spec's unusual ways, a construct left open
 //! at the end of the page, a self-closing or entity-encoded JSON-LD script, and pages large or
