@@ -28,8 +28,15 @@ use crate::inbound::activity::{ConversationKey, ConversationReference};
 pub use self::guarded::{GuardConfig, GuardedStore};
 pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig};
 
-/// The schema this build reads and writes; a store with another version is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout of the store this build reads and writes (which trees, which indexes). A
+/// store with a newer or unknown version is refused at open; an older one is migrated
+/// (version 2 added the due-time indexes). An older build refuses a migrated store, so
+/// that it never writes records without their index.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The version in each record's envelope (`codec`): the records' encoding, which the
+/// schema's version 2 left as it was (so an upgraded store rewrites nothing).
+pub const RECORD_VERSION: u32 = 1;
 
 /// A boxed future, so the trait stays object-safe and backends can be swapped at start-up.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
