@@ -254,7 +254,9 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history points older than `before_ms` (the retention setting).
     fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize>;
 
-    /// Queued messages whose next attempt is due, in queue order, at most `limit`.
+    /// Queued messages whose next attempt is due, in queue order, at most `limit`. When
+    /// more are due, which ones a pass gets is the backend's choice (the sled one: the
+    /// oldest of those queued to go at once and the most overdue of those put off).
     fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// A queued message as stored now (`None`: delivered, dead or never queued).
