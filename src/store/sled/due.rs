@@ -169,6 +169,13 @@ impl Outbox<'_> {
         id: u64,
         change: impl Fn(&OutboxEntry) -> Option<OutboxEntry>,
     ) -> Result<bool, StoreError> {
+        // A message put off again (a rate-limited backlog is, at every pass) changes only
+        // the waiting part: a transaction over two trees instead of three.
+        if self.waiting.contains_key(id.to_be_bytes()).map_err(io)? {
+            if let Some(done) = self.change_waiting(id, &change)? {
+                return Ok(done);
+            }
+        }
         (self.ready, self.waiting, self.due)
             .transaction(|(ready, waiting, due)| {
                 let tx = TxOutbox {
@@ -183,6 +190,37 @@ impl Outbox<'_> {
                     tx.replace(&old, &new)?;
                 }
                 Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    /// [`Outbox::change`] for a message in the waiting part that stays there; `None` when
+    /// it is not there after all, or would leave it (the caller's three-tree transaction
+    /// then decides).
+    fn change_waiting(
+        &self,
+        id: u64,
+        change: &impl Fn(&OutboxEntry) -> Option<OutboxEntry>,
+    ) -> Result<Option<bool>, StoreError> {
+        let key = id.to_be_bytes();
+        (self.waiting, self.due)
+            .transaction(|(waiting, due)| {
+                let Some(bytes) = waiting.get(key)? else {
+                    return Ok(None);
+                };
+                let old: OutboxEntry = decode("outbox entry", &bytes).map_err(abort)?;
+                let Some(new) = change(&old) else {
+                    return Ok(Some(true));
+                };
+                if !waits(&new) {
+                    return Ok(None);
+                }
+                waiting.insert(&key, crate::store::codec::encode(&new).map_err(abort)?)?;
+                if new.next_attempt_ms != old.next_attempt_ms {
+                    due.remove(&message_key(old.next_attempt_ms, id))?;
+                    due.insert(&message_key(new.next_attempt_ms, id), &[])?;
+                }
+                Ok(Some(true))
             })
             .map_err(tx_error)
     }
