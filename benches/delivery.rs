@@ -13,7 +13,10 @@
 //! in a sled store with the daemon's defaults, then delivered by `Delivery::pass` in a
 //! loop until the outbox is empty: the real Connector client, the real store, no limits.
 //! Reported: messages/s, this process's CPU s per 1,000 messages, peak RSS, and the
-//! channel's count (each message exactly once).
+//! channel's count (each message exactly once). Then the same again for another channel
+//! with a backlog beside it: `PW_BENCH_BACKLOG` messages (default 100,000) for a third
+//! channel, each deferred 3 h ahead (as a rate limit or a long `Retry-After` leaves them),
+//! which a pass must not pay for; checked that the backlog is still queued afterwards.
 //!
 //! (b) 3,300 messages for 100 conversations on a channel configured `per_channel =
 //! ["50/1s"]`, delivered for 60 s by the daemon's own loop (the pass, then the wait it
@@ -21,7 +24,7 @@
 //! arrivals in any one-second span (checked: ≤ 50, and the rate within 2% of 50/s).
 //!
 //! `cargo bench --bench delivery`. Without `--bench` (as `cargo test --benches` runs it):
-//! a smoke run, 500 messages and 3 s of (b).
+//! a smoke run, 500 messages, a backlog of 500 and 3 s of (b).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -264,29 +267,41 @@ fn delivery(store: &Arc<SledStore>, limits: SendLimits) -> Result<Delivery, Stri
     ))
 }
 
-fn run() -> Result<ExitCode, String> {
-    let full = std::env::args().any(|a| a == "--bench");
-    let messages = env_usize("PW_BENCH_MESSAGES", if full { 100_000 } else { 500 });
-    let conversations = env_usize("PW_BENCH_CONVERSATIONS", if full { 10_000 } else { 50 });
-    let limited_for = Duration::from_secs(if full { 60 } else { 3 });
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = open_store(&dir.path().join("data")).map_err(|e| e.to_string())?;
-    let mut ok = true;
+/// One (a) run: `messages` for `conversations` conversations of `channel`, queued and
+/// then delivered with limits off until nothing is due.
+struct LimitsOff {
+    per_s: f64,
+    wall: f64,
+    cpu_per_1000: f64,
+    channel_cpu_per_1000: f64,
+    peak_mb: f64,
+    passes: usize,
+    sent: usize,
+    arrived: usize,
+    /// What is still queued for this channel afterwards.
+    left: usize,
+}
 
-    // (a) limits off.
+fn limits_off(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<SledStore>,
+    channel_id: &str,
+    conversations: usize,
+    messages: usize,
+) -> Result<LimitsOff, String> {
     let channel = Channel::start()?;
-    let setup = Instant::now();
     rt.block_on(queue(
-        &store,
-        "bench",
+        store,
+        channel_id,
         &channel.url,
         conversations,
         messages,
     ))?;
-    let setup = setup.elapsed();
-    let d = delivery(&store, SendLimits::off(Arc::new(SystemClock)))?;
+    let before = rt
+        .block_on(store.stats())
+        .map_err(|e| e.to_string())?
+        .outbox;
+    let d = delivery(store, SendLimits::off(Arc::new(SystemClock)))?;
     reset_peak();
     let cpu0 = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
     let channel_cpu0 = channel.cpu();
@@ -307,35 +322,115 @@ fn run() -> Result<ExitCode, String> {
     let cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - cpu0;
     let channel_cpu = channel.cpu() - channel_cpu0;
     let peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
-    let left = rt
+    let after = rt
         .block_on(store.stats())
         .map_err(|e| e.to_string())?
         .outbox;
     let arrived = channel.stop().len();
-    let per_s = sent as f64 / wall;
+    Ok(LimitsOff {
+        per_s: sent as f64 / wall,
+        wall,
+        cpu_per_1000: cpu * 1000.0 / sent.max(1) as f64,
+        channel_cpu_per_1000: channel_cpu * 1000.0 / sent.max(1) as f64,
+        peak_mb,
+        passes,
+        sent,
+        arrived,
+        left: (after + messages).saturating_sub(before),
+    })
+}
+
+/// Queues `messages` for another channel and defers each of them `hours` ahead, as a
+/// rate limit or a channel's long `Retry-After` does: a backlog that waits beside the
+/// messages that go out at once.
+fn backlog(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<SledStore>,
+    messages: usize,
+    hours: u64,
+) -> Result<(), String> {
+    rt.block_on(async {
+        queue(store, "backlog", "http://127.0.0.1:9/", 1_000, messages).await?;
+        let err = |e: pricewatch::store::StoreError| e.to_string();
+        let at = SystemClock.now_ms() + hours * 3_600_000;
+        let queued = store.queued_messages(usize::MAX).await.map_err(err)?;
+        for e in queued
+            .iter()
+            .filter(|e| e.conversation.channel_id == "backlog")
+        {
+            store.defer_message(e.id, at).await.map_err(err)?;
+        }
+        store.flush().await.map_err(err)
+    })
+}
+
+fn run() -> Result<ExitCode, String> {
+    let full = std::env::args().any(|a| a == "--bench");
+    let messages = env_usize("PW_BENCH_MESSAGES", if full { 100_000 } else { 500 });
+    let conversations = env_usize("PW_BENCH_CONVERSATIONS", if full { 10_000 } else { 50 });
+    let waiting = env_usize("PW_BENCH_BACKLOG", if full { 100_000 } else { 500 });
+    let limited_for = Duration::from_secs(if full { 60 } else { 3 });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let store = open_store(&dir.path().join("data")).map_err(|e| e.to_string())?;
+    let mut ok = true;
 
     println!("## Proactive delivery (`benches/delivery.rs`)\n");
     println!(
-        "{messages} messages for {conversations} conversations, {cores} CPUs visible; {}",
+        "{messages} messages for {conversations} conversations, {cores} CPUs visible; {}\n",
         if full { "full run" } else { "smoke run" }
-    );
-    println!(
-        "setup (not timed): references and queued messages in {:.1} s\n",
-        setup.as_secs_f64()
     );
     println!("| run | messages/s | wall | CPU s per 1,000 | channel CPU s per 1,000 | peak RSS | passes | sent / arrived / left |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| (a) limits off | {per_s:.0} | {wall:.2} s | {:.3} | {:.3} | {peak_mb:.1} MB | {passes} | {sent} / {arrived} / {left} |",
-        cpu * 1000.0 / sent.max(1) as f64,
-        channel_cpu * 1000.0 / sent.max(1) as f64,
-    );
-    if sent != messages || arrived != messages || left != 0 {
-        eprintln!(
-            "(a): {sent} sent, {arrived} arrived, {left} left; want {messages}, {messages}, 0"
+    // (a) limits off, on an empty outbox; then again with a backlog waiting beside it.
+    let mut per_s = f64::MAX;
+    let setup = Instant::now();
+    let mut backlog_setup = Duration::ZERO;
+    for (run, channel_id) in [
+        ("(a) limits off", "bench"),
+        ("(a) beside the backlog", "bench2"),
+    ] {
+        if channel_id == "bench2" {
+            let started = Instant::now();
+            backlog(&rt, &store, waiting, 3)?;
+            backlog_setup = started.elapsed();
+        }
+        let r = limits_off(&rt, &store, channel_id, conversations, messages)?;
+        println!(
+            "| {run} | {:.0} | {:.2} s | {:.3} | {:.3} | {:.1} MB | {} | {} / {} / {} |",
+            r.per_s,
+            r.wall,
+            r.cpu_per_1000,
+            r.channel_cpu_per_1000,
+            r.peak_mb,
+            r.passes,
+            r.sent,
+            r.arrived,
+            r.left
         );
+        per_s = per_s.min(r.per_s);
+        if r.sent != messages || r.arrived != messages || r.left != 0 {
+            eprintln!(
+                "{run}: {} sent, {} arrived, {} left; want {messages}, {messages}, 0",
+                r.sent, r.arrived, r.left
+            );
+            ok = false;
+        }
+    }
+    let waiting_now = rt
+        .block_on(store.stats())
+        .map_err(|e| e.to_string())?
+        .outbox;
+    if waiting_now != waiting {
+        eprintln!("the backlog: {waiting_now} queued afterwards, want {waiting}");
         ok = false;
     }
+    println!(
+        "\nbacklog: {waiting} messages for another channel, each deferred 3 h (set up in {:.1} s, not timed; still queued after the run: {waiting_now}); setup of both runs and the backlog {:.1} s\n",
+        backlog_setup.as_secs_f64(),
+        setup.elapsed().as_secs_f64(),
+    );
 
     // (b) one channel limited to 50/s, for 60 s.
     let channel = Channel::start()?;

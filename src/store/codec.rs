@@ -63,7 +63,7 @@ struct EnvelopeRef<'a, T> {
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(&EnvelopeRef {
-        v: super::SCHEMA_VERSION,
+        v: super::RECORD_VERSION,
         body: value,
     })
     .map_err(|e| StoreError::Encode(Arc::new(e)))

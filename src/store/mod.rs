@@ -28,8 +28,15 @@ use crate::inbound::activity::{ConversationKey, ConversationReference};
 pub use self::guarded::{GuardConfig, GuardedStore};
 pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig};
 
-/// The schema this build reads and writes; a store with another version is refused at open.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout of the store this build reads and writes (which trees, which indexes). A
+/// store with a newer or unknown version is refused at open; an older one is migrated
+/// (version 2 added the due-time indexes). An older build refuses a migrated store, so
+/// that it never writes records without their index.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The version in each record's envelope (`codec`): the records' encoding, which the
+/// schema's version 2 left as it was (so an upgraded store rewrites nothing).
+pub const RECORD_VERSION: u32 = 1;
 
 /// A boxed future, so the trait stays object-safe and backends can be swapped at start-up.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -247,7 +254,9 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history points older than `before_ms` (the retention setting).
     fn prune_history(&self, before_ms: u64) -> StoreFuture<'_, usize>;
 
-    /// Queued messages whose next attempt is due, in queue order, at most `limit`.
+    /// Queued messages whose next attempt is due, in queue order, at most `limit`. When
+    /// more are due, which ones a pass gets is the backend's choice (the sled one: the
+    /// oldest of those queued to go at once and the most overdue of those put off).
     fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// A queued message as stored now (`None`: delivered, dead or never queued).

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use super::due;
 use super::integrity::{count, Delta};
 use super::io;
 use crate::domain::{CheckRecord, NewOutbox, OutboxEntry, Watch};
@@ -20,6 +21,8 @@ use crate::store::StoreError;
 /// The trees a check writes, owned by the writer thread.
 pub(super) struct CheckTrees {
     pub(super) products: sled::Tree,
+    /// The products' due-time index, changed with each product (`due`).
+    pub(super) due_products: sled::Tree,
     pub(super) history: sled::Tree,
     pub(super) watches: sled::Tree,
     pub(super) outbox: sled::Tree,
@@ -36,6 +39,8 @@ pub(super) struct CheckTrees {
 pub(super) struct Prepared<'a> {
     check: &'a CheckRecord,
     product: Vec<u8>,
+    /// The product's key in `due_products` after the check.
+    due_key: Vec<u8>,
     change: Option<(Vec<u8>, Vec<u8>)>,
     watches: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -54,6 +59,7 @@ pub(super) fn prepare(check: &CheckRecord) -> Result<Prepared<'_>, StoreError> {
     Ok(Prepared {
         check,
         product: encode(&check.product)?,
+        due_key: due::product_key(check.product.next_due_ms, url),
         change,
         watches,
     })
@@ -72,6 +78,7 @@ impl CheckTrees {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let trees = (
             &self.products,
+            &self.due_products,
             &self.history,
             &self.watches,
             &self.outbox,
@@ -79,10 +86,10 @@ impl CheckTrees {
             &self.meta,
         );
         trees
-            .transaction(|(p, h, w, o, a, m)| {
+            .transaction(|(p, dp, h, w, o, a, m)| {
                 let mut all = Vec::with_capacity(checks.len());
                 for prepared in checks {
-                    all.push(apply_check(prepared, p, h, w, o, a)?);
+                    all.push(apply_check(prepared, Tx { p, dp, h, w, o, a })?);
                 }
                 let queued: usize = all.iter().map(Vec::len).sum();
                 count(m, Delta::one(Delta::OUTBOX, queued as i64))?;
@@ -95,21 +102,30 @@ impl CheckTrees {
 type TxTree = sled::transaction::TransactionalTree;
 type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
 
+/// The trees of the batch's transaction.
+struct Tx<'a> {
+    p: &'a TxTree,
+    dp: &'a TxTree,
+    h: &'a TxTree,
+    w: &'a TxTree,
+    o: &'a TxTree,
+    a: &'a TxTree,
+}
+
 /// One check inside the batch's transaction.
-fn apply_check(
-    prepared: &Prepared<'_>,
-    p: &TxTree,
-    h: &TxTree,
-    w: &TxTree,
-    o: &TxTree,
-    a: &TxTree,
-) -> TxResult<Vec<OutboxEntry>> {
+fn apply_check(prepared: &Prepared<'_>, tx: Tx<'_>) -> TxResult<Vec<OutboxEntry>> {
+    let Tx { p, dp, h, w, o, a } = tx;
     let check = prepared.check;
     let url = check.product.url.as_str();
     let mut queued = Vec::new();
     // Every watch went while the page was fetched: nothing to record.
-    if p.get(url_key(url))?.is_none() {
+    let Some(old) = p.get(url_key(url))? else {
         return Ok(queued);
+    };
+    let was_due = due::product_due(&old).map_err(abort)?;
+    if was_due != check.product.next_due_ms {
+        dp.remove(due::product_key(was_due, url))?;
+        dp.insert(prepared.due_key.as_slice(), &[])?;
     }
     p.insert(url_key(url), prepared.product.clone())?;
     if let Some((k, v)) = &prepared.change {

@@ -37,6 +37,9 @@ pub(super) const COUNTED: [&str; 5] = [
     "dead_letters",
 ];
 
+/// Counted with "outbox": the messages whose next attempt was put off (`due`).
+pub(super) const OUTBOX_WAITING: &str = "outbox_waiting";
+
 /// What a person calls them, in the same order.
 const SHOWN: [&str; 5] = [
     "conversations",
@@ -483,12 +486,19 @@ fn count_store(path: &Path) -> Result<([u64; 5], Recorded), StoreError> {
     let db = sled::Config::new().path(path).open().map_err(io)?;
     let names = db.tree_names();
     let mut found = [0; 5];
-    for (slot, name) in found.iter_mut().zip(COUNTED) {
+    let count_named = |name: &str| -> Result<u64, StoreError> {
         // Opening a tree that is not there would create it; an absent one holds nothing.
         if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
-            *slot = count_tree(&db.open_tree(name).map_err(io)?)?;
+            count_tree(&db.open_tree(name).map_err(io)?)
+        } else {
+            Ok(0)
         }
+    };
+    for (slot, name) in found.iter_mut().zip(COUNTED) {
+        *slot = count_named(name)?;
     }
+    // The outbox's waiting part (`due`) is queued messages too.
+    found[Delta::OUTBOX] += count_named(OUTBOX_WAITING)?;
     let recorded = if names.iter().any(|n| n.as_ref() == b"meta") {
         recorded(&db.open_tree("meta").map_err(io)?)?
     } else {
@@ -562,7 +572,8 @@ mod tests {
             &store.outbox,
             &store.dead_letters,
         ];
-        let found = trees.map(|t| count_tree(t).unwrap());
+        let mut found = trees.map(|t| count_tree(t).unwrap());
+        found[Delta::OUTBOX] += count_tree(&store.outbox_waiting).unwrap();
         let Recorded::Counts(recorded) = recorded(&store.meta).unwrap() else {
             panic!("no counts recorded")
         };

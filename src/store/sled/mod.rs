@@ -5,6 +5,7 @@
 //! (`writer`) live beside it, each with its own tests.
 
 mod check;
+mod due;
 mod integrity;
 mod snapshot;
 mod writer;
@@ -54,12 +55,19 @@ pub struct SledStore {
     watches: sled::Tree,
     /// Product URL key → `Product`.
     products: sled::Tree,
+    /// `next_due_ms ‖ url_key` → nothing: the products by due time (`due`).
+    due_products: sled::Tree,
     /// `url_key ‖ watch id` → the watch's conversation key: a product's watches.
     product_watches: sled::Tree,
     /// `url_key ‖ time` → `ChangePoint`.
     history: sled::Tree,
-    /// Outbox id (big-endian, queue order) → `OutboxEntry`.
+    /// Outbox id (big-endian, queue order) → `OutboxEntry`, for a message that goes out at
+    /// once (`due`).
     outbox: sled::Tree,
+    /// Outbox id → `OutboxEntry` whose next attempt was put off (a retry, a rate limit).
+    outbox_waiting: sled::Tree,
+    /// `next_attempt_ms ‖ id` → nothing: `outbox_waiting` by due time.
+    outbox_due: sled::Tree,
     /// Alert id → outbox id, so an alert queued twice (a check retried after a crash) is
     /// kept once.
     alert_ids: sled::Tree,
@@ -177,13 +185,38 @@ impl SledStore {
         let references = tree("references")?;
         let watches = tree("watches")?;
         let products = tree("products")?;
+        let due_products = tree("due_products")?;
         let product_watches = tree("product_watches")?;
         let history = tree("history")?;
         let outbox = tree("outbox")?;
+        let outbox_waiting = tree(integrity::OUTBOX_WAITING)?;
+        let outbox_due = tree("outbox_due")?;
         let alert_ids = tree("alert_ids")?;
         let dead_letters = tree("dead_letters")?;
         let unreachable = tree("unreachable")?;
-        check_schema(&path, &meta)?;
+        let older = check_schema(&path, &meta)?;
+        let indexes = due::Trees {
+            products: &products,
+            due_products: &due_products,
+            outbox: due::Outbox {
+                ready: &outbox,
+                waiting: &outbox_waiting,
+                due: &outbox_due,
+            },
+            meta: &meta,
+        };
+        if older.is_some() || !indexes.consistent()? {
+            let current = SCHEMA_VERSION.to_be_bytes();
+            let rebuilt = indexes.rebuild(&[(SCHEMA_KEY, current.to_vec())])?;
+            tracing::info!(
+                path = %path.display(),
+                from_schema = older,
+                products = rebuilt.products,
+                waiting_messages = rebuilt.waiting,
+                moved = rebuilt.moved,
+                "the store's due-time indexes were built"
+            );
+        }
         if let Some(found) = found {
             integrity::reconcile(&meta, found)?;
         }
@@ -199,6 +232,7 @@ impl SledStore {
         let watch_writes = Arc::new(Mutex::new(()));
         let checks = CheckTrees {
             products: products.clone(),
+            due_products: due_products.clone(),
             history: history.clone(),
             watches: watches.clone(),
             outbox: outbox.clone(),
@@ -216,9 +250,12 @@ impl SledStore {
             references,
             watches,
             products,
+            due_products,
             product_watches,
             history,
             outbox,
+            outbox_waiting,
+            outbox_due,
             alert_ids,
             dead_letters,
             unreachable,
@@ -303,40 +340,34 @@ impl SledStore {
         Ok(changed.len())
     }
 
-    fn move_entry(
-        &self,
-        from: &sled::Tree,
-        to: &sled::Tree,
-        id: u64,
-        change: impl Fn(&mut OutboxEntry),
-    ) -> Result<bool, StoreError> {
+    /// Puts a dead letter back in the outbox's ready part, due at `now_ms`.
+    fn requeue(&self, id: u64, now_ms: u64) -> Result<bool, StoreError> {
         let key = id.to_be_bytes();
-        let Some(bytes) = from.get(key).map_err(io)? else {
+        let Some(bytes) = self.dead_letters.get(key).map_err(io)? else {
             return Ok(false);
         };
-        let mut entry: OutboxEntry = decode("outbox entry", &bytes)?;
-        change(&mut entry);
+        let mut entry: OutboxEntry = decode("dead letter", &bytes)?;
+        entry.attempts = 0;
+        entry.next_attempt_ms = now_ms;
+        entry.dead_ms = None;
         let value = encode(&entry)?;
-        let (from_tree, to_tree) = match entry.dead_ms {
-            Some(_) => (Delta::OUTBOX, Delta::DEAD_LETTERS),
-            None => (Delta::DEAD_LETTERS, Delta::OUTBOX),
-        };
-        (from, to, &self.alert_ids, &self.meta)
-            .transaction(|(f, t, a, m)| {
+        (
+            &self.dead_letters,
+            &self.outbox,
+            &self.alert_ids,
+            &self.meta,
+        )
+            .transaction(|(d, o, a, m)| {
                 let mut delta = Delta::default();
-                if f.remove(&key)?.is_some() {
-                    delta.add(from_tree, -1);
+                if d.remove(&key)?.is_some() {
+                    delta.add(Delta::DEAD_LETTERS, -1);
                 }
-                if t.insert(&key, value.clone())?.is_none() {
-                    delta.add(to_tree, 1);
+                if o.insert(&key, value.clone())?.is_none() {
+                    delta.add(Delta::OUTBOX, 1);
                 }
                 count(m, delta)?;
-                // A dead letter no longer blocks its alert id; a requeued one does again.
-                if entry.dead_ms.is_some() {
-                    a.remove(entry.alert_id.as_bytes())?;
-                } else {
-                    a.insert(entry.alert_id.as_bytes(), &key)?;
-                }
+                // A requeued message blocks its alert id again.
+                a.insert(entry.alert_id.as_bytes(), &key)?;
                 Ok(())
             })
             .map_err(tx_error)?;
@@ -379,14 +410,16 @@ impl SledStore {
         };
         let url = watch.url.as_str();
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
+        let due_key = due::product_key(product.next_due_ms, url);
         // One transaction: a crash never leaves a watch whose product is not scheduled.
         (
             &self.watches,
             &self.products,
+            &self.due_products,
             &self.product_watches,
             &self.meta,
         )
-            .transaction(|(w, p, pw, m)| {
+            .transaction(|(w, p, dp, pw, m)| {
                 let mut delta = Delta::default();
                 if w.insert(
                     watch_key(&watch.conversation, id),
@@ -398,6 +431,7 @@ impl SledStore {
                 }
                 if p.get(url_key(url))?.is_none() {
                     p.insert(url_key(url), encode(&product).map_err(abort)?)?;
+                    dp.insert(due_key.as_slice(), &[])?;
                     delta.add(Delta::PRODUCTS, 1);
                 }
                 count(m, delta)?;
@@ -445,9 +479,11 @@ impl SledStore {
                 .next()
                 .is_none()
             {
-                (&self.products, &self.meta)
-                    .transaction(|(p, m)| {
-                        if p.remove(url_key(url))?.is_some() {
+                (&self.products, &self.due_products, &self.meta)
+                    .transaction(|(p, dp, m)| {
+                        if let Some(old) = p.remove(url_key(url))? {
+                            let at = due::product_due(&old).map_err(abort)?;
+                            dp.remove(due::product_key(at, url))?;
                             count(m, Delta::one(Delta::PRODUCTS, -1))?;
                         }
                         Ok(())
@@ -504,11 +540,90 @@ impl SledStore {
         Ok(found)
     }
 
-    fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
-        match self.outbox.get(id.to_be_bytes()).map_err(io)? {
-            Some(bytes) => decode("outbox entry", &bytes).map(Some),
-            None => Ok(None),
+    fn queue(&self) -> due::Outbox<'_> {
+        due::Outbox {
+            ready: &self.outbox,
+            waiting: &self.outbox_waiting,
+            due: &self.outbox_due,
         }
+    }
+
+    fn outbox_entry(&self, id: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        self.queue().get(id)
+    }
+
+    /// Removes a delivered message: from the ready part in the same three-tree transaction
+    /// as before the indexes (delivery's fast path), else from the waiting part with its
+    /// index key.
+    fn remove_delivered_sync(&self, id: u64) -> Result<(), StoreError> {
+        let key = id.to_be_bytes();
+        let removed = (&self.outbox, &self.alert_ids, &self.meta)
+            .transaction(|(o, a, m)| {
+                let Some(old) = o.remove(&key)? else {
+                    return Ok(false);
+                };
+                a.remove(due::alert_id(&old).map_err(abort)?.as_bytes())?;
+                count(m, Delta::one(Delta::OUTBOX, -1))?;
+                Ok(true)
+            })
+            .map_err(tx_error)?;
+        if removed || !self.outbox_waiting.contains_key(key).map_err(io)? {
+            return Ok(());
+        }
+        (
+            &self.outbox_waiting,
+            &self.outbox_due,
+            &self.alert_ids,
+            &self.meta,
+        )
+            .transaction(|(w, d, a, m)| {
+                let Some(old) = w.remove(&key)? else {
+                    return Ok(());
+                };
+                let old: OutboxEntry = decode("outbox entry", &old).map_err(abort)?;
+                d.remove(&due::message_key(old.next_attempt_ms, id))?;
+                a.remove(old.alert_id.as_bytes())?;
+                count(m, Delta::one(Delta::OUTBOX, -1))?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Moves a queued message (from either part) to the dead letters.
+    fn bury(&self, id: u64, error: &str, now_ms: u64) -> Result<bool, StoreError> {
+        (
+            &self.outbox,
+            &self.outbox_waiting,
+            &self.outbox_due,
+            &self.dead_letters,
+            &self.alert_ids,
+            &self.meta,
+        )
+            .transaction(|(ready, waiting, due, d, a, m)| {
+                let queue = due::TxOutbox {
+                    ready,
+                    waiting,
+                    due,
+                };
+                let Some(mut entry) = queue.get(id)? else {
+                    return Ok(false);
+                };
+                queue.remove(&entry)?;
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.last_error = Some(error.to_owned());
+                entry.dead_ms = Some(now_ms);
+                let mut delta = Delta::one(Delta::OUTBOX, -1);
+                if d.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?
+                    .is_none()
+                {
+                    delta.add(Delta::DEAD_LETTERS, 1);
+                }
+                count(m, delta)?;
+                // A dead letter no longer blocks its alert id.
+                a.remove(entry.alert_id.as_bytes())?;
+                Ok(true)
+            })
+            .map_err(tx_error)
     }
 
     fn prune_history_sync(&self, before_ms: u64) -> Result<usize, StoreError> {
@@ -661,31 +776,37 @@ impl Store for SledStore {
                 references: self.references.len(),
                 watches: self.watches.len(),
                 products: self.products.len(),
-                outbox: self.outbox.len(),
+                outbox: self.queue().len(),
                 dead_letters: self.dead_letters.len(),
                 // Ids grow with time, so the first entry is the oldest; a requeued dead
                 // letter keeps its id and its creation time, and so is first too.
-                oldest_queued_ms: match self.outbox.first().map_err(io)? {
-                    Some((_, bytes)) => {
-                        Some(decode::<OutboxEntry>("outbox entry", &bytes)?.created_ms)
-                    }
-                    None => None,
-                },
+                oldest_queued_ms: self.queue().first()?.map(|e| e.created_ms),
             })
         })
     }
 
     fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
         Box::pin(async move {
+            // The index, in due order: a pass reads what is due, not every product.
             let mut due = Vec::new();
-            for value in self.products.iter().values() {
-                let product: Product = decode("product", &value.map_err(io)?)?;
-                if product.next_due_ms <= now_ms {
+            for key in due::due_keys(&self.due_products, now_ms).keys() {
+                if due.len() >= limit {
+                    break;
+                }
+                let key = key.map_err(io)?;
+                let Some((at, url)) = due::split_key(&key) else {
+                    continue;
+                };
+                let Some(bytes) = self.products.get(url).map_err(io)? else {
+                    continue;
+                };
+                let product: Product = decode("product", &bytes)?;
+                // The index and the record change in one transaction; a key that says
+                // otherwise is not the product's.
+                if product.next_due_ms == at {
                     due.push(product);
                 }
             }
-            due.sort_by_key(|p| p.next_due_ms);
-            due.truncate(limit);
             Ok(due)
         })
     }
@@ -744,54 +865,28 @@ impl Store for SledStore {
     }
 
     fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
-        Box::pin(async move {
-            let mut ready = Vec::new();
-            for value in self.outbox.iter().values() {
-                let entry: OutboxEntry = decode("outbox entry", &value.map_err(io)?)?;
-                if entry.next_attempt_ms <= now_ms {
-                    ready.push(entry);
-                    if ready.len() >= limit {
-                        break;
-                    }
-                }
-            }
-            Ok(ready)
-        })
+        Box::pin(async move { self.queue().due(now_ms, limit) })
     }
 
     fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let entry = self.outbox_entry(id)?;
-            // Not flushed here: losing the removal to a crash resends the message, the one
-            // duplicate at-least-once delivery allows; sled's background flush
-            // (`storage.flush_every`) makes it durable soon, and a flush per message would
-            // cap delivery at the disk's fsync rate.
-            (&self.outbox, &self.alert_ids, &self.meta)
-                .transaction(|(o, a, m)| {
-                    if let Some(entry) = &entry {
-                        a.remove(entry.alert_id.as_bytes())?;
-                    }
-                    if o.remove(&id.to_be_bytes())?.is_some() {
-                        count(m, Delta::one(Delta::OUTBOX, -1))?;
-                    }
-                    Ok(())
-                })
-                .map_err(tx_error)?;
-            Ok(())
-        })
+        // Not flushed here: losing the removal to a crash resends the message, the one
+        // duplicate at-least-once delivery allows; sled's background flush
+        // (`storage.flush_every`) makes it durable soon, and a flush per message would
+        // cap delivery at the disk's fsync rate.
+        Box::pin(async move { self.remove_delivered_sync(id) })
     }
 
     fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(mut entry) = self.outbox_entry(id)? {
-                entry.attempts = entry.attempts.saturating_add(1);
-                entry.next_attempt_ms = next_attempt_ms;
-                entry.last_error = Some(error);
-                // Losing this on a crash only means an earlier retry: no flush needed.
-                self.outbox
-                    .insert(id.to_be_bytes(), encode(&entry)?)
-                    .map_err(io)?;
-            }
+            // Losing this on a crash only means an earlier retry: no flush needed.
+            self.queue().change(id, |e| {
+                Some(OutboxEntry {
+                    attempts: e.attempts.saturating_add(1),
+                    next_attempt_ms,
+                    last_error: Some(error.clone()),
+                    ..e.clone()
+                })
+            })?;
             Ok(())
         })
     }
@@ -838,25 +933,19 @@ impl Store for SledStore {
 
     fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(mut entry) = self.outbox_entry(id)? {
-                if entry.next_attempt_ms < next_attempt_ms {
-                    entry.next_attempt_ms = next_attempt_ms;
-                    self.outbox
-                        .insert(id.to_be_bytes(), encode(&entry)?)
-                        .map_err(io)?;
-                }
-            }
+            self.queue().change(id, |e| {
+                (e.next_attempt_ms < next_attempt_ms).then(|| OutboxEntry {
+                    next_attempt_ms,
+                    ..e.clone()
+                })
+            })?;
             Ok(())
         })
     }
 
     fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            let moved = self.move_entry(&self.outbox, &self.dead_letters, id, |e| {
-                e.attempts = e.attempts.saturating_add(1);
-                e.last_error = Some(error.clone());
-                e.dead_ms = Some(now_ms);
-            })?;
+            let moved = self.bury(id, &error, now_ms)?;
             // Dead letters are what the operator is shown; do not lose one to a crash.
             self.flush_now().await?;
             Ok(moved)
@@ -875,23 +964,12 @@ impl Store for SledStore {
     }
 
     fn queued_messages(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>> {
-        Box::pin(async move {
-            self.outbox
-                .iter()
-                .values()
-                .take(limit)
-                .map(|v| v.map_err(io).and_then(|b| decode("outbox entry", &b)))
-                .collect()
-        })
+        Box::pin(async move { self.queue().queued(limit) })
     }
 
     fn requeue_dead_letter(&self, id: u64, now_ms: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            let moved = self.move_entry(&self.dead_letters, &self.outbox, id, |e| {
-                e.attempts = 0;
-                e.next_attempt_ms = now_ms;
-                e.dead_ms = None;
-            })?;
+            let moved = self.requeue(id, now_ms)?;
             self.flush_now().await?;
             Ok(moved)
         })
@@ -985,18 +1063,23 @@ fn inspect(path: &Path, keep: Keep) -> Result<integrity::Inspection, StoreError>
     })
 }
 
-fn check_schema(path: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
+/// Refuses a store of a newer or unknown schema; returns the version of an older one (to
+/// be migrated), `None` for a current or new one.
+fn check_schema(path: &Path, meta: &sled::Tree) -> Result<Option<u32>, StoreError> {
     let current = SCHEMA_VERSION.to_be_bytes();
     match meta.get(SCHEMA_KEY).map_err(io)? {
         None => {
             meta.insert(SCHEMA_KEY, &current).map_err(io)?;
-            Ok(())
+            Ok(None)
         }
-        Some(v) if v.as_ref() == current => Ok(()),
+        Some(v) if v.as_ref() == current => Ok(None),
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
                 .map(u32::from_be_bytes)
                 .unwrap_or(0);
+            if (1..SCHEMA_VERSION).contains(&found) {
+                return Ok(Some(found));
+            }
             Err(StoreError::Schema {
                 path: path.to_owned(),
                 found,

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use sled::transaction::Transactional;
 
 use super::check::tx_error;
+use super::due;
 use super::integrity::{count, Delta};
 use super::{io, SledStore};
 use crate::domain::{OutboxEntry, Watch};
@@ -65,7 +66,7 @@ impl SledStore {
             conversations,
             products,
             watches,
-            queued: entries(&self.outbox, "outbox entry")?,
+            queued: self.queue().queued(usize::MAX)?,
             dead_letters: entries(&self.dead_letters, "dead letter")?,
         })
     }
@@ -83,9 +84,12 @@ impl SledStore {
             &self.unreachable,
             &self.watches,
             &self.products,
+            &self.due_products,
             &self.product_watches,
             &self.history,
             &self.outbox,
+            &self.outbox_waiting,
+            &self.outbox_due,
             &self.alert_ids,
             &self.dead_letters,
         ];
@@ -94,8 +98,8 @@ impl SledStore {
                 path: self.path.clone(),
             });
         }
-        let [mut references, mut unreachable, mut watches, mut products, mut product_watches, mut history, mut outbox, mut alert_ids, mut dead_letters] =
-            std::array::from_fn::<sled::Batch, 9, _>(|_| sled::Batch::default());
+        let [mut references, mut unreachable, mut watches, mut products, mut due_products, mut product_watches, mut history, mut outbox, mut outbox_waiting, mut outbox_due, mut alert_ids, mut dead_letters] =
+            std::array::from_fn::<sled::Batch, 12, _>(|_| sled::Batch::default());
 
         for c in &snapshot.conversations {
             let key = conversation_key(&c.reference.key());
@@ -104,12 +108,19 @@ impl SledStore {
                 unreachable.insert(key, encode(mark)?);
             }
         }
+        // A product given twice is written once, the last one: so is its index key.
+        let mut due_at = HashMap::with_capacity(snapshot.products.len());
         for p in &snapshot.products {
             let url = p.product.url.as_str();
             products.insert(url_key(url), encode(&p.product)?);
+            due_at.insert(url, p.product.next_due_ms);
             for point in &p.history {
                 history.insert(url_key_with(url, point.at_ms), encode(point)?);
             }
+        }
+
+        for (url, at) in due_at {
+            due_products.insert(due::product_key(at, url), &[]);
         }
 
         let mut old_watches: Vec<&Watch> = snapshot.watches.iter().collect();
@@ -157,7 +168,12 @@ impl SledStore {
             if dead {
                 dead_letters.insert(&key, encode(&entry)?);
             } else {
-                outbox.insert(&key, encode(&entry)?);
+                if due::waits(&entry) {
+                    outbox_waiting.insert(&key, encode(&entry)?);
+                    outbox_due.insert(&due::message_key(entry.next_attempt_ms, id), &[]);
+                } else {
+                    outbox.insert(&key, encode(&entry)?);
+                }
                 alert_ids.insert(entry.alert_id.as_bytes(), &key);
             }
         }
@@ -194,21 +210,27 @@ impl SledStore {
             &self.unreachable,
             &self.watches,
             &self.products,
+            &self.due_products,
             &self.product_watches,
             &self.history,
             &self.outbox,
+            &self.outbox_waiting,
+            &self.outbox_due,
             &self.alert_ids,
             &self.dead_letters,
             &self.meta,
         )
-            .transaction(|(r, u, w, p, pw, h, o, a, d, m)| {
+            .transaction(|(r, u, w, p, dp, pw, h, o, ow, od, a, d, m)| {
                 r.apply_batch(&references)?;
                 u.apply_batch(&unreachable)?;
                 w.apply_batch(&watches)?;
                 p.apply_batch(&products)?;
+                dp.apply_batch(&due_products)?;
                 pw.apply_batch(&product_watches)?;
                 h.apply_batch(&history)?;
                 o.apply_batch(&outbox)?;
+                ow.apply_batch(&outbox_waiting)?;
+                od.apply_batch(&outbox_due)?;
                 a.apply_batch(&alert_ids)?;
                 d.apply_batch(&dead_letters)?;
                 count(m, restored)?;
