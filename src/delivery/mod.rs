@@ -339,7 +339,13 @@ impl Delivery {
             return Ok(());
         };
         let lang = Lang::from_locale(reference.locale.as_deref());
-        let watches = self.store.watches(key).await?;
+        // Announcements and replies name no watch: a store call fewer per message of a
+        // fan-out.
+        let watches = if entries.iter().any(|e| e.watch_id.is_some()) {
+            self.store.watches(key).await?
+        } else {
+            Vec::new()
+        };
         let mut alerts: Vec<(AlertItem<'_>, &OutboxEntry)> = Vec::new();
         let mut singles: Vec<(Message, Option<&str>, &OutboxEntry)> = Vec::new();
         let mut stale: Vec<&OutboxEntry> = Vec::new();

@@ -389,8 +389,8 @@ async fn metrics(endpoint: &Endpoint, method: Method) -> Response {
     }
 }
 
-/// Queues `text` for the named conversation or every stored one, skipping those the
-/// channel refused; `None` when the named one is not stored.
+/// Queues `text` for the named conversation or every stored one (the store skips those
+/// the channel refused); `None` when the named one is not stored.
 async fn queue_announcement(
     announcements: &Announcements,
     text: &str,
@@ -411,29 +411,31 @@ async fn queue_announcement(
         None => store.conversations().await?,
     };
     let now = announcements.clock.now_ms();
-    let mut messages = Vec::with_capacity(keys.len());
-    for key in keys {
-        if store.unreachable(&key).await?.is_some() {
-            continue;
-        }
-        messages.push(NewOutbox {
-            alert_id: format!(
-                "announcement:{now}:{}:{}",
-                key.channel_id, key.conversation_id
-            ),
-            conversation: key,
-            watch_id: None,
-            message: OutboxMessage::Announcement {
-                text: text.to_owned(),
-            },
-        });
-    }
     let mut queued = 0;
-    for chunk in messages.chunks(1000) {
-        queued += store.queue_messages(chunk.to_vec(), now).await?.len();
+    // One transaction and one flush per chunk: a flush is the slowest part of queueing,
+    // and the chunk bounds the memory a transaction holds on a large store.
+    for chunk in keys.chunks(ANNOUNCEMENT_CHUNK) {
+        let messages = chunk
+            .iter()
+            .map(|key| NewOutbox {
+                alert_id: format!(
+                    "announcement:{now}:{}:{}",
+                    key.channel_id, key.conversation_id
+                ),
+                conversation: key.clone(),
+                watch_id: None,
+                message: OutboxMessage::Announcement {
+                    text: text.to_owned(),
+                },
+            })
+            .collect();
+        queued += store.queue_messages(messages, now).await?.len();
     }
     Ok(Some(queued))
 }
+
+/// Announcements queued in one transaction.
+const ANNOUNCEMENT_CHUNK: usize = 10_000;
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is matched without
 /// regard to case (RFC 7235, 2.1): `bearer` and `BEARER` are the same scheme.

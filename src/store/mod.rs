@@ -270,7 +270,9 @@ pub trait Store: Send + Sync + 'static {
     fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
 
     /// Queues messages that no check produced (the notify endpoint), durably; an alert id
-    /// already queued is skipped. Returns the entries queued.
+    /// already queued is skipped, and so is a message for a conversation marked
+    /// unreachable (the channel refused it: it would only become a dead letter). Returns
+    /// the entries queued.
     fn queue_messages(
         &self,
         messages: Vec<NewOutbox>,

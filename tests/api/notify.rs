@@ -158,3 +158,32 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn an_announcement_skips_a_conversation_the_channel_refused() {
+    let (t, _dir) = with_token().await;
+    t.say("c1", "help").await;
+    t.say("c2", "help").await;
+    t.channel.take();
+    let refused = pricewatch::inbound::activity::ConversationKey {
+        channel_id: "emulator".into(),
+        conversation_id: "c1".into(),
+    };
+    let mark = pricewatch::domain::Unreachable {
+        since_ms: 1,
+        reason: "the channel answered 403".into(),
+    };
+    t.app()
+        .store()
+        .mark_unreachable(&refused, mark)
+        .await
+        .unwrap();
+
+    let (status, body) = post(&t, Some(TOKEN), &json!({"text": "To the reachable"})).await;
+    assert_eq!((status, &body), (202, &json!({"queued": 1})));
+    let got = t.wait_for(1).await;
+    assert_eq!(got[0].path, "/v3/conversations/c2/activities");
+    // Nothing for c1 was queued, so nothing became a dead letter either.
+    let dead = t.app().store().dead_letters(10).await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+}

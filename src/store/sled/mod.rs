@@ -897,6 +897,20 @@ impl Store for SledStore {
         now_ms: u64,
     ) -> StoreFuture<'_, Vec<OutboxEntry>> {
         Box::pin(async move {
+            // Looked up here, in the same blocking call, rather than by the caller: a
+            // store call per conversation is a trip to the blocking pool each, 10,000 of
+            // them before a notify's 202 (BENCHMARKS.md, notify fan-out).
+            let mut reachable = Vec::with_capacity(messages.len());
+            for m in messages {
+                if !self
+                    .unreachable
+                    .contains_key(conversation_key(&m.conversation))
+                    .map_err(io)?
+                {
+                    reachable.push(m);
+                }
+            }
+            let messages = reachable;
             let entries = (&self.outbox, &self.alert_ids, &self.meta)
                 .transaction(|(o, a, meta)| {
                     let mut queued = Vec::with_capacity(messages.len());
