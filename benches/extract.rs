@@ -71,8 +71,11 @@ static GLOBAL: Counting = Counting;
 
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
+#[path = "common/padding.rs"]
+mod padding;
 
 use fixtures::Fixture;
+use padding::pad;
 
 struct Page {
     name: String,
@@ -82,30 +85,6 @@ struct Page {
     extractor: Extractor,
     /// The same rules with the fast path off.
     full: Extractor,
-}
-
-/// As the poll benchmark pads its pages: related-product cards before `</body>`.
-const PADDED_BYTES: usize = 100_000;
-
-fn pad(body: &[u8]) -> Vec<u8> {
-    let cut = memchr::memmem::rfind(body, b"</body>").unwrap_or(body.len());
-    let mut page = body[..cut].to_vec();
-    let mut i = 0;
-    while page.len() < PADDED_BYTES {
-        i += 1;
-        page.extend_from_slice(
-            format!(
-                r#"<div class="product-card"><a href="/related/{i}" class="card-link"><img src="/img/{i}.jpg" alt="Related item {i}" loading="lazy" width="240" height="240"></a><h3 class="card-title">Related item {i} &amp; accessories</h3><div class="card-rating" aria-label="4.{r} out of 5">★★★★☆ <span>({i})</span></div><div class="card-price"><span class="price-now">{d}.99</span> <s class="price-was">{w}.99</s></div><button type="button" class="add-to-cart" data-sku="SKU-{i}">Add to cart</button></div>
-"#,
-                r = i % 10,
-                d = 10 + i % 500,
-                w = 20 + i % 500,
-            )
-            .as_bytes(),
-        );
-    }
-    page.extend_from_slice(&body[cut..]);
-    page
 }
 
 /// The fixture corpus, each page with the site or JSON API rule its side file names.

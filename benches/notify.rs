@@ -42,8 +42,12 @@ use pricewatch::ops::transfer::{
     AccountRecord, ConversationAccountRecord, ConversationRecord, HeaderRecord, Record, VERSION,
 };
 
+#[path = "common/listening.rs"]
+mod listening;
 #[path = "common/procstat.rs"]
 mod procstat;
+
+use listening::listening_addr;
 
 use procstat::{cpu_seconds, env_usize};
 
@@ -370,14 +374,7 @@ impl Daemon {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .map_err(|_| anyhow!("no \"{LISTENING}\" line from the daemon within 30 s"))?;
             if line.contains(LISTENING) {
-                let addr = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .ok_or_else(|| anyhow!("no addr= in the start-up line: {line}"))?;
-                daemon.addr = addr
-                    .parse()
-                    .with_context(|| format!("bad address in {line}"))?;
+                daemon.addr = listening_addr(&line)?;
                 return Ok(daemon);
             }
         }

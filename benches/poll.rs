@@ -65,6 +65,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod fakes;
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
+#[path = "common/padding.rs"]
+mod padding;
 #[path = "common/procstat.rs"]
 mod procstat;
 
@@ -72,10 +74,10 @@ use procstat::{cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
 
 use fakes::{open_store, FakeShop, Page};
 use fixtures::Fixture;
+use padding::pad;
 
 const TARGET_PRODUCTS_PER_S: f64 = 2_000.0;
 const TARGET_RSS_MB: f64 = 150.0;
-const PAGE_BYTES: usize = 100_000;
 const WATCHES_PER_CONVERSATION: usize = 10;
 const SETUP_IN_FLIGHT: usize = 256;
 /// Reads of what is due, between cycles, averaged.
@@ -105,28 +107,6 @@ struct ShopPage {
 
 fn find(hay: &[u8], needle: &[u8]) -> Vec<usize> {
     memchr::memmem::find_iter(hay, needle).collect()
-}
-
-/// The page grown to `PAGE_BYTES` with related-product cards before `</body>`.
-fn pad(body: &[u8]) -> Vec<u8> {
-    let cut = memchr::memmem::rfind(body, b"</body>").unwrap_or(body.len());
-    let mut page = body[..cut].to_vec();
-    let mut i = 0;
-    while page.len() < PAGE_BYTES {
-        i += 1;
-        page.extend_from_slice(
-            format!(
-                r#"<div class="product-card"><a href="/related/{i}" class="card-link"><img src="/img/{i}.jpg" alt="Related item {i}" loading="lazy" width="240" height="240"></a><h3 class="card-title">Related item {i} &amp; accessories</h3><div class="card-rating" aria-label="4.{r} out of 5">★★★★☆ <span>({i})</span></div><div class="card-price"><span class="price-now">{d}.99</span> <s class="price-was">{w}.99</s></div><button type="button" class="add-to-cart" data-sku="SKU-{i}">Add to cart</button></div>
-"#,
-                r = i % 10,
-                d = 10 + i % 500,
-                w = 20 + i % 500,
-            )
-            .as_bytes(),
-        );
-    }
-    page.extend_from_slice(&body[cut..]);
-    page
 }
 
 fn reads(extractor: &Extractor, body: &[u8], content_type: &str, want: Decimal) -> bool {

@@ -50,10 +50,13 @@ use anyhow::{anyhow, bail, Context};
 
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
+#[path = "common/listening.rs"]
+mod listening;
 #[path = "../tests/common/tokens.rs"]
 mod tokens;
 
 use fakes::{FakeChannel, Keep};
+use listening::listening_addr;
 
 /// Targets from the issue, for a 2-core machine.
 const TARGET_TURNS_PER_S: f64 = 12_000.0;
@@ -811,14 +814,7 @@ impl Daemon {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains(LISTENING) => {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .ok_or_else(|| anyhow!("no addr= in the start-up line: {line}"))?;
-                    daemon.addr = addr
-                        .parse()
-                        .with_context(|| format!("bad address {addr:?} in: {line}"))?;
+                    daemon.addr = listening_addr(&line)?;
                     return Ok(daemon);
                 }
                 Ok(_) => {}

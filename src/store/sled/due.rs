@@ -419,7 +419,8 @@ mod tests {
     use super::super::tests::{added, config, key, message, new_watch, point};
     use super::super::{SledStore, SCHEMA_KEY};
     use super::*;
-    use crate::domain::CheckRecord;
+    use crate::domain::{CheckRecord, Watch};
+    use crate::inbound::activity::ConversationKey;
     use crate::store::{Store, SCHEMA_VERSION};
 
     #[test]
@@ -659,6 +660,41 @@ mod tests {
         db.flush().unwrap();
     }
 
+    /// A watch whose product is next due at 5,000 ms, and two queued messages of which
+    /// the first is put off to 9,000 ms; returns the watch and the messages' ids.
+    async fn due_at_5000_and_one_of_two_messages_at_9000(
+        store: &SledStore,
+        conv: &ConversationKey,
+    ) -> (Watch, Vec<u64>) {
+        let w = added(
+            store
+                .add_watch(new_watch(conv, "https://shop.example/p/1"), 10)
+                .await
+                .unwrap(),
+        );
+        let mut product = store.product(&w.url).await.unwrap().unwrap();
+        product.next_due_ms = 5_000;
+        store
+            .record_check(CheckRecord {
+                product,
+                change: None,
+                watches: vec![],
+                messages: vec![],
+                now_ms: 10,
+            })
+            .await
+            .unwrap();
+        let queued = store
+            .queue_messages(
+                vec![message("m0", conv, None), message("m1", conv, None)],
+                100,
+            )
+            .await
+            .unwrap();
+        store.defer_message(queued[0].id, 9_000).await.unwrap();
+        (w, queued.iter().map(|e| e.id).collect())
+    }
+
     #[tokio::test]
     async fn a_store_from_before_the_indexes_is_migrated_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -666,39 +702,14 @@ mod tests {
         let conv = key("c");
         let (w1, w2, ids) = {
             let store = SledStore::open(&config(dir.path())).unwrap();
-            let w1 = added(
-                store
-                    .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
-                    .await
-                    .unwrap(),
-            );
+            let (w1, ids) = due_at_5000_and_one_of_two_messages_at_9000(&store, &conv).await;
             let w2 = added(
                 store
                     .add_watch(new_watch(&conv, "https://shop.example/p/2"), 10)
                     .await
                     .unwrap(),
             );
-            let mut product = store.product(&w1.url).await.unwrap().unwrap();
-            product.next_due_ms = 5_000;
-            store
-                .record_check(CheckRecord {
-                    product,
-                    change: None,
-                    watches: vec![],
-                    messages: vec![],
-                    now_ms: 10,
-                })
-                .await
-                .unwrap();
-            let queued = store
-                .queue_messages(
-                    vec![message("m0", &conv, None), message("m1", &conv, None)],
-                    100,
-                )
-                .await
-                .unwrap();
-            store.defer_message(queued[0].id, 9_000).await.unwrap();
-            (w1, w2, queued.iter().map(|e| e.id).collect::<Vec<_>>())
+            (w1, w2, ids)
         };
         as_written_by_schema_1(&data);
         let before = SledStore::verify(&data).unwrap();
@@ -762,32 +773,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&config(dir.path())).unwrap();
         let conv = key("c");
-        let w = added(
-            store
-                .add_watch(new_watch(&conv, "https://shop.example/p/1"), 10)
-                .await
-                .unwrap(),
-        );
-        let mut product = store.product(&w.url).await.unwrap().unwrap();
-        product.next_due_ms = 5_000;
-        store
-            .record_check(CheckRecord {
-                product,
-                change: None,
-                watches: vec![],
-                messages: vec![],
-                now_ms: 10,
-            })
-            .await
-            .unwrap();
-        let queued = store
-            .queue_messages(
-                vec![message("m0", &conv, None), message("m1", &conv, None)],
-                100,
-            )
-            .await
-            .unwrap();
-        store.defer_message(queued[0].id, 9_000).await.unwrap();
+        due_at_5000_and_one_of_two_messages_at_9000(&store, &conv).await;
 
         let target_dir = tempfile::tempdir().unwrap();
         let target = SledStore::open(&config(target_dir.path())).unwrap();
