@@ -1849,11 +1849,14 @@ mod tests {
         }
 
         /// Markup is dropped, never the text it marks: every letter and digit comes out,
-        /// in order.
+        /// in order. A link's destination is left out of what must come out: a link whose
+        /// label is its destination (`[a](a)`) is shown once, as `<a>`, by design.
         #[test]
         fn markup_never_loses_text(md in markup()) {
             let out = plain(&md);
-            let mut want = alphanumerics(&visible(&md)).into_iter();
+            let destinations = regex::Regex::new(r"\]\([^)]*\)").unwrap();
+            let text = destinations.replace_all(&md, "]");
+            let mut want = alphanumerics(&visible(&text)).into_iter();
             let mut next = want.next();
             for c in alphanumerics(&out) {
                 if Some(c) == next {
