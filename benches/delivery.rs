@@ -354,11 +354,16 @@ fn backlog(
         let err = |e: pricewatch::store::StoreError| e.to_string();
         let at = SystemClock.now_ms() + hours * 3_600_000;
         let queued = store.queued_messages(usize::MAX).await.map_err(err)?;
-        for e in queued
+        let ids: Vec<u64> = queued
             .iter()
             .filter(|e| e.conversation.channel_id == "backlog")
-        {
-            store.defer_message(e.id, at).await.map_err(err)?;
+            .map(|e| e.id)
+            .collect();
+        for chunk in ids.chunks(1_000) {
+            store
+                .defer_messages(chunk.to_vec(), at)
+                .await
+                .map_err(err)?;
         }
         store.flush().await.map_err(err)
     })

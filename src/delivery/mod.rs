@@ -34,7 +34,7 @@ use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
 use crate::speech::replies::Lang;
-use crate::store::{Store, StoreError};
+use crate::store::{Recipient, Store, StoreError};
 
 /// Entries one pass takes; the rest wait for the next pass.
 const PASS_LIMIT: usize = 1000;
@@ -47,6 +47,9 @@ const SHORT_WAIT_MS: u64 = 1_000;
 const CONVERSATIONS_IN_FLIGHT: usize = 32;
 /// How often idle conversations are dropped from the rate limiters.
 const PRUNE_EVERY_MS: u64 = 60_000;
+/// Delivered messages removed from the outbox in one store call (one transaction). A
+/// channel pass removes the rest before it ends, so the next pass never sees them.
+const REMOVE_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -282,17 +285,29 @@ impl Delivery {
 
     /// A channel's conversations, [`CONVERSATIONS_IN_FLIGHT`] at a time: their limits are
     /// apart, and one slow conversation must not hold back the channel's others.
+    ///
+    /// The store is asked once for every conversation's reference, mark and watches, and
+    /// delivered messages are removed [`REMOVE_BATCH`] at a time: per-message store calls
+    /// (each a trip to the blocking pool, each removal a sled transaction) were most of
+    /// what a fan-out cost.
     async fn channel_pass(
         &self,
         conversations: BTreeMap<ConversationKey, Vec<OutboxEntry>>,
     ) -> Result<PassReport, StoreError> {
         use futures_util::stream::StreamExt;
-        let mut runs = futures_util::stream::iter(conversations)
-            .map(|(conversation, entries)| async move {
+        let wanted = conversations
+            .iter()
+            .map(|(key, entries)| (key.clone(), entries.iter().any(|e| e.watch_id.is_some())))
+            .collect();
+        let recipients = self.store.recipients(wanted).await?;
+        let delivered = Mutex::new(Vec::new());
+        let delivered = &delivered;
+        let mut runs = futures_util::stream::iter(conversations.into_iter().zip(recipients))
+            .map(|((conversation, entries), recipient)| async move {
                 let mut report = PassReport::default();
                 // A 429 from another conversation pauses the channel: the rest wait.
                 if !self.is_throttled(&conversation.channel_id) {
-                    self.conversation(&conversation, entries, &mut report)
+                    self.conversation(&conversation, recipient, entries, delivered, &mut report)
                         .await?;
                 }
                 Ok::<_, StoreError>(report)
@@ -300,9 +315,36 @@ impl Delivery {
             .buffer_unordered(CONVERSATIONS_IN_FLIGHT);
         let mut report = PassReport::default();
         while let Some(r) = runs.next().await {
-            report.add(r?);
+            let r = match r {
+                Ok(r) => r,
+                Err(err) => {
+                    // What was sent stays sent: try to record it before giving up.
+                    drop(runs);
+                    let _ = self.remove_delivered(delivered, 0).await;
+                    return Err(err);
+                }
+            };
+            report.add(r);
+            self.remove_delivered(delivered, REMOVE_BATCH).await?;
         }
+        self.remove_delivered(delivered, 0).await?;
         Ok(report)
+    }
+
+    /// Removes the delivered messages collected so far once there are at least `batch`.
+    async fn remove_delivered(
+        &self,
+        delivered: &Mutex<Vec<u64>>,
+        batch: usize,
+    ) -> Result<(), StoreError> {
+        let ids = {
+            let mut ids = lock(delivered);
+            if ids.is_empty() || ids.len() < batch {
+                return Ok(());
+            }
+            std::mem::take(&mut *ids)
+        };
+        self.store.remove_delivered(ids).await
     }
 
     fn is_throttled(&self, channel: &str) -> bool {
@@ -315,17 +357,24 @@ impl Delivery {
     async fn conversation(
         &self,
         key: &ConversationKey,
+        recipient: Recipient,
         entries: Vec<OutboxEntry>,
+        delivered: &Mutex<Vec<u64>>,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
-        if let Some(mark) = self.store.unreachable(key).await? {
+        let Recipient {
+            reference,
+            unreachable,
+            watches,
+        } = recipient;
+        if let Some(mark) = unreachable {
             let error = format!("the conversation is unreachable: {}", mark.reason);
             for e in &entries {
                 self.dead(e, &error, report).await?;
             }
             return Ok(());
         }
-        let Some(reference) = self.store.reference(key).await? else {
+        let Some(reference) = reference else {
             // Cannot happen for messages the watch loop queues (a watch exists only after an
             // activity stored the reference), but never lose a message over it.
             for e in &entries {
@@ -339,13 +388,6 @@ impl Delivery {
             return Ok(());
         };
         let lang = Lang::from_locale(reference.locale.as_deref());
-        // Announcements and replies name no watch: a store call fewer per message of a
-        // fan-out.
-        let watches = if entries.iter().any(|e| e.watch_id.is_some()) {
-            self.store.watches(key).await?
-        } else {
-            Vec::new()
-        };
         let mut alerts: Vec<(AlertItem<'_>, &OutboxEntry)> = Vec::new();
         let mut singles: Vec<(Message, Option<&str>, &OutboxEntry)> = Vec::new();
         let mut stale: Vec<&OutboxEntry> = Vec::new();
@@ -357,11 +399,9 @@ impl Delivery {
                 Rendered::Stale => stale.push(entry),
             }
         }
-        for entry in stale {
-            // About a watch removed since: telling the user would only confuse.
-            self.store.remove_delivered(entry.id).await?;
-            report.done += 1;
-        }
+        // About a watch removed since: telling the user would only confuse.
+        lock(delivered).extend(stale.iter().map(|e| e.id));
+        report.done += stale.len();
         let digest = {
             let items: Vec<AlertItem<'_>> = alerts.iter().map(|(item, _)| *item).collect();
             notices::alerts(lang, &items)
@@ -377,40 +417,32 @@ impl Delivery {
         while let Some((msg, reply_to_id, covered)) = outgoing.next() {
             if let Some(at) = self.earlier_reply_pending(key, &covered).await? {
                 // It must not overtake its conversation's earlier reply: it goes after it.
-                for e in &covered {
-                    self.store.defer_message(e.id, at).await?;
-                    report.deferred += 1;
-                }
-                report.wait_until(at);
+                self.defer(covered.iter().copied(), at, report).await?;
                 continue;
             }
             if let Some(at) = self.wait_for_limits(key).await {
                 // Everything left for this conversation waits for the limit, durably.
-                for e in covered
+                let rest = covered
                     .iter()
                     .copied()
-                    .chain(outgoing.flat_map(|(_, _, c)| c))
-                {
-                    self.store.defer_message(e.id, at).await?;
-                    report.deferred += 1;
-                }
-                report.wait_until(at);
+                    .chain(outgoing.flat_map(|(_, _, c)| c));
+                self.defer(rest, at, report).await?;
                 return Ok(());
             }
             let mut activity = notices::into_activity(msg, &reference, lang);
             activity.reply_to_id = reply_to_id.map(str::to_owned);
             let err = match self.connector.send(&activity).await {
-                Ok(delivered) => {
+                Ok(accepted) => {
                     report.sent += 1;
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     for e in covered {
                         tracing::info!(
                             alert_id = %Shown::id(&e.alert_id),
                             channel = %Shown::id(&key.channel_id),
-                            activity_id = %Shown::id(delivered.activity_id.as_deref().unwrap_or("")),
+                            activity_id = %Shown::id(accepted.activity_id.as_deref().unwrap_or("")),
                             "message delivered"
                         );
-                        self.store.remove_delivered(e.id).await?;
+                        lock(delivered).push(e.id);
                         self.reply_left(e);
                         report.done += 1;
                     }
@@ -446,13 +478,8 @@ impl Delivery {
                     lock(&self.throttled).insert(key.channel_id.clone(), until);
                     // This conversation's other messages wait durably, so a restart does
                     // not send them into the channel's pause.
-                    for (_, _, rest) in outgoing.by_ref() {
-                        for e in rest {
-                            self.store.defer_message(e.id, until).await?;
-                            report.deferred += 1;
-                        }
-                    }
-                    report.wait_until(until);
+                    let rest = outgoing.by_ref().flat_map(|(_, _, c)| c);
+                    self.defer(rest, until, report).await?;
                     return Ok(());
                 }
                 Failure::Unreachable => {
@@ -483,6 +510,22 @@ impl Delivery {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Puts the entries off until `at`, in one store call.
+    async fn defer<'e>(
+        &self,
+        entries: impl Iterator<Item = &'e OutboxEntry>,
+        at: u64,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<u64> = entries.map(|e| e.id).collect();
+        if !ids.is_empty() {
+            report.deferred += ids.len();
+            self.store.defer_messages(ids, at).await?;
+        }
+        report.wait_until(at);
         Ok(())
     }
 

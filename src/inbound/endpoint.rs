@@ -652,11 +652,10 @@ async fn send_replies(endpoint: &Endpoint, key: &ConversationKey, replies: Vec<O
             }
             if let Some(wait) = not_before {
                 let at = now.saturating_add(wait.as_millis() as u64);
-                for e in &entries {
-                    if let Err(err) = late.store.defer_message(e.id, at).await {
-                        // Only sooner than asked: the reply is queued all the same.
-                        tracing::warn!(error = %Chain(&err), "a queued reply could not be deferred");
-                    }
+                let ids = entries.iter().map(|e| e.id).collect();
+                if let Err(err) = late.store.defer_messages(ids, at).await {
+                    // Only sooner than asked: the reply is queued all the same.
+                    tracing::warn!(error = %Chain(&err), "a queued reply could not be deferred");
                 }
             }
             late.wake.replies_queued();

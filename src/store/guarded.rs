@@ -22,7 +22,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{AddWatch, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats};
+use super::{
+    AddWatch, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
+};
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Rule,
     Unreachable, Watch,
@@ -375,9 +377,9 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         })
     }
 
-    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+    fn remove_delivered(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
         self.run("remove_delivered", Room::Half, move |s| {
-            Box::pin(async move { s.remove_delivered(id).await })
+            Box::pin(async move { s.remove_delivered(ids).await })
         })
     }
 
@@ -403,9 +405,9 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         })
     }
 
-    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
-        self.run("defer_message", Room::Full, move |s| {
-            Box::pin(async move { s.defer_message(id, next_attempt_ms).await })
+    fn defer_messages(&self, ids: Vec<u64>, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        self.run("defer_messages", Room::Full, move |s| {
+            Box::pin(async move { s.defer_messages(ids, next_attempt_ms).await })
         })
     }
 
@@ -448,6 +450,12 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         let key = key.clone();
         self.run("unreachable", Room::None, move |s| {
             Box::pin(async move { s.unreachable(&key).await })
+        })
+    }
+
+    fn recipients(&self, wanted: Vec<(ConversationKey, bool)>) -> StoreFuture<'_, Vec<Recipient>> {
+        self.run("recipients", Room::None, move |s| {
+            Box::pin(async move { s.recipients(wanted).await })
         })
     }
 

@@ -73,6 +73,16 @@ pub struct StoredConversation {
     pub unreachable: Option<Unreachable>,
 }
 
+/// A conversation as a delivery pass needs it ([`Store::recipients`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipient {
+    /// `None`: no reference is stored (the message cannot be sent yet).
+    pub reference: Option<ConversationReference>,
+    pub unreachable: Option<Unreachable>,
+    /// Empty unless asked for.
+    pub watches: Vec<Watch>,
+}
+
 /// A product with its price changes, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredProduct {
@@ -262,9 +272,11 @@ pub trait Store: Send + Sync + 'static {
     /// A queued message as stored now (`None`: delivered, dead or never queued).
     fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>>;
 
-    /// Removes a delivered message. Durable with the next flush, not before: a crash just
-    /// after a send resends it (the only duplicate at-least-once delivery allows).
-    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()>;
+    /// Removes delivered messages (all of them at once: a delivery pass removes what it
+    /// sent in batches, not one store call per message); ids no longer queued are
+    /// skipped. Durable with the next flush, not before: a crash just after a send resends
+    /// it (the only duplicate at-least-once delivery allows).
+    fn remove_delivered(&self, ids: Vec<u64>) -> StoreFuture<'_, ()>;
 
     /// Records a failed attempt and when to try again.
     fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()>;
@@ -282,10 +294,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored conversation, in key order.
     fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>>;
 
-    /// Moves a queued message's next attempt without counting a failure (it waits for a
-    /// rate limit). Not flushed: losing it to a crash only brings the attempt forward to
-    /// where the limiter, restarted empty, allows one send.
-    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()>;
+    /// Moves queued messages' next attempt to `next_attempt_ms` (never earlier) without
+    /// counting a failure (they wait for a rate limit or an earlier reply). Not flushed:
+    /// losing it to a crash only brings the attempt forward to where the limiter,
+    /// restarted empty, allows one send.
+    fn defer_messages(&self, ids: Vec<u64>, next_attempt_ms: u64) -> StoreFuture<'_, ()>;
 
     /// Moves a queued message to the dead letters with its last error; `false` when it
     /// was not queued (delivered or dead already).
@@ -311,6 +324,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, usize>;
 
     fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>>;
+
+    /// What a delivery pass needs of each conversation it sends to, in one call: its
+    /// reference, its unreachable mark and, where the request's flag asks, its watches
+    /// (oldest first). One [`Recipient`] per request, in the same order.
+    fn recipients(&self, wanted: Vec<(ConversationKey, bool)>) -> StoreFuture<'_, Vec<Recipient>>;
 
     /// Everything the store holds. Read tree by tree, not as one point in time: the
     /// operator's export runs on a stopped daemon's data.

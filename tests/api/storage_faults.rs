@@ -3,7 +3,7 @@
 //! turns still get their answer, `/readyz` says what is wrong, alerts wait in the
 //! outbox, the daemon stops on time, and all of it recovers once the store does.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use pricewatch::domain::{
 };
 use pricewatch::inbound::activity::{ConversationKey, ConversationReference};
 use pricewatch::store::{
-    AddWatch, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
+    AddWatch, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
 };
 
 use crate::helpers::{test_config, TestApp};
@@ -25,10 +25,19 @@ const FAILING: u8 = 1;
 /// Writes block their thread until the mode changes, as sled's flush on a full disk.
 const HANGING: u8 = 2;
 
-/// A store whose writes fail or hang on demand; reads always work.
+/// A store whose writes fail or hang on demand; reads always work. It also counts the
+/// calls delivery makes per pass.
 struct Faulty {
     inner: Arc<dyn Store>,
     mode: Arc<AtomicU8>,
+    calls: Arc<Calls>,
+}
+
+#[derive(Default)]
+struct Calls {
+    remove_delivered: AtomicUsize,
+    removed: AtomicUsize,
+    recipients: AtomicUsize,
 }
 
 impl Faulty {
@@ -128,8 +137,10 @@ impl Store for Faulty {
     fn queued_message(&self, id: u64) -> StoreFuture<'_, Option<OutboxEntry>> {
         self.inner.queued_message(id)
     }
-    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
-        self.write(self.inner.remove_delivered(id))
+    fn remove_delivered(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
+        self.calls.remove_delivered.fetch_add(1, Ordering::SeqCst);
+        self.calls.removed.fetch_add(ids.len(), Ordering::SeqCst);
+        self.write(self.inner.remove_delivered(ids))
     }
     fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
         self.write(self.inner.schedule_retry(id, next_attempt_ms, error))
@@ -144,8 +155,8 @@ impl Store for Faulty {
     fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
         self.inner.conversations()
     }
-    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
-        self.write(self.inner.defer_message(id, next_attempt_ms))
+    fn defer_messages(&self, ids: Vec<u64>, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+        self.write(self.inner.defer_messages(ids, next_attempt_ms))
     }
     fn move_to_dead_letters(&self, id: u64, error: String, now_ms: u64) -> StoreFuture<'_, bool> {
         self.write(self.inner.move_to_dead_letters(id, error, now_ms))
@@ -168,6 +179,10 @@ impl Store for Faulty {
     }
     fn unreachable<'a>(&'a self, key: &'a ConversationKey) -> StoreFuture<'a, Option<Unreachable>> {
         self.inner.unreachable(key)
+    }
+    fn recipients(&self, wanted: Vec<(ConversationKey, bool)>) -> StoreFuture<'_, Vec<Recipient>> {
+        self.calls.recipients.fetch_add(1, Ordering::SeqCst);
+        self.inner.recipients(wanted)
     }
     fn snapshot(&self) -> StoreFuture<'_, Snapshot> {
         self.inner.snapshot()
@@ -199,6 +214,14 @@ impl Drop for Release {
 async fn on_faulty_store(
     configure: impl FnOnce(&mut pricewatch::ops::config::Config),
 ) -> (TestApp, Arc<AtomicU8>, tempfile::TempDir) {
+    let (t, mode, _, dir) = on_counting_store(configure).await;
+    (t, mode, dir)
+}
+
+/// [`on_faulty_store`], with the store's call counts.
+async fn on_counting_store(
+    configure: impl FnOnce(&mut pricewatch::ops::config::Config),
+) -> (TestApp, Arc<AtomicU8>, Arc<Calls>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("data"));
     config.storage.timeout = Duration::from_secs(1);
@@ -208,15 +231,18 @@ async fn on_faulty_store(
     let mut service = ServiceHooks::systemd(&config);
     service.stale_after = Duration::from_secs(2);
     let switch = mode.clone();
+    let calls = Arc::new(Calls::default());
+    let counts = calls.clone();
     service.wrap_store = Some(Box::new(move |inner| {
         Arc::new(Faulty {
             inner,
             mode: switch,
+            calls: counts,
         })
     }));
     let t = TestApp::spawn_with_service(config, Arc::new(pricewatch::clock::SystemClock), service)
         .await;
-    (t, mode, dir)
+    (t, mode, calls, dir)
 }
 
 async fn readyz(t: &TestApp) -> (u16, serde_json::Value) {
@@ -254,6 +280,57 @@ async fn a_store_that_cannot_write_gets_the_user_told_and_recovers() {
     assert_eq!(readyz(&t).await.0, 200);
     let reply = t.say("c1", "watch https://shop.example/p/1").await;
     assert!(reply.contains("Watch #1"), "{reply}");
+}
+
+#[tokio::test]
+async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
+    const N: usize = 600;
+    let (t, _mode, calls, _dir) = on_counting_store(|_| {}).await;
+    t.say("c0", "help").await;
+    t.channel.take();
+    let store = t.app().store();
+    let key = |i: usize| ConversationKey {
+        channel_id: "emulator".into(),
+        conversation_id: format!("c{i}"),
+    };
+    let first = store.reference(&key(0)).await.unwrap().unwrap();
+    let others = (1..N).map(|i| {
+        let mut r = first.clone();
+        r.conversation.id = format!("c{i}");
+        let store = store.clone();
+        async move { store.upsert_reference(&r).await.unwrap() }
+    });
+    futures_util::future::join_all(others).await;
+    let announcements = (0..N)
+        .map(|i| NewOutbox {
+            alert_id: format!("a{i}"),
+            conversation: key(i),
+            watch_id: None,
+            message: pricewatch::domain::OutboxMessage::Announcement {
+                text: "maintenance tonight".into(),
+            },
+        })
+        .collect();
+    let now = pricewatch::clock::Clock::now_ms(&pricewatch::clock::SystemClock);
+    assert_eq!(
+        store
+            .queue_messages(announcements, now)
+            .await
+            .unwrap()
+            .len(),
+        N
+    );
+
+    t.app().deliver_now().await.unwrap();
+    assert_eq!(t.wait_for(N).await.len(), N);
+    t.outbox_drained().await;
+    // One pass took all 600 (a pass takes up to 1,000): one read of the recipients, and
+    // the removals in batches of 256, where each message used to be a call of its own.
+    let removals = calls.remove_delivered.load(Ordering::SeqCst);
+    assert_eq!(calls.removed.load(Ordering::SeqCst), N);
+    assert!((3..=6).contains(&removals), "{removals} removal calls");
+    let reads = calls.recipients.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&reads), "{reads} recipient reads");
 }
 
 #[tokio::test]

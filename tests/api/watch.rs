@@ -116,7 +116,7 @@ impl Loop {
     async fn drain(&self) -> Vec<OutboxMessage> {
         let ready = self.store.due_messages(u64::MAX, 1000).await.unwrap();
         for e in &ready {
-            self.store.remove_delivered(e.id).await.unwrap();
+            self.store.remove_delivered(vec![e.id]).await.unwrap();
         }
         ready.into_iter().map(|e| e.message).collect()
     }

@@ -290,8 +290,8 @@ mod tests {
             (later[0].attempts, later[0].last_error.as_deref()),
             (1, Some("429"))
         );
-        store.remove_delivered(later[0].id).await.unwrap();
-        store.remove_delivered(later[1].id).await.unwrap();
+        store.remove_delivered(vec![later[0].id]).await.unwrap();
+        store.remove_delivered(vec![later[1].id]).await.unwrap();
         assert!(store.due_messages(u64::MAX, 10).await.unwrap().is_empty());
         assert_eq!(store.stats().await.unwrap().outbox, 0);
     }

@@ -570,7 +570,7 @@ mod tests {
         let ids: Vec<u64> = queued.iter().map(|e| e.id).collect();
         assert_eq!(keys(&store.outbox).len(), 4);
         // m0 waits for a rate limit, m1 for a retry; m2 and m3 go out at once.
-        store.defer_message(ids[0], 5_000).await.unwrap();
+        store.defer_messages(vec![ids[0]], 5_000).await.unwrap();
         store
             .schedule_retry(ids[1], 3_000, "503".into())
             .await
@@ -597,8 +597,8 @@ mod tests {
         let waiting = store.queued_message(ids[0]).await.unwrap().unwrap();
         assert_eq!(waiting.next_attempt_ms, 5_000);
         // A deferral to an earlier time changes nothing; a later one moves the key.
-        store.defer_message(ids[0], 4_000).await.unwrap();
-        store.defer_message(ids[0], 6_000).await.unwrap();
+        store.defer_messages(vec![ids[0]], 4_000).await.unwrap();
+        store.defer_messages(vec![ids[0]], 6_000).await.unwrap();
         assert_indexed(&store);
         assert_eq!(
             due_ids(store.due_messages(5_999, 10).await.unwrap()),
@@ -616,7 +616,7 @@ mod tests {
         assert_eq!((stats.outbox, stats.oldest_queued_ms), (4, Some(100)));
 
         // Delivered or given up on, a waiting message takes its key with it.
-        store.remove_delivered(ids[0]).await.unwrap();
+        store.remove_delivered(vec![ids[0]]).await.unwrap();
         assert!(store
             .move_to_dead_letters(ids[1], "gone".into(), 8_000)
             .await
@@ -639,6 +639,58 @@ mod tests {
         assert_eq!(again.len(), 2);
         assert_eq!(store.stats().await.unwrap().outbox, 4);
         assert_eq!(store.dead_letters(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn delivered_messages_are_removed_together_from_either_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let queued = store
+            .queue_messages(
+                (0..5)
+                    .map(|i| message(&format!("m{i}"), &conv, None))
+                    .collect(),
+                100,
+            )
+            .await
+            .unwrap();
+        let ids: Vec<u64> = queued.iter().map(|e| e.id).collect();
+        // m1 waits for a rate limit; the others are ready.
+        store.defer_messages(vec![ids[1]], 5_000).await.unwrap();
+        // A batch with ready and waiting messages, one twice and one never queued.
+        store
+            .remove_delivered(vec![ids[0], ids[1], ids[2], ids[0], 999_999])
+            .await
+            .unwrap();
+        assert_indexed(&store);
+        let left: Vec<u64> = store
+            .queued_messages(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [ids[3], ids[4]]);
+        assert!(keys(&store.outbox_waiting).is_empty());
+        // The counts the integrity check compares went down by three, once each.
+        assert_eq!(store.stats().await.unwrap().outbox, 2);
+        match super::super::integrity::recorded(&store.meta).unwrap() {
+            super::super::integrity::Recorded::Counts(c) => assert_eq!(c.trees[3], 2),
+            _ => panic!("no counts recorded"),
+        }
+        // Their alert ids are free again, the others' are not.
+        let again = store
+            .queue_messages(
+                (0..5)
+                    .map(|i| message(&format!("m{i}"), &conv, None))
+                    .collect(),
+                200,
+            )
+            .await
+            .unwrap();
+        let names: Vec<&str> = again.iter().map(|e| e.alert_id.as_str()).collect();
+        assert_eq!(names, ["m0", "m1", "m2"]);
     }
 
     /// The layout of a store written by the build before the indexes: schema 1, every
@@ -691,7 +743,10 @@ mod tests {
             )
             .await
             .unwrap();
-        store.defer_message(queued[0].id, 9_000).await.unwrap();
+        store
+            .defer_messages(vec![queued[0].id], 9_000)
+            .await
+            .unwrap();
         (w, queued.iter().map(|e| e.id).collect())
     }
 
@@ -754,7 +809,10 @@ mod tests {
                 .queue_messages(vec![message("m0", &conv, None)], 100)
                 .await
                 .unwrap();
-            store.defer_message(queued[0].id, 9_000).await.unwrap();
+            store
+                .defer_messages(vec![queued[0].id], 9_000)
+                .await
+                .unwrap();
         }
         {
             let db = sled::open(&data).unwrap();

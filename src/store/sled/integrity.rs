@@ -629,7 +629,7 @@ mod tests {
         };
         store.record_check(check).await.unwrap();
         assert_eq!(assert_counted(&store).trees, [2, 2, 1, 3, 0]);
-        store.remove_delivered(queued[0].id).await.unwrap();
+        store.remove_delivered(vec![queued[0].id]).await.unwrap();
         store
             .move_to_dead_letters(queued[1].id, "gone".into(), 20)
             .await

@@ -24,8 +24,8 @@ use super::codec::{
     conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
 };
 use super::{
-    AddWatch, Cause, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
-    SCHEMA_VERSION,
+    AddWatch, Cause, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture,
+    StoreStats, SCHEMA_VERSION,
 };
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, Unreachable, Watch,
@@ -552,24 +552,38 @@ impl SledStore {
         self.queue().get(id)
     }
 
-    /// Removes a delivered message: from the ready part in the same three-tree transaction
-    /// as before the indexes (delivery's fast path), else from the waiting part with its
-    /// index key.
-    fn remove_delivered_sync(&self, id: u64) -> Result<(), StoreError> {
-        let key = id.to_be_bytes();
-        let removed = (&self.outbox, &self.alert_ids, &self.meta)
+    /// Removes delivered messages: those in the ready part all in one three-tree
+    /// transaction (delivery's fast path: one transaction, and one rewrite of the counts,
+    /// per batch rather than per message), any others from the waiting part with their
+    /// index keys.
+    fn remove_delivered_sync(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let keys: Vec<[u8; 8]> = ids.iter().map(|id| id.to_be_bytes()).collect();
+        let missed = (&self.outbox, &self.alert_ids, &self.meta)
             .transaction(|(o, a, m)| {
-                let Some(old) = o.remove(&key)? else {
-                    return Ok(false);
-                };
-                a.remove(due::alert_id(&old).map_err(abort)?.as_bytes())?;
-                count(m, Delta::one(Delta::OUTBOX, -1))?;
-                Ok(true)
+                let mut missed = Vec::new();
+                let mut removed = 0;
+                for key in &keys {
+                    match o.remove(key)? {
+                        Some(old) => {
+                            a.remove(due::alert_id(&old).map_err(abort)?.as_bytes())?;
+                            removed += 1;
+                        }
+                        None => missed.push(*key),
+                    }
+                }
+                count(m, Delta::one(Delta::OUTBOX, -removed))?;
+                Ok(missed)
             })
             .map_err(tx_error)?;
-        if removed || !self.outbox_waiting.contains_key(key).map_err(io)? {
-            return Ok(());
+        for key in missed {
+            if self.outbox_waiting.contains_key(key).map_err(io)? {
+                self.remove_waiting(key)?;
+            }
         }
+        Ok(())
+    }
+
+    fn remove_waiting(&self, key: [u8; 8]) -> Result<(), StoreError> {
         (
             &self.outbox_waiting,
             &self.outbox_due,
@@ -581,12 +595,34 @@ impl SledStore {
                     return Ok(());
                 };
                 let old: OutboxEntry = decode("outbox entry", &old).map_err(abort)?;
-                d.remove(&due::message_key(old.next_attempt_ms, id))?;
+                d.remove(&due::message_key(
+                    old.next_attempt_ms,
+                    u64::from_be_bytes(key),
+                ))?;
                 a.remove(old.alert_id.as_bytes())?;
                 count(m, Delta::one(Delta::OUTBOX, -1))?;
                 Ok(())
             })
             .map_err(tx_error)
+    }
+
+    fn recipient(&self, key: &ConversationKey, watches: bool) -> Result<Recipient, StoreError> {
+        let stored = conversation_key(key);
+        Ok(Recipient {
+            reference: match self.references.get(&stored).map_err(io)? {
+                Some(bytes) => Some(decode("reference", &bytes)?),
+                None => None,
+            },
+            unreachable: match self.unreachable.get(&stored).map_err(io)? {
+                Some(bytes) => Some(decode("unreachable mark", &bytes)?),
+                None => None,
+            },
+            watches: if watches {
+                self.conversation_watches(key)?
+            } else {
+                Vec::new()
+            },
+        })
     }
 
     /// Moves a queued message (from either part) to the dead letters.
@@ -868,12 +904,12 @@ impl Store for SledStore {
         Box::pin(async move { self.queue().due(now_ms, limit) })
     }
 
-    fn remove_delivered(&self, id: u64) -> StoreFuture<'_, ()> {
+    fn remove_delivered(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
         // Not flushed here: losing the removal to a crash resends the message, the one
         // duplicate at-least-once delivery allows; sled's background flush
         // (`storage.flush_every`) makes it durable soon, and a flush per message would
         // cap delivery at the disk's fsync rate.
-        Box::pin(async move { self.remove_delivered_sync(id) })
+        Box::pin(async move { self.remove_delivered_sync(&ids) })
     }
 
     fn schedule_retry(&self, id: u64, next_attempt_ms: u64, error: String) -> StoreFuture<'_, ()> {
@@ -945,14 +981,16 @@ impl Store for SledStore {
         Box::pin(async move { self.outbox_entry(id) })
     }
 
-    fn defer_message(&self, id: u64, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
+    fn defer_messages(&self, ids: Vec<u64>, next_attempt_ms: u64) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.queue().change(id, |e| {
-                (e.next_attempt_ms < next_attempt_ms).then(|| OutboxEntry {
-                    next_attempt_ms,
-                    ..e.clone()
-                })
-            })?;
+            for id in ids {
+                self.queue().change(id, |e| {
+                    (e.next_attempt_ms < next_attempt_ms).then(|| OutboxEntry {
+                        next_attempt_ms,
+                        ..e.clone()
+                    })
+                })?;
+            }
             Ok(())
         })
     }
@@ -1007,6 +1045,15 @@ impl Store for SledStore {
                 Some(bytes) => decode("unreachable mark", &bytes).map(Some),
                 None => Ok(None),
             }
+        })
+    }
+
+    fn recipients(&self, wanted: Vec<(ConversationKey, bool)>) -> StoreFuture<'_, Vec<Recipient>> {
+        Box::pin(async move {
+            wanted
+                .iter()
+                .map(|(key, watches)| self.recipient(key, *watches))
+                .collect()
         })
     }
 

@@ -89,6 +89,58 @@ pub(super) fn message(
 }
 
 #[tokio::test]
+async fn recipients_are_read_in_one_call_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&config(dir.path())).unwrap();
+    for conv in ["a", "b"] {
+        store
+            .upsert_reference(&reference(conv, "https://smba.example/"))
+            .await
+            .unwrap();
+    }
+    let w = added(
+        store
+            .add_watch(new_watch(&key("a"), "https://shop.example/p/1"), 10)
+            .await
+            .unwrap(),
+    );
+    let mark = Unreachable {
+        since_ms: 5,
+        reason: "403".into(),
+    };
+    store
+        .mark_unreachable(&key("b"), mark.clone())
+        .await
+        .unwrap();
+    let got = store
+        .recipients(vec![
+            (key("b"), true),
+            (key("nobody"), true),
+            (key("a"), true),
+            (key("a"), false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0].unreachable, Some(mark));
+    assert_eq!(
+        got[0]
+            .reference
+            .as_ref()
+            .map(|r| r.conversation.id.as_str()),
+        Some("b")
+    );
+    assert_eq!(got[1], crate::store::Recipient::default());
+    assert_eq!(
+        got[2].reference,
+        Some(reference("a", "https://smba.example/"))
+    );
+    assert_eq!(got[2].unreachable, None);
+    assert_eq!(got[2].watches, [w]);
+    assert!(got[3].watches.is_empty(), "not asked for");
+}
+
+#[tokio::test]
 async fn references_upsert_and_report_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(&config(dir.path())).unwrap();
