@@ -46,7 +46,7 @@ use pricewatch::inbound::activity::{
 use pricewatch::store::{AddWatch, SledStore, Store};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pricewatch::alloc::Allocator = mimalloc::MiMalloc;
 
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
@@ -64,6 +64,8 @@ const BOTBUILDER_JS_PER_S: f64 = 1_560.0;
 const LIMIT_PER_S: u32 = 50;
 
 fn main() -> ExitCode {
+    // As the daemon does (`MIMALLOC_PURGE_DELAY=1000` measures mimalloc's default).
+    pricewatch::alloc::return_freed_memory_promptly();
     if std::env::var_os("PW_DELIVERY_CHANNEL").is_some() {
         return channel_main();
     }

@@ -59,7 +59,7 @@ use pricewatch::watch::watcher::{TickReport, Watcher};
 use rust_decimal::Decimal;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pricewatch::alloc::Allocator = mimalloc::MiMalloc;
 
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
@@ -84,6 +84,8 @@ const SETUP_IN_FLIGHT: usize = 256;
 const IDLE_READS: u32 = 20;
 
 fn main() -> ExitCode {
+    // As the daemon does (`MIMALLOC_PURGE_DELAY=1000` measures mimalloc's default).
+    pricewatch::alloc::return_freed_memory_promptly();
     if std::env::var_os("PW_POLL_SHOP").is_some() {
         return shop_main();
     }

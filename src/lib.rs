@@ -17,6 +17,7 @@
 //! - [`ops`]: configuration, telemetry, signals, the operator's commands.
 //! - [`demo`]: `pricewatch demo`: the demo shop on loopback that the daemon watches.
 //! - [`domain`]: watches, products, alert rules and outbox entries (no I/O).
+//! - [`alloc`]: the allocator, and how soon it returns freed memory.
 //! - [`clock`]: wall-clock time as a dependency.
 //! - [`error`]: the error policy and the one way an error is shown.
 //! - [`random`]: the seeded generator behind jitter, as a dependency.
@@ -28,6 +29,7 @@
 //! Each module has its own `thiserror` enum; only `main` uses `anyhow`. A cause is kept as
 //! the error's `source()` and shown with [`error::Chain`] (the policy is in [`error`]).
 
+pub mod alloc;
 pub mod app;
 pub mod chat;
 pub mod clock;

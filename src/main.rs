@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 // glibc malloc took about a sixth of the daemon's CPU per turn in the turn benchmark
 // (BENCHMARKS.md); mimalloc's thread-local free lists suit tokio's many short allocations.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: pricewatch::alloc::Allocator = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -205,6 +205,7 @@ struct ProbeArgs {
 const BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    pricewatch::alloc::return_freed_memory_promptly();
     match Cli::parse().command {
         Cmd::CheckConfig { file } => match pricewatch::ops::config::load(Some(&file), env_vars()) {
             // The same rules `serve` applies before it opens anything.

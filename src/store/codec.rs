@@ -25,6 +25,21 @@ pub fn conversation_key(key: &ConversationKey) -> Vec<u8> {
     out
 }
 
+/// The conversation a [`conversation_key`] was made from; `None` when the bytes are not
+/// one (a channel id clamped at 65,535 bytes, or not UTF-8): the caller reads the record.
+pub fn conversation_from_key(key: &[u8]) -> Option<ConversationKey> {
+    let (len, rest) = key.split_first_chunk::<2>()?;
+    let (channel, rest) = rest.split_at_checked(u16::from_be_bytes(*len) as usize)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    if rest.len() != u32::from_be_bytes(*len) as usize {
+        return None;
+    }
+    Some(ConversationKey {
+        channel_id: std::str::from_utf8(channel).ok()?.to_owned(),
+        conversation_id: std::str::from_utf8(rest).ok()?.to_owned(),
+    })
+}
+
 /// `conversation_key ‖ u64 BE watch id`: a prefix scan lists a conversation's watches in
 /// creation order.
 pub fn watch_key(conversation: &ConversationKey, id: u64) -> Vec<u8> {
@@ -90,6 +105,28 @@ mod tests {
             channel_id: c.into(),
             conversation_id: v.into(),
         }
+    }
+
+    #[test]
+    fn a_conversation_key_reads_back() {
+        for (c, v) in [
+            ("emulator", "c1"),
+            ("msteams", "a:1|é"),
+            ("", ""),
+            ("x", ""),
+        ] {
+            let k = key(c, v);
+            assert_eq!(conversation_from_key(&conversation_key(&k)), Some(k));
+        }
+        let mut watch = watch_key(&key("slack", "c"), 7);
+        assert_eq!(conversation_from_key(&watch), None, "longer than a key");
+        watch.truncate(watch.len() - 9);
+        assert_eq!(
+            conversation_from_key(&watch),
+            None,
+            "shorter than its length"
+        );
+        assert_eq!(conversation_from_key(&[0, 9, b'a']), None);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use self::integrity::{count, Delta, Keep, Scratch};
 pub use self::integrity::{Counts, Damage};
 use self::writer::Writer;
 use super::codec::{
-    conversation_key, decode, encode, trailing_u64, url_key, url_key_with, watch_key,
+    conversation_from_key, conversation_key, decode, encode, trailing_u64, url_key, url_key_with,
+    watch_key,
 };
 use super::{
     AddWatch, Cause, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture,
@@ -965,13 +966,16 @@ impl Store for SledStore {
 
     fn conversations(&self) -> StoreFuture<'_, Vec<ConversationKey>> {
         Box::pin(async move {
+            // Read from the keys, which hold it: a fan-out asks for every conversation
+            // before its 202, and need not decode every reference for that.
             self.references
                 .iter()
-                .values()
-                .map(|v| {
-                    v.map_err(io)
-                        .and_then(|b| decode::<ConversationReference>("reference", &b))
-                        .map(|r| r.key())
+                .map(|item| {
+                    let (k, v) = item.map_err(io)?;
+                    match conversation_from_key(&k) {
+                        Some(key) => Ok(key),
+                        None => decode::<ConversationReference>("reference", &v).map(|r| r.key()),
+                    }
                 })
                 .collect()
         })
