@@ -5,8 +5,9 @@
 //! 1,000 ms by default; version 2 waited 10 ms). A poll cycle frees and allocates page
 //! bodies, extraction buffers and store records by the hundred megabytes a second, so
 //! that second of freed pages was most of the difference between the memory the daemon
-//! uses and its resident size: 189–228 MB of peak RSS in the poll benchmark's first
-//! cycle, 149–165 MB with the delay at 0 (BENCHMARKS.md, "Memory").
+//! uses and its resident size: 174–228 MB of peak RSS in the poll benchmark's first
+//! cycle, 140–165 MB with the delay at 0, for about a tenth more CPU in that cycle and
+//! none measurable per turn (BENCHMARKS.md, "Memory: mimalloc's purge delay").
 
 use std::os::raw::{c_int, c_long};
 
