@@ -273,7 +273,28 @@ pub struct Seen {
     pub currency: Currency,
     #[serde(with = "availability_code", default)]
     pub availability: Availability,
+    /// Since when the watch has seen this price and availability unchanged (ms since the
+    /// Unix epoch): a check that sees them again leaves it, so that a steady check (a
+    /// 304) leaves the watch's record as it was and writes nothing for it.
     pub at_ms: u64,
+}
+
+impl Seen {
+    /// `self` as seen at `at_ms`, keeping `before`'s time when it saw the same.
+    pub fn since(self, before: Option<Seen>) -> Seen {
+        match before {
+            Some(b)
+                if (b.amount, b.currency, b.availability)
+                    == (self.amount, self.currency, self.availability) =>
+            {
+                Seen {
+                    at_ms: b.at_ms.min(self.at_ms),
+                    ..self
+                }
+            }
+            _ => self,
+        }
+    }
 }
 
 /// Per-watch trigger state, stored with the watch. Every field has a default so that a

@@ -470,6 +470,52 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_check_writes_no_watch() {
+        let (mut p, mut latest) = (product(), None);
+        let mut ws = vec![watch(1, "a"), watch(2, "b")];
+        run(&mut p, &mut ws, &mut latest, priced(200), 0);
+        let unchanged = || {
+            Outcome::Checked(Check::Unchanged {
+                validators: Validators::default(),
+            })
+        };
+        // A 304, or the same price read again: the product moves on, the watches do not.
+        for (at, outcome) in [(HOUR, unchanged()), (2 * HOUR, priced(200))] {
+            let steady = run(&mut p, &mut ws, &mut latest, outcome, at);
+            assert!(
+                steady.record.watches.is_empty(),
+                "{:?}",
+                steady.record.watches
+            );
+            assert_eq!(steady.record.product.last_check_ms, Some(at));
+        }
+        assert_eq!(ws[0].trigger.last.map(|s| s.at_ms), Some(0), "seen since 0");
+        // A new price is written, with its own time.
+        let moved = run(&mut p, &mut ws, &mut latest, priced(190), 3 * HOUR);
+        assert_eq!(moved.record.watches.len(), 2);
+        assert_eq!(ws[0].trigger.last.map(|s| s.at_ms), Some(3 * HOUR));
+        // A low price counting toward its confirmations is written at every check.
+        let mut cfg_two = cfg();
+        cfg_two.trigger.confirmations = 2;
+        let mut rng = SplitMix64::new(1);
+        let plan = plan(
+            &p,
+            &ws,
+            latest.as_ref(),
+            &priced(150),
+            4 * HOUR,
+            &cfg_two,
+            &mut rng,
+        );
+        assert_eq!(plan.record.watches.len(), 2);
+        assert!(plan
+            .record
+            .watches
+            .iter()
+            .all(|w| w.trigger.below_count == 1));
+    }
+
+    #[test]
     fn a_paused_watch_counts_nothing_until_it_resumes() {
         let (mut p, mut latest) = (product(), None);
         let mut ws = vec![watch(1, "a"), watch(2, "b")];

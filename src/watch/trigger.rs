@@ -234,12 +234,15 @@ pub fn step(
         return (next, events);
     }
     next.mismatch_reported = false;
-    next.last = Some(Seen {
-        amount,
-        currency,
-        availability,
-        at_ms,
-    });
+    next.last = Some(
+        Seen {
+            amount,
+            currency,
+            availability,
+            at_ms,
+        }
+        .since(state.last),
+    );
 
     let line = alert_line(rule, &reference);
     if next.fired {
@@ -288,12 +291,15 @@ pub fn restock_step(
                 availability,
             },
             Some(_),
-        ) => Some(Seen {
-            amount,
-            currency,
-            availability,
-            at_ms,
-        }),
+        ) => Some(
+            Seen {
+                amount,
+                currency,
+                availability,
+                at_ms,
+            }
+            .since(state.last),
+        ),
         // No stale price beside a fresh availability.
         _ => None,
     };
