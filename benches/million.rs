@@ -84,7 +84,7 @@ mod listening;
 mod procstat;
 
 use listening::listening_addr;
-use procstat::{cpu_seconds, env_usize, reset_peak, status_kb};
+use procstat::{busiest_since, cpu_by_thread_of, cpu_seconds, env_usize, reset_peak, status_kb};
 
 /// Targets of issue 17 point 6 (2 cores).
 const TARGET_READY: Duration = Duration::from_secs(2);
@@ -767,18 +767,7 @@ impl Daemon {
 
     /// CPU seconds by thread name.
     fn threads(&self) -> std::collections::BTreeMap<String, f64> {
-        let mut by = std::collections::BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
-            return by;
-        };
-        for entry in dir.flatten() {
-            let path = entry.path();
-            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            if let Some(s) = cpu_seconds(&path.join("stat").to_string_lossy()) {
-                *by.entry(comm.trim().to_owned()).or_insert(0.0) += s;
-            }
-        }
-        by
+        cpu_by_thread_of(&self.pid().to_string())
     }
 
     /// The tick set to every second, then SIGHUP.
@@ -1030,16 +1019,7 @@ fn steady_cycle(daemon: &Daemon, shop: &Shop) -> anyhow::Result<Steady> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("no count in the tick line: {line}"))?;
-    let mut threads: Vec<(String, f64)> = daemon
-        .threads()
-        .into_iter()
-        .map(|(name, s)| {
-            let d = s - threads0.get(&name).copied().unwrap_or(0.0);
-            (name, d)
-        })
-        .filter(|(_, d)| *d >= 0.01)
-        .collect();
-    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threads = busiest_since(&threads0, daemon.threads());
     Ok(Steady {
         checked,
         end_us,

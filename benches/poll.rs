@@ -70,7 +70,7 @@ mod padding;
 #[path = "common/procstat.rs"]
 mod procstat;
 
-use procstat::{cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
+use procstat::{busiest_since, cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
 
 use fakes::{open_store, FakeShop, Page};
 use fixtures::Fixture;
@@ -323,15 +323,7 @@ fn run_cycle(
     let cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - cpu0;
     let shop_cpu = shop.cpu() - shop0;
     let peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
-    let mut threads: Vec<(String, f64)> = cpu_by_thread()
-        .into_iter()
-        .map(|(name, s)| {
-            let d = s - threads0.get(&name).copied().unwrap_or(0.0);
-            (name, d)
-        })
-        .filter(|(_, d)| *d >= 0.01)
-        .collect();
-    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threads = busiest_since(&threads0, cpu_by_thread());
     Ok(Cycle {
         report,
         wall,

@@ -15,10 +15,15 @@ pub fn cpu_seconds(stat_path: &str) -> Option<f64> {
     Some(ticks as f64 / TICKS_PER_S)
 }
 
-/// CPU seconds by thread name (`comm`), for the threads alive now.
+/// CPU seconds by thread name (`comm`), for this process's threads alive now.
 pub fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    cpu_by_thread_of("self")
+}
+
+/// [`cpu_by_thread`] of another process (`pid`, or `self`).
+pub fn cpu_by_thread_of(pid: &str) -> std::collections::BTreeMap<String, f64> {
     let mut by = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return by;
     };
     for entry in dir.flatten() {
@@ -29,6 +34,24 @@ pub fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
         }
     }
     by
+}
+
+/// The CPU each thread name used since `before` (both from [`cpu_by_thread_of`]), busiest
+/// first, leaving out those under 10 ms.
+pub fn busiest_since(
+    before: &std::collections::BTreeMap<String, f64>,
+    now: std::collections::BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut used: Vec<(String, f64)> = now
+        .into_iter()
+        .map(|(name, s)| {
+            let d = s - before.get(&name).copied().unwrap_or(0.0);
+            (name, d)
+        })
+        .filter(|(_, d)| *d >= 0.01)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used
 }
 
 pub fn status_kb(field: &str) -> f64 {

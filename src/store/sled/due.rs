@@ -553,21 +553,26 @@ mod tests {
         assert_indexed(&store);
     }
 
-    #[tokio::test]
-    async fn a_waiting_message_leaves_the_ready_part_and_is_due_at_its_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&config(dir.path())).unwrap();
-        let conv = key("c");
+    /// Queues messages `m0`…`m{n-1}` at 100 ms; their ids.
+    async fn queue_m(store: &SledStore, conv: &ConversationKey, n: usize) -> Vec<u64> {
         let queued = store
             .queue_messages(
-                (0..4)
-                    .map(|i| message(&format!("m{i}"), &conv, None))
+                (0..n)
+                    .map(|i| message(&format!("m{i}"), conv, None))
                     .collect(),
                 100,
             )
             .await
             .unwrap();
-        let ids: Vec<u64> = queued.iter().map(|e| e.id).collect();
+        queued.iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_message_leaves_the_ready_part_and_is_due_at_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&config(dir.path())).unwrap();
+        let conv = key("c");
+        let ids = queue_m(&store, &conv, 4).await;
         assert_eq!(keys(&store.outbox).len(), 4);
         // m0 waits for a rate limit, m1 for a retry; m2 and m3 go out at once.
         store.defer_messages(vec![ids[0]], 5_000).await.unwrap();
@@ -646,16 +651,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&config(dir.path())).unwrap();
         let conv = key("c");
-        let queued = store
-            .queue_messages(
-                (0..5)
-                    .map(|i| message(&format!("m{i}"), &conv, None))
-                    .collect(),
-                100,
-            )
-            .await
-            .unwrap();
-        let ids: Vec<u64> = queued.iter().map(|e| e.id).collect();
+        let ids = queue_m(&store, &conv, 5).await;
         // m1 waits for a rate limit; the others are ready.
         store.defer_messages(vec![ids[1]], 5_000).await.unwrap();
         // A batch with ready and waiting messages, one twice and one never queued.
