@@ -48,7 +48,9 @@ const CONVERSATIONS_IN_FLIGHT: usize = 32;
 /// How often idle conversations are dropped from the rate limiters.
 const PRUNE_EVERY_MS: u64 = 60_000;
 /// Delivered messages removed from the outbox in one store call (one transaction). A
-/// channel pass removes the rest before it ends, so the next pass never sees them.
+/// channel pass removes the rest before it ends, and a pass cut off (a shutdown) leaves
+/// them to [`Delivery::record_sent`], so that neither the next pass nor the next daemon
+/// sends them again.
 const REMOVE_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,6 +125,9 @@ pub struct Delivery {
     metrics: std::sync::OnceLock<Arc<Metrics>>,
     /// The order of queued replies, shared with the endpoint that queues them.
     replies: Arc<ReplyLanes>,
+    /// Messages the channels accepted and the outbox still holds: kept here, not in the
+    /// pass, so that a pass cut off does not forget them.
+    sent_unrecorded: Mutex<Vec<u64>>,
 }
 
 impl Delivery {
@@ -167,6 +172,7 @@ impl Delivery {
             dead: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
             replies: Arc::new(ReplyLanes::default()),
+            sent_unrecorded: Mutex::new(Vec::new()),
         }
     }
 
@@ -207,6 +213,8 @@ impl Delivery {
         // A store that cannot record a send cannot have one: the message would be sent
         // again at every pass. Everything stays queued until it can.
         self.store.writable()?;
+        // Sent by a pass that was cut off: not due any more.
+        self.record_sent().await?;
         let finished_before = self.finished.load(Ordering::SeqCst);
         let ready = self.store.due_messages(now, PASS_LIMIT).await?;
         let more = ready.len() >= PASS_LIMIT;
@@ -300,8 +308,7 @@ impl Delivery {
             .map(|(key, entries)| (key.clone(), entries.iter().any(|e| e.watch_id.is_some())))
             .collect();
         let recipients = self.store.recipients(wanted).await?;
-        let delivered = Mutex::new(Vec::new());
-        let delivered = &delivered;
+        let delivered = &self.sent_unrecorded;
         let mut runs = futures_util::stream::iter(conversations.into_iter().zip(recipients))
             .map(|((conversation, entries), recipient)| async move {
                 let mut report = PassReport::default();
@@ -329,6 +336,12 @@ impl Delivery {
         }
         self.remove_delivered(delivered, 0).await?;
         Ok(report)
+    }
+
+    /// Removes from the outbox every message the channels accepted that is still in it.
+    /// The delivery loop calls it after ending the passes a shutdown cut off.
+    pub async fn record_sent(&self) -> Result<(), StoreError> {
+        self.remove_delivered(&self.sent_unrecorded, 0).await
     }
 
     /// Removes the delivered messages collected so far once there are at least `batch`.

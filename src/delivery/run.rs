@@ -106,6 +106,11 @@ impl Passes {
         for p in self.lingering {
             let _ = p.await;
         }
+        // What they sent before they were cut off leaves the outbox, so that the next
+        // daemon does not send it again.
+        if let Err(e) = self.delivery.record_sent().await {
+            tracing::warn!(error = %crate::error::Chain(&e), "delivered messages could not be removed from the outbox; they will be sent again");
+        }
     }
 }
 

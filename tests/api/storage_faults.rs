@@ -17,7 +17,7 @@ use pricewatch::store::{
     AddWatch, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
 };
 
-use crate::helpers::{test_config, TestApp};
+use crate::helpers::{eventually, test_config, TestApp};
 
 const WORKING: u8 = 0;
 /// Writes fail at once with an I/O error, as sled answers on a full disk.
@@ -282,10 +282,8 @@ async fn a_store_that_cannot_write_gets_the_user_told_and_recovers() {
     assert!(reply.contains("Watch #1"), "{reply}");
 }
 
-#[tokio::test]
-async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
-    const N: usize = 600;
-    let (t, _mode, calls, _dir) = on_counting_store(|_| {}).await;
+/// Queues an announcement for each of `n` conversations (`c0`… on the test's channel).
+async fn queue_fan_out(t: &TestApp, n: usize) {
     t.say("c0", "help").await;
     t.channel.take();
     let store = t.app().store();
@@ -294,14 +292,14 @@ async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
         conversation_id: format!("c{i}"),
     };
     let first = store.reference(&key(0)).await.unwrap().unwrap();
-    let others = (1..N).map(|i| {
+    let others = (1..n).map(|i| {
         let mut r = first.clone();
         r.conversation.id = format!("c{i}");
         let store = store.clone();
         async move { store.upsert_reference(&r).await.unwrap() }
     });
     futures_util::future::join_all(others).await;
-    let announcements = (0..N)
+    let announcements = (0..n)
         .map(|i| NewOutbox {
             alert_id: format!("a{i}"),
             conversation: key(i),
@@ -318,8 +316,15 @@ async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
             .await
             .unwrap()
             .len(),
-        N
+        n
     );
+}
+
+#[tokio::test]
+async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
+    const N: usize = 600;
+    let (t, _mode, calls, _dir) = on_counting_store(|_| {}).await;
+    queue_fan_out(&t, N).await;
 
     t.app().deliver_now().await.unwrap();
     assert_eq!(t.wait_for(N).await.len(), N);
@@ -331,6 +336,53 @@ async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
     assert!((3..=6).contains(&removals), "{removals} removal calls");
     let reads = calls.recipients.load(Ordering::SeqCst);
     assert!((1..=3).contains(&reads), "{reads} recipient reads");
+}
+
+#[tokio::test]
+async fn a_pass_cut_off_before_its_removals_sends_nothing_twice() {
+    const N: usize = 400;
+    let (t, _mode, _calls, _dir) = on_counting_store(|_| {}).await;
+    queue_fan_out(&t, N).await;
+    let app = t.app();
+
+    // Cut the pass off (as a shutdown does) after about 100 sends, fewer than a batch of
+    // removals: the channel stalls, so nothing more is accepted, and the pass is dropped.
+    let pass = app.deliver_now();
+    let watch_channel = async {
+        eventually(|| async {
+            (t.channel.count() >= 100)
+                .then_some(())
+                .ok_or("fewer than 100 sent")
+        })
+        .await;
+        t.channel.stall_for(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::select! {
+        _ = pass => panic!("the pass ended before it was cut off"),
+        _ = watch_channel => {}
+    }
+    let accepted = t.channel.count();
+    assert!(
+        accepted < 256,
+        "{accepted} sent: a batch was removed already"
+    );
+
+    t.channel.stall_for(Duration::ZERO);
+    eventually(|| async {
+        app.deliver_now().await.map_err(|e| e.to_string())?;
+        match app.store().stats().await.map_err(|e| e.to_string())?.outbox {
+            0 => Ok(()),
+            n => Err(format!("{n} still queued")),
+        }
+    })
+    .await;
+    // Only a message whose 201 was on its way when the pass was dropped goes twice.
+    let total = t.channel.count();
+    assert!(
+        (N..=N + 32).contains(&total),
+        "{total} arrivals for {N} messages"
+    );
 }
 
 #[tokio::test]
