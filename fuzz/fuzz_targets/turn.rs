@@ -34,6 +34,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         path,
         cache_capacity: 8 << 20,
         flush_every: std::time::Duration::from_secs(1),
+        full_check_at_start: false,
     })
     .expect("a store in a fresh directory");
     let bot = Bot::new(

@@ -26,7 +26,7 @@ use crate::domain::{ProductUrl, Rule};
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
 pub use self::guarded::{GuardConfig, GuardedStore};
-pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig};
+pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig, StartCheck};
 
 /// The layout of the store this build reads and writes (which trees, which indexes). A
 /// store with a newer or unknown version is refused at open; an older one is migrated

@@ -179,3 +179,45 @@ async fn a_sound_store_verifies_and_serves_and_verify_waits_for_the_daemon_to_st
     let out = pricewatch(&["verify"], &file);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// The daemon's `store opened` line: which check its start ran.
+fn start_check(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains("store opened"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("check=")))
+        .unwrap_or_else(|| panic!("no `store opened` line in:\n{log}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_clean_stop_skips_the_copy_and_one_after_a_kill_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, data) = stored_watches(dir.path()).await;
+    assert!(data.join("pricewatch.state.closed").exists());
+
+    // After SIGTERM: the files are as the marker describes them.
+    let daemon = LoggedDaemon::start(&file).await;
+    assert_eq!(start_check(&daemon.text()), "ClosedCleanly");
+    // Removed while the daemon runs, so that a kill leaves none.
+    assert!(!data.join("pricewatch.state.closed").exists());
+    let status = Command::new("kill")
+        .args(["-KILL", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(daemon); // waits for it
+    assert!(!data.join("pricewatch.state.closed").exists());
+
+    let daemon = LoggedDaemon::start(&file).await;
+    let log = text(&daemon.stop());
+    assert_eq!(start_check(&log), "CopyCounted");
+    // And the clean stop just now leaves the next start the short way again.
+    assert!(data.join("pricewatch.state.closed").exists());
+    // Every watch is still there whichever way the store was opened.
+    let out = pricewatch(&["verify"], &file);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{WATCHES} watches")),
+        "{}",
+        text(&out.stdout)
+    );
+}

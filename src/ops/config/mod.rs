@@ -264,6 +264,8 @@ pub struct StorageConfig {
     /// Longest a turn or a loop waits for one store call.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Check a copy of the database at every start, not only after an unclean stop.
+    pub full_check_at_start: bool,
 }
 
 impl Default for StorageConfig {
@@ -275,6 +277,7 @@ impl Default for StorageConfig {
             history_retention: Duration::from_secs(365 * 24 * 3600),
             min_free: 64 * MIB,
             timeout: Duration::from_secs(10),
+            full_check_at_start: false,
         }
     }
 }
@@ -295,6 +298,7 @@ impl StorageConfig {
             path: self.path.clone(),
             cache_capacity: self.cache_capacity,
             flush_every: self.flush_every,
+            full_check_at_start: self.full_check_at_start,
         }
     }
 }

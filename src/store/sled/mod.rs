@@ -45,6 +45,74 @@ pub struct SledStoreConfig {
     pub cache_capacity: u64,
     /// Background fsync period: the loss window for writes nobody waited on.
     pub flush_every: Duration,
+    /// Check a copy of the directory at every open, not only after an unclean stop
+    /// (`integrity`).
+    pub full_check_at_start: bool,
+}
+
+/// How [`SledStore::open`] made sure the directory holds what it recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartCheck {
+    /// A copy was opened and counted before the real files were.
+    CopyCounted,
+    /// The store had closed cleanly and no file changed since: the real files were opened
+    /// directly and their recorded counts compared with the ones it closed with.
+    ClosedCleanly,
+    /// A copy of a damaged directory, opened to be read (`open_readable`).
+    DamagedCopy,
+}
+
+/// What was known of the directory before sled opened it.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    /// A copy was counted and passed: what it held.
+    Counted([u64; 5]),
+    /// It closed cleanly with these counts (`integrity::closed`).
+    Closed(Counts),
+    /// A copy of a damaged directory: nothing is reconciled or checkpointed.
+    Damaged,
+}
+
+impl Before {
+    fn found(self) -> Option<[u64; 5]> {
+        match self {
+            Before::Counted(found) => Some(found),
+            Before::Closed(counts) => Some(counts.trees),
+            Before::Damaged => None,
+        }
+    }
+
+    fn check(self) -> StartCheck {
+        match self {
+            Before::Counted(_) => StartCheck::CopyCounted,
+            Before::Closed(_) => StartCheck::ClosedCleanly,
+            Before::Damaged => StartCheck::DamagedCopy,
+        }
+    }
+}
+
+/// Dropped last of the store's fields, once sled's handles are: leaves the clean-close
+/// marker when the writer closed cleanly (`integrity::mark_closed`).
+struct Closing {
+    path: PathBuf,
+    /// Set by the writer thread as it ends; `None` for a copy, or after a failed flush.
+    counts: writer::ClosedCounts,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counts) = counts {
+            // Without the marker the next start checks a copy, which is slower, not wrong.
+            if let Err(error) = integrity::mark_closed_once_released(&self.path, counts) {
+                tracing::warn!(
+                    %error,
+                    path = %self.path.display(),
+                    "cannot mark the store as closed cleanly; the next start checks a copy of it"
+                );
+            }
+        }
+    }
 }
 
 pub struct SledStore {
@@ -83,8 +151,11 @@ pub struct SledStore {
     /// held across an `.await`.
     watch_writes: Arc<Mutex<()>>,
     /// The copy of a damaged directory this store reads (`open_readable`), removed when
-    /// the store is dropped (last, after sled let go of it).
+    /// the store is dropped (after sled let go of it).
     scratch: Option<Scratch>,
+    start_check: StartCheck,
+    /// Last: its drop needs every sled handle above gone.
+    _closing: Closing,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -101,12 +172,36 @@ impl SledStore {
     ///
     /// A store holding less than it recorded is refused with [`StoreError::Damaged`] before
     /// anything is written to its directory (see `integrity`).
+    ///
+    /// After a clean close with no file changed since, the copy is skipped: see `integrity`
+    /// and [`StartCheck::ClosedCleanly`].
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
+        let closed = integrity::closed(&config.path);
+        // Removed before sled opens the files (which makes it stale) and only then: a store
+        // refused below is left as it was found.
+        let remove = || {
+            integrity::remove_closed(&config.path).map_err(|e| StoreError::Open {
+                path: config.path.clone(),
+                source: Arc::new(e),
+            })
+        };
+        if let (integrity::Closed::Valid(counts), false) = (closed, config.full_check_at_start) {
+            remove()?;
+            return Self::open_at(config, Before::Closed(counts), None);
+        }
         let inspection = inspect(&config.path, Keep::Nothing)?;
         if let Some(damage) = inspection.damage {
             return Err(integrity::damaged(&config.path, damage));
         }
-        Self::open_at(config, Some(inspection.found), None)
+        if closed != integrity::Closed::Absent {
+            remove()?;
+        }
+        Self::open_at(config, Before::Counted(inspection.found), None)
+    }
+
+    /// How this store's open made sure of its data.
+    pub fn start_check(&self) -> StartCheck {
+        self.start_check
     }
 
     /// Checks the store at `path` without writing to it, as [`SledStore::open`] does:
@@ -138,25 +233,31 @@ impl SledStore {
                 };
                 // sled may give up on a damaged copy by panicking; that is one more way of
                 // saying it cannot be read.
-                let store = std::panic::catch_unwind(|| Self::open_at(&copy, None, Some(scratch)))
-                    .map_err(|_| integrity::damaged(&config.path, damage.clone()))??;
+                let store = std::panic::catch_unwind(|| {
+                    Self::open_at(&copy, Before::Damaged, Some(scratch))
+                })
+                .map_err(|_| integrity::damaged(&config.path, damage.clone()))??;
                 Ok((store, Some(damage)))
             }
             (Some(damage), None) => Err(integrity::damaged(&config.path, damage)),
             (None, scratch) => {
                 drop(scratch);
-                Ok((Self::open_at(config, Some(inspection.found), None)?, None))
+                Ok((
+                    Self::open_at(config, Before::Counted(inspection.found), None)?,
+                    None,
+                ))
             }
         }
     }
 
-    /// Opens the directory `inspect` passed (`found`: what it counted), or a copy of a
-    /// damaged one (`found: None`: nothing is reconciled or checkpointed).
+    /// Opens the directory `inspect` passed or that closed cleanly, or a copy of a damaged
+    /// one (see [`Before`]).
     fn open_at(
         config: &SledStoreConfig,
-        found: Option<[u64; 5]>,
+        before: Before,
         scratch: Option<Scratch>,
     ) -> Result<Self, StoreError> {
+        let found = before.found();
         let path = config.path.clone();
         let open_err = |source: Cause| StoreError::Open {
             path: path.clone(),
@@ -183,6 +284,12 @@ impl SledStore {
         };
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(Arc::new(e)));
         let meta = tree("meta")?;
+        if let Before::Closed(closed) = before {
+            // The files are as they were closed, so sled must have found that state.
+            if let Some(damage) = integrity::compare_closed(closed, integrity::recorded(&meta)?) {
+                return Err(integrity::damaged(&path, damage));
+            }
+        }
         let references = tree("references")?;
         let watches = tree("watches")?;
         let products = tree("products")?;
@@ -242,8 +349,17 @@ impl SledStore {
             watch_writes: Arc::clone(&watch_writes),
         };
         let checkpoint = found.map(|_| (path.clone(), checkpointed));
-        let writer =
-            Writer::start(db.clone(), checks, checkpoint).map_err(|e| open_err(Arc::new(e)))?;
+        let closing = Closing {
+            path: path.clone(),
+            counts: Arc::default(),
+        };
+        let writer = Writer::start(db.clone(), checks, checkpoint, Arc::clone(&closing.counts))
+            .map_err(|e| open_err(Arc::new(e)))?;
+        tracing::info!(
+            path = %path.display(),
+            check = ?before.check(),
+            "store opened"
+        );
         Ok(SledStore {
             path,
             writer,
@@ -263,6 +379,8 @@ impl SledStore {
             meta,
             watch_writes,
             scratch,
+            start_check: before.check(),
+            _closing: closing,
         })
     }
 

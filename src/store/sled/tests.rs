@@ -15,6 +15,7 @@ pub(super) fn config(dir: &Path) -> SledStoreConfig {
         path: dir.join("data"),
         cache_capacity: 4 << 20,
         flush_every: Duration::from_millis(500),
+        full_check_at_start: false,
     }
 }
 

@@ -13,6 +13,9 @@ use super::io;
 use crate::domain::{CheckRecord, OutboxEntry};
 use crate::store::StoreError;
 
+/// Where the writer leaves the counts a clean close ended with.
+pub(super) type ClosedCounts = std::sync::Arc<std::sync::Mutex<Option<Counts>>>;
+
 /// Most checks one transaction applies; more wait for the next batch.
 const MAX_BATCH: usize = 256;
 
@@ -69,10 +72,14 @@ impl Drop for Writer {
 impl Writer {
     /// `checkpoint`: the directory to keep the checkpoint file in, and the generation it
     /// holds already (`None` for a store that keeps none: a copy read for an export).
+    ///
+    /// `closed` is set when the thread ends with everything flushed and the checkpoint
+    /// written: the counts the store closed with (see `integrity::mark_closed`).
     pub(super) fn start(
         db: sled::Db,
         trees: CheckTrees,
         checkpoint: Option<(PathBuf, Option<u64>)>,
+        closed: ClosedCounts,
     ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         #[cfg(test)]
@@ -130,6 +137,9 @@ impl Writer {
                 let counts = durable_counts(&trees.meta);
                 if let (Ok(_), Some(c), Some(counts)) = (db.flush(), &mut checkpoint, counts) {
                     c.at_close(counts);
+                    if c.written == Some(counts.generation) {
+                        *closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(counts);
+                    }
                 }
             })?;
         Ok(Writer {
