@@ -12,6 +12,7 @@
 
 mod codec;
 mod guarded;
+pub mod postgres;
 mod sled;
 
 use std::future::Future;

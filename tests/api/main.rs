@@ -20,6 +20,9 @@ mod listener;
 mod logs;
 mod metrics;
 mod notify;
+#[path = "../common/postgres.rs"]
+mod postgres;
+mod postgres_migrate;
 mod process;
 mod restock;
 mod service;
