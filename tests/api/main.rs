@@ -29,6 +29,7 @@ mod service;
 mod shop;
 mod slow_channel;
 mod storage_faults;
+mod store_contract;
 #[path = "../common/tokens.rs"]
 mod tokens;
 mod transfer;

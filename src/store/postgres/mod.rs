@@ -7,6 +7,9 @@
 //! compile-time macros. deadpool-postgres keeps the connections.
 
 pub mod migrate;
+mod store;
+
+pub use store::PgStore;
 
 use std::time::Duration;
 
