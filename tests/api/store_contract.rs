@@ -585,7 +585,14 @@ mod behaviours {
         // Added again: a new product, due at once.
         let again = add(&s, &a, "https://shop.example/p/1").await;
         assert!(s.history(&again.url).await.unwrap().is_empty());
-        assert_eq!(due(s.due_products(1, 10).await.unwrap()), [again.url]);
+        assert_eq!(due(s.due_products(1, 10).await.unwrap()).len(), 1);
+        // Due together: in key order, sled's (a shorter URL first, then by bytes).
+        let ten = add(&s, &a, "https://shop.example/p/10").await;
+        let nine = add(&s, &a, "https://shop.example/p/9").await;
+        assert_eq!(
+            due(s.due_products(1, 10).await.unwrap()),
+            [again.url, nine.url, ten.url]
+        );
     }
 
     pub async fn a_check_is_recorded_whole_skipping_removed_or_changed_watches(s: Arc<dyn Store>) {
@@ -1161,4 +1168,36 @@ mod behaviours {
             .unwrap());
         target.flush().await.unwrap();
     }
+}
+
+/// PostgreSQL only (sled's own tests cover its errors): a record that does not decode is
+/// `Corrupt`, and a statement the server refuses is `Io`, which counts as unavailable.
+#[tokio::test]
+async fn a_bad_record_is_corrupt_and_a_failing_server_unavailable() {
+    let Some(db) = TestDatabase::new("a_bad_record_is_corrupt_and_a_failing_server_unavailable")
+    else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.config).await.unwrap());
+    let conv = key("c");
+    add(&store, &conv, "https://shop.example/p/1").await;
+    let client = db.config.connect().await.unwrap();
+    client
+        .batch_execute(r#"UPDATE watches SET watch = '{"v": 1, "id": "not a number"}'"#)
+        .await
+        .unwrap();
+    let err = store.watches(&conv).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { what: "watch", .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_unavailable());
+
+    client.batch_execute("DROP TABLE history").await.unwrap();
+    let err = store
+        .history(&url("https://shop.example/p/1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+    assert!(err.is_unavailable());
 }
