@@ -28,6 +28,7 @@ use crate::ops::config::Config;
 use crate::ops::metrics::{Deliveries, Metrics};
 use crate::ops::service::{ServiceManager, Signal, Systemd};
 use crate::price::engine::EngineError;
+use crate::store::postgres::PgStore;
 use crate::store::{GuardedStore, SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
@@ -84,6 +85,10 @@ pub enum AppError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the scheduler")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
+    #[error(transparent)]
+    Database(#[from] crate::ops::migrate::MigrateError),
+    #[error(transparent)]
+    Postgres(#[from] crate::store::postgres::PgError),
 }
 
 /// What the daemon tells its service manager, and when it counts a loop as stuck.
@@ -168,6 +173,8 @@ pub struct App {
     auth: InboundAuth,
     manager: Arc<dyn ServiceManager>,
     reloader: Arc<Reloader>,
+    /// On PostgreSQL: this daemon's hold on the database, released when it stops.
+    _sole_use: Option<crate::store::postgres::SoleUse>,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -288,6 +295,8 @@ pub struct Preflight {
     /// Production mode's app password.
     app_password: Option<crate::secret::Secret>,
     admin_token: Option<crate::secret::Secret>,
+    /// With `storage.backend = "postgres"`: the database, its connection string read.
+    postgres: Option<crate::store::postgres::PostgresConfig>,
 }
 
 /// Every rule `serve` applies before it opens anything: the mode rules and the secrets
@@ -314,10 +323,17 @@ pub fn preflight(config: &Config) -> Result<Preflight, AppError> {
         }
         (Mode::Production, Some(app_password(config)?))
     };
+    let postgres = match config.storage.backend {
+        crate::ops::config::Backend::Sled => None,
+        crate::ops::config::Backend::Postgres => {
+            Some(crate::ops::migrate::postgres_config(config)?)
+        }
+    };
     Ok(Preflight {
         mode,
         app_password,
         admin_token: admin_token(config)?,
+        postgres,
     })
 }
 
@@ -343,13 +359,26 @@ impl App {
             mode,
             app_password,
             admin_token,
+            postgres,
         } = preflight(config)?;
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
-        let store_config = config.storage.sled();
-        // Opening sled replays its log: blocking work, kept off the runtime's workers.
-        let mut backend: Arc<dyn Store> =
-            Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??);
+        let (mut backend, sole_use): (Arc<dyn Store>, _) = match postgres {
+            None => {
+                let store_config = config.storage.sled();
+                // Opening sled replays its log: blocking work, kept off the runtime's workers.
+                let store =
+                    tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??;
+                (Arc::new(store), None)
+            }
+            Some(postgres) => {
+                // First, so that a second daemon on the same database stops here, before
+                // it migrates or reads anything.
+                let sole_use = postgres.claim_sole_use().await?;
+                let store = PgStore::open(&postgres).await?;
+                (Arc::new(store), Some(sole_use))
+            }
+        };
         if let Some(wrap) = service.wrap_store {
             backend = wrap(backend);
         }
@@ -533,6 +562,7 @@ impl App {
             delivery,
             auth,
             manager: service.manager,
+            _sole_use: sole_use,
             reloader: Arc::new(Reloader {
                 started: config.clone(),
                 applied: tokio::sync::Mutex::new(config.clone()),

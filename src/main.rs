@@ -79,6 +79,18 @@ enum Cmd {
     /// daemon on a temporary data directory reading it, and the chat in this terminal.
     /// Ctrl-C stops it all and removes the directory.
     Demo(DemoArgs),
+    /// Bring the PostgreSQL schema (storage.backend = "postgres") to this build's version;
+    /// `serve` does it at start-up too. With --check, report its state without changing
+    /// anything: exit status 0 when current, 1 when migrations are pending or a newer
+    /// build migrated it.
+    Migrate {
+        /// TOML configuration naming the database (storage.postgres_url_file).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Report only.
+        #[arg(long)]
+        check: bool,
+    },
     /// Check a configuration file and report every error at once.
     CheckConfig {
         /// The TOML file to check.
@@ -240,6 +252,13 @@ fn main() -> ExitCode {
             pricewatch::ops::transfer::import_command(c, &file)
         }),
         Cmd::Verify { config } => match verify(config) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pricewatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Migrate { config, check } => match migrate(config, check) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("pricewatch: {e:#}");
@@ -481,6 +500,13 @@ fn outbox(config_path: Option<PathBuf>, action: Option<OutboxCmd>) -> anyhow::Re
 fn verify(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
     Ok(print(pricewatch::ops::verify::verify_command(&config)?))
+}
+
+fn migrate(config_path: Option<PathBuf>, check: bool) -> anyhow::Result<ExitCode> {
+    let config = pricewatch::ops::config::load(config_path.as_deref(), env_vars())?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let output = runtime.block_on(pricewatch::ops::migrate::migrate_command(&config, check))?;
+    Ok(print(output))
 }
 
 /// Runs `export` or `import` with the loaded configuration; a damaged or unreadable file

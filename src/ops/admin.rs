@@ -1,12 +1,16 @@
 //! The operator's commands on a stopped daemon's data: `pricewatch outbox` lists what
 //! waits to be delivered and what was given up on; `pricewatch outbox retry` re-queues
 //! dead letters. sled's directory lock makes a running daemon's data unavailable here,
-//! and [`crate::store::SledStore::open`] says so.
+//! and [`crate::store::SledStore::open`] says so. On PostgreSQL (`storage.backend =
+//! "postgres"`) they work beside running daemons, each change in its own transaction.
+
+use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::domain::OutboxEntry;
-use crate::ops::config::Config;
+use crate::ops::config::{Backend, Config};
 use crate::ops::CommandOutput;
+use crate::store::postgres::{PgError, PgStore};
 use crate::store::{Damage, SledStore, Store, StoreError};
 
 /// Most entries listed per section; the count is always exact.
@@ -35,6 +39,10 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Database(#[from] crate::ops::migrate::MigrateError),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
 }
 
 /// Runs `pricewatch outbox` (`action: None`) or `pricewatch outbox retry` on the data
@@ -43,17 +51,18 @@ pub fn outbox_command(
     config: &Config,
     action: Option<Requeue>,
 ) -> Result<CommandOutput, AdminError> {
-    let store = open_store(config)?;
+    let rt = runtime()?;
+    let store = open_store(config, &rt)?;
     let now = SystemClock.now_ms();
-    runtime()?.block_on(async {
+    rt.block_on(async {
         let Some(which) = action else {
             return Ok(CommandOutput {
-                stdout: outbox_listing(&store, now).await?,
+                stdout: outbox_listing(store.as_ref(), now).await?,
                 stderr: String::new(),
                 ok: true,
             });
         };
-        let done = requeue(&store, which, now).await?;
+        let done = requeue(store.as_ref(), which, now).await?;
         let mut out = CommandOutput {
             stdout: format!("re-queued {} dead letter(s)\n", done.requeued.len()),
             stderr: String::new(),
@@ -67,20 +76,53 @@ pub fn outbox_command(
     })
 }
 
-/// Opens the data directory `config` names for an operator command; while a daemon holds
-/// it, [`AdminError::Open`] says to stop it first.
-pub fn open_store(config: &Config) -> Result<SledStore, AdminError> {
-    SledStore::open(&config.storage.sled()).map_err(AdminError::Open)
+/// Opens the store `config` names for an operator command (`rt` runs what opening
+/// PostgreSQL awaits). A sled data directory a daemon holds is [`AdminError::Open`], which
+/// says to stop it first.
+pub fn open_store(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Arc<dyn Store>, AdminError> {
+    match config.storage.backend {
+        Backend::Sled => Ok(Arc::new(
+            SledStore::open(&config.storage.sled()).map_err(AdminError::Open)?,
+        )),
+        Backend::Postgres => {
+            let postgres = crate::ops::migrate::postgres_config(config)?;
+            Ok(Arc::new(rt.block_on(PgStore::open(&postgres))?))
+        }
+    }
 }
 
-/// Opens the data directory for reading even when it is damaged (see
-/// [`SledStore::open_readable`]): a damaged store is read from a copy, its files left as
-/// they are, and the damage returned beside it.
-pub fn open_readable(config: &Config) -> Result<(SledStore, Option<Damage>), AdminError> {
-    SledStore::open_readable(&config.storage.sled()).map_err(|e| match e {
-        StoreError::Open { .. } => AdminError::Open(e),
-        other => AdminError::Store(other),
-    })
+/// Opens the store for reading even when it is damaged (see [`SledStore::open_readable`]):
+/// a damaged sled store is read from a copy, its files left as they are, and the damage
+/// returned beside it. PostgreSQL keeps its own integrity: it is opened as it is.
+pub fn open_readable(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(Arc<dyn Store>, Option<Damage>), AdminError> {
+    match config.storage.backend {
+        Backend::Sled => {
+            let (store, damage) =
+                SledStore::open_readable(&config.storage.sled()).map_err(|e| match e {
+                    StoreError::Open { .. } => AdminError::Open(e),
+                    other => AdminError::Store(other),
+                })?;
+            Ok((Arc::new(store), damage))
+        }
+        Backend::Postgres => Ok((open_store(config, rt)?, None)),
+    }
+}
+
+/// Where the data `config` names lives, for a person: the data directory, or the database.
+pub fn data_place(config: &Config) -> String {
+    match config.storage.backend {
+        Backend::Sled => config.storage.path.display().to_string(),
+        Backend::Postgres => match &config.storage.postgres_schema {
+            Some(schema) => format!("PostgreSQL (schema {schema})"),
+            None => "PostgreSQL".to_owned(),
+        },
+    }
 }
 
 /// The runtime an operator command runs the store's futures on.

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod migrate;
 pub mod probe;
 pub mod reload;
 pub mod service;

@@ -32,11 +32,11 @@ use crate::inbound::activity::{
     ChannelAccount, ConversationAccount, ConversationKey, ConversationReference,
 };
 use crate::ops::admin::{self, AdminError};
-use crate::ops::config::Config;
+use crate::ops::config::{Backend, Config};
 use crate::ops::CommandOutput;
 use crate::price::extract::Availability;
 use crate::price::Currency;
-use crate::store::{Snapshot, Store, StoreError, StoredConversation, StoredProduct};
+use crate::store::{Snapshot, StoreError, StoredConversation, StoredProduct};
 
 /// The format this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -972,12 +972,13 @@ pub fn export_command(
 ) -> Result<CommandOutput, TransferError> {
     let data = &config.storage.path;
     // Opening would create an empty store: a mistyped path must not export nothing.
-    if !data.is_dir() {
+    if config.storage.backend == Backend::Sled && !data.is_dir() {
         return Err(TransferError::NoData(data.clone()));
     }
     // A damaged store is read from a copy, so that exporting it changes nothing.
-    let (store, damage) = admin::open_readable(config)?;
-    let snapshot = admin::runtime()?.block_on(store.snapshot())?;
+    let rt = admin::runtime()?;
+    let (store, damage) = admin::open_readable(config, &rt)?;
+    let snapshot = rt.block_on(store.snapshot())?;
     drop(store);
     let text = to_lines(&records(&snapshot, SystemClock.now_ms()))
         .map_err(|e| TransferError::Store(StoreError::Encode(std::sync::Arc::new(e))))?;
@@ -1076,10 +1077,11 @@ pub fn import_command(config: &Config, file: &Path) -> Result<CommandOutput, Tra
         },
     })?;
     let counts = summary(&snapshot);
-    let store = admin::open_store(config)?;
-    admin::runtime()?.block_on(store.restore_snapshot(snapshot))?;
+    let rt = admin::runtime()?;
+    let store = admin::open_store(config, &rt)?;
+    rt.block_on(store.restore_snapshot(snapshot))?;
     Ok(CommandOutput {
-        stdout: format!("imported {counts} into {}\n", config.storage.path.display()),
+        stdout: format!("imported {counts} into {}\n", admin::data_place(config)),
         stderr: String::new(),
         ok: true,
     })

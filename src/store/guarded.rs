@@ -40,6 +40,10 @@ pub struct GuardConfig {
     pub min_free: u64,
     /// Longest any caller waits for one store call.
     pub timeout: Duration,
+    /// The backend's futures wait on the network, not on synchronous work (PostgreSQL):
+    /// they are awaited on the async workers, without the blocking pool, and its pool of
+    /// connections bounds how many run at once. The time limit still stands.
+    pub async_backend: bool,
 }
 
 /// A store whose calls run off the async workers, time-limited, behind a disk reserve.
@@ -101,6 +105,11 @@ impl<S: Store + ?Sized> GuardedStore<S> {
             Room::Half => self.config.min_free / 2,
             Room::Full => self.config.min_free,
         };
+        // Off (a database server that keeps its own disk, or `min_free = 0`): the data
+        // directory need not even exist.
+        if reserve == 0 {
+            return Ok(());
+        }
         let free = self.free_bytes()?;
         let full = free < reserve;
         let was = self
@@ -144,7 +153,11 @@ impl<S: Store + ?Sized> GuardedStore<S> {
                 Room::None if what != "flush" => &self.reading,
                 _ => &self.changing,
             };
-            let bounded = off_workers(work, permits.clone());
+            let bounded: Boxed<T> = if self.config.async_backend {
+                work
+            } else {
+                Box::pin(off_workers(work, permits.clone()))
+            };
             let result = match tokio::time::timeout(self.config.timeout, bounded).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -506,6 +519,39 @@ mod tests {
             let _ = wait.await;
             Ok(7)
         })
+    }
+
+    #[tokio::test]
+    async fn a_reserve_of_zero_needs_no_data_directory_and_an_async_backend_no_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(
+            crate::store::SledStore::open(&crate::store::SledStoreConfig {
+                path: dir.path().join("data"),
+                cache_capacity: 1 << 20,
+                flush_every: Duration::from_millis(500),
+                full_check_at_start: false,
+            })
+            .unwrap(),
+        );
+        let guard = |min_free, async_backend| {
+            GuardedStore::new(
+                backend.clone(),
+                GuardConfig {
+                    // As with PostgreSQL: no local data directory.
+                    path: dir.path().join("not-there"),
+                    min_free,
+                    timeout: Duration::from_secs(10),
+                    async_backend,
+                },
+            )
+        };
+        assert_eq!(guard(0, true).prune_history(0).await.unwrap(), 0);
+        assert_eq!(guard(0, false).prune_history(0).await.unwrap(), 0);
+        // With a reserve the directory's file system is asked, and it is not there.
+        assert!(matches!(
+            guard(64, true).prune_history(0).await,
+            Err(StoreError::Io(_))
+        ));
     }
 
     #[test]

@@ -102,3 +102,145 @@ async fn a_database_that_does_not_answer_is_a_clear_error_without_the_password()
     assert!(shown.contains("cannot connect to PostgreSQL"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+/// `pricewatch ARGS` with a configuration naming the test's database; its output.
+fn pricewatch(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(args)
+        .arg(config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
+/// A configuration file for the PostgreSQL backend: the connection string in a file of its
+/// own, as an operator keeps it.
+fn postgres_config_file(
+    dir: &std::path::Path,
+    url: &str,
+    schema: Option<&str>,
+) -> std::path::PathBuf {
+    let url_file = dir.join("postgres-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let schema = schema.map_or(String::new(), |s| format!("postgres_schema = \"{s}\"\n"));
+    let file = dir.join("pricewatch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\nbackend = \"postgres\"\npostgres_url_file = {:?}\n{schema}",
+            url_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn out(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn migrate_check_reports_then_migrate_applies() {
+    let Some(db) = TestDatabase::new("migrate_check_reports_then_migrate_applies") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = postgres_config_file(dir.path(), db.config.url.expose(), Some(db.schema()));
+
+    let check = pricewatch(&["migrate", "--check", "--config"], &file);
+    assert_eq!(check.status.code(), Some(1), "{}", out(&check.stderr));
+    let stdout = out(&check.stdout);
+    assert!(
+        stdout.contains("schema version 0") && stdout.contains("1 initial"),
+        "{stdout}"
+    );
+
+    let run = pricewatch(&["migrate", "--config"], &file);
+    assert_eq!(run.status.code(), Some(0), "{}", out(&run.stderr));
+    assert!(
+        out(&run.stdout).contains("applied 1"),
+        "{}",
+        out(&run.stdout)
+    );
+
+    let check = pricewatch(&["migrate", "--check", "--config"], &file);
+    assert_eq!(check.status.code(), Some(0), "{}", out(&check.stderr));
+    assert!(
+        out(&check.stdout).contains("current"),
+        "{}",
+        out(&check.stdout)
+    );
+}
+
+#[test]
+fn migrate_says_what_is_wrong_without_a_database_or_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1; the password must not show anywhere.
+    let file = postgres_config_file(dir.path(), "postgres://pw:hunter2@127.0.0.1:1/pw", None);
+    for args in [
+        &["migrate", "--config"][..],
+        &["migrate", "--check", "--config"],
+    ] {
+        let run = pricewatch(args, &file);
+        assert_eq!(run.status.code(), Some(1));
+        let stderr = out(&run.stderr);
+        assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+        assert!(!stderr.contains("hunter2") && !out(&run.stdout).contains("hunter2"));
+    }
+
+    let garbled = postgres_config_file(dir.path(), "postgres://pw:hunter2@host:port/pw", None);
+    let check = pricewatch(&["check-config"], &garbled);
+    assert_eq!(check.status.code(), Some(2));
+    let stderr = out(&check.stderr);
+    assert!(
+        stderr.contains("not valid") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(dir.path().join("postgres-url")).unwrap();
+    let file = dir.path().join("pricewatch.toml");
+    std::fs::write(&file, "[storage]\nbackend = \"postgres\"\n").unwrap();
+    let check = pricewatch(&["check-config"], &file);
+    assert_eq!(check.status.code(), Some(2));
+    assert!(
+        out(&check.stderr).contains("postgres-url credential"),
+        "{}",
+        out(&check.stderr)
+    );
+
+    std::fs::write(&file, "[storage]\nbackend = \"sled\"\n").unwrap();
+    let run = pricewatch(&["migrate", "--config"], &file);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        out(&run.stderr).contains("nothing to migrate"),
+        "{}",
+        out(&run.stderr)
+    );
+}
+
+#[tokio::test]
+async fn one_daemon_per_database_until_replicas_share_the_work() {
+    let Some(db) = TestDatabase::new("one_daemon_per_database_until_replicas_share_the_work")
+    else {
+        return;
+    };
+    let first = db.config.claim_sole_use().await.unwrap();
+    let err = db.config.claim_sole_use().await.unwrap_err();
+    assert!(matches!(err, PgError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains(db.schema()), "{err}");
+    // Another schema is another database as far as the lock goes.
+    let other = TestDatabase::new("other").unwrap();
+    let _other = other.config.claim_sole_use().await.unwrap();
+    drop(first);
+    // The server sees the session end a moment after the client is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match db.config.claim_sole_use().await {
+            Ok(_) => break,
+            Err(PgError::InUse(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

@@ -341,3 +341,84 @@ async fn export_and_import_refuse_while_a_daemon_holds_the_directory() {
     );
     assert_eq!(t.app().store().stats().await.unwrap().watches, 3);
 }
+
+/// A configuration file for the PostgreSQL backend in the test's own schema.
+fn postgres_file(dir: &Path, name: &str, db: &crate::postgres::TestDatabase) -> PathBuf {
+    let url = dir.join(format!("{name}.url"));
+    std::fs::write(&url, db.config.url.expose()).unwrap();
+    let file = dir.join(name);
+    std::fs::write(
+        &file,
+        format!(
+            "[storage]\nbackend = \"postgres\"\npostgres_url_file = {:?}\npostgres_schema = {:?}\n",
+            url.display().to_string(),
+            db.schema()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_moves_from_sled_to_postgres_and_back_unchanged() {
+    let Some(db) = crate::postgres::TestDatabase::new(
+        "an_export_moves_from_sled_to_postgres_and_back_unchanged",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_t, _, from_sled) = exported(dir.path()).await;
+    let drop_header = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let file = dir.path().join("from-sled.jsonl");
+    std::fs::write(&file, &from_sled).unwrap();
+
+    let pg = postgres_file(dir.path(), "pg.toml", &db);
+    let out = pricewatch(&["import", "--config", path(&pg), path(&file)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("into PostgreSQL (schema pw_test_"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = pricewatch(&["verify", "--config", path(&pg)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 watches"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = pricewatch(&["export", "--config", path(&pg)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let from_postgres = text(&out.stdout);
+    assert_eq!(drop_header(&from_postgres), drop_header(&from_sled));
+
+    // And back into a new sled directory.
+    let back = dir.path().join("back");
+    let file = dir.path().join("from-postgres.jsonl");
+    std::fs::write(&file, &from_postgres).unwrap();
+    let target = config_file(dir.path(), "back.toml", &back);
+    let out = pricewatch(&["import", "--config", path(&target), path(&file)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = pricewatch(&["export", "--config", path(&target)]);
+    assert_eq!(drop_header(&text(&out.stdout)), drop_header(&from_sled));
+
+    // The database serves what it was given, and refuses a second import.
+    let out = pricewatch(&["import", "--config", path(&pg), path(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not empty"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut config = test_config(&dir.path().join("unused"));
+    config.storage.backend = pricewatch::ops::config::Backend::Postgres;
+    config.storage.postgres_url_file = Some(dir.path().join("pg.toml.url"));
+    config.storage.postgres_schema = db.config.schema.clone();
+    let mut t = TestApp::spawn_with(config).await;
+    let list = t.say("a", "list").await;
+    assert!(
+        list.contains("shop.example/p/1") && list.contains("shop.example/p/2"),
+        "{list}"
+    );
+    t.stop().await;
+}

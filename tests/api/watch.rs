@@ -294,11 +294,16 @@ const NO_SCHEDULED_TICK: &str = "0 0 0 1 1 * 2999";
 /// moves. `tick`: its cron; with [`NO_SCHEDULED_TICK`] the test ticks with
 /// `App::tick_now`, so no scheduled tick can take a check whose report it reads.
 async fn daemon(clock: Arc<ManualClock>, data: &std::path::Path, tick: &str) -> TestApp {
+    TestApp::spawn_with_clock(daemon_config(data, tick), clock).await
+}
+
+/// What [`daemon`] starts with.
+fn daemon_config(data: &std::path::Path, tick: &str) -> pricewatch::ops::config::Config {
     let mut config = watching(data);
     config.schedule.tick = tick.into();
     config.fetch.host_gap = Duration::ZERO;
     config.alerts.digest_window = Duration::from_millis(300);
-    TestApp::spawn_with_clock(config, clock).await
+    config
 }
 
 /// The test configuration with the watch loop on (every second) and the loopback shop
@@ -317,11 +322,36 @@ fn real_now() -> u64 {
 
 #[tokio::test]
 async fn end_to_end_watch_gets_its_first_price_then_one_alert() {
+    first_price_then_one_alert(|_, _| {}).await;
+}
+
+#[tokio::test]
+async fn end_to_end_on_postgres_as_on_sled() {
+    let Some(db) = crate::postgres::TestDatabase::new("end_to_end_on_postgres_as_on_sled") else {
+        return;
+    };
+    first_price_then_one_alert(|config, dir| {
+        let url_file = dir.join("postgres-url");
+        std::fs::write(&url_file, db.config.url.expose()).unwrap();
+        config.storage.backend = pricewatch::ops::config::Backend::Postgres;
+        config.storage.postgres_url_file = Some(url_file);
+        config.storage.postgres_schema = db.config.schema.clone();
+    })
+    .await;
+}
+
+/// A watch's first price, then one alert for a 25 % drop and none while it stays low,
+/// with `configure` choosing the backend (given the test's temporary directory).
+async fn first_price_then_one_alert(
+    configure: impl FnOnce(&mut pricewatch::ops::config::Config, &std::path::Path),
+) {
     let shop = FakeShop::start().await;
     shop.set_price("/p/1", "199.00");
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(real_now()));
-    let t = daemon(clock.clone(), &dir.path().join("data"), NO_SCHEDULED_TICK).await;
+    let mut config = daemon_config(&dir.path().join("data"), NO_SCHEDULED_TICK);
+    configure(&mut config, dir.path());
+    let t = TestApp::spawn_with_clock(config, clock.clone()).await;
 
     let watch = t.message("c1", &format!("watch {}/p/1", shop.base));
     assert_eq!(t.post(&watch).await.0, 200);

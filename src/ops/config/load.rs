@@ -450,7 +450,7 @@ fn with_secret_hint(path: &[String], rejected: &Rejected) -> String {
     let Some(key) = path.last() else {
         return message;
     };
-    let secretish = ["password", "secret", "token"]
+    let secretish = ["password", "secret", "token", "postgres_url"]
         .iter()
         .any(|s| key.contains(s));
     let unknown_key = matches!(
@@ -589,6 +589,13 @@ mod tests {
             "{}",
             errs[0]
         );
+        assert!(!errs[0].to_string().contains("hunter2"));
+        let errs = errors(
+            "[storage]\npostgres_url = \"postgres://pw:hunter2@db/pw\"\n",
+            &[],
+        );
+        assert_eq!(places(&errs), ["test.toml:2 storage.postgres_url"]);
+        assert!(errs[0].message.contains("postgres_url_file"), "{}", errs[0]);
         assert!(!errs[0].to_string().contains("hunter2"));
     }
 

@@ -36,6 +36,7 @@ use crate::price::extract::Extractor;
 use crate::price::fetch::FetchConfig;
 use crate::price::rules::{JsonApiConfig, RuleError, Rules, SiteRuleConfig};
 use crate::secret::Secret;
+use crate::store::postgres::PostgresConfig;
 use crate::store::SledStoreConfig;
 use crate::watch::schedule::ScheduleConfig;
 use crate::watch::trigger::TriggerConfig;
@@ -266,7 +267,37 @@ pub struct StorageConfig {
     pub timeout: Duration,
     /// Check a copy of the database at every start, not only after an unclean stop.
     pub full_check_at_start: bool,
+    /// Which database holds the data.
+    pub backend: Backend,
+    /// File holding the PostgreSQL connection string (it may hold a password, so it is
+    /// never in this file); without it, `$CREDENTIALS_DIRECTORY/postgres-url`.
+    pub postgres_url_file: Option<PathBuf>,
+    /// The PostgreSQL schema for pricewatch's tables (created when missing); unset: the
+    /// connection's own `search_path`.
+    pub postgres_schema: Option<String>,
+    /// Most PostgreSQL connections one daemon holds.
+    pub postgres_pool_size: usize,
+    /// Longest one SQL statement may run before the server cancels it.
+    #[serde(with = "humantime_serde")]
+    pub postgres_statement_timeout: Duration,
+    /// Longest a new PostgreSQL connection may take.
+    #[serde(with = "humantime_serde")]
+    pub postgres_connect_timeout: Duration,
 }
+
+/// `storage.backend`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded, one process: the default.
+    #[default]
+    Sled,
+    /// A shared PostgreSQL, for several replicas.
+    Postgres,
+}
+
+/// The credential name of the PostgreSQL connection string under `$CREDENTIALS_DIRECTORY`.
+pub const POSTGRES_URL_CREDENTIAL: &str = "postgres-url";
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -278,6 +309,12 @@ impl Default for StorageConfig {
             min_free: 64 * MIB,
             timeout: Duration::from_secs(10),
             full_check_at_start: false,
+            backend: Backend::Sled,
+            postgres_url_file: None,
+            postgres_schema: None,
+            postgres_pool_size: 16,
+            postgres_statement_timeout: Duration::from_secs(5),
+            postgres_connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -285,10 +322,37 @@ impl Default for StorageConfig {
 impl StorageConfig {
     /// The guard in front of the store.
     pub fn guard(&self) -> crate::store::GuardConfig {
+        let postgres = self.backend == Backend::Postgres;
         crate::store::GuardConfig {
             path: self.path.clone(),
-            min_free: self.min_free,
+            // The database server keeps its own disk.
+            min_free: if postgres { 0 } else { self.min_free },
             timeout: self.timeout,
+            async_backend: postgres,
+        }
+    }
+
+    /// The PostgreSQL connection string, from `postgres_url_file` or else
+    /// `<credentials_dir>/postgres-url`; `Ok(None)` when neither exists.
+    pub fn postgres_url(
+        &self,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Option<Secret>, SecretError> {
+        read_secret(
+            self.postgres_url_file.as_deref(),
+            credentials_dir,
+            POSTGRES_URL_CREDENTIAL,
+        )
+    }
+
+    /// The PostgreSQL backend's settings, with the connection string read already.
+    pub fn postgres(&self, url: Secret) -> PostgresConfig {
+        PostgresConfig {
+            url,
+            schema: self.postgres_schema.clone(),
+            pool_size: self.postgres_pool_size,
+            statement_timeout: self.postgres_statement_timeout,
+            connect_timeout: self.postgres_connect_timeout,
         }
     }
 

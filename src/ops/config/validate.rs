@@ -88,6 +88,14 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
         ("bot.connect_timeout", config.bot.connect_timeout),
         ("storage.flush_every", config.storage.flush_every),
         ("storage.timeout", config.storage.timeout),
+        (
+            "storage.postgres_statement_timeout",
+            config.storage.postgres_statement_timeout,
+        ),
+        (
+            "storage.postgres_connect_timeout",
+            config.storage.postgres_connect_timeout,
+        ),
         ("fetch.connect_timeout", config.fetch.connect_timeout),
         ("fetch.timeout", config.fetch.timeout),
     ] {
@@ -104,6 +112,26 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
             "storage.cache_capacity",
             format!("must be at least {MIN_CACHE_CAPACITY} bytes (1 MiB), got {cache}"),
         );
+    }
+    if !(1..=1000).contains(&config.storage.postgres_pool_size) {
+        fail(
+            "storage.postgres_pool_size",
+            format!(
+                "must be between 1 and 1000, got {}",
+                config.storage.postgres_pool_size
+            ),
+        );
+    }
+    if let Some(schema) = &config.storage.postgres_schema {
+        if !crate::store::postgres::valid_schema(schema) {
+            fail(
+                "storage.postgres_schema",
+                format!(
+                    "{schema:?} is not a plain lower-case identifier (letters, digits and _, \
+                     not starting with a digit, at most 63)"
+                ),
+            );
+        }
     }
     let drop = config.alerts.default_drop;
     if drop < Decimal::ONE || drop > Decimal::from(95) {
@@ -490,6 +518,30 @@ mod tests {
                 "test.toml:12 log.format",
             ]
         );
+    }
+
+    #[test]
+    fn postgres_settings_are_checked() {
+        let text = "[storage]\nbackend = \"postgres\"\npostgres_schema = \"Price-Watch\"\n\
+                    postgres_pool_size = 0\npostgres_statement_timeout = \"0s\"\n";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            places(&errs),
+            [
+                "test.toml:3 storage.postgres_schema",
+                "test.toml:4 storage.postgres_pool_size",
+                "test.toml:5 storage.postgres_statement_timeout",
+            ]
+        );
+        assert!(errors("[storage]\nbackend = \"mysql\"\n", &[])[0]
+            .message
+            .contains("postgres"));
+        let ok = load_str(
+            "t.toml",
+            "[storage]\nbackend = \"postgres\"\npostgres_schema = \"pw_1\"\n",
+            [],
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub enum PgError {
          ({known}); run the newer pricewatch that migrated it"
     )]
     Newer { found: u32, known: u32 },
+    #[error(
+        "another pricewatch is already serving this database ({0}); until replicas share the \
+         work, one daemon per database and schema"
+    )]
+    InUse(String),
     #[error("migration {version} ({name}) failed; nothing of it was applied")]
     Migration {
         version: u32,
@@ -140,6 +145,52 @@ impl PostgresConfig {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|_| PgError::InvalidUrl)
+    }
+}
+
+/// A daemon's hold on its database: a session-level advisory lock on a connection of its
+/// own, released when this is dropped (or the connection ends).
+///
+/// Replicas do not split the polling and delivery work yet (no claims on products or
+/// messages), so two daemons on one database would check every product twice and send
+/// every message twice; this keeps it to one, as sled's directory lock does.
+pub struct SoleUse {
+    _client: tokio_postgres::Client,
+}
+
+impl std::fmt::Debug for SoleUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SoleUse")
+    }
+}
+
+impl PostgresConfig {
+    /// Takes the database for this daemon alone, or fails with [`PgError::InUse`].
+    pub async fn claim_sole_use(&self) -> Result<SoleUse, PgError> {
+        let client = self.connect().await?;
+        let scope = format!(
+            "pricewatch serve {}",
+            self.schema.as_deref().unwrap_or("(search_path)")
+        );
+        let taken: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&scope],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                what: "to take the daemon's lock",
+                source,
+            })?
+            .get(0);
+        if !taken {
+            let shown = self.schema.as_deref().map_or_else(
+                || "its default schema".to_owned(),
+                |s| format!("schema {s}"),
+            );
+            return Err(PgError::InUse(shown));
+        }
+        Ok(SoleUse { _client: client })
     }
 }
 

@@ -19,7 +19,8 @@ CREATE TABLE unreachable (
 );
 
 -- Watch ids grow with creation time, so that a conversation lists its watches in order.
-CREATE SEQUENCE watch_ids;
+-- From 0, as sled's generated ids: a store moved between the backends keeps its numbers.
+CREATE SEQUENCE watch_ids MINVALUE 0 START WITH 0;
 
 CREATE TABLE watches (
     id              bigint PRIMARY KEY,
@@ -47,7 +48,7 @@ CREATE TABLE history (
 CREATE INDEX history_by_time ON history (at_ms);
 
 -- Outbox ids give the queue order.
-CREATE SEQUENCE outbox_ids;
+CREATE SEQUENCE outbox_ids MINVALUE 0 START WITH 0;
 
 -- Queued messages and dead letters (dead_ms set). An alert id is kept once while its
 -- message is queued (a check retried after a crash queues it again).
