@@ -30,6 +30,9 @@
 //! one message per watch, so the steady cycle queued nothing; the shop answered the steady
 //! cycle with 304s only.
 //!
+//! `PW_BENCH_POSTGRES_URL` runs the same cycles on the PostgreSQL backend (a schema of its
+//! own, dropped at the end) and reports the database server's CPU beside the bench's.
+//!
 //! `cargo bench --bench poll`. Overrides: `PW_BENCH_PRODUCTS`, `PW_BENCH_WATCHES_PER_PRODUCT`,
 //! `PW_BENCH_CONCURRENCY`, `PW_POLL_VARIANTS`, and `PW_BENCH_FAST_PATH=0` to read every page
 //! with the full HTML scan (the extractor's JSON-LD fast path off). Without `--bench` (as `cargo test --benches`
@@ -70,7 +73,10 @@ mod padding;
 #[path = "common/procstat.rs"]
 mod procstat;
 
-use procstat::{busiest_since, cpu_by_thread, cpu_seconds, env_usize, reset_peak, status_kb};
+use procstat::{
+    busiest_since, cpu_by_thread, cpu_of_processes_named, cpu_seconds, env_usize, reset_peak,
+    status_kb,
+};
 
 use fakes::{open_store, FakeShop, Page};
 use fixtures::Fixture;
@@ -302,6 +308,8 @@ struct Cycle {
     wall: Duration,
     cpu: f64,
     shop_cpu: f64,
+    /// The PostgreSQL server's processes (0 on sled).
+    db_cpu: f64,
     peak_mb: f64,
     threads: Vec<(String, f64)>,
 }
@@ -315,6 +323,7 @@ fn run_cycle(
     let threads0 = cpu_by_thread();
     let cpu0 = cpu_seconds("/proc/self/stat").unwrap_or(0.0);
     let shop0 = shop.cpu();
+    let db0 = cpu_of_processes_named("postgres");
     let started = Instant::now();
     let report = rt
         .block_on(watcher.tick())
@@ -322,6 +331,7 @@ fn run_cycle(
     let wall = started.elapsed();
     let cpu = cpu_seconds("/proc/self/stat").unwrap_or(0.0) - cpu0;
     let shop_cpu = shop.cpu() - shop0;
+    let db_cpu = cpu_of_processes_named("postgres") - db0;
     let peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
     let threads = busiest_since(&threads0, cpu_by_thread());
     Ok(Cycle {
@@ -329,6 +339,7 @@ fn run_cycle(
         wall,
         cpu,
         shop_cpu,
+        db_cpu,
         peak_mb,
         threads,
     })
@@ -344,8 +355,25 @@ fn run() -> Result<ExitCode, String> {
 
     let shop = Shop::start(products, variants)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store = open_store(&dir.path().join("data")).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    // `PW_BENCH_POSTGRES_URL`: the same cycle on the PostgreSQL backend, in a schema of its
+    // own dropped at the end.
+    let postgres = std::env::var("PW_BENCH_POSTGRES_URL").ok().map(|url| {
+        pricewatch::store::postgres::PostgresConfig {
+            url: pricewatch::secret::Secret::new(url),
+            schema: Some(format!("pw_bench_poll_{}", std::process::id())),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    });
+    let store: Arc<dyn Store> = match &postgres {
+        None => open_store(&dir.path().join("data")).map_err(|e| e.to_string())?,
+        Some(config) => Arc::new(
+            rt.block_on(pricewatch::store::postgres::PgStore::open(config))
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let clock = Arc::new(ShiftedClock(AtomicU64::new(0)));
 
     // Setup: every watch added (and flushed) as the bot would add it.
@@ -455,6 +483,24 @@ fn run() -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
 
     drop(watcher);
+    if let Some(config) = &postgres {
+        let schema = config.schema.clone().unwrap_or_default();
+        let plain = pricewatch::store::postgres::PostgresConfig {
+            schema: None,
+            ..config.clone()
+        };
+        rt.block_on(async {
+            let client = plain.connect().await?;
+            client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+                .map_err(|source| pricewatch::store::postgres::PgError::Query {
+                    what: "to drop the bench's schema",
+                    source,
+                })
+        })
+        .map_err(|e| e.to_string())?;
+    }
     drop(rt);
     let shop_pages = shop.pages.clone();
     let (served_full, served_304) = shop.stop();
@@ -471,8 +517,13 @@ fn run() -> Result<ExitCode, String> {
     };
     println!("## Poll cycle (`benches/poll.rs`)\n");
     println!(
-        "{products} products, {watches} watches in {} conversations; {page_count} fixture pages in rotation, {:.0} KB each on average ({:.0} KB gzip on the wire); gate {concurrency} global and per host, no gap; JSON-LD fast path {}; {cores} CPUs visible; {}\n",
+        "{products} products, {watches} watches in {} conversations; store: {}; {page_count} fixture pages in rotation, {:.0} KB each on average ({:.0} KB gzip on the wire); gate {concurrency} global and per host, no gap; JSON-LD fast path {}; {cores} CPUs visible; {}\n",
         watches.div_ceil(WATCHES_PER_CONVERSATION),
+        if postgres.is_some() {
+            "PostgreSQL (PW_BENCH_POSTGRES_URL)"
+        } else {
+            "sled"
+        },
         raw / 1e3,
         wire / 1e3,
         if fast_path { "on" } else { "off" },
@@ -484,17 +535,18 @@ fn run() -> Result<ExitCode, String> {
         setup.as_secs_f64(),
         watches as f64 / setup.as_secs_f64()
     );
-    println!("| cycle | products/s | wall | CPU s per 1,000 products | shop CPU s per 1,000 | peak RSS | checked | queued | failed |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| cycle | products/s | wall | CPU s per 1,000 products | database server CPU s per 1,000 | shop CPU s per 1,000 | peak RSS | checked | queued | failed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, c) in [
         ("first (200, every page read)", &first),
         ("steady (304)", &steady),
     ] {
         println!(
-            "| {name} | {:.0} | {:.2} s | {:.3} | {:.3} | {:.1} MB | {} | {} | {} |",
+            "| {name} | {:.0} | {:.2} s | {:.3} | {:.3} | {:.3} | {:.1} MB | {} | {} | {} |",
             c.report.checked as f64 / c.wall.as_secs_f64(),
             c.wall.as_secs_f64(),
             c.cpu / products as f64 * 1000.0,
+            c.db_cpu / products as f64 * 1000.0,
             c.shop_cpu / products as f64 * 1000.0,
             c.peak_mb,
             c.report.checked,

@@ -152,7 +152,9 @@ async fn lock_conversation(
     key: &ConversationKey,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .await
+            .map_err(io)?,
         &[&CONVERSATION_LOCK, &conversation_lock_text(key)],
     )
     .await
@@ -167,7 +169,9 @@ async fn lock_products(tx: &impl GenericClient, urls: &[&str]) -> Result<(), Sto
     urls.dedup();
     for url in urls {
         tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .await
+                .map_err(io)?,
             &[&PRODUCT_LOCK, &url],
         )
         .await
@@ -246,8 +250,7 @@ async fn queue(
         .collect();
     let records: Vec<Json<Record<'_, OutboxEntry>>> = entries.iter().map(record).collect();
     let rows = tx
-        .query(
-            "INSERT INTO outbox (id, alert_id, channel_id, conversation_id, next_attempt_ms, entry) \
+        .query(&tx.prepare_cached("INSERT INTO outbox (id, alert_id, channel_id, conversation_id, next_attempt_ms, entry) \
              SELECT m.id, m.alert_id, m.channel_id, m.conversation_id, $5, m.entry \
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $6::jsonb[]) \
                   AS m(id, alert_id, channel_id, conversation_id, entry) \
@@ -255,7 +258,7 @@ async fn queue(
                  WHERE u.channel_id = m.channel_id AND u.conversation_id = m.conversation_id)) \
              ORDER BY m.id \
              ON CONFLICT (alert_id) WHERE dead_ms IS NULL DO NOTHING \
-             RETURNING id",
+             RETURNING id").await.map_err(io)?,
             &[
                 &col_ids,
                 &alerts,
@@ -303,7 +306,9 @@ async fn conversation_watches(
 
 async fn write_watch(tx: &impl GenericClient, watch: &Watch) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE watches SET watch = $2 WHERE id = $1",
+        &tx.prepare_cached("UPDATE watches SET watch = $2 WHERE id = $1")
+            .await
+            .map_err(io)?,
         &[&big(watch.id), &record(watch)],
     )
     .await
@@ -321,8 +326,12 @@ async fn set_reachability(
     lock_conversation(tx, key).await?;
     let rows = tx
         .query(
-            "SELECT watch FROM watches WHERE channel_id = $1 AND conversation_id = $2 \
+            &tx.prepare_cached(
+                "SELECT watch FROM watches WHERE channel_id = $1 AND conversation_id = $2 \
              ORDER BY id FOR UPDATE",
+            )
+            .await
+            .map_err(io)?,
             &[&key.channel_id, &key.conversation_id],
         )
         .await
@@ -338,16 +347,14 @@ async fn set_reachability(
     }
     match mark {
         Some(mark) => tx
-            .execute(
-                "INSERT INTO unreachable (channel_id, conversation_id, mark) VALUES ($1, $2, $3) \
-                 ON CONFLICT (channel_id, conversation_id) DO UPDATE SET mark = EXCLUDED.mark",
+            .execute(&tx.prepare_cached("INSERT INTO unreachable (channel_id, conversation_id, mark) VALUES ($1, $2, $3) \
+                 ON CONFLICT (channel_id, conversation_id) DO UPDATE SET mark = EXCLUDED.mark").await.map_err(io)?,
                 &[&key.channel_id, &key.conversation_id, &record(mark)],
             )
             .await
             .map_err(io)?,
         None => tx
-            .execute(
-                "DELETE FROM unreachable WHERE channel_id = $1 AND conversation_id = $2",
+            .execute(&tx.prepare_cached("DELETE FROM unreachable WHERE channel_id = $1 AND conversation_id = $2").await.map_err(io)?,
                 &[&key.channel_id, &key.conversation_id],
             )
             .await
@@ -367,11 +374,38 @@ impl PgStore {
     ) -> Result<ReferenceChange, StoreError> {
         let key = reference.key();
         let mut client = self.client().await?;
+        // Nearly every turn finds its conversation stored as it is and reachable: one
+        // read, without a transaction or a row lock (which would write), answers it. The
+        // statement is prepared once per connection: most of a turn's cost on the server
+        // is otherwise parsing and planning it again.
+        let unchanged = client
+            .prepare_cached(
+                "SELECT c.reference, EXISTS (SELECT 1 FROM unreachable u \
+                 WHERE u.channel_id = c.channel_id AND u.conversation_id = c.conversation_id) \
+                 FROM conversations c WHERE c.channel_id = $1 AND c.conversation_id = $2",
+            )
+            .await
+            .map_err(io)?;
+        if let Some(row) = client
+            .query_opt(&unchanged, &[&key.channel_id, &key.conversation_id])
+            .await
+            .map_err(io)?
+        {
+            let same = decode::<ConversationReference>(&row, 0, "reference")
+                .is_ok_and(|stored| stored == *reference);
+            if same && !row.get::<_, bool>(1) {
+                return Ok(ReferenceChange::Unchanged);
+            }
+        }
         let tx = self.transaction(&mut client).await?;
         let old = tx
             .query_opt(
-                "SELECT reference FROM conversations \
+                &tx.prepare_cached(
+                    "SELECT reference FROM conversations \
                  WHERE channel_id = $1 AND conversation_id = $2 FOR UPDATE",
+                )
+                .await
+                .map_err(io)?,
                 &[&key.channel_id, &key.conversation_id],
             )
             .await
@@ -387,9 +421,13 @@ impl PgStore {
         };
         if change != ReferenceChange::Unchanged {
             tx.execute(
-                "INSERT INTO conversations (channel_id, conversation_id, reference) \
+                &tx.prepare_cached(
+                    "INSERT INTO conversations (channel_id, conversation_id, reference) \
                  VALUES ($1, $2, $3) ON CONFLICT (channel_id, conversation_id) \
                  DO UPDATE SET reference = EXCLUDED.reference",
+                )
+                .await
+                .map_err(io)?,
                 &[&key.channel_id, &key.conversation_id, &record(reference)],
             )
             .await
@@ -399,7 +437,11 @@ impl PgStore {
         // paused watches resume (in the same transaction as the reference).
         let marked = tx
             .query_opt(
-                "SELECT 1 FROM unreachable WHERE channel_id = $1 AND conversation_id = $2",
+                &tx.prepare_cached(
+                    "SELECT 1 FROM unreachable WHERE channel_id = $1 AND conversation_id = $2",
+                )
+                .await
+                .map_err(io)?,
                 &[&key.channel_id, &key.conversation_id],
             )
             .await
@@ -430,10 +472,14 @@ impl PgStore {
         lock_conversation(&tx, &new.conversation).await?;
         let row = tx
             .query_one(
-                "SELECT count(*), \
+                &tx.prepare_cached(
+                    "SELECT count(*), \
                     (SELECT watch FROM watches WHERE channel_id = $1 AND conversation_id = $2 \
                      AND url = $3 ORDER BY id LIMIT 1) \
                  FROM watches WHERE channel_id = $1 AND conversation_id = $2",
+                )
+                .await
+                .map_err(io)?,
                 &[
                     &new.conversation.channel_id,
                     &new.conversation.conversation_id,
@@ -474,15 +520,23 @@ impl PgStore {
         lock_products(&tx, &[url]).await?;
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
         tx.execute(
-            "INSERT INTO products (url, next_due_ms, product) VALUES ($1, $2, $3) \
+            &tx.prepare_cached(
+                "INSERT INTO products (url, next_due_ms, product) VALUES ($1, $2, $3) \
              ON CONFLICT (url) DO NOTHING",
+            )
+            .await
+            .map_err(io)?,
             &[&url, &big(product.next_due_ms), &record(&product)],
         )
         .await
         .map_err(io)?;
         tx.execute(
-            "INSERT INTO watches (id, channel_id, conversation_id, url, watch) \
+            &tx.prepare_cached(
+                "INSERT INTO watches (id, channel_id, conversation_id, url, watch) \
              VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .map_err(io)?,
             &[
                 &big(watch.id),
                 &watch.conversation.channel_id,
@@ -520,9 +574,14 @@ impl PgStore {
             if !done.insert(*n) {
                 continue;
             }
-            tx.execute("DELETE FROM watches WHERE id = $1", &[&big(watch.id)])
-                .await
-                .map_err(io)?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM watches WHERE id = $1")
+                    .await
+                    .map_err(io)?,
+                &[&big(watch.id)],
+            )
+            .await
+            .map_err(io)?;
             removed.push(watch.clone());
         }
         // The last watch of a product takes the product and its history with it.
@@ -532,16 +591,25 @@ impl PgStore {
         for url in urls {
             let gone = tx
                 .execute(
-                    "DELETE FROM products WHERE url = $1 \
+                    &tx.prepare_cached(
+                        "DELETE FROM products WHERE url = $1 \
                      AND NOT EXISTS (SELECT 1 FROM watches WHERE url = $1)",
+                    )
+                    .await
+                    .map_err(io)?,
                     &[&url],
                 )
                 .await
                 .map_err(io)?;
             if gone > 0 {
-                tx.execute("DELETE FROM history WHERE url = $1", &[&url])
-                    .await
-                    .map_err(io)?;
+                tx.execute(
+                    &tx.prepare_cached("DELETE FROM history WHERE url = $1")
+                        .await
+                        .map_err(io)?,
+                    &[&url],
+                )
+                .await
+                .map_err(io)?;
             }
         }
         tx.commit().await.map_err(io)?;
@@ -590,7 +658,11 @@ impl PgStore {
         lock_products(&tx, &[url]).await?;
         let updated = tx
             .execute(
-                "UPDATE products SET next_due_ms = $2, product = $3 WHERE url = $1",
+                &tx.prepare_cached(
+                    "UPDATE products SET next_due_ms = $2, product = $3 WHERE url = $1",
+                )
+                .await
+                .map_err(io)?,
                 &[
                     &url,
                     &big(check.product.next_due_ms),
@@ -605,8 +677,12 @@ impl PgStore {
         }
         if let Some(point) = &check.change {
             tx.execute(
-                "INSERT INTO history (url, at_ms, point) VALUES ($1, $2, $3) \
+                &tx.prepare_cached(
+                    "INSERT INTO history (url, at_ms, point) VALUES ($1, $2, $3) \
                  ON CONFLICT (url, at_ms) DO UPDATE SET point = EXCLUDED.point",
+                )
+                .await
+                .map_err(io)?,
                 &[&url, &big(point.at_ms), &record(point)],
             )
             .await
@@ -620,7 +696,11 @@ impl PgStore {
         wanted.extend(check.messages.iter().filter_map(|m| m.watch_id));
         let rows = tx
             .query(
-                "SELECT watch FROM watches WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &tx.prepare_cached(
+                    "SELECT watch FROM watches WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                )
+                .await
+                .map_err(io)?,
                 &[&ids(&wanted)],
             )
             .await
@@ -665,7 +745,11 @@ impl PgStore {
         let tx = self.transaction(&mut client).await?;
         let Some(row) = tx
             .query_opt(
-                "SELECT alert_id FROM outbox WHERE id = $1 AND dead_ms IS NOT NULL FOR UPDATE",
+                &tx.prepare_cached(
+                    "SELECT alert_id FROM outbox WHERE id = $1 AND dead_ms IS NOT NULL FOR UPDATE",
+                )
+                .await
+                .map_err(io)?,
                 &[&id],
             )
             .await
@@ -678,19 +762,28 @@ impl PgStore {
         // will deliver it, and the unique alert id allows one queued; the dead letter goes.
         let requeued = tx
             .execute(
-                "UPDATE outbox SET dead_ms = NULL, next_attempt_ms = $2, \
+                &tx.prepare_cached(
+                    "UPDATE outbox SET dead_ms = NULL, next_attempt_ms = $2, \
                     entry = (entry - 'dead_ms') \
                         || jsonb_build_object('attempts', 0, 'next_attempt_ms', $2::bigint) \
                  WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM outbox q \
                      WHERE q.alert_id = $3 AND q.dead_ms IS NULL)",
+                )
+                .await
+                .map_err(io)?,
                 &[&id, &big(now_ms), &alert_id],
             )
             .await
             .map_err(io)?;
         if requeued == 0 {
-            tx.execute("DELETE FROM outbox WHERE id = $1", &[&id])
-                .await
-                .map_err(io)?;
+            tx.execute(
+                &tx.prepare_cached("DELETE FROM outbox WHERE id = $1")
+                    .await
+                    .map_err(io)?,
+                &[&id],
+            )
+            .await
+            .map_err(io)?;
         }
         tx.commit().await.map_err(io)?;
         Ok(true)
@@ -708,12 +801,11 @@ impl PgStore {
             .collect();
         // One query for every reference and mark, in the order asked.
         let rows = client
-            .query(
-                "SELECT c.reference, u.mark \
+            .query(&client.prepare_cached("SELECT c.reference, u.mark \
                  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(channel_id, conversation_id, n) \
                  LEFT JOIN conversations c USING (channel_id, conversation_id) \
                  LEFT JOIN unreachable u USING (channel_id, conversation_id) \
-                 ORDER BY k.n",
+                 ORDER BY k.n").await.map_err(io)?,
                 &[&channels, &convs],
             )
             .await
@@ -729,10 +821,15 @@ impl PgStore {
                 .collect();
             let rows = client
                 .query(
-                    "SELECT w.watch FROM watches w \
+                    &client
+                        .prepare_cached(
+                            "SELECT w.watch FROM watches w \
                      WHERE (w.channel_id, w.conversation_id) IN \
                         (SELECT * FROM unnest($1::text[], $2::text[])) \
                      ORDER BY w.id",
+                        )
+                        .await
+                        .map_err(io)?,
                     &[&channels, &convs],
                 )
                 .await
@@ -776,10 +873,14 @@ impl PgStore {
             .map_err(io)?;
         let rows = tx
             .query(
-                "SELECT c.reference, u.mark FROM conversations c \
+                &tx.prepare_cached(
+                    "SELECT c.reference, u.mark FROM conversations c \
                  LEFT JOIN unreachable u USING (channel_id, conversation_id) \
                  ORDER BY octet_length(c.channel_id), c.channel_id COLLATE \"C\", \
                     octet_length(c.conversation_id), c.conversation_id COLLATE \"C\"",
+                )
+                .await
+                .map_err(io)?,
                 &[],
             )
             .await
@@ -796,7 +897,12 @@ impl PgStore {
             });
         }
         let rows = tx
-            .query("SELECT url, point FROM history ORDER BY url, at_ms", &[])
+            .query(
+                &tx.prepare_cached("SELECT url, point FROM history ORDER BY url, at_ms")
+                    .await
+                    .map_err(io)?,
+                &[],
+            )
             .await
             .map_err(io)?;
         let mut history: HashMap<String, Vec<ChangePoint>> = HashMap::new();
@@ -809,8 +915,12 @@ impl PgStore {
         }
         let rows = tx
             .query(
-                "SELECT url, product FROM products \
+                &tx.prepare_cached(
+                    "SELECT url, product FROM products \
                  ORDER BY octet_length(url), url COLLATE \"C\"",
+                )
+                .await
+                .map_err(io)?,
                 &[],
             )
             .await
@@ -824,13 +934,20 @@ impl PgStore {
             });
         }
         let rows = tx
-            .query("SELECT watch FROM watches ORDER BY id", &[])
+            .query(
+                &tx.prepare_cached("SELECT watch FROM watches ORDER BY id")
+                    .await
+                    .map_err(io)?,
+                &[],
+            )
             .await
             .map_err(io)?;
         let watches = decode_all(&rows, "watch")?;
         let rows = tx
             .query(
-                "SELECT entry FROM outbox WHERE dead_ms IS NULL ORDER BY id",
+                &tx.prepare_cached("SELECT entry FROM outbox WHERE dead_ms IS NULL ORDER BY id")
+                    .await
+                    .map_err(io)?,
                 &[],
             )
             .await
@@ -838,7 +955,11 @@ impl PgStore {
         let queued = decode_all(&rows, "outbox entry")?;
         let rows = tx
             .query(
-                "SELECT entry FROM outbox WHERE dead_ms IS NOT NULL ORDER BY id",
+                &tx.prepare_cached(
+                    "SELECT entry FROM outbox WHERE dead_ms IS NOT NULL ORDER BY id",
+                )
+                .await
+                .map_err(io)?,
                 &[],
             )
             .await
@@ -858,14 +979,18 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = self.transaction(&mut client).await?;
         // Two restores at once would both find the store empty.
-        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&RESTORE_LOCK])
-            .await
-            .map_err(io)?;
+        tx.execute(
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock($1, 0)")
+                .await
+                .map_err(io)?,
+            &[&RESTORE_LOCK],
+        )
+        .await
+        .map_err(io)?;
         let any: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM conversations) OR EXISTS (SELECT 1 FROM unreachable) \
+            .query_one(&tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM conversations) OR EXISTS (SELECT 1 FROM unreachable) \
                  OR EXISTS (SELECT 1 FROM watches) OR EXISTS (SELECT 1 FROM products) \
-                 OR EXISTS (SELECT 1 FROM history) OR EXISTS (SELECT 1 FROM outbox)",
+                 OR EXISTS (SELECT 1 FROM history) OR EXISTS (SELECT 1 FROM outbox)").await.map_err(io)?,
                 &[],
             )
             .await
