@@ -714,13 +714,32 @@ impl PgStore {
         };
         // Keyed as sled's watch keys are: a watch id of another conversation is not there.
         let mut exists: HashMap<(&ConversationKey, u64), bool> = HashMap::new();
+        let mut kept_watches = Vec::with_capacity(check.watches.len());
         for checked in &check.watches {
             let kept = there(checked.id, &checked.conversation)
                 .is_some_and(|s| s.rule == checked.rule && s.on_hold == checked.on_hold);
             if kept {
-                write_watch(&tx, checked).await?;
+                kept_watches.push(checked);
             }
             exists.insert((&checked.conversation, checked.id), kept);
+        }
+        // One statement for all of them (a product's ten watches were ten round trips).
+        if !kept_watches.is_empty() {
+            let watch_ids: Vec<i64> = kept_watches.iter().map(|w| big(w.id)).collect();
+            let records: Vec<Json<Record<'_, Watch>>> =
+                kept_watches.iter().map(|w| record(*w)).collect();
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE watches SET watch = v.watch \
+                     FROM unnest($1::bigint[], $2::jsonb[]) AS v(id, watch) \
+                     WHERE watches.id = v.id",
+                )
+                .await
+                .map_err(io)?,
+                &[&watch_ids, &records],
+            )
+            .await
+            .map_err(io)?;
         }
         let messages: Vec<&NewOutbox> = check
             .messages
