@@ -244,3 +244,65 @@ async fn one_daemon_per_database_until_replicas_share_the_work() {
         }
     }
 }
+
+/// `pricewatch serve` on `config`, expected to refuse: its exit status and stderr.
+fn serve_refused(config: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let done = child.wait_with_output().unwrap();
+    (done.status.code(), out(&done.stderr))
+}
+
+#[test]
+fn serve_refuses_a_database_that_does_not_answer_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = postgres_config_file(dir.path(), "postgres://pw:hunter2@127.0.0.1:1/pw", None);
+    let (code, stderr) = serve_refused(&file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_newer_schema_and_a_second_daemon() {
+    let Some(db) = TestDatabase::new("serve_refuses_a_newer_schema_and_a_second_daemon") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = postgres_config_file(dir.path(), db.config.url.expose(), Some(db.schema()));
+    let mut extra = std::fs::read_to_string(&file).unwrap();
+    extra.push_str("[server]\nbind = \"127.0.0.1:0\"\n");
+    std::fs::write(&file, extra).unwrap();
+
+    let first = crate::process::LoggedDaemon::start(&file).await;
+    let (code, stderr) = serve_refused(&file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another pricewatch is already serving this database"),
+        "{stderr}"
+    );
+    first.stop();
+
+    let client = db.config.connect().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO pricewatch_schema (version, name) VALUES ($1, 'from the future')",
+            &[&((latest() + 1) as i32)],
+        )
+        .await
+        .unwrap();
+    let (code, stderr) = serve_refused(&file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("newer than this build knows"), "{stderr}");
+}
