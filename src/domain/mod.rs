@@ -101,6 +101,24 @@ pub struct NewWatch {
     pub created_at_ms: u64,
 }
 
+impl NewWatch {
+    /// The watch as a store first records it, under the id it gave it: pending its first
+    /// price, neither paused nor on hold.
+    pub fn into_watch(self, id: u64) -> Watch {
+        Watch {
+            id,
+            conversation: self.conversation,
+            user: self.user,
+            url: self.url,
+            rule: self.rule,
+            created_at_ms: self.created_at_ms,
+            trigger: TriggerState::default(),
+            paused: false,
+            on_hold: false,
+        }
+    }
+}
+
 /// A product as the watch loop tracks it: one record per normalised URL, however many
 /// watches share it, so it is fetched once per check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +207,24 @@ pub struct NewOutbox {
     pub conversation: ConversationKey,
     pub watch_id: Option<u64>,
     pub message: OutboxMessage,
+}
+
+impl NewOutbox {
+    /// The message as a store first queues it, under the id it gave it: due at once.
+    pub fn queued(&self, id: u64, now_ms: u64) -> OutboxEntry {
+        OutboxEntry {
+            id,
+            alert_id: self.alert_id.clone(),
+            conversation: self.conversation.clone(),
+            watch_id: self.watch_id,
+            message: self.message.clone(),
+            created_ms: now_ms,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+            last_error: None,
+            dead_ms: None,
+        }
+    }
 }
 
 /// A queued proactive message.

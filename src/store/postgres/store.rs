@@ -222,18 +222,7 @@ async fn queue(
     let entries: Vec<OutboxEntry> = messages
         .iter()
         .zip(&new_ids)
-        .map(|(m, &id)| OutboxEntry {
-            id,
-            alert_id: m.alert_id.clone(),
-            conversation: m.conversation.clone(),
-            watch_id: m.watch_id,
-            message: m.message.clone(),
-            created_ms: now_ms,
-            attempts: 0,
-            next_attempt_ms: now_ms,
-            last_error: None,
-            dead_ms: None,
-        })
+        .map(|(m, &id)| m.queued(id, now_ms))
         .collect();
     if entries.is_empty() {
         return Ok(entries);
@@ -504,17 +493,7 @@ impl PgStore {
             .first()
             .copied()
             .unwrap_or_default();
-        let watch = Watch {
-            id,
-            conversation: new.conversation,
-            user: new.user,
-            url: new.url,
-            rule: new.rule,
-            created_at_ms: new.created_at_ms,
-            trigger: Default::default(),
-            paused: false,
-            on_hold: false,
-        };
+        let watch = new.into_watch(id);
         let url = watch.url.as_str();
         // Against a concurrent removal of the product's last watch (`remove_watches`).
         lock_products(&tx, &[url]).await?;

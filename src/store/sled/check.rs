@@ -185,18 +185,7 @@ pub(super) fn queue_message(
         return Ok(None);
     }
     let id = o.generate_id()?;
-    let entry = OutboxEntry {
-        id,
-        alert_id: m.alert_id.clone(),
-        conversation: m.conversation.clone(),
-        watch_id: m.watch_id,
-        message: m.message.clone(),
-        created_ms: now_ms,
-        attempts: 0,
-        next_attempt_ms: now_ms,
-        last_error: None,
-        dead_ms: None,
-    };
+    let entry = m.queued(id, now_ms);
     o.insert(&id.to_be_bytes(), encode(&entry).map_err(abort)?)?;
     a.insert(m.alert_id.as_bytes(), &id.to_be_bytes())?;
     Ok(Some(entry))

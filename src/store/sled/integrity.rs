@@ -897,16 +897,7 @@ mod tests {
         write_checkpoint(&data, ahead).unwrap();
         let db = std::fs::read(data.join("db")).unwrap();
         let err = SledStore::open(&config(dir.path())).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                StoreError::Damaged {
-                    damage: Damage::RolledBack { .. },
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_rolled_back(&err);
         assert_eq!(std::fs::read(data.join("db")).unwrap(), db);
     }
 
@@ -931,6 +922,19 @@ mod tests {
         let store = SledStore::open(&config(dir.path())).unwrap();
         assert_eq!(assert_counted(&store).trees, [0, 1, 1, 0, 0]);
         assert!(data.join(CHECKPOINT_FILE).exists());
+    }
+
+    fn assert_rolled_back(err: &StoreError) {
+        assert!(
+            matches!(
+                err,
+                StoreError::Damaged {
+                    damage: Damage::RolledBack { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     /// A store with one watch, closed cleanly; the data directory.
@@ -1026,16 +1030,7 @@ mod tests {
         std::fs::write(data.join(CLOSED_FILE), closed_text(ahead, &files)).unwrap();
         write_checkpoint(&data, ahead).unwrap();
         let err = SledStore::open(&config(dir.path())).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                StoreError::Damaged {
-                    damage: Damage::RolledBack { .. },
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_rolled_back(&err);
     }
 
     #[test]

@@ -516,17 +516,7 @@ impl SledStore {
             return Ok(AddWatch::LimitReached { max });
         }
         let id = self.db.generate_id().map_err(io)?;
-        let watch = Watch {
-            id,
-            conversation: new.conversation,
-            user: new.user,
-            url: new.url,
-            rule: new.rule,
-            created_at_ms: new.created_at_ms,
-            trigger: Default::default(),
-            paused: false,
-            on_hold: false,
-        };
+        let watch = new.into_watch(id);
         let url = watch.url.as_str();
         let product = Product::new(watch.url.clone(), watch.created_at_ms);
         let due_key = due::product_key(product.next_due_ms, url);
