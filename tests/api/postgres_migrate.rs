@@ -306,3 +306,23 @@ async fn serve_refuses_a_newer_schema_and_a_second_daemon() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("newer than this build knows"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_daemons_hold_is_on_the_schema_used_not_on_how_it_is_named() {
+    let Some(db) = TestDatabase::new("the_daemons_hold_is_on_the_schema_used") else {
+        return;
+    };
+    let named = PostgresConfig {
+        schema: Some("public".into()),
+        ..db.config.clone()
+    };
+    let _first = named.claim_sole_use().await.unwrap();
+    // No schema named: the connection's search_path, which is public here.
+    let unnamed = PostgresConfig {
+        schema: None,
+        ..db.config.clone()
+    };
+    let err = unnamed.claim_sole_use().await.unwrap_err();
+    assert!(matches!(err, PgError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains("schema public"), "{err}");
+}

@@ -292,7 +292,7 @@ pub enum Backend {
     /// Embedded, one process: the default.
     #[default]
     Sled,
-    /// A shared PostgreSQL, for several replicas.
+    /// PostgreSQL (one daemon per database and schema until replicas split the work).
     Postgres,
 }
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL backend, for several replicas sharing one store (`storage.backend =
+//! The PostgreSQL backend (`storage.backend =
 //! "postgres"`). The connection, its settings and the schema's migrations live here; the
 //! `Store` methods in `store`.
 //!
@@ -27,7 +27,7 @@ pub struct PostgresConfig {
     /// The schema pricewatch's tables live in (created when missing); `None`: the
     /// connection's own `search_path` (usually `public`).
     pub schema: Option<String>,
-    /// Most connections this replica holds open.
+    /// Most connections this daemon holds open.
     pub pool_size: usize,
     /// Longest one statement may run before the server cancels it.
     pub statement_timeout: Duration,
@@ -168,27 +168,23 @@ impl PostgresConfig {
     /// Takes the database for this daemon alone, or fails with [`PgError::InUse`].
     pub async fn claim_sole_use(&self) -> Result<SoleUse, PgError> {
         let client = self.connect().await?;
-        let scope = format!(
-            "pricewatch serve {}",
-            self.schema.as_deref().unwrap_or("(search_path)")
-        );
-        let taken: bool = client
+        // Keyed by the schema the tables are really in: a daemon naming `public` and one
+        // whose search_path leads there share one. (A configured schema may not exist yet:
+        // `current_schema()` would then skip it.)
+        let row = client
             .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                &[&scope],
+                "SELECT pg_try_advisory_lock(hashtextextended('pricewatch serve ' || s, 0)), s \
+                 FROM (SELECT coalesce($1, current_schema(), '') AS s) AS scope",
+                &[&self.schema],
             )
             .await
             .map_err(|source| PgError::Query {
                 what: "to take the daemon's lock",
                 source,
-            })?
-            .get(0);
+            })?;
+        let (taken, schema): (bool, String) = (row.get(0), row.get(1));
         if !taken {
-            let shown = self.schema.as_deref().map_or_else(
-                || "its default schema".to_owned(),
-                |s| format!("schema {s}"),
-            );
-            return Err(PgError::InUse(shown));
+            return Err(PgError::InUse(format!("schema {schema}")));
         }
         Ok(SoleUse { _client: client })
     }

@@ -20,8 +20,10 @@
 //! final counts and each file's size, modification time and inode. At the next open, when
 //! every file is still as it was described ([`closed`]), the marker is removed and the real
 //! files are opened without a copy; only the counts they recorded are compared with the
-//! ones closed ([`compare_closed`]). A stale marker stays until a copy passed (a refused
-//! store is left exactly as it was). What that gives up: damage that happens to files at
+//! ones closed ([`compare_closed`]). A copy check that finds damage removes the marker, so
+//! that no later start skips the check; otherwise a refused store is left as it was. A
+//! store refused by `compare_closed` has been opened by sled already (its recovery may have
+//! written): that is the price of the shortcut. What that gives up: damage that happens to files at
 //! rest without touching their size or times (a failing disk) is seen only after sled has
 //! opened them, not before. A crash, a kill or a file replaced or written since leaves no
 //! valid marker, and the copy is checked as before; `storage.full_check_at_start` asks for
@@ -1031,6 +1033,34 @@ mod tests {
         write_checkpoint(&data, ahead).unwrap();
         let err = SledStore::open(&config(dir.path())).unwrap_err();
         assert_rolled_back(&err);
+    }
+
+    #[tokio::test]
+    async fn a_store_a_check_found_damaged_is_checked_again_whatever_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, _) = closed_with_a_watch(dir.path()).await;
+        // Damage at rest that leaves the file's size, time and inode as they were: the
+        // marker cannot see it.
+        let db = data.join("db");
+        let before = std::fs::metadata(&db).unwrap();
+        std::fs::write(&db, vec![0u8; before.len() as usize]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_modified(before.modified().unwrap())
+            .unwrap();
+        assert!(matches!(closed(&data), Closed::Valid(_)));
+        // `verify` finds it: from then on no start may skip the copy check.
+        assert!(SledStore::verify(&data).is_err());
+        assert_eq!(closed(&data), Closed::Absent);
+        let zeroed = std::fs::read(&db).unwrap();
+        assert!(SledStore::open(&config(dir.path())).is_err());
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            zeroed,
+            "sled opened the real files"
+        );
     }
 
     #[test]

@@ -171,14 +171,14 @@ impl SledStore {
     /// Opens (or creates) the store. Blocking: call it at start-up, not on a hot path.
     ///
     /// A store holding less than it recorded is refused with [`StoreError::Damaged`] before
-    /// anything is written to its directory (see `integrity`).
+    /// anything of sled's is written (see `integrity`; only the clean-close marker goes).
     ///
     /// After a clean close with no file changed since, the copy is skipped: see `integrity`
     /// and [`StartCheck::ClosedCleanly`].
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
         let closed = integrity::closed(&config.path);
-        // Removed before sled opens the files (which makes it stale) and only then: a store
-        // refused below is left as it was found.
+        // Removed before sled opens the files (which makes it stale); a store refused below
+        // loses it too (`inspect`), and nothing else.
         let remove = || {
             integrity::remove_closed(&config.path).map_err(|e| StoreError::Open {
                 path: config.path.clone(),
@@ -242,6 +242,11 @@ impl SledStore {
             (Some(damage), None) => Err(integrity::damaged(&config.path, damage)),
             (None, scratch) => {
                 drop(scratch);
+                // The real files are opened next, which makes any marker stale.
+                integrity::remove_closed(&config.path).map_err(|e| StoreError::Open {
+                    path: config.path.clone(),
+                    source: Arc::new(e),
+                })?;
                 Ok((
                     Self::open_at(config, Before::Counted(inspection.found), None)?,
                     None,
@@ -1243,11 +1248,25 @@ impl From<sled::Error> for OpenFailure {
 
 /// `integrity::inspect`, its failures (a held lock, a copy that cannot be made) reported as
 /// failures to open.
+///
+/// A store found damaged loses its clean-close marker (the one change made to it): the
+/// damage may be in pages the recorded counts do not show, and a later `serve` must not
+/// take the marker's word for it and skip the check that found it.
 fn inspect(path: &Path, keep: Keep) -> Result<integrity::Inspection, StoreError> {
-    integrity::inspect(path, keep).map_err(|e| StoreError::Open {
+    let inspection = integrity::inspect(path, keep).map_err(|e| StoreError::Open {
         path: path.to_owned(),
         source: Arc::new(e),
-    })
+    })?;
+    if inspection.damage.is_some() {
+        if let Err(error) = integrity::remove_closed(path) {
+            tracing::warn!(
+                error = %crate::error::Chain(&error),
+                path = %path.display(),
+                "cannot remove the damaged store's clean-close marker"
+            );
+        }
+    }
+    Ok(inspection)
 }
 
 /// Refuses a store of a newer or unknown schema; returns the version of an older one (to
