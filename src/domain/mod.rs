@@ -75,6 +75,16 @@ impl Watch {
             Rule::Drop { .. } | Rule::Below { .. } => self.trigger.reference.is_none(),
         }
     }
+
+    /// The watch under `rule`, its alert re-armed (`TriggerState::for_new_rule`); `None`
+    /// for the rule it has already, which changes nothing, its alert state included.
+    pub fn with_rule(&self, rule: &Rule) -> Option<Watch> {
+        (self.rule != *rule).then(|| Watch {
+            rule: rule.clone(),
+            trigger: self.trigger.for_new_rule(),
+            ..self.clone()
+        })
+    }
 }
 
 impl TriggerState {

@@ -1207,15 +1207,8 @@ impl Store for PgStore {
         rule: Rule,
     ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
         Box::pin(async move {
-            // The same rule again changes nothing, its alert state included.
             let found = self
-                .rewrite_watches(key, &[id], |w| {
-                    (w.rule != rule).then(|| Watch {
-                        rule: rule.clone(),
-                        trigger: w.trigger.for_new_rule(),
-                        ..w.clone()
-                    })
-                })
+                .rewrite_watches(key, &[id], |w| w.with_rule(&rule))
                 .await?;
             Ok(found.into_iter().next())
         })

@@ -888,14 +888,7 @@ impl Store for SledStore {
         rule: Rule,
     ) -> StoreFuture<'a, Option<(Watch, Watch)>> {
         Box::pin(async move {
-            // The same rule again changes nothing, its alert state included.
-            let found = self.rewrite_watches(key, &[id], |w| {
-                (w.rule != rule).then(|| Watch {
-                    rule: rule.clone(),
-                    trigger: w.trigger.for_new_rule(),
-                    ..w.clone()
-                })
-            })?;
+            let found = self.rewrite_watches(key, &[id], |w| w.with_rule(&rule))?;
             // Flushed even when nothing changed: the reply acknowledges the rule either way.
             self.flush_now().await?;
             Ok(found.into_iter().next())
