@@ -346,16 +346,18 @@ async fn a_pass_cut_off_before_its_removals_sends_nothing_twice() {
     let app = t.app();
 
     // Cut the pass off (as a shutdown does) after about 100 sends, fewer than a batch of
-    // removals: the channel stalls, so nothing more is accepted, and the pass is dropped.
+    // removals: the channel stalls by itself at 100, so nothing more is accepted (but what
+    // was on its way), and the pass is dropped.
+    t.channel.stall_after(100, Duration::from_secs(30));
     let pass = app.deliver_now();
     let watch_channel = async {
         eventually(|| async {
-            (t.channel.count() >= 100)
+            t.channel
+                .is_stalled()
                 .then_some(())
                 .ok_or("fewer than 100 sent")
         })
         .await;
-        t.channel.stall_for(Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     tokio::select! {

@@ -135,6 +135,9 @@ struct Answer {
     stalled_until: Option<tokio::time::Instant>,
     /// Requests that arrived during a stall.
     stalled: usize,
+    /// A stall that starts by itself once this many activities were accepted: see
+    /// [`FakeChannel::stall_after`].
+    stall_after: Option<(usize, Duration)>,
 }
 
 impl FakeChannel {
@@ -159,6 +162,7 @@ impl FakeChannel {
                 delay: Duration::ZERO,
                 stalled_until: None,
                 stalled: 0,
+                stall_after: None,
             }),
         });
         let s = state.clone();
@@ -235,6 +239,14 @@ impl FakeChannel {
         self.state.lock_answer().stalled_until = Some(tokio::time::Instant::now() + duration);
     }
 
+    /// Like [`FakeChannel::stall_for`], starting by itself once `accepted` activities were
+    /// accepted in all: the channel's own count, where a test polling it would see it late
+    /// (a fan-out sends hundreds in the time of one poll). Requests already on their way
+    /// when it starts may still be accepted.
+    pub fn stall_after(&self, accepted: usize, duration: Duration) {
+        self.state.lock_answer().stall_after = Some((accepted, duration));
+    }
+
     /// Whether a stall is still on.
     pub fn is_stalled(&self) -> bool {
         self.state
@@ -257,8 +269,15 @@ impl ChannelState {
         authorization: Option<String>,
         body: Bytes,
     ) -> Response<String> {
+        let accepted = self.lock_log().arrivals.len();
         let stalled_until = {
             let mut answer = self.lock_answer();
+            if let Some((after, duration)) = answer.stall_after {
+                if accepted >= after {
+                    answer.stalled_until = Some(tokio::time::Instant::now() + duration);
+                    answer.stall_after = None;
+                }
+            }
             let until = answer
                 .stalled_until
                 .filter(|until| tokio::time::Instant::now() < *until);
