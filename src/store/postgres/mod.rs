@@ -50,8 +50,6 @@ pub enum PgError {
     InvalidSchema(String),
     #[error("cannot connect to PostgreSQL")]
     Connect(#[source] tokio_postgres::Error),
-    #[error("cannot get a PostgreSQL connection from the pool")]
-    Pool(#[source] deadpool_postgres::PoolError),
     #[error("PostgreSQL failed {what}")]
     Query {
         what: &'static str,

@@ -556,13 +556,18 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
 /// Writes the checkpoint into `dir`: a temporary file synced, then renamed over the old
 /// one, so the file is always a whole one.
 pub(super) fn write_checkpoint(dir: &Path, counts: Counts) -> std::io::Result<()> {
+    write_whole(dir, CHECKPOINT_FILE, &counts.to_text())
+}
+
+/// Writes `text` as `dir/name`: a temporary file synced, then renamed over the old one,
+/// the directory synced, so the file is always a whole one and the rename durable.
+fn write_whole(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let temp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    let temp = dir.join(format!("{name}.tmp"));
     let mut file = std::fs::File::create(&temp)?;
-    file.write_all(counts.to_text().as_bytes())?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
-    // The rename is durable once the directory is.
+    std::fs::rename(&temp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -659,28 +664,19 @@ fn closed_from_text(text: &str) -> Option<(Counts, Vec<FileMark>)> {
 /// Call it only once sled has let go of the files (its lock is free), or the marker would
 /// describe files still being written.
 pub(super) fn mark_closed(dir: &Path, counts: Counts) -> std::io::Result<()> {
-    use std::io::Write;
+    // Read once: sled has let go of the files, and nothing else writes them.
+    let files = file_marks(dir)?;
     // A file's modification time moves in the kernel's coarse ticks (milliseconds), so a
     // write in the same tick as the last one described would leave it unchanged. The
     // marker is trusted only for files older than itself (`closed`): written a tick after
     // the newest file, it is.
-    let newest = file_marks(dir)?
-        .iter()
-        .map(|f| f.modified_ns)
-        .max()
-        .unwrap_or(0);
+    let newest = files.iter().map(|f| f.modified_ns).max().unwrap_or(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     let wait = (newest + MTIME_TICK_NS - now).clamp(0, MTIME_TICK_NS);
     std::thread::sleep(Duration::from_nanos(wait as u64));
-    let text = closed_text(counts, &file_marks(dir)?);
-    let temp = dir.join(format!("{CLOSED_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, dir.join(CLOSED_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    write_whole(dir, CLOSED_FILE, &closed_text(counts, &files))
 }
 
 /// More than the coarsest clock tick a file system stamps modification times with (10 ms at
@@ -881,16 +877,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_behind_its_checkpoint_is_refused_without_a_write() {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let store = SledStore::open(&config(dir.path())).unwrap();
-        added(
-            store
-                .add_watch(new_watch(&key("a"), "https://s.example/1"), 10)
-                .await
-                .unwrap(),
-        );
-        let counts = assert_counted(&store);
-        drop(store);
+        let (data, counts) = closed_with_a_watch(dir.path()).await;
         // As if the log had lost the last five changes.
         let ahead = Counts {
             generation: counts.generation + 5,
