@@ -29,7 +29,7 @@ use crate::ops::metrics::{Deliveries, Metrics};
 use crate::ops::service::{ServiceManager, Signal, Systemd};
 use crate::price::engine::EngineError;
 use crate::store::postgres::PgStore;
-use crate::store::{GuardedStore, SledStore, Store, StoreError};
+use crate::store::{GuardedStore, LeaseBook, SledStore, Store, StoreError};
 use crate::watch::gate::GateConfig;
 use crate::watch::plan::PlanConfig;
 use crate::watch::run::TickSchedule;
@@ -173,8 +173,10 @@ pub struct App {
     auth: InboundAuth,
     manager: Arc<dyn ServiceManager>,
     reloader: Arc<Reloader>,
-    /// On PostgreSQL: this daemon's hold on the database, released when it stops.
-    _sole_use: Option<crate::store::postgres::SoleUse>,
+    /// The leases this replica holds in a shared store, given back when it stops.
+    leases: Arc<LeaseBook>,
+    /// How long after a stop a shop given back may be asked by another replica.
+    lease_tail: std::time::Duration,
 }
 
 /// The bot's token client, when an app id is configured (none in local development: the
@@ -363,21 +365,15 @@ impl App {
         } = preflight(config)?;
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
-        let (mut backend, sole_use): (Arc<dyn Store>, _) = match postgres {
+        let mut backend: Arc<dyn Store> = match postgres {
             None => {
                 let store_config = config.storage.sled();
                 // Opening sled replays its log: blocking work, kept off the runtime's workers.
                 let store =
                     tokio::task::spawn_blocking(move || SledStore::open(&store_config)).await??;
-                (Arc::new(store), None)
+                Arc::new(store)
             }
-            Some(postgres) => {
-                // First, so that a second daemon on the same database stops here, before
-                // it migrates or reads anything.
-                let sole_use = postgres.claim_sole_use().await?;
-                let store = PgStore::open(&postgres).await?;
-                (Arc::new(store), Some(sole_use))
-            }
+            Some(postgres) => Arc::new(PgStore::open(&postgres).await?),
         };
         if let Some(wrap) = service.wrap_store {
             backend = wrap(backend);
@@ -455,6 +451,17 @@ impl App {
             .with_replies(reply_lanes),
         );
         delivery.count_in(metrics.clone());
+        // Only a shared store (PostgreSQL) has leases; with sled this process does it all.
+        let leases = Arc::new(LeaseBook::new(config.storage.postgres_lease));
+        if let Some(replicas) = store.replicas() {
+            watcher.share_with(leases.clone());
+            delivery.share_with(leases.clone());
+            tracing::info!(
+                holder = %replicas.holder(),
+                lease = %humantime::format_duration(config.storage.postgres_lease),
+                "sharing the work with any other replica on this database"
+            );
+        }
         // Weak: the metrics must not keep delivery (and the store it holds) alive after
         // the daemon stops, or the store's lock would outlive it.
         let counted = Arc::downgrade(&delivery);
@@ -562,7 +569,6 @@ impl App {
             delivery,
             auth,
             manager: service.manager,
-            _sole_use: sole_use,
             reloader: Arc::new(Reloader {
                 started: config.clone(),
                 applied: tokio::sync::Mutex::new(config.clone()),
@@ -572,6 +578,8 @@ impl App {
                 schedule,
                 clock: reloader_clock,
             }),
+            leases,
+            lease_tail: config.fetch.host_gap,
         })
     }
 
@@ -633,6 +641,8 @@ impl App {
             watcher,
             delivery,
             manager,
+            leases,
+            lease_tail,
             ..
         } = self;
         // Both branches can be ready at once (a cancel makes the graceful server finish
@@ -674,6 +684,15 @@ impl App {
             drop(delivery);
             watcher.shutdown().await;
             drop(watcher);
+            // Nothing of this replica fetches or sends any more: another may take over
+            // its shops (after their gap) and channels (its limiters start as after a
+            // restart) now rather than when the leases run out.
+            if let Some(replicas) = store.replicas() {
+                let held = leases.take_all();
+                if let Err(e) = replicas.release(held, lease_tail).await {
+                    tracing::warn!(error = %crate::error::Chain(&e), "giving back the leases failed; they run out by themselves");
+                }
+            }
             store.flush().await
         };
         // The loops and the final flush get what is left of the grace, and at least

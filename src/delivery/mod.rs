@@ -16,7 +16,7 @@ pub mod retry;
 pub mod run;
 pub mod token;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use crate::random::SplitMix64;
 use crate::shown::Shown;
 use crate::speech::notices::{self, AlertItem, Message, ProductView};
 use crate::speech::replies::Lang;
-use crate::store::{Recipient, Store, StoreError};
+use crate::store::{LeaseBook, Recipient, Replicas, Store, StoreError, DELIVERY_LEASE};
 
 /// Entries one pass takes; the rest wait for the next pass.
 const PASS_LIMIT: usize = 1000;
@@ -128,6 +128,8 @@ pub struct Delivery {
     /// Messages the channels accepted and the outbox still holds: kept here, not in the
     /// pass, so that a pass cut off does not forget them.
     sent_unrecorded: Mutex<Vec<u64>>,
+    /// The leases of a store shared with other replicas (set by the daemon).
+    leases: std::sync::OnceLock<Arc<LeaseBook>>,
 }
 
 impl Delivery {
@@ -173,7 +175,75 @@ impl Delivery {
             metrics: std::sync::OnceLock::new(),
             replies: Arc::new(ReplyLanes::default()),
             sent_unrecorded: Mutex::new(Vec::new()),
+            leases: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares the delivery with the other replicas of a shared store from now on, through
+    /// `leases` (once; later calls are ignored): a channel's messages are sent by the one
+    /// replica holding its delivery lease, so that the channel's windows, counted by that
+    /// replica's limiters, hold for the whole bot. A replica that takes a channel over
+    /// starts its limiters as after a restart (one spacing of the widest window before
+    /// the first send), and one that cannot renew its lease stops sending a third of the
+    /// lease time before anyone can take it. A store that is not shared ignores it.
+    pub fn share_with(&self, leases: Arc<LeaseBook>) {
+        let _ = self.leases.set(leases);
+    }
+
+    fn shared(&self) -> Option<(&dyn Replicas, &LeaseBook)> {
+        Some((self.store.replicas()?, self.leases.get()?.as_ref()))
+    }
+
+    /// Of the due messages, those of the channels whose delivery lease this replica holds
+    /// (taken or renewed), claimed for it.
+    async fn claim_channels(
+        &self,
+        (replicas, leases): (&dyn Replicas, &LeaseBook),
+        ready: Vec<OutboxEntry>,
+        now: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let channels: BTreeSet<String> = ready
+            .iter()
+            .map(|e| delivery_lease(&e.conversation.channel_id))
+            .collect();
+        let held = leases
+            .hold(replicas, channels.into_iter().collect())
+            .await?;
+        let mut mine = HashSet::new();
+        for h in held {
+            let channel = h.name.strip_prefix(DELIVERY_LEASE).unwrap_or(&h.name);
+            if h.taken_over {
+                self.limits().resume_channel(channel);
+                tracing::info!(
+                    channel = %Shown::id(channel),
+                    holder = %Shown::id(replicas.holder()),
+                    "this replica delivers the channel's messages now"
+                );
+            }
+            mine.insert(channel.to_owned());
+        }
+        let ids = ready
+            .iter()
+            .filter(|e| mine.contains(&e.conversation.channel_id))
+            .map(|e| e.id)
+            .collect();
+        replicas.claim_messages(ids, now, leases.ttl()).await
+    }
+
+    /// Whether this replica may still send to the channel: always, unless the store is
+    /// shared; then while its delivery lease holds, renewed here when due.
+    async fn may_send(&self, channel: &str) -> bool {
+        let Some((replicas, leases)) = self.shared() else {
+            return true;
+        };
+        let name = delivery_lease(channel);
+        let due = leases.to_renew([name.as_str()]);
+        if !due.is_empty() {
+            if let Err(e) = leases.hold(replicas, due).await {
+                tracing::warn!(error = %Chain(&e), "renewing a delivery lease failed");
+            }
+        }
+        leases.holds(&name)
     }
 
     /// Keeps queued replies in the order `lanes` knows (the endpoint's, which queues them).
@@ -216,8 +286,11 @@ impl Delivery {
         // Sent by a pass that was cut off: not due any more.
         self.record_sent().await?;
         let finished_before = self.finished.load(Ordering::SeqCst);
-        let ready = self.store.due_messages(now, PASS_LIMIT).await?;
+        let mut ready = self.store.due_messages(now, PASS_LIMIT).await?;
         let more = ready.len() >= PASS_LIMIT;
+        if let Some(shared) = self.shared() {
+            ready = self.claim_channels(shared, ready, now).await?;
+        }
         // Queue order within a conversation; conversations in key order.
         let mut by_channel: BTreeMap<String, BTreeMap<ConversationKey, Vec<OutboxEntry>>> =
             BTreeMap::new();
@@ -440,6 +513,11 @@ impl Delivery {
                     .copied()
                     .chain(outgoing.flat_map(|(_, _, c)| c));
                 self.defer(rest, at, report).await?;
+                return Ok(());
+            }
+            if !self.may_send(&key.channel_id).await {
+                // Another replica may send to the channel now: the rest stay queued, due,
+                // for it.
                 return Ok(());
             }
             let mut activity = notices::into_activity(msg, &reference, lang);
@@ -682,6 +760,10 @@ impl Drop for Claim<'_> {
         lock(&self.delivery.busy).remove(&self.channel);
         self.delivery.finished.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+fn delivery_lease(channel: &str) -> String {
+    format!("{DELIVERY_LEASE}{channel}")
 }
 
 /// A poisoned lock only means a pass panicked; the maps stay usable.

@@ -293,6 +293,24 @@ impl SendLimits {
         if let Some(l) = channels.get(channel) {
             return Arc::clone(l);
         }
+        let built = Arc::new(self.build(channel, self.resumed_at));
+        channels.insert(channel.to_owned(), Arc::clone(&built));
+        built
+    }
+
+    /// Starts one channel's limiters afresh, as [`SendLimits::resuming`] starts them all:
+    /// another process sent to the channel until a moment ago (a replica whose delivery
+    /// lease this one has just taken over), so the first send waits one spacing of the
+    /// channel's widest window from now.
+    pub fn resume_channel(&self, channel: &str) {
+        let built = Arc::new(self.build(channel, Some(self.clock.now_nanos())));
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.to_owned(), built);
+    }
+
+    fn build(&self, channel: &str, resumed_at: Option<u64>) -> ChannelLimiters {
         let limits = self.for_channel(channel);
         let clock = LimiterClock(Arc::clone(&self.clock));
         // The window with the widest spacing refuses most often: asked first, it keeps the
@@ -302,7 +320,7 @@ impl SendLimits {
             w.sort_by_key(|w| std::cmp::Reverse(w.per / w.count));
             w
         };
-        let built = Arc::new(ChannelLimiters {
+        ChannelLimiters {
             per_conversation: widest_first(&limits.per_conversation)
                 .iter()
                 .map(|w| RateLimiter::dashmap_with_clock(w.quota(), clock.clone()))
@@ -319,11 +337,9 @@ impl SendLimits {
                 .chain(&limits.per_channel)
                 .map(Window::gap_nanos)
                 .max()
-                .zip(self.resumed_at)
+                .zip(resumed_at)
                 .map_or(0, |(gap, resumed)| resumed.saturating_add(gap)),
-        });
-        channels.insert(channel.to_owned(), Arc::clone(&built));
-        built
+        }
     }
 
     /// Takes one send from every window of the conversation and of its channel, or says
@@ -520,6 +536,35 @@ mod tests {
         assert_eq!(limits.admit("emulator", "a"), Admission::Now);
         let fresh = SendLimits::new(&table, clock.clone());
         assert_eq!(fresh.admit("webchat", "b"), Admission::Now);
+    }
+
+    #[test]
+    fn a_channel_taken_over_waits_one_spacing_and_keeps_no_earlier_budget() {
+        let clock = Arc::new(ManualClock::new(1_764_000_000_000));
+        let table = [(
+            "telegram".to_owned(),
+            ChannelLimits {
+                per_conversation: vec![],
+                per_channel: vec!["20/1s".parse().unwrap()],
+            },
+        )]
+        .into();
+        let limits = SendLimits::new(&table, clock.clone());
+        assert_eq!(limits.admit("telegram", "a"), Admission::Now);
+        assert_eq!(limits.admit("emulator", "a"), Admission::Now);
+        // Another replica sent to the channel until now: one spacing of 20/1s from now
+        // (a send every 50.6 ms, less the 2 ms tolerance).
+        clock.advance_ms(10_000);
+        let now = clock.now_ms();
+        limits.resume_channel("telegram");
+        let Admission::NotBefore(at) = limits.admit("telegram", "b") else {
+            panic!("a send at once after a takeover");
+        };
+        assert_eq!(at - now, 49);
+        clock.advance_ms(at - now);
+        assert_eq!(limits.admit("telegram", "b"), Admission::Now);
+        // Other channels are not touched.
+        assert_eq!(limits.admit("emulator", "a"), Admission::Now);
     }
 
     #[test]

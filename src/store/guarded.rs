@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    AddWatch, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
+    AddWatch, Recipient, ReferenceChange, Replicas, Snapshot, Store, StoreError, StoreFuture,
+    StoreStats,
 };
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Rule,
@@ -500,6 +501,12 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         }
         self.check_room(Room::Full)?;
         self.inner.writable()
+    }
+
+    /// Not guarded: only a database backend has them, and its statement timeout bounds
+    /// each call.
+    fn replicas(&self) -> Option<&dyn Replicas> {
+        self.inner.replicas()
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod codec;
 mod guarded;
+mod leases;
 pub mod postgres;
 mod sled;
 
@@ -27,6 +28,7 @@ use crate::domain::{ProductUrl, Rule};
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 
 pub use self::guarded::{GuardConfig, GuardedStore};
+pub use self::leases::LeaseBook;
 pub use self::sled::{Counts, Damage, SledStore, SledStoreConfig, StartCheck};
 
 /// The layout of the store this build reads and writes (which trees, which indexes). A
@@ -190,6 +192,61 @@ impl StoreError {
     }
 }
 
+/// The lease of the shop whose pages the holder fetches (`host:<host>`).
+pub const HOST_LEASE: &str = "host:";
+/// The lease of the channel whose messages the holder sends (`deliver:<channel id>`).
+pub const DELIVERY_LEASE: &str = "deliver:";
+
+/// A lease [`Replicas::hold`] holds for this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub name: String,
+    /// Another process (or none) had it last: what that one did under it (a shop's last
+    /// request, a channel's last send) is not known here.
+    pub taken_over: bool,
+}
+
+/// What processes sharing one store use to split the work between them: named leases
+/// that expire, and claims on due products and queued messages (ARCHITECTURE.md,
+/// "Replicas"). Only a backend several processes can share has it; with the others, one
+/// process does everything, as it always has.
+///
+/// Lease and claim times are the store's own clock, never a process's, so replicas whose
+/// clocks disagree still agree on when one runs out; `ttl` is a length of time on it.
+pub trait Replicas: Send + Sync {
+    /// This process as a lease holder, for logs.
+    fn holder(&self) -> &str;
+
+    /// Takes or renews each named lease that is free, expired or this process's already,
+    /// for `ttl` from now (a renewal never shortens it); returns those this process holds
+    /// now.
+    fn hold(&self, names: Vec<String>, ttl: std::time::Duration) -> StoreFuture<'_, Vec<Held>>;
+
+    /// Gives back this process's leases among `names`, each free `tail` from now (a
+    /// shop's gap spans the handover), and every claim it holds: it is stopping.
+    fn release(&self, names: Vec<String>, tail: std::time::Duration) -> StoreFuture<'_, ()>;
+
+    /// Claims for `ttl` those of the products that are still due at `now_ms` and that no
+    /// other process has claimed (or whose claim ran out), skipping rows another
+    /// transaction holds; returns the URLs claimed. Renews this process's own claims.
+    /// [`Store::record_check`] ends a claim.
+    fn claim_products(
+        &self,
+        urls: Vec<String>,
+        now_ms: u64,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'_, Vec<String>>;
+
+    /// The same for queued messages: returns the entries claimed (as stored now), in queue
+    /// order. A message leaves its claim with the outbox, or when it is no longer due.
+    fn claim_messages(
+        &self,
+        ids: Vec<u64>,
+        now_ms: u64,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'_, Vec<OutboxEntry>>;
+}
+
 /// The narrow interface every backend implements.
 ///
 /// Names follow one pattern: a query is named for what it returns (`watches`,
@@ -243,7 +300,8 @@ pub trait Store: Send + Sync + 'static {
 
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
 
-    /// Products whose check is due at `now_ms`, most overdue first, at most `limit`.
+    /// Products whose check is due at `now_ms`, most overdue first, at most `limit`. A
+    /// shared backend leaves out those another process has claimed or whose shop it holds.
     fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>>;
 
     fn product<'a>(&'a self, url: &'a ProductUrl) -> StoreFuture<'a, Option<Product>>;
@@ -267,7 +325,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Queued messages whose next attempt is due, in queue order, at most `limit`. When
     /// more are due, which ones a pass gets is the backend's choice (the sled one: the
-    /// oldest of those queued to go at once and the most overdue of those put off).
+    /// oldest of those queued to go at once and the most overdue of those put off). A
+    /// shared backend leaves out those another process has claimed or whose channel it
+    /// holds.
     fn due_messages(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<OutboxEntry>>;
 
     /// A queued message as stored now (`None`: delivered, dead or never queued).
@@ -350,5 +410,11 @@ pub trait Store: Send + Sync + 'static {
     /// that stopped answering). Cheap: `/readyz` and each delivery pass ask it.
     fn writable(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// How this store is shared with other processes; `None`: it is not, and this
+    /// process does all the work.
+    fn replicas(&self) -> Option<&dyn Replicas> {
+        None
     }
 }

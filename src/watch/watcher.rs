@@ -4,7 +4,7 @@
 //! (`schedule`, `trigger`, `plan`); this module only sequences the I/O, and when ticks
 //! run is [`crate::watch::run`]'s business.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -25,7 +25,7 @@ use crate::price::engine::{Check, EngineError, PriceEngine};
 use crate::price::fetch::{FetchError, Fetched, Page};
 use crate::random::SplitMix64;
 use crate::shown::Shown;
-use crate::store::{Store, StoreError};
+use crate::store::{LeaseBook, Replicas, Store, StoreError, HOST_LEASE};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{all_on_hold, plan, postpone, Outcome, PlanConfig};
 use crate::watch::trigger::Observation;
@@ -73,7 +73,12 @@ struct Inner {
     liveness: std::sync::OnceLock<Arc<Liveness>>,
     /// Counts checks and the messages they queue (set by the daemon).
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// The leases of a store shared with other replicas (set by the daemon).
+    leases: std::sync::OnceLock<Arc<LeaseBook>>,
 }
+
+/// The store's replica side and this process's leases, when the store is shared.
+type Shared<'a> = (&'a dyn Replicas, &'a LeaseBook);
 
 impl Watcher {
     pub fn new(
@@ -102,6 +107,7 @@ impl Watcher {
                 cancel: CancellationToken::new(),
                 liveness: std::sync::OnceLock::new(),
                 metrics: std::sync::OnceLock::new(),
+                leases: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -143,6 +149,87 @@ impl Watcher {
         let _ = self.inner.metrics.set(metrics);
     }
 
+    /// Splits the checks with the other replicas of a shared store from now on, through
+    /// `leases` (once; later calls are ignored): a shop's pages are fetched by the one
+    /// replica holding its host lease, so that its gap and concurrency hold for the whole
+    /// bot, and each product a replica checks is claimed first, so that no other replica
+    /// checks it too. A store that is not shared ignores it.
+    pub fn share_with(&self, leases: Arc<LeaseBook>) {
+        let _ = self.inner.leases.set(leases);
+    }
+
+    fn shared(&self) -> Option<Shared<'_>> {
+        Some((
+            self.inner.store.replicas()?,
+            self.inner.leases.get()?.as_ref(),
+        ))
+    }
+
+    /// Of the due products, those this replica may check now: their host's lease is
+    /// this replica's (taken or renewed), and the product is claimed for it.
+    async fn claim(
+        &self,
+        (replicas, leases): Shared<'_>,
+        due: Vec<Product>,
+        now: u64,
+    ) -> Result<Vec<Product>, StoreError> {
+        let hosts: BTreeSet<String> = due.iter().map(|p| host_lease(p.url.host())).collect();
+        let held: HashSet<String> = leases
+            .hold(replicas, hosts.into_iter().collect())
+            .await?
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        let mine: Vec<Product> = due
+            .into_iter()
+            .filter(|p| held.contains(&host_lease(p.url.host())))
+            .collect();
+        let urls = mine.iter().map(|p| p.url.as_str().to_owned()).collect();
+        let claimed: HashSet<String> = replicas
+            .claim_products(urls, now, leases.ttl())
+            .await?
+            .into_iter()
+            .collect();
+        Ok(mine
+            .into_iter()
+            .filter(|p| claimed.contains(p.url.as_str()))
+            .collect())
+    }
+
+    /// Renews, each third of the lease time, the host leases and product claims a tick
+    /// still needs; drops the queues of hosts whose lease this replica no longer holds
+    /// (another replica fetches them now) and the products another replica claimed.
+    async fn renew(
+        &self,
+        (replicas, leases): Shared<'_>,
+        queues: &mut BTreeMap<String, VecDeque<Product>>,
+    ) {
+        let names: Vec<String> = queues.keys().map(|h| host_lease(h)).collect();
+        let due = leases.to_renew(names.iter().map(String::as_str));
+        if !due.is_empty() {
+            if let Err(e) = leases.hold(replicas, due).await {
+                tracing::warn!(error = %Chain(&e), "renewing host leases failed");
+            }
+            let mut urls: Vec<String> = queues
+                .values()
+                .flatten()
+                .map(|p| p.url.as_str().to_owned())
+                .collect();
+            urls.extend(lock(&self.inner.in_flight).iter().cloned());
+            let now = self.inner.clock.now_ms();
+            match replicas.claim_products(urls, now, leases.ttl()).await {
+                Ok(claimed) => {
+                    let claimed: HashSet<String> = claimed.into_iter().collect();
+                    for q in queues.values_mut() {
+                        q.retain(|p| claimed.contains(p.url.as_str()));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %Chain(&e), "renewing product claims failed"),
+            }
+        }
+        queues.retain(|host, _| leases.holds(&host_lease(host)));
+    }
+
     /// The watch loop is alive: waiting for a tick, or moving through one.
     pub(crate) fn beat(&self) {
         if let Some(l) = self.inner.liveness.get() {
@@ -163,6 +250,10 @@ impl Watcher {
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let now = self.inner.clock.now_ms();
         let mut waiting: Vec<Product> = self.inner.store.due_products(now, TICK_LIMIT).await?;
+        let shared = self.shared();
+        if let Some(shared) = shared {
+            waiting = self.claim(shared, waiting, now).await?;
+        }
         {
             let in_flight = lock(&self.inner.in_flight);
             waiting.retain(|p| !in_flight.contains(p.url.as_str()));
@@ -182,6 +273,9 @@ impl Watcher {
             // Each round follows a finished check or a wait of at most a few seconds: a
             // tick that goes round is alive, however long it takes in all.
             self.beat();
+            if let Some(shared) = shared {
+                self.renew(shared, &mut queues).await;
+            }
             let mut wake_at: Option<u64> = None;
             'hosts: for queue in queues.values_mut() {
                 while let Some(product) = queue.front() {
@@ -213,8 +307,12 @@ impl Watcher {
             if !waiting && running.is_empty() {
                 break;
             }
-            // Capped so that a long wait for the gate still goes round (and beats).
-            let cap = (BEAT_EVERY * 5).as_millis() as u64;
+            // Capped so that a long wait for the gate still goes round (and beats, and
+            // renews its leases in time).
+            let mut cap = (BEAT_EVERY * 5).as_millis() as u64;
+            if let Some((_, leases)) = shared {
+                cap = cap.min((leases.ttl() / 6).as_millis().max(1) as u64);
+            }
             let sleep = match wake_at {
                 Some(t) => {
                     let ms = t.saturating_sub(self.inner.clock.now_ms());
@@ -271,6 +369,22 @@ impl Watcher {
         let Some(product) = self.inner.store.product(url).await? else {
             return Ok(0);
         };
+        if let Some(shared) = self.shared() {
+            let now = self.inner.clock.now_ms();
+            if self
+                .claim(shared, vec![product.clone()], now)
+                .await?
+                .is_empty()
+            {
+                // Another replica fetches this shop now, or checks the product: it is
+                // due, so that replica's next tick checks it.
+                tracing::debug!(
+                    url = %Shown::text(product.url.as_str()),
+                    "first check left to the replica fetching this shop"
+                );
+                return Ok(0);
+            }
+        }
         loop {
             match self.start(&product) {
                 Ok(permit) => return self.check(product, permit).await,
@@ -341,6 +455,24 @@ impl Watcher {
         }
     }
 
+    /// Keeps the host's lease at least until `until_ms` (a shop's `Retry-After`), so that
+    /// no other replica asks the shop before then either, this one gone included.
+    async fn hold_host_until(&self, host: &str, until_ms: u64) {
+        let Some((replicas, _)) = self.shared() else {
+            return;
+        };
+        let wait = until_ms.saturating_sub(self.inner.clock.now_ms());
+        let held = replicas
+            .hold(
+                vec![host_lease(host)],
+                std::time::Duration::from_millis(wait),
+            )
+            .await;
+        if let Err(e) = held {
+            tracing::warn!(error = %Chain(&e), "keeping a paused shop's lease failed");
+        }
+    }
+
     /// Takes a gate permit and marks the product in flight.
     fn start(&self, product: &Product) -> Result<Permit, Refused> {
         let mut in_flight = lock(&self.inner.in_flight);
@@ -405,6 +537,7 @@ impl Watcher {
                             .schedule
                             .retry_after_until(self.inner.clock.now_ms(), *wait);
                         lock(&self.inner.gate).retry_after(permit.host(), until);
+                        self.hold_host_until(permit.host(), until).await;
                         Some(*wait)
                     }
                     _ => None,
@@ -445,6 +578,10 @@ impl Watcher {
         }
         Ok(queued.len())
     }
+}
+
+fn host_lease(host: &str) -> String {
+    format!("{HOST_LEASE}{host}")
 }
 
 /// How a check counts in the metrics. `blocked`: the SSRF guard refused the URL (or an

@@ -283,6 +283,11 @@ pub struct StorageConfig {
     /// Longest a new PostgreSQL connection may take.
     #[serde(with = "humantime_serde")]
     pub postgres_connect_timeout: Duration,
+    /// How long a replica's hold on a shop, a channel's delivery or a claimed product or
+    /// message lasts without renewal: how soon another replica takes over from one that
+    /// died.
+    #[serde(with = "humantime_serde")]
+    pub postgres_lease: Duration,
 }
 
 /// `storage.backend`.
@@ -292,7 +297,7 @@ pub enum Backend {
     /// Embedded, one process: the default.
     #[default]
     Sled,
-    /// PostgreSQL (one daemon per database and schema until replicas split the work).
+    /// PostgreSQL, which several replicas may share.
     Postgres,
 }
 
@@ -315,6 +320,7 @@ impl Default for StorageConfig {
             postgres_pool_size: 16,
             postgres_statement_timeout: Duration::from_secs(5),
             postgres_connect_timeout: Duration::from_secs(5),
+            postgres_lease: Duration::from_secs(30),
         }
     }
 }

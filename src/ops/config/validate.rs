@@ -23,6 +23,10 @@ const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1 << 20;
 const MAX_REDIRECTS: usize = 10;
 const MIN_CACHE_CAPACITY: u64 = MIB;
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+/// A lease is renewed every third of its time: below 3 s that is a database round trip
+/// every second per shop and channel; above 10 min a dead replica's work waits too long.
+const MIN_LEASE: Duration = Duration::from_secs(3);
+const MAX_LEASE: Duration = Duration::from_secs(600);
 const KEY_REFRESH_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600);
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
@@ -111,6 +115,18 @@ pub(super) fn validate(config: &Config) -> Vec<Violation> {
         fail(
             "storage.cache_capacity",
             format!("must be at least {MIN_CACHE_CAPACITY} bytes (1 MiB), got {cache}"),
+        );
+    }
+    let lease = config.storage.postgres_lease;
+    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        fail(
+            "storage.postgres_lease",
+            format!(
+                "must be between {} and {}, got {}",
+                humantime::format_duration(MIN_LEASE),
+                humantime::format_duration(MAX_LEASE),
+                humantime::format_duration(lease)
+            ),
         );
     }
     if !(1..=1000).contains(&config.storage.postgres_pool_size) {

@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, oldest first; versions are 1, 2, … without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "replicas",
+        sql: include_str!("migrations/0002_replicas.sql"),
+    },
+];
 
 /// The version this build's store reads and writes.
 pub fn latest() -> u32 {

@@ -7,6 +7,7 @@
 //! compile-time macros. deadpool-postgres keeps the connections.
 
 pub mod migrate;
+mod replicas;
 mod store;
 
 pub use store::PgStore;
@@ -61,11 +62,6 @@ pub enum PgError {
          ({known}); run the newer pricewatch that migrated it"
     )]
     Newer { found: u32, known: u32 },
-    #[error(
-        "another pricewatch is already serving this database ({0}); until replicas share the \
-         work, one daemon per database and schema"
-    )]
-    InUse(String),
     #[error("migration {version} ({name}) failed; nothing of it was applied")]
     Migration {
         version: u32,
@@ -143,48 +139,6 @@ impl PostgresConfig {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|_| PgError::InvalidUrl)
-    }
-}
-
-/// A daemon's hold on its database: a session-level advisory lock on a connection of its
-/// own, released when this is dropped (or the connection ends).
-///
-/// Replicas do not split the polling and delivery work yet (no claims on products or
-/// messages), so two daemons on one database would check every product twice and send
-/// every message twice; this keeps it to one, as sled's directory lock does.
-pub struct SoleUse {
-    _client: tokio_postgres::Client,
-}
-
-impl std::fmt::Debug for SoleUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SoleUse")
-    }
-}
-
-impl PostgresConfig {
-    /// Takes the database for this daemon alone, or fails with [`PgError::InUse`].
-    pub async fn claim_sole_use(&self) -> Result<SoleUse, PgError> {
-        let client = self.connect().await?;
-        // Keyed by the schema the tables are really in: a daemon naming `public` and one
-        // whose search_path leads there share one. (A configured schema may not exist yet:
-        // `current_schema()` would then skip it.)
-        let row = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended('pricewatch serve ' || s, 0)), s \
-                 FROM (SELECT coalesce($1, current_schema(), '') AS s) AS scope",
-                &[&self.schema],
-            )
-            .await
-            .map_err(|source| PgError::Query {
-                what: "to take the daemon's lock",
-                source,
-            })?;
-        let (taken, schema): (bool, String) = (row.get(0), row.get(1));
-        if !taken {
-            return Err(PgError::InUse(format!("schema {schema}")));
-        }
-        Ok(SoleUse { _client: client })
     }
 }
 

@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio_postgres::types::Json;
 use tokio_postgres::{IsolationLevel, Row};
 
+use super::replicas::NOW_MS;
 use super::{migrate, PgError, PostgresConfig};
 use crate::domain::{
     ChangePoint, CheckRecord, NewOutbox, NewWatch, OutboxEntry, Product, ProductUrl, Rule,
@@ -32,8 +33,8 @@ use crate::domain::{
 };
 use crate::inbound::activity::{ConversationKey, ConversationReference};
 use crate::store::{
-    AddWatch, Recipient, ReferenceChange, Snapshot, Store, StoreError, StoreFuture, StoreStats,
-    StoredConversation, StoredProduct, RECORD_VERSION,
+    AddWatch, Recipient, ReferenceChange, Replicas, Snapshot, Store, StoreError, StoreFuture,
+    StoreStats, StoredConversation, StoredProduct, DELIVERY_LEASE, HOST_LEASE, RECORD_VERSION,
 };
 
 /// The first key of the two-key advisory locks: one space per kind of thing locked, apart
@@ -45,6 +46,8 @@ const RESTORE_LOCK: i32 = 0x7077_0003;
 /// The store over a pool of connections to a migrated schema.
 pub struct PgStore {
     pool: Pool,
+    /// This process among the replicas sharing the database (`Replicas::holder`).
+    holder: String,
     /// What `StoreError::NotEmpty` names instead of a directory (never the connection
     /// string, which may hold a password).
     place: std::path::PathBuf,
@@ -72,17 +75,38 @@ impl PgStore {
         );
         Ok(PgStore {
             pool: config.pool()?,
+            holder: holder_name(),
             place: place.into(),
         })
     }
 
-    async fn client(&self) -> Result<Object, StoreError> {
+    pub(super) fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub(super) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(io)
     }
 }
 
+/// The machine, the process and a random part (a pid is reused, by a restarted container
+/// too), so that no two processes ever hold a lease as one.
+fn holder_name() -> String {
+    use crate::random::RandomSource;
+    let uname = rustix::system::uname();
+    let machine = uname.nodename().to_string_lossy();
+    let nonce = crate::random::SplitMix64::for_process(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        0x6c65_6173,
+    )
+    .next_u64();
+    format!("{machine}:{}:{:08x}", std::process::id(), nonce as u32)
+}
+
 /// A driver or pool failure: the storage is unavailable (`StoreError::is_unavailable`).
-fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+pub(super) fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
     StoreError::Io(Arc::new(e))
 }
 
@@ -103,7 +127,11 @@ fn record<T: Serialize + Debug>(body: &T) -> Json<Record<'_, T>> {
 }
 
 /// Column `idx` of `row` as a domain value; a record that does not decode is corrupt.
-fn decode<T: DeserializeOwned>(row: &Row, idx: usize, what: &'static str) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(
+    row: &Row,
+    idx: usize,
+    what: &'static str,
+) -> Result<T, StoreError> {
     let Json(value): Json<serde_json::Value> = row.try_get(idx).map_err(io)?;
     serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
         what,
@@ -118,17 +146,17 @@ fn decode_all<T: DeserializeOwned>(rows: &[Row], what: &'static str) -> Result<V
 /// Times and ids are `u64` in the domain and `bigint` here. Times past `i64::MAX` ms (a
 /// caller's "whenever": `u64::MAX`) compare as the largest bigint, which no stored time
 /// exceeds.
-fn big(n: u64) -> i64 {
+pub(super) fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// An id from a sequence (always positive) back to the domain's `u64`.
-fn id(n: i64) -> u64 {
+pub(super) fn id(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
 /// Ids the caller names; one beyond bigint cannot be stored, so it matches nothing.
-fn ids(ids: &[u64]) -> Vec<i64> {
+pub(super) fn ids(ids: &[u64]) -> Vec<i64> {
     ids.iter().filter_map(|&n| i64::try_from(n).ok()).collect()
 }
 
@@ -638,7 +666,8 @@ impl PgStore {
         let updated = tx
             .execute(
                 &tx.prepare_cached(
-                    "UPDATE products SET next_due_ms = $2, product = $3 WHERE url = $1",
+                    "UPDATE products SET next_due_ms = $2, product = $3, \
+                     claimed_by = NULL, claimed_until_ms = NULL WHERE url = $1",
                 )
                 .await
                 .map_err(io)?,
@@ -1276,9 +1305,14 @@ impl Store for PgStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT product FROM products WHERE next_due_ms <= $1 \
-                     ORDER BY next_due_ms, octet_length(url), url COLLATE \"C\" LIMIT $2",
-                    &[&big(now_ms), &self::limit(limit)],
+                    &format!(
+                        "SELECT product FROM products p WHERE next_due_ms <= $1 \
+                         AND (claimed_by IS NULL OR claimed_by = $3 OR claimed_until_ms < {NOW_MS}) \
+                         AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = $4 || p.host \
+                             AND l.holder <> $3 AND l.until_ms >= {NOW_MS}) \
+                         ORDER BY next_due_ms, octet_length(url), url COLLATE \"C\" LIMIT $2"
+                    ),
+                    &[&big(now_ms), &self::limit(limit), &self.holder(), &HOST_LEASE],
                 )
                 .await
                 .map_err(io)?;
@@ -1375,9 +1409,14 @@ impl Store for PgStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT entry FROM outbox WHERE dead_ms IS NULL AND next_attempt_ms <= $1 \
-                     ORDER BY id LIMIT $2",
-                    &[&big(now_ms), &self::limit(limit)],
+                    &format!(
+                        "SELECT entry FROM outbox o WHERE dead_ms IS NULL AND next_attempt_ms <= $1 \
+                         AND (claimed_by IS NULL OR claimed_by = $3 OR claimed_until_ms < {NOW_MS}) \
+                         AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = $4 || o.channel_id \
+                             AND l.holder <> $3 AND l.until_ms >= {NOW_MS}) \
+                         ORDER BY id LIMIT $2"
+                    ),
+                    &[&big(now_ms), &self::limit(limit), &self.holder(), &DELIVERY_LEASE],
                 )
                 .await
                 .map_err(io)?;
@@ -1596,5 +1635,9 @@ impl Store for PgStore {
     fn flush(&self) -> StoreFuture<'_, ()> {
         // Every method commits before it returns, and a commit is durable.
         Box::pin(async { Ok(()) })
+    }
+
+    fn replicas(&self) -> Option<&dyn Replicas> {
+        Some(self)
     }
 }

@@ -1,0 +1,99 @@
+//! This process's side of the leases it holds in a shared store ([`Replicas::hold`]).
+//!
+//! The store times a lease on its own clock: taken at its `now` for `ttl`. This process
+//! counts it on its own monotonic clock from before it asked, and stops using it a third
+//! of `ttl` before that: so it has stopped well before any other replica can take the
+//! lease over, whatever the delay of the answer, and renews it each third of `ttl`, so
+//! that a healthy holder never loses it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Held, Replicas, StoreError};
+
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// Used until then, not after.
+    valid_until: Instant,
+    /// Renewed from then on.
+    renew_after: Instant,
+}
+
+/// The leases this process holds, as far as it knows.
+#[derive(Debug)]
+pub struct LeaseBook {
+    ttl: Duration,
+    held: Mutex<HashMap<String, Hold>>,
+}
+
+impl LeaseBook {
+    pub fn new(ttl: Duration) -> LeaseBook {
+        LeaseBook {
+            ttl,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Takes or renews the leases; returns those held now. One not held is forgotten here
+    /// (another process has it).
+    pub async fn hold(
+        &self,
+        replicas: &dyn Replicas,
+        names: Vec<String>,
+    ) -> Result<Vec<Held>, StoreError> {
+        let asked = Instant::now();
+        let held = replicas.hold(names.clone(), self.ttl).await?;
+        let hold = Hold {
+            valid_until: asked + self.ttl * 2 / 3,
+            renew_after: asked + self.ttl / 3,
+        };
+        let mut book = lock(&self.held);
+        for n in &names {
+            book.remove(n);
+        }
+        for h in &held {
+            book.insert(h.name.clone(), hold);
+        }
+        Ok(held)
+    }
+
+    /// Whether the lease may be used now.
+    pub fn holds(&self, name: &str) -> bool {
+        lock(&self.held)
+            .get(name)
+            .is_some_and(|h| Instant::now() < h.valid_until)
+    }
+
+    /// Those of `names` held and due for renewal; each is reported once per third of
+    /// `ttl`, so that callers side by side do not all renew it.
+    pub fn to_renew<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let now = Instant::now();
+        let mut book = lock(&self.held);
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let h = book.get_mut(n)?;
+                if now < h.renew_after || now >= h.valid_until {
+                    return None;
+                }
+                // Asked again soon if this renewal fails, while the lease still counts.
+                h.renew_after = now + self.ttl / 10;
+                Some(n.to_owned())
+            })
+            .collect()
+    }
+
+    /// Every lease held, forgotten here; the caller gives them back to the store.
+    pub fn take_all(&self) -> Vec<String> {
+        lock(&self.held).drain().map(|(n, _)| n).collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
