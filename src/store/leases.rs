@@ -8,7 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's, so that tests move time by hand (`tokio::time::pause`).
+use tokio::time::Instant;
 
 use super::{Held, Replicas, StoreError};
 
@@ -96,4 +99,80 @@ impl LeaseBook {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OutboxEntry;
+    use crate::store::StoreFuture;
+
+    /// A store whose leases another holder has taken once `lost` is set.
+    #[derive(Default)]
+    struct Leases {
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    impl Replicas for Leases {
+        fn holder(&self) -> &str {
+            "test"
+        }
+        fn hold(&self, names: Vec<String>, _ttl: Duration) -> StoreFuture<'_, Vec<Held>> {
+            let lost = self.lost.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(names
+                    .into_iter()
+                    .filter(|_| !lost)
+                    .map(|name| Held {
+                        name,
+                        taken_over: false,
+                    })
+                    .collect())
+            })
+        }
+        fn release(&self, _: Vec<String>, _: Duration) -> StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn claim_products(
+            &self,
+            _: Vec<String>,
+            _: u64,
+            _: Duration,
+        ) -> StoreFuture<'_, Vec<String>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn claim_messages(
+            &self,
+            _: Vec<u64>,
+            _: u64,
+            _: Duration,
+        ) -> StoreFuture<'_, Vec<OutboxEntry>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_used_for_two_thirds_of_its_time_and_renewed_after_one() {
+        let store = Leases::default();
+        let book = LeaseBook::new(Duration::from_millis(600));
+        assert!(!book.holds("host:a"));
+        book.hold(&store, vec!["host:a".into()]).await.unwrap();
+        assert!(book.holds("host:a"));
+        assert!(book.to_renew(["host:a", "host:b"]).is_empty());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Due once: a second caller at the same time leaves it to the first.
+        assert_eq!(book.to_renew(["host:a", "host:b"]), ["host:a"]);
+        assert!(book.to_renew(["host:a"]).is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Not renewed: unusable after 400 ms, well before the store lets another take it.
+        assert!(!book.holds("host:a"));
+        assert!(book.to_renew(["host:a"]).is_empty());
+        book.hold(&store, vec!["host:a".into()]).await.unwrap();
+        assert!(book.holds("host:a"));
+        // Another holder has it now: forgotten at the next renewal.
+        store.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        book.hold(&store, vec!["host:a".into()]).await.unwrap();
+        assert!(!book.holds("host:a"));
+        assert!(book.take_all().is_empty());
+    }
 }
