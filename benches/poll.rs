@@ -365,6 +365,7 @@ fn run() -> Result<ExitCode, String> {
             pool_size: 16,
             statement_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     });
     let store: Arc<dyn Store> = match &postgres {

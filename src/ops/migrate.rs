@@ -40,8 +40,10 @@ pub fn postgres_config(config: &Config) -> Result<PostgresConfig, MigrateError> 
         .postgres_url(credentials.as_deref())?
         .ok_or(MigrateError::NoUrl)?;
     let postgres = config.storage.postgres(url);
-    // Parsed now, so a bad string is named before anything connects.
+    // Parsed now (and the CA file read, when TLS is asked for), so a bad string or file is
+    // named before anything connects.
     postgres.driver_config()?;
+    postgres.tls()?;
     Ok(postgres)
 }
 

@@ -95,6 +95,7 @@ async fn a_database_that_does_not_answer_is_a_clear_error_without_the_password()
         pool_size: 1,
         statement_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(2),
+        ca_file: None,
     };
     let err = migrate::connect_and_apply(&config).await.unwrap_err();
     assert!(matches!(err, PgError::Connect(_)), "{err:?}");
@@ -272,4 +273,87 @@ async fn serve_refuses_a_newer_schema() {
     let (code, stderr) = serve_refused(&file);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("newer than this build knows"), "{stderr}");
+}
+
+/// TLS (`sslmode=require`): the server's certificate is verified, against
+/// `storage.postgres_ca_file` or the Mozilla roots. Needs a server that offers TLS with
+/// Debian's default certificate (made for `localhost`) and lets this test read it; skipped
+/// otherwise.
+#[tokio::test]
+async fn tls_is_used_when_asked_and_the_certificate_verified() {
+    let Some(db) = TestDatabase::new("tls_is_used_when_asked_and_the_certificate_verified") else {
+        return;
+    };
+    let client = db.config.connect().await.unwrap();
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let cert: String = client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if ssl != "on" || !cert.ends_with("ssl-cert-snakeoil.pem") || std::fs::metadata(&cert).is_err()
+    {
+        eprintln!(
+            "skipped: the server offers no TLS with a certificate for localhost this test can read"
+        );
+        return;
+    }
+    let plain: tokio_postgres::Config = db.config.url.expose().parse().unwrap();
+    let Some(tokio_postgres::config::Host::Tcp(addr)) = plain.get_hosts().first() else {
+        eprintln!("skipped: the test database is not reached over TCP");
+        return;
+    };
+    // Reached at the test server's address, checked against the name the certificate has.
+    let url = format!(
+        "host=localhost hostaddr={addr} port={} user={} dbname={} sslmode=require",
+        plain.get_ports().first().copied().unwrap_or(5432),
+        plain.get_user().unwrap_or("postgres"),
+        plain.get_dbname().unwrap_or("test"),
+    );
+    let tls = |ca_file: Option<std::path::PathBuf>| PostgresConfig {
+        url: Secret::new(url.clone()),
+        ca_file,
+        ..db.config.clone()
+    };
+
+    let client = tls(Some(cert.clone().into())).connect().await.unwrap();
+    let encrypted: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+
+    // A self-signed certificate no public CA vouches for.
+    let err = tls(None).connect().await.unwrap_err();
+    let shown = pricewatch::error::Chain(&err).to_string();
+    assert!(shown.contains("cannot connect to PostgreSQL"), "{shown}");
+    assert!(shown.to_lowercase().contains("certificate"), "{shown}");
+
+    // A CA file that is missing or holds no certificate is named before anything connects.
+    let dir = tempfile::tempdir().unwrap();
+    let Err(err) = tls(Some(dir.path().join("missing.pem"))).tls() else {
+        panic!("a missing CA file read");
+    };
+    assert!(
+        err.to_string()
+            .contains("storage.postgres_ca_file: cannot read"),
+        "{err}"
+    );
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let Err(err) = tls(Some(empty)).tls() else {
+        panic!("a CA file without a certificate taken");
+    };
+    assert!(matches!(err, PgError::NoCertificate { .. }), "{err:?}");
+
+    // Without sslmode=require: no TLS asked, so no CA file read.
+    let plain_config = PostgresConfig {
+        ca_file: Some(dir.path().join("missing.pem")),
+        ..db.config.clone()
+    };
+    assert!(plain_config.tls().unwrap().is_none());
 }

@@ -38,6 +38,7 @@ impl TestDatabase {
                 pool_size: 4,
                 statement_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(5),
+                ca_file: None,
             },
         })
     }

@@ -283,6 +283,9 @@ pub struct StorageConfig {
     /// Longest a new PostgreSQL connection may take.
     #[serde(with = "humantime_serde")]
     pub postgres_connect_timeout: Duration,
+    /// PEM certificates a TLS connection's server certificate must chain to (the
+    /// connection string's `sslmode=require` asks for TLS); unset: the Mozilla roots.
+    pub postgres_ca_file: Option<PathBuf>,
     /// How long a replica's hold on a shop, a channel's delivery or a claimed product or
     /// message lasts without renewal: how soon another replica takes over from one that
     /// died.
@@ -320,6 +323,7 @@ impl Default for StorageConfig {
             postgres_pool_size: 16,
             postgres_statement_timeout: Duration::from_secs(5),
             postgres_connect_timeout: Duration::from_secs(5),
+            postgres_ca_file: None,
             postgres_lease: Duration::from_secs(30),
         }
     }
@@ -359,6 +363,7 @@ impl StorageConfig {
             pool_size: self.postgres_pool_size,
             statement_timeout: self.postgres_statement_timeout,
             connect_timeout: self.postgres_connect_timeout,
+            ca_file: self.postgres_ca_file.clone(),
         }
     }
 

@@ -34,6 +34,10 @@ pub struct PostgresConfig {
     pub statement_timeout: Duration,
     /// Longest a new connection may take.
     pub connect_timeout: Duration,
+    /// PEM certificates the server's must chain to when the connection string asks for
+    /// TLS (`sslmode=require`); `None`: the Mozilla roots a public CA's certificate
+    /// chains to.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,16 @@ pub enum PgError {
          not starting with a digit, at most 63)"
     )]
     InvalidSchema(String),
+    #[error("storage.postgres_ca_file: cannot read {path}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage.postgres_ca_file: {path} holds no PEM certificate pricewatch can use")]
+    NoCertificate { path: std::path::PathBuf },
+    #[error("cannot set up TLS for PostgreSQL")]
+    TlsSetup(#[source] rustls::Error),
     #[error("cannot connect to PostgreSQL")]
     Connect(#[source] tokio_postgres::Error),
     #[error("PostgreSQL failed {what}")]
@@ -109,29 +123,58 @@ impl PostgresConfig {
     /// One connection outside the pool (migrations, `migrate --check`), its driver task
     /// spawned on the current runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, PgError> {
-        let (client, connection) = self
-            .driver_config()?
-            .connect(NoTls)
-            .await
-            .map_err(PgError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "a PostgreSQL connection ended");
+        let config = self.driver_config()?;
+        match self.tls()? {
+            Some(tls) => spawn_connection(&config, tls).await,
+            None => spawn_connection(&config, NoTls).await,
+        }
+    }
+
+    /// The TLS connector when the connection string asks for TLS (`sslmode=require`):
+    /// rustls, which always verifies the server's certificate and name, so `require`
+    /// here is libpq's `verify-full`. Without it (`disable`, or `prefer`, the default)
+    /// the connection is plain, as libpq's `prefer` is with a server that offers no TLS.
+    pub fn tls(&self) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, PgError> {
+        if self.driver_config()?.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            return Ok(None);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let pem = std::fs::read(path).map_err(|source| PgError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certs =
+                    rustls::pki_types::CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(PgError::NoCertificate { path: path.clone() });
+                }
             }
-        });
-        Ok(client)
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(PgError::TlsSetup)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
     }
 
     /// The pool the store draws from. Connects lazily: call [`migrate::apply`] or
     /// [`migrate::state`] first to find out whether the database answers.
     pub fn pool(&self) -> Result<Pool, PgError> {
-        let manager = Manager::from_config(
-            self.driver_config()?,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let config = self.driver_config()?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match self.tls()? {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         Pool::builder(manager)
             .max_size(self.pool_size.max(1))
             .wait_timeout(Some(self.connect_timeout))
@@ -140,6 +183,24 @@ impl PostgresConfig {
             .build()
             .map_err(|_| PgError::InvalidUrl)
     }
+}
+
+/// Connects with `tls` and spawns the connection's driver task on the current runtime.
+async fn spawn_connection<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<tokio_postgres::Client, PgError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await.map_err(PgError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
 }
 
 #[cfg(test)]
@@ -153,6 +214,7 @@ mod tests {
             pool_size: 4,
             statement_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            ca_file: None,
         }
     }
 
