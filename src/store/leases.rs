@@ -141,6 +141,9 @@ mod tests {
         ) -> StoreFuture<'_, Vec<String>> {
             Box::pin(async { Ok(Vec::new()) })
         }
+        fn make_due(&self, _: String, _: u64) -> StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
         fn claim_messages(
             &self,
             _: Vec<u64>,

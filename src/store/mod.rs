@@ -226,9 +226,10 @@ pub trait Replicas: Send + Sync {
     /// shop's gap spans the handover), and every claim it holds: it is stopping.
     fn release(&self, names: Vec<String>, tail: std::time::Duration) -> StoreFuture<'_, ()>;
 
-    /// Claims for `ttl` those of the products that are still due at `now_ms` and that no
-    /// other process has claimed (or whose claim ran out), skipping rows another
-    /// transaction holds; returns the URLs claimed. Renews this process's own claims.
+    /// Claims for `ttl` those of the products that are still due at `now_ms` (`u64::MAX`:
+    /// whenever they are due, for a new watch's first check) and that no other process
+    /// has claimed (or whose claim ran out), skipping rows another transaction holds;
+    /// returns the URLs claimed. Renews this process's own claims.
     /// [`Store::record_check`] ends a claim.
     fn claim_products(
         &self,
@@ -236,6 +237,10 @@ pub trait Replicas: Send + Sync {
         now_ms: u64,
         ttl: std::time::Duration,
     ) -> StoreFuture<'_, Vec<String>>;
+
+    /// Makes the product due at `now_ms` unless it is due sooner: a new watch's first
+    /// check, left to the process that fetches its shop.
+    fn make_due(&self, url: String, now_ms: u64) -> StoreFuture<'_, ()>;
 
     /// The same for queued messages: returns the entries claimed (as stored now), in queue
     /// order. A message leaves its claim with the outbox, or when it is no longer due.

@@ -369,19 +369,30 @@ impl Watcher {
         let Some(product) = self.inner.store.product(url).await? else {
             return Ok(0);
         };
-        if let Some(shared) = self.shared() {
-            let now = self.inner.clock.now_ms();
-            if self
-                .claim(shared, vec![product.clone()], now)
-                .await?
-                .is_empty()
-            {
-                // Another replica fetches this shop now, or checks the product: it is
-                // due, so that replica's next tick checks it.
+        if let Some((replicas, leases)) = self.shared() {
+            let host = host_lease(product.url.host());
+            let held = !leases.hold(replicas, vec![host]).await?.is_empty();
+            if !held {
+                // Another replica fetches this shop: made due now, its next tick checks it.
+                let now = self.inner.clock.now_ms();
+                replicas
+                    .make_due(product.url.as_str().to_owned(), now)
+                    .await?;
                 tracing::debug!(
                     url = %Shown::text(product.url.as_str()),
                     "first check left to the replica fetching this shop"
                 );
+                return Ok(0);
+            }
+            // Whenever it is due, as with one process: a new watch of a product others
+            // watch gets its first price now too.
+            let url = product.url.as_str().to_owned();
+            let claimed = replicas
+                .claim_products(vec![url], u64::MAX, leases.ttl())
+                .await?;
+            if claimed.is_empty() {
+                // Another replica is checking it this moment (it held the shop until
+                // just now); that check is this one.
                 return Ok(0);
             }
         }

@@ -220,6 +220,46 @@ async fn due_products_are_claimed_by_one_replica_until_checked_or_the_claim_runs
             .unwrap(),
         Vec::<String>::new()
     );
+    // A new watch's first check claims it whenever it is due; one left to the replica
+    // fetching the shop makes it due now, never later than it was.
+    let is_due = |s: Arc<dyn Store>, u: String| async move {
+        s.due_products(100, 100)
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.url.as_str() == u)
+    };
+    assert!(!is_due(a.clone(), shop[0].clone()).await);
+    ra.make_due(shop[0].clone(), 100).await.unwrap();
+    let made_due = a.product(&url(&shop[0])).await.unwrap().unwrap();
+    assert_eq!(made_due.next_due_ms, 100);
+    assert!(is_due(a.clone(), shop[0].clone()).await);
+    ra.make_due(shop[0].clone(), 5_000).await.unwrap();
+    assert_eq!(
+        a.product(&url(&shop[0]))
+            .await
+            .unwrap()
+            .unwrap()
+            .next_due_ms,
+        100
+    );
+    let mut later = made_due.clone();
+    later.next_due_ms = 1_000_000;
+    a.record_check(CheckRecord {
+        product: later,
+        change: None,
+        watches: vec![],
+        messages: vec![],
+        now_ms: 100,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ra.claim_products(vec![shop[0].clone()], u64::MAX, LONG)
+            .await
+            .unwrap(),
+        vec![shop[0].clone()]
+    );
     // A claim that runs out (its replica died) is the other's to take.
     assert_eq!(
         ra.claim_products(vec![shop[1].clone()], 10, Duration::from_millis(300))

@@ -125,6 +125,24 @@ impl Replicas for PgStore {
         })
     }
 
+    fn make_due(&self, url: String, now_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // The record's own due time too: both backends' records say when a product is
+            // due, and an export carries it.
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE products SET next_due_ms = $2, \
+                     product = jsonb_set(product, '{next_due_ms}', to_jsonb($2)) \
+                     WHERE url = $1 AND next_due_ms > $2",
+                    &[&url, &big(now_ms)],
+                )
+                .await
+                .map_err(io)?;
+            Ok(())
+        })
+    }
+
     fn claim_messages(
         &self,
         wanted: Vec<u64>,
