@@ -283,7 +283,9 @@ impl Watcher {
                         Ok(permit) => {
                             if let Some(product) = queue.pop_front() {
                                 let this = self.clone();
-                                running.spawn(async move { this.check(product, permit).await });
+                                running.spawn(async move {
+                                    this.check_still_due(product, permit).await
+                                });
                             }
                         }
                         // Another tick is checking it: that check is this one.
@@ -323,10 +325,11 @@ impl Watcher {
             tokio::select! {
                 done = running.join_next(), if !running.is_empty() => {
                     match done {
-                        Some(Ok(Ok(queued))) => {
+                        Some(Ok(Ok(Some(queued)))) => {
                             report.checked += 1;
                             report.queued += queued;
                         }
+                        Some(Ok(Ok(None))) => {}
                         Some(Ok(Err(e))) => {
                             report.failed += 1;
                             tracing::warn!(error = %Chain(&e), "recording a check failed");
@@ -385,7 +388,15 @@ impl Watcher {
                 return Ok(0);
             }
         }
+        let mut product = product;
         loop {
+            // A tick may have checked the product since (its own due check, or a check
+            // this one waited for): when that check read the new watch, its first price
+            // is known, and fetching again would ask the shop twice for nothing.
+            let watches = self.inner.store.product_watches(url).await?;
+            if !watches.iter().any(crate::domain::Watch::is_pending) {
+                return Ok(0);
+            }
             match self.start(&product) {
                 Ok(permit) => return self.check(product, permit).await,
                 Err(refused) => {
@@ -399,6 +410,12 @@ impl Watcher {
                         .clamp(1, 60_000);
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
+            }
+            // What a check made meanwhile recorded (validators, health) is what this one
+            // starts from.
+            match self.inner.store.product(url).await? {
+                Some(p) => product = p,
+                None => return Ok(0),
             }
         }
     }
@@ -486,10 +503,43 @@ impl Watcher {
         Ok(permit)
     }
 
+    /// A tick's check of a product it read as due: `None`, and the shop is not asked,
+    /// when the product was checked since (a first check, or a check of another tick,
+    /// took it while this tick's queue waited for the gate); its record is what this
+    /// check would start from, so it is read again either way.
+    async fn check_still_due(
+        &self,
+        product: Product,
+        permit: Permit,
+    ) -> Result<Option<usize>, StoreError> {
+        let stored = match self.inner.store.product(&product.url).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.finish(permit, &product.url);
+                return Err(e);
+            }
+        };
+        let unchecked = stored.filter(|p| {
+            p.last_check_ms == product.last_check_ms && p.next_due_ms == product.next_due_ms
+        });
+        match unchecked {
+            Some(fresh) => self.check(fresh, permit).await.map(Some),
+            None => {
+                self.finish(permit, &product.url);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Gives the gate permit back and ends the product's time in flight.
+    fn finish(&self, permit: Permit, url: &ProductUrl) {
+        lock(&self.inner.gate).finish(permit);
+        lock(&self.inner.in_flight).remove(url.as_str());
+    }
+
     async fn check(&self, product: Product, permit: Permit) -> Result<usize, StoreError> {
         let result = self.fetch_and_record(&product, &permit).await;
-        lock(&self.inner.gate).finish(permit);
-        lock(&self.inner.in_flight).remove(product.url.as_str());
+        self.finish(permit, &product.url);
         result
     }
 
