@@ -246,6 +246,13 @@ impl Delivery {
         leases.holds(&name)
     }
 
+    /// Whether this replica's delivery lease on the channel still counts, as far as it
+    /// knows now, without asking the store (always, unless the store is shared).
+    fn still_holds(&self, channel: &str) -> bool {
+        self.shared()
+            .is_none_or(|(_, leases)| leases.holds(&delivery_lease(channel)))
+    }
+
     /// Keeps queued replies in the order `lanes` knows (the endpoint's, which queues them).
     pub fn with_replies(mut self, lanes: Arc<ReplyLanes>) -> Delivery {
         self.replies = lanes;
@@ -506,6 +513,15 @@ impl Delivery {
                 self.defer(covered.iter().copied(), at, report).await?;
                 continue;
             }
+            // The lease is renewed (a store call) before the limits admit the send, not
+            // between the admission and the send: a send held up after its admission
+            // reaches the channel closer to the next one than the limiter spaced them,
+            // by more than its margin allows for.
+            if !self.may_send(&key.channel_id).await {
+                // Another replica may send to the channel now: the rest stay queued, due,
+                // for it.
+                return Ok(());
+            }
             if let Some(at) = self.wait_for_limits(key).await {
                 // Everything left for this conversation waits for the limit, durably.
                 let rest = covered
@@ -515,9 +531,8 @@ impl Delivery {
                 self.defer(rest, at, report).await?;
                 return Ok(());
             }
-            if !self.may_send(&key.channel_id).await {
-                // Another replica may send to the channel now: the rest stay queued, due,
-                // for it.
+            if !self.still_holds(&key.channel_id) {
+                // The wait for the limits outlasted the lease: the rest stay queued.
                 return Ok(());
             }
             let mut activity = notices::into_activity(msg, &reference, lang);
