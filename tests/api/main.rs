@@ -24,6 +24,7 @@ mod notify;
 mod postgres;
 mod postgres_migrate;
 mod process;
+mod replicas;
 mod restock;
 mod service;
 mod shop;
