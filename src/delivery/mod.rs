@@ -52,6 +52,10 @@ const PRUNE_EVERY_MS: u64 = 60_000;
 /// them to [`Delivery::record_sent`], so that neither the next pass nor the next daemon
 /// sends them again.
 const REMOVE_BATCH: usize = 256;
+/// Delivered messages are also removed once this long has passed since the last removal,
+/// whatever their number: a daemon killed mid-pass (or a replica whose channel another
+/// takes over) leaves at most about this much of sending to be sent again.
+const REMOVE_EVERY_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -130,6 +134,8 @@ pub struct Delivery {
     sent_unrecorded: Mutex<Vec<u64>>,
     /// The leases of a store shared with other replicas (set by the daemon).
     leases: std::sync::OnceLock<Arc<LeaseBook>>,
+    /// When delivered messages were last removed from the outbox (clock ms).
+    removed_at_ms: AtomicU64,
 }
 
 impl Delivery {
@@ -157,7 +163,8 @@ impl Delivery {
         policy: RetryPolicy,
         limits: Arc<SendLimits>,
     ) -> Delivery {
-        let rng = SplitMix64::for_process(clock.now_ms(), 17);
+        let now = clock.now_ms();
+        let rng = SplitMix64::for_process(now, 17);
         Delivery {
             store,
             connector,
@@ -176,6 +183,7 @@ impl Delivery {
             replies: Arc::new(ReplyLanes::default()),
             sent_unrecorded: Mutex::new(Vec::new()),
             leases: std::sync::OnceLock::new(),
+            removed_at_ms: AtomicU64::new(now),
         }
     }
 
@@ -244,6 +252,13 @@ impl Delivery {
             }
         }
         leases.holds(&name)
+    }
+
+    /// Whether this replica's delivery lease on the channel still counts, as far as it
+    /// knows now, without asking the store (always, unless the store is shared).
+    fn still_holds(&self, channel: &str) -> bool {
+        self.shared()
+            .is_none_or(|(_, leases)| leases.holds(&delivery_lease(channel)))
     }
 
     /// Keeps queued replies in the order `lanes` knows (the endpoint's, which queues them).
@@ -417,19 +432,24 @@ impl Delivery {
         self.remove_delivered(&self.sent_unrecorded, 0).await
     }
 
-    /// Removes the delivered messages collected so far once there are at least `batch`.
+    /// Removes the delivered messages collected so far once there are at least `batch`, or
+    /// a second after the last removal.
     async fn remove_delivered(
         &self,
         delivered: &Mutex<Vec<u64>>,
         batch: usize,
     ) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
         let ids = {
             let mut ids = lock(delivered);
-            if ids.is_empty() || ids.len() < batch {
+            let due =
+                now.saturating_sub(self.removed_at_ms.load(Ordering::Relaxed)) >= REMOVE_EVERY_MS;
+            if ids.is_empty() || (ids.len() < batch && !due) {
                 return Ok(());
             }
             std::mem::take(&mut *ids)
         };
+        self.removed_at_ms.store(now, Ordering::Relaxed);
         self.store.remove_delivered(ids).await
     }
 
@@ -506,6 +526,15 @@ impl Delivery {
                 self.defer(covered.iter().copied(), at, report).await?;
                 continue;
             }
+            // The lease is renewed (a store call) before the limits admit the send, not
+            // between the admission and the send: a send held up after its admission
+            // reaches the channel closer to the next one than the limiter spaced them,
+            // by more than its margin allows for.
+            if !self.may_send(&key.channel_id).await {
+                // Another replica may send to the channel now: the rest stay queued, due,
+                // for it.
+                return Ok(());
+            }
             if let Some(at) = self.wait_for_limits(key).await {
                 // Everything left for this conversation waits for the limit, durably.
                 let rest = covered
@@ -515,9 +544,8 @@ impl Delivery {
                 self.defer(rest, at, report).await?;
                 return Ok(());
             }
-            if !self.may_send(&key.channel_id).await {
-                // Another replica may send to the channel now: the rest stay queued, due,
-                // for it.
+            if !self.still_holds(&key.channel_id) {
+                // The wait for the limits outlasted the lease: the rest stay queued.
                 return Ok(());
             }
             let mut activity = notices::into_activity(msg, &reference, lang);

@@ -75,6 +75,10 @@ struct Inner {
     metrics: std::sync::OnceLock<Arc<Metrics>>,
     /// The leases of a store shared with other replicas (set by the daemon).
     leases: std::sync::OnceLock<Arc<LeaseBook>>,
+    /// First checks recorded so far, and ticks running now: a tick re-reads a product
+    /// before checking it only when either may have checked it since the tick read it.
+    first_checks: std::sync::atomic::AtomicU64,
+    ticks: std::sync::atomic::AtomicUsize,
 }
 
 /// The store's replica side and this process's leases, when the store is shared.
@@ -108,6 +112,8 @@ impl Watcher {
                 liveness: std::sync::OnceLock::new(),
                 metrics: std::sync::OnceLock::new(),
                 leases: std::sync::OnceLock::new(),
+                first_checks: std::sync::atomic::AtomicU64::new(0),
+                ticks: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -248,6 +254,9 @@ impl Watcher {
     /// Checks every due product once, as fast as the politeness gate allows, and returns
     /// when all of them are done.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        use std::sync::atomic::Ordering;
+        let _running = Running::enter(&self.inner.ticks);
+        let first_checks = self.inner.first_checks.load(Ordering::SeqCst);
         let now = self.inner.clock.now_ms();
         let mut waiting: Vec<Product> = self.inner.store.due_products(now, TICK_LIMIT).await?;
         let shared = self.shared();
@@ -283,7 +292,18 @@ impl Watcher {
                         Ok(permit) => {
                             if let Some(product) = queue.pop_front() {
                                 let this = self.clone();
-                                running.spawn(async move { this.check(product, permit).await });
+                                // Only then may another check have taken it meanwhile:
+                                // a store read per check is otherwise saved.
+                                let recheck = self.inner.ticks.load(Ordering::SeqCst) > 1
+                                    || self.inner.first_checks.load(Ordering::SeqCst)
+                                        != first_checks;
+                                running.spawn(async move {
+                                    if recheck {
+                                        this.check_still_due(product, permit).await
+                                    } else {
+                                        this.check(product, permit).await.map(Some)
+                                    }
+                                });
                             }
                         }
                         // Another tick is checking it: that check is this one.
@@ -323,10 +343,11 @@ impl Watcher {
             tokio::select! {
                 done = running.join_next(), if !running.is_empty() => {
                     match done {
-                        Some(Ok(Ok(queued))) => {
+                        Some(Ok(Ok(Some(queued)))) => {
                             report.checked += 1;
                             report.queued += queued;
                         }
+                        Some(Ok(Ok(None))) => {}
                         Some(Ok(Err(e))) => {
                             report.failed += 1;
                             tracing::warn!(error = %Chain(&e), "recording a check failed");
@@ -396,9 +417,23 @@ impl Watcher {
                 return Ok(0);
             }
         }
+        let mut product = product;
         loop {
+            // A tick may have checked the product since (its own due check, or a check
+            // this one waited for): when that check read the new watch, its first price
+            // is known, and fetching again would ask the shop twice for nothing.
+            let watches = self.inner.store.product_watches(url).await?;
+            if !watches.iter().any(crate::domain::Watch::is_pending) {
+                return Ok(0);
+            }
             match self.start(&product) {
-                Ok(permit) => return self.check(product, permit).await,
+                Ok(permit) => {
+                    let checked = self.check(product, permit).await;
+                    self.inner
+                        .first_checks
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return checked;
+                }
                 Err(refused) => {
                     let until = match refused {
                         Refused::InFlight => None,
@@ -410,6 +445,12 @@ impl Watcher {
                         .clamp(1, 60_000);
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
+            }
+            // What a check made meanwhile recorded (validators, health) is what this one
+            // starts from.
+            match self.inner.store.product(url).await? {
+                Some(p) => product = p,
+                None => return Ok(0),
             }
         }
     }
@@ -497,10 +538,43 @@ impl Watcher {
         Ok(permit)
     }
 
+    /// A tick's check of a product it read as due: `None`, and the shop is not asked,
+    /// when the product was checked since (a first check, or a check of another tick,
+    /// took it while this tick's queue waited for the gate); its record is what this
+    /// check would start from, so it is read again either way.
+    async fn check_still_due(
+        &self,
+        product: Product,
+        permit: Permit,
+    ) -> Result<Option<usize>, StoreError> {
+        let stored = match self.inner.store.product(&product.url).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.finish(permit, &product.url);
+                return Err(e);
+            }
+        };
+        let unchecked = stored.filter(|p| {
+            p.last_check_ms == product.last_check_ms && p.next_due_ms == product.next_due_ms
+        });
+        match unchecked {
+            Some(fresh) => self.check(fresh, permit).await.map(Some),
+            None => {
+                self.finish(permit, &product.url);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Gives the gate permit back and ends the product's time in flight.
+    fn finish(&self, permit: Permit, url: &ProductUrl) {
+        lock(&self.inner.gate).finish(permit);
+        lock(&self.inner.in_flight).remove(url.as_str());
+    }
+
     async fn check(&self, product: Product, permit: Permit) -> Result<usize, StoreError> {
         let result = self.fetch_and_record(&product, &permit).await;
-        lock(&self.inner.gate).finish(permit);
-        lock(&self.inner.in_flight).remove(product.url.as_str());
+        self.finish(permit, &product.url);
         result
     }
 
@@ -588,6 +662,22 @@ impl Watcher {
             self.inner.wake.checks_queued();
         }
         Ok(queued.len())
+    }
+}
+
+/// A tick counted as running while this lives.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Running<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -489,6 +489,18 @@ impl LoggedDaemon {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
+    /// SIGKILL: no shutdown, no lease given back; returns its whole log once reaped.
+    pub(crate) fn kill9(mut self) -> String {
+        if let Some(mut child) = self.daemon.0.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.text()
+    }
+
     /// Stops the daemon with SIGTERM, checks it exits 0, and returns its whole log.
     pub(crate) fn stop(mut self) -> Vec<u8> {
         let mut child = self.daemon.0.take().unwrap();

@@ -326,14 +326,20 @@ async fn a_fan_out_asks_the_store_per_pass_not_per_message() {
     let (t, _mode, calls, _dir) = on_counting_store(|_| {}).await;
     queue_fan_out(&t, N).await;
 
+    let started = std::time::Instant::now();
     t.app().deliver_now().await.unwrap();
+    let seconds = started.elapsed().as_secs() as usize;
     assert_eq!(t.wait_for(N).await.len(), N);
     t.outbox_drained().await;
     // One pass took all 600 (a pass takes up to 1,000): one read of the recipients, and
-    // the removals in batches of 256, where each message used to be a call of its own.
+    // the removals in batches of 256 (and one a second besides, however few), where each
+    // message used to be a call of its own.
     let removals = calls.remove_delivered.load(Ordering::SeqCst);
     assert_eq!(calls.removed.load(Ordering::SeqCst), N);
-    assert!((3..=6).contains(&removals), "{removals} removal calls");
+    assert!(
+        (3..=6 + seconds).contains(&removals),
+        "{removals} removal calls in {seconds} s"
+    );
     let reads = calls.recipients.load(Ordering::SeqCst);
     assert!((1..=3).contains(&reads), "{reads} recipient reads");
 }

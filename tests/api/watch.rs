@@ -287,6 +287,39 @@ async fn a_tick_never_fetches_a_product_that_is_already_being_checked() {
     assert_eq!(shop.hits(), 1);
 }
 
+#[tokio::test]
+async fn a_first_check_waiting_for_a_ticks_check_of_its_product_does_not_fetch_it_again() {
+    let shop = FakeShop::start().await;
+    shop.set_price("/p/slow", "10.00");
+    let l = Loop::new();
+    let slow = url(&shop, "/p/slow");
+    l.watch("a", &slow).await;
+    // The tick's fetch is in flight when the new watch's first check comes.
+    shop.hold();
+    let (tick, first) = tokio::join!(l.watcher.tick(), async {
+        eventually(|| async {
+            if shop.hits() == 1 {
+                Ok(())
+            } else {
+                Err("the tick's fetch")
+            }
+        })
+        .await;
+        let (first, ()) = tokio::join!(l.watcher.first_check(&slow), async {
+            // Not for correctness: whether the first check meets the fetch in flight or
+            // comes after it, it must not fetch the page again.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            shop.release();
+        });
+        first
+    });
+    assert_eq!(tick.unwrap().checked, 1);
+    assert_eq!(first.unwrap(), 0, "the tick's check queued the first price");
+    assert_eq!(shop.hits(), 1, "the page is fetched once");
+    let messages = l.drain().await;
+    assert_eq!(messages.len(), 1, "one first price: {messages:?}");
+}
+
 /// A cron tick that never comes while a test runs (the next is on 1 January 2999).
 const NO_SCHEDULED_TICK: &str = "0 0 0 1 1 * 2999";
 

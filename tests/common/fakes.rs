@@ -482,6 +482,19 @@ struct ShopState {
     not_modified: AtomicUsize,
     /// While true, requests wait (after being counted) before they are answered.
     held: tokio::sync::watch::Sender<bool>,
+    /// Every request, as it arrived, once [`FakeShop::record_requests`] turned it on (a
+    /// benchmark's shop must not grow a log).
+    recording: std::sync::atomic::AtomicBool,
+    requests: Mutex<Vec<ShopRequest>>,
+}
+
+/// One request the shop received, on arrival: which page, who asked, when.
+#[derive(Debug, Clone)]
+pub struct ShopRequest {
+    pub path: String,
+    /// The `User-Agent` header: which fetcher asked, when several share the shop.
+    pub user_agent: String,
+    pub at: std::time::Instant,
 }
 
 impl FakeShop {
@@ -492,15 +505,24 @@ impl FakeShop {
             full: AtomicUsize::new(0),
             not_modified: AtomicUsize::new(0),
             held: tokio::sync::watch::Sender::new(false),
+            recording: std::sync::atomic::AtomicBool::new(false),
+            requests: Mutex::default(),
         });
         let s = state.clone();
         let route = warp::path::full()
             .and(warp::header::optional::<String>("host"))
             .and(warp::header::optional::<String>("if-none-match"))
+            .and(warp::header::optional::<String>("user-agent"))
             .then(
-                move |path: warp::path::FullPath, host: Option<String>, inm: Option<String>| {
+                move |path: warp::path::FullPath,
+                      host: Option<String>,
+                      inm: Option<String>,
+                      agent: Option<String>| {
                     let s = s.clone();
-                    async move { s.answer(path.as_str(), host, inm).await }
+                    async move {
+                        s.record(path.as_str(), agent);
+                        s.answer(path.as_str(), host, inm).await
+                    }
                 },
             );
         let (base, stop) = serve(route).await;
@@ -556,9 +578,38 @@ impl FakeShop {
     pub fn release(&self) {
         self.state.held.send_replace(false);
     }
+
+    /// Keeps every request from now on, for [`FakeShop::requests`].
+    pub fn record_requests(&self) {
+        self.state.recording.store(true, Ordering::SeqCst);
+    }
+
+    /// Every request recorded so far, in arrival order.
+    pub fn requests(&self) -> Vec<ShopRequest> {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl ShopState {
+    fn record(&self, path: &str, agent: Option<String>) {
+        if !self.recording.load(Ordering::SeqCst) {
+            return;
+        }
+        let request = ShopRequest {
+            path: path.to_owned(),
+            user_agent: agent.unwrap_or_default(),
+            at: std::time::Instant::now(),
+        };
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request);
+    }
+
     async fn answer(
         &self,
         path: &str,
