@@ -2,8 +2,9 @@
 //! watches, served by a local shop with ~100 KB product pages, politeness limits raised.
 //!
 //! 1. **Shop** (a child process: this binary re-executed with `PW_POLL_SHOP=1`, so its CPU
-//!    and memory are not the watch loop's; the tests' fake shop, `tests/common/fakes.rs`,
-//!    with a page put for each product): the fixture pages of `tests/fixtures/pages/`
+//!    and memory are not the watch loop's; the tests' fake pages, `tests/common/fakes.rs`,
+//!    served with a count of requests per product, on `PW_BENCH_HOSTS` loopback addresses,
+//!    each a shop host of its own, default 1): the fixture pages of `tests/fixtures/pages/`
 //!    whose price comes from the page alone (no site or API rule, no expected error, in
 //!    stock, and still read at a loopback URL), each padded to ~100 KB with related-product cards,
 //!    gzip-encoded, with an ETag (`If-None-Match` answers 304). Product `i` gets fixture
@@ -32,15 +33,17 @@
 //!
 //! `PW_BENCH_POSTGRES_URL` runs the same cycles on the PostgreSQL backend (a schema of its
 //! own, dropped at the end) and reports the database server's CPU beside the bench's.
+//! `PW_BENCH_DAEMONS=n` runs them through `n` release daemons instead of a `Watcher` in this
+//! process (more than one needs PostgreSQL): see `mod daemon` below.
 //!
 //! `cargo bench --bench poll`. Overrides: `PW_BENCH_PRODUCTS`, `PW_BENCH_WATCHES_PER_PRODUCT`,
 //! `PW_BENCH_CONCURRENCY`, `PW_POLL_VARIANTS`, and `PW_BENCH_FAST_PATH=0` to read every page
 //! with the full HTML scan (the extractor's JSON-LD fast path off). Without `--bench` (as `cargo test --benches`
 //! runs it) it is a smoke run: 50 products, 200 watches.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +71,8 @@ static GLOBAL: pricewatch::alloc::Allocator = mimalloc::MiMalloc;
 mod fakes;
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
+#[path = "common/listening.rs"]
+mod listening;
 #[path = "common/padding.rs"]
 mod padding;
 #[path = "common/procstat.rs"]
@@ -78,7 +83,7 @@ use procstat::{
     status_kb,
 };
 
-use fakes::{open_store, FakeShop, Page};
+use fakes::{open_store, Page};
 use fixtures::Fixture;
 use padding::pad;
 
@@ -195,35 +200,148 @@ fn shop_pages(variants: usize) -> (Vec<ShopPage>, Vec<String>, usize, usize) {
     (pages, names, raw_bytes / count, wire_bytes / count)
 }
 
-/// Serves product `i` at `/p/{i}` for each of `PW_POLL_PRODUCTS` products, prints
+/// What the shop serves and how often each product was asked for.
+struct ShopState {
+    pages: Vec<Page>,
+    /// Requests per product, so that a product checked twice in a cycle (or not at all)
+    /// shows.
+    asked: Vec<AtomicU32>,
+    full: AtomicUsize,
+    not_modified: AtomicUsize,
+    /// Wall-clock µs of the first request since the last `COUNT` (0: none yet), and of the
+    /// latest request.
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl ShopState {
+    fn answer(&self, i: usize, inm: Option<String>) -> warp::http::Response<bytes::Bytes> {
+        let now = unix_us();
+        let _ = self
+            .first_us
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        self.last_us.fetch_max(now, Ordering::SeqCst);
+        let (Some(page), Some(asked)) = (self.pages.get(i), self.asked.get(i)) else {
+            return warp::http::Response::builder()
+                .status(404)
+                .body(bytes::Bytes::new())
+                .expect("a static response");
+        };
+        asked.fetch_add(1, Ordering::SeqCst);
+        let mut reply = warp::http::Response::builder();
+        if let Some(etag) = &page.etag {
+            reply = reply.header("etag", etag);
+            if inm.as_deref() == Some(etag.as_str()) {
+                self.not_modified.fetch_add(1, Ordering::SeqCst);
+                return reply
+                    .status(304)
+                    .body(bytes::Bytes::new())
+                    .expect("a valid 304");
+            }
+        }
+        self.full.fetch_add(1, Ordering::SeqCst);
+        reply = reply
+            .status(page.status)
+            .header("content-type", page.content_type.as_str());
+        if let Some(encoding) = page.encoding {
+            reply = reply.header("content-encoding", encoding);
+        }
+        reply.body(page.body.clone()).expect("a valid page")
+    }
+}
+
+/// Wall-clock time in µs since the epoch: the shop and this process compare times.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Serves product `i` at `/p/{i}` for each of `PW_POLL_PRODUCTS` products on
+/// `PW_POLL_HOSTS` loopback addresses (127.0.0.1, 127.0.0.2, …, one port: Linux routes
+/// all of 127/8 to the loopback, and each address is another host to the watcher), prints
 /// `PORT <n>` and the rotation, then serves until stdin closes, and prints
-/// `SERVED <full> <not_modified>`.
+/// `SERVED <full> <not_modified>`. Each `COUNT` line on stdin is answered with
+/// `COUNT <full> <not_modified> <fewest requests of a product> <most> <first µs> <last µs>`.
 fn shop_main() -> ExitCode {
     let variants = env_usize("PW_POLL_VARIANTS", 8).max(1);
     let products = env_usize("PW_POLL_PRODUCTS", 0);
+    let hosts = env_usize("PW_POLL_HOSTS", 1).clamp(1, 254);
     let (pages, names, raw, wire) = shop_pages(variants);
     if pages.is_empty() {
         eprintln!("shop: no fixture reads its price at a loopback URL");
         return ExitCode::FAILURE;
     }
+    let served = (0..products)
+        .map(|i| {
+            let page = &pages[i % pages.len()];
+            let v = (i / pages.len()) % page.variants.len();
+            let etag = format!("\"{}-{v}\"", i % pages.len());
+            page.variants[v].clone().with_etag(&etag)
+        })
+        .collect();
+    let state = Arc::new(ShopState {
+        pages: served,
+        asked: (0..products).map(|_| AtomicU32::new(0)).collect(),
+        full: AtomicUsize::new(0),
+        not_modified: AtomicUsize::new(0),
+        first_us: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let shop = runtime.block_on(FakeShop::start());
-    for i in 0..products {
-        let page = &pages[i % pages.len()];
-        let v = (i / pages.len()) % page.variants.len();
-        let etag = format!("\"{}-{v}\"", i % pages.len());
-        shop.put(
-            &format!("/p/{i}"),
-            page.variants[v].clone().with_etag(&etag),
-        );
-    }
-    println!("PORT {}", shop.port);
+    let s = state.clone();
+    use warp::Filter;
+    let route = warp::path!("p" / usize)
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(move |i: usize, inm: Option<String>| s.answer(i, inm));
+    let port = runtime.block_on(async {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = first.local_addr().expect("a bound address").port();
+        let mut listeners = vec![first];
+        for h in 2..=hosts {
+            listeners.push(
+                tokio::net::TcpListener::bind(format!("127.0.0.{h}:{port}"))
+                    .await
+                    .expect("the same port on another loopback address"),
+            );
+        }
+        for listener in listeners {
+            tokio::spawn(
+                warp::serve(route.clone())
+                    .incoming(listener)
+                    .graceful(std::future::pending::<()>())
+                    .run(),
+            );
+        }
+        port
+    });
+    println!("PORT {port}");
     println!("PAGES {} {raw} {wire} {}", names.len(), names.join(", "));
     std::io::stdout().flush().unwrap();
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    println!("SERVED {} {}", shop.full(), shop.not_modified());
+    for line in std::io::stdin().lines().map_while(Result::ok) {
+        if line.trim() == "COUNT" {
+            let counts = state.asked.iter().map(|a| a.load(Ordering::SeqCst));
+            let (min, max) = counts.fold((u32::MAX, 0), |(lo, hi), c| (lo.min(c), hi.max(c)));
+            println!(
+                "COUNT {} {} {} {max} {} {}",
+                state.full.load(Ordering::SeqCst),
+                state.not_modified.load(Ordering::SeqCst),
+                if products == 0 { 0 } else { min },
+                state.first_us.swap(0, Ordering::SeqCst),
+                state.last_us.load(Ordering::SeqCst)
+            );
+            std::io::stdout().flush().unwrap();
+        }
+    }
+    println!(
+        "SERVED {} {}",
+        state.full.load(Ordering::SeqCst),
+        state.not_modified.load(Ordering::SeqCst)
+    );
     std::io::stdout().flush().unwrap();
+    drop(runtime);
     ExitCode::SUCCESS
 }
 
@@ -248,11 +366,24 @@ struct Shop {
     pages: String,
 }
 
+/// The shop's `COUNT` answer.
+struct ShopCount {
+    full: usize,
+    not_modified: usize,
+    /// Fewest and most requests any one product got so far.
+    fewest: u32,
+    most: u32,
+    /// Wall-clock µs of the first request since the last count, and of the latest.
+    first_us: u64,
+    last_us: u64,
+}
+
 impl Shop {
-    fn start(products: usize, variants: usize) -> Result<Shop, String> {
+    fn start(products: usize, variants: usize, hosts: usize) -> Result<Shop, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .env("PW_POLL_SHOP", "1")
+            .env("PW_POLL_HOSTS", hosts.to_string())
             .env("PW_POLL_PRODUCTS", products.to_string())
             .env("PW_POLL_VARIANTS", variants.to_string())
             .stdin(Stdio::piped())
@@ -284,6 +415,38 @@ impl Shop {
 
     fn cpu(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0.0)
+    }
+
+    fn count(&mut self) -> Result<ShopCount, String> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .ok_or("the shop's stdin is closed")?;
+        writeln!(stdin, "COUNT").map_err(|e| format!("shop: {e}"))?;
+        stdin.flush().map_err(|e| format!("shop: {e}"))?;
+        let line = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .ok_or("the shop did not answer COUNT")?;
+        let n: Vec<u64> = line
+            .strip_prefix("COUNT ")
+            .ok_or_else(|| format!("the shop answered {line:?}"))?
+            .split(' ')
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        match n[..] {
+            [full, not_modified, fewest, most, first_us, last_us] => Ok(ShopCount {
+                full: full as usize,
+                not_modified: not_modified as usize,
+                fewest: fewest as u32,
+                most: most as u32,
+                first_us,
+                last_us,
+            }),
+            _ => Err(format!("the shop answered {line:?}")),
+        }
     }
 
     /// Closes its stdin and returns (pages served in full, 304s).
@@ -351,9 +514,11 @@ fn run() -> Result<ExitCode, String> {
     let per_product = env_usize("PW_BENCH_WATCHES_PER_PRODUCT", if full { 10 } else { 4 }).max(1);
     let concurrency = env_usize("PW_BENCH_CONCURRENCY", 64).max(1);
     let variants = env_usize("PW_POLL_VARIANTS", if full { 8 } else { 2 });
+    let hosts = env_usize("PW_BENCH_HOSTS", 1).clamp(1, 254);
+    let daemons = env_usize("PW_BENCH_DAEMONS", 0);
     let watches = products * per_product;
 
-    let shop = Shop::start(products, variants)?;
+    let shop = Shop::start(products, variants, hosts)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     // `PW_BENCH_POSTGRES_URL`: the same cycle on the PostgreSQL backend, in a schema of its
@@ -379,7 +544,12 @@ fn run() -> Result<ExitCode, String> {
 
     // Setup: every watch added (and flushed) as the bot would add it.
     let urls: Vec<ProductUrl> = (0..products)
-        .map(|i| ProductUrl::parse(&format!("http://127.0.0.1:{}/p/{i}", shop.port), 2048))
+        .map(|i| {
+            ProductUrl::parse(
+                &format!("http://127.0.0.{}:{}/p/{i}", 1 + i % hosts, shop.port),
+                2048,
+            )
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("product URL: {e}"))?;
     let setup_started = Instant::now();
@@ -418,6 +588,20 @@ fn run() -> Result<ExitCode, String> {
     let setup_peak_mb = status_kb("VmHWM:") * 1024.0 / 1e6;
     if added != watches {
         return Err(format!("{added} of {watches} watches added"));
+    }
+    if daemons > 0 {
+        return daemon::run(daemon::Run {
+            rt,
+            store,
+            postgres,
+            shop,
+            dir: dir.path(),
+            products,
+            watches,
+            hosts,
+            daemons,
+            setup,
+        });
     }
 
     let fetch = FetchConfig {
@@ -485,22 +669,7 @@ fn run() -> Result<ExitCode, String> {
 
     drop(watcher);
     if let Some(config) = &postgres {
-        let schema = config.schema.clone().unwrap_or_default();
-        let plain = pricewatch::store::postgres::PostgresConfig {
-            schema: None,
-            ..config.clone()
-        };
-        rt.block_on(async {
-            let client = plain.connect().await?;
-            client
-                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .await
-                .map_err(|source| pricewatch::store::postgres::PgError::Query {
-                    what: "to drop the bench's schema",
-                    source,
-                })
-        })
-        .map_err(|e| e.to_string())?;
+        drop_schema(&rt, config)?;
     }
     drop(rt);
     let shop_pages = shop.pages.clone();
@@ -616,4 +785,545 @@ fn run() -> Result<ExitCode, String> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the daemon: `PW_BENCH_DAEMONS=n`
+// ---------------------------------------------------------------------------------------
+
+/// The same cycles through `n` real daemons (`pricewatch serve` child processes) on the
+/// store the setup filled: sled (one daemon) or one PostgreSQL schema shared by all. The
+/// daemons start with a tick that does not fire; a cycle is the tick set to every second
+/// (config rewritten, SIGHUP to each, as an operator would) until the checks counted in
+/// their `/metrics` reach the product count, timed from the shop's first request to the
+/// count reached; then the quiet tick again. The schedule's interval is one minute
+/// without jitter, so after the first cycle the bench waits for every product to be due
+/// again before the steady cycle. The shop counts requests per product: after cycle `c`
+/// every product must have been asked for exactly `c` times (none twice in a cycle,
+/// none left out).
+///
+/// The daemons would deliver the 100,000 first-price messages the first cycle queues;
+/// that is not the poll cycle, so each conversation has a reference (to a fake channel
+/// in this process) and the channel is limited to one message an hour: one is sent,
+/// the rest stay queued. Overrides: `PW_BENCH_DAEMON` (another build of the daemon).
+mod daemon {
+    use super::*;
+    use pricewatch::inbound::activity::{
+        ChannelAccount, ConversationAccount, ConversationReference,
+    };
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::sync::mpsc;
+
+    const LISTENING: &str = "pricewatch is listening";
+    const EXPECTED_WARNING: &str = "LOCAL-DEVELOPMENT MODE";
+    const LOG_FILTER: &str = "warn,pricewatch::app=info";
+    /// A cron that does not fire during the run (1 January, midnight).
+    const QUIET_TICK: &str = "0 0 0 1 1 *";
+    const EVERY_SECOND: &str = "* * * * * *";
+    const CHECKS_METRIC: &str = "pricewatch_checks_total{";
+    /// Longest a cycle may take before the run is declared stuck.
+    const CYCLE_LIMIT: Duration = Duration::from_secs(150);
+    /// The schedule's interval (the shortest allowed), without jitter.
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    pub struct Run<'a> {
+        pub rt: tokio::runtime::Runtime,
+        pub store: Arc<dyn Store>,
+        pub postgres: Option<pricewatch::store::postgres::PostgresConfig>,
+        pub shop: Shop,
+        pub dir: &'a Path,
+        pub products: usize,
+        pub watches: usize,
+        pub hosts: usize,
+        pub daemons: usize,
+        pub setup: Duration,
+    }
+
+    fn daemon_binary() -> PathBuf {
+        std::env::var_os("PW_BENCH_DAEMON").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_pricewatch")),
+            PathBuf::from,
+        )
+    }
+
+    fn toml_string(s: &str) -> String {
+        toml::Value::String(s.to_owned()).to_string()
+    }
+
+    struct Daemon {
+        child: Child,
+        addr: SocketAddr,
+        config: PathBuf,
+        /// The config without its `[schedule]` table.
+        base: String,
+        warnings: Arc<std::sync::Mutex<Vec<String>>>,
+        stopped: bool,
+    }
+
+    impl Daemon {
+        fn start(home: &Path, base: String) -> Result<Daemon, String> {
+            let config = home.join("pricewatch.toml");
+            let mut daemon_config = base.clone();
+            daemon_config.push_str(&schedule(QUIET_TICK));
+            std::fs::write(&config, daemon_config).map_err(|e| e.to_string())?;
+            let mut child = Command::new(daemon_binary())
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", LOG_FILTER)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start pricewatch serve: {e}"))?;
+            let stderr = child.stderr.take().ok_or("no daemon stderr")?;
+            let (tx, rx) = mpsc::channel();
+            let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = warnings.clone();
+            // Drains stderr for the daemon's whole life, so the pipe never blocks it.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if (line.contains(" WARN ") || line.contains("ERROR"))
+                        && !line.contains(EXPECTED_WARNING)
+                    {
+                        if let Ok(mut w) = seen.lock() {
+                            w.push(line.clone());
+                        }
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+            let mut daemon = Daemon {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                config,
+                base,
+                warnings,
+                stopped: false,
+            };
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) if line.contains(LISTENING) => {
+                        daemon.addr =
+                            listening::listening_addr(&line).map_err(|e| e.to_string())?;
+                        return Ok(daemon);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(format!("the daemon did not start: {:?}", daemon.warnings()))
+                    }
+                }
+            }
+        }
+
+        fn warnings(&self) -> Vec<String> {
+            self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        fn cpu(&self) -> f64 {
+            cpu_seconds(&format!("/proc/{}/stat", self.pid())).unwrap_or(0.0)
+        }
+
+        fn peak_mb(&self) -> f64 {
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.split_whitespace().next())
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
+                .map_or(0.0, |kb| kb * 1024.0 / 1e6)
+        }
+
+        /// The tick set to `tick`, then SIGHUP.
+        fn set_tick(&self, tick: &str) -> Result<(), String> {
+            let mut config = self.base.clone();
+            config.push_str(&schedule(tick));
+            std::fs::write(&self.config, config).map_err(|e| e.to_string())?;
+            signal(self.pid(), "-HUP")
+        }
+
+        fn stop(&mut self) -> Result<std::process::ExitStatus, String> {
+            signal(self.pid(), "-TERM")?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                    self.stopped = true;
+                    return Ok(status);
+                }
+                if Instant::now() > deadline {
+                    return Err("the daemon did not exit within 60 s of SIGTERM".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            if !self.stopped {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    fn schedule(tick: &str) -> String {
+        format!(
+            "[schedule]\ntick = \"{tick}\"\ninterval = \"{}s\"\njitter = 0\n",
+            INTERVAL.as_secs()
+        )
+    }
+
+    fn signal(pid: u32, which: &str) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("kill {which} {pid} failed"));
+        }
+        Ok(())
+    }
+
+    /// Sum of the checks counters in one daemon's `GET /metrics`.
+    async fn checks(http: &reqwest::Client, addr: SocketAddr) -> Result<u64, String> {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(CHECKS_METRIC))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    struct Cycle {
+        name: &'static str,
+        /// From the shop's first request to the checks counted.
+        wall: Duration,
+        /// From the SIGHUP to the checks counted.
+        from_signal: Duration,
+        /// Checks per daemon in this cycle.
+        per_daemon: Vec<u64>,
+        daemon_cpu: f64,
+        db_cpu: f64,
+        shop_cpu: f64,
+        shop: ShopCount,
+        leases: String,
+    }
+
+    pub fn run(run: Run<'_>) -> Result<ExitCode, String> {
+        let Run {
+            rt,
+            store,
+            postgres,
+            mut shop,
+            dir,
+            products,
+            watches,
+            hosts,
+            daemons: n,
+            setup,
+        } = run;
+        if n > 1 && postgres.is_none() {
+            return Err(
+                "more than one daemon needs PW_BENCH_POSTGRES_URL (one shared store)".into(),
+            );
+        }
+        // A reference per conversation, at a channel that takes one message an hour.
+        let channel = rt.block_on(fakes::FakeChannel::start_with(
+            Arc::new(SystemClock),
+            fakes::Keep::Arrivals,
+        ));
+        rt.block_on(async {
+            for c in 0..watches.div_ceil(WATCHES_PER_CONVERSATION) {
+                let reference = ConversationReference {
+                    channel_id: "msteams".to_owned(),
+                    service_url: channel.url.clone(),
+                    conversation: ConversationAccount {
+                        id: format!("19:bench-{c}@thread.v2"),
+                        ..Default::default()
+                    },
+                    user: Some(ChannelAccount {
+                        id: format!("u{c}"),
+                        ..Default::default()
+                    }),
+                    bot: ChannelAccount {
+                        id: "b1".to_owned(),
+                        ..Default::default()
+                    },
+                    locale: Some("en-US".to_owned()),
+                };
+                store.upsert_reference(&reference).await?;
+            }
+            store.flush().await
+        })
+        .map_err(|e| format!("references: {e}"))?;
+        drop(store);
+
+        let storage = match &postgres {
+            None => format!(
+                "[storage]\npath = {}\n",
+                toml_string(&dir.join("data").display().to_string())
+            ),
+            Some(config) => {
+                let url_file = dir.join("postgres-url");
+                std::fs::write(&url_file, config.url.expose()).map_err(|e| e.to_string())?;
+                format!(
+                    "[storage]\nbackend = \"postgres\"\npostgres_url_file = {}\npostgres_schema = {}\n",
+                    toml_string(&url_file.display().to_string()),
+                    toml_string(config.schema.as_deref().unwrap_or_default())
+                )
+            }
+        };
+        let base = format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n{storage}\
+             [fetch]\nglobal_concurrency = 64\nper_host_concurrency = 64\nhost_gap = \"0s\"\n\
+             allow_networks = [\"127.0.0.0/8\"]\nports = [{}]\n\
+             [rate_limits.msteams]\nper_conversation = []\nper_channel = [\"1/1h\"]\n",
+            shop.port
+        );
+        let mut started = Vec::new();
+        for r in 0..n {
+            let home = dir.join(format!("replica-{r}"));
+            std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+            started.push(Daemon::start(&home, base.clone())?);
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let lease_client = match &postgres {
+            Some(config) => Some(rt.block_on(config.connect()).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let read_leases = || -> String {
+            let Some(client) = &lease_client else {
+                return "sled: no leases".to_owned();
+            };
+            rt.block_on(client.query(
+                "SELECT name, holder FROM leases WHERE name LIKE 'host:%' ORDER BY name",
+                &[],
+            ))
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let name: String = r.get(0);
+                        let holder: String = r.get(1);
+                        format!("{name} → {holder}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|e| format!("leases unreadable: {e}"))
+        };
+
+        let mut cycles: Vec<Cycle> = Vec::new();
+        let mut totals = vec![0u64; n];
+        for (c, name) in ["first (200, every page read)", "steady (304)"]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(prev) = cycles.last() {
+                // Every product due again: its last check plus the interval.
+                let due_us = prev.shop.last_us + INTERVAL.as_micros() as u64 + 2_000_000;
+                let wait = due_us.saturating_sub(unix_us());
+                println!(
+                    "waiting {:.0} s for every product to be due again",
+                    wait as f64 / 1e6
+                );
+                std::thread::sleep(Duration::from_micros(wait));
+            }
+            let before: Vec<u64> = started
+                .iter()
+                .map(|d| rt.block_on(checks(&http, d.addr)))
+                .collect::<Result<_, _>>()?;
+            let cpu0: f64 = started.iter().map(Daemon::cpu).sum();
+            let db0 = cpu_of_processes_named("postgres");
+            let shop0 = shop.cpu();
+            let _ = shop.count()?; // resets the first request's time
+            let signalled = Instant::now();
+            let signalled_us = unix_us();
+            for d in &started {
+                d.set_tick(EVERY_SECOND)?;
+            }
+            let (done_us, now) = loop {
+                let now: Vec<u64> = started
+                    .iter()
+                    .map(|d| rt.block_on(checks(&http, d.addr)))
+                    .collect::<Result<_, _>>()?;
+                let sum: u64 = now.iter().zip(&before).map(|(a, b)| a - b).sum();
+                if sum >= products as u64 {
+                    break (unix_us(), now);
+                }
+                if signalled.elapsed() > CYCLE_LIMIT {
+                    return Err(format!(
+                        "{name} cycle: {sum} of {products} checked after {CYCLE_LIMIT:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let from_signal = Duration::from_micros(done_us - signalled_us);
+            let leases = read_leases();
+            for d in &started {
+                d.set_tick(QUIET_TICK)?;
+            }
+            let daemon_cpu = started.iter().map(Daemon::cpu).sum::<f64>() - cpu0;
+            let db_cpu = cpu_of_processes_named("postgres") - db0;
+            let shop_cpu = shop.cpu() - shop0;
+            let count = shop.count()?;
+            let per_daemon: Vec<u64> = now.iter().zip(&before).map(|(a, b)| a - b).collect();
+            for (t, p) in totals.iter_mut().zip(&per_daemon) {
+                *t += p;
+            }
+            if count.fewest != c as u32 + 1 || count.most != c as u32 + 1 {
+                println!(
+                    "WARNING: after the {name} cycle products were asked for {}..{} times, want {} each",
+                    count.fewest,
+                    count.most,
+                    c + 1
+                );
+            }
+            cycles.push(Cycle {
+                name,
+                wall: Duration::from_micros(done_us.saturating_sub(count.first_us)),
+                from_signal,
+                per_daemon,
+                daemon_cpu,
+                db_cpu,
+                shop_cpu,
+                shop: count,
+                leases,
+            });
+        }
+
+        let peaks: Vec<f64> = started.iter().map(Daemon::peak_mb).collect();
+        let mut exits = Vec::new();
+        let mut warnings = Vec::new();
+        for d in &mut started {
+            exits.push(d.stop().map_or_else(|e| e, |s| s.to_string()));
+            warnings.extend(d.warnings());
+        }
+        let sent = channel.count();
+        drop(lease_client);
+        if let Some(config) = &postgres {
+            drop_schema(&rt, config)?;
+        }
+        drop(rt);
+        let (served_full, served_304) = shop.stop();
+
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("## Poll cycle through the daemon (`benches/poll.rs`, PW_BENCH_DAEMONS={n})\n");
+        println!(
+            "{products} products on {hosts} shop host(s) (127.0.0.1..127.0.0.{hosts}, product i on host i mod {hosts}), {watches} watches; store: {}; {n} daemon(s) (`pricewatch serve`, {}); fetch 64 global and per host, no gap; {cores} CPUs visible\n",
+            if postgres.is_some() { "PostgreSQL, one schema" } else { "sled" },
+            daemon_binary().display()
+        );
+        println!(
+            "setup (in the bench process, before the daemons): {watches} watches added in {:.1} s ({:.0} watches/s)\n",
+            setup.as_secs_f64(),
+            watches as f64 / setup.as_secs_f64()
+        );
+        println!("| cycle | products/s | wall (shop's first request → all counted) | from SIGHUP | checks per daemon | daemons' CPU s per 1,000 | database server CPU s per 1,000 | shop CPU s per 1,000 | requests per product (fewest..most, cumulative) | full / 304 (cumulative) |");
+        println!("|---|---:|---:|---:|---|---:|---:|---:|---|---|");
+        for c in &cycles {
+            let checked: u64 = c.per_daemon.iter().sum();
+            println!(
+                "| {} | {:.0} | {:.2} s | {:.2} s | {} | {:.3} | {:.3} | {:.3} | {}..{} | {} / {} |",
+                c.name,
+                checked as f64 / c.wall.as_secs_f64().max(1e-9),
+                c.wall.as_secs_f64(),
+                c.from_signal.as_secs_f64(),
+                c.per_daemon
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                c.daemon_cpu / products as f64 * 1000.0,
+                c.db_cpu / products as f64 * 1000.0,
+                c.shop_cpu / products as f64 * 1000.0,
+                c.shop.fewest,
+                c.shop.most,
+                c.shop.full,
+                c.shop.not_modified
+            );
+        }
+        for c in &cycles {
+            println!("\nhost leases after the {} cycle: {}", c.name, c.leases);
+        }
+        println!(
+            "\ndaemons' peak RSS: {}; exit after SIGTERM: {}; messages sent to the channel: {sent}; shop: {served_full} pages in full, {served_304} 304s",
+            peaks
+                .iter()
+                .map(|p| format!("{p:.1} MB"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            exits.join(", ")
+        );
+        if !warnings.is_empty() {
+            println!("\ndaemon warnings ({}):", warnings.len());
+            for w in warnings.iter().take(20) {
+                println!("    {w}");
+            }
+        }
+        let mut failures = Vec::new();
+        for (c, cycle) in cycles.iter().enumerate() {
+            let want = c as u32 + 1;
+            if cycle.shop.fewest != want || cycle.shop.most != want {
+                failures.push(format!(
+                    "after the {} cycle each product was asked for {}..{} times, want {want}",
+                    cycle.name, cycle.shop.fewest, cycle.shop.most
+                ));
+            }
+        }
+        if exits.iter().any(|e| e != "exit status: 0") {
+            failures.push(format!("a daemon did not exit 0: {exits:?}"));
+        }
+        if failures.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            for f in failures {
+                eprintln!("poll bench: {f}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn drop_schema(
+    rt: &tokio::runtime::Runtime,
+    config: &pricewatch::store::postgres::PostgresConfig,
+) -> Result<(), String> {
+    let schema = config.schema.clone().unwrap_or_default();
+    let plain = pricewatch::store::postgres::PostgresConfig {
+        schema: None,
+        ..config.clone()
+    };
+    rt.block_on(async {
+        let client = plain.connect().await?;
+        client
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .map_err(|source| pricewatch::store::postgres::PgError::Query {
+                what: "to drop the bench's schema",
+                source,
+            })
+    })
+    .map_err(|e| e.to_string())
 }

@@ -30,6 +30,12 @@
 //! in turn, more than the daemon remembers, so every turn verifies an RSA signature). The
 //! keys come from a key server in this process (`tests/common/tokens.rs`), fetched once
 //! at start-up and cached by the daemon.
+//! `PW_BENCH_REPLICAS=2` (with the PostgreSQL backend set through `PRICEWATCH__STORAGE__*`
+//! in the environment, which the daemons inherit) starts two daemons on the one database
+//! schema, sends the warm-up turns to them in turn and runs one wrk per daemon, each with
+//! half the connections, at the same time: turns/s is the sum, p50 and p99 the worse of
+//! the two wrks. `PW_BENCH_DAEMON` runs another build of the daemon (by default the one
+//! `cargo bench` built).
 //! Exit status: 0 when the run was sound (even if a target is missed), 1 when the run is
 //! broken (errors, non-2xx, lost replies), 2 when `wrk` is not installed.
 //!
@@ -52,6 +58,8 @@ use anyhow::{anyhow, bail, Context};
 mod fakes;
 #[path = "common/listening.rs"]
 mod listening;
+#[path = "common/procstat.rs"]
+mod procstat;
 #[path = "../tests/common/tokens.rs"]
 mod tokens;
 
@@ -111,6 +119,8 @@ struct Settings {
     /// Short run because the target was started without `--bench`.
     smoke: bool,
     auth: AuthMode,
+    /// Daemons sharing one PostgreSQL schema (1 or 2).
+    replicas: u32,
 }
 
 /// Whether the daemon authenticates, and how the load's tokens vary.
@@ -141,6 +151,17 @@ impl Settings {
             conversations: env_number("PW_BENCH_CONVERSATIONS", conversations)?,
             warm_up_concurrency: env_number("PW_BENCH_WARMUP_CONCURRENCY", connections)?,
             smoke,
+            replicas: match env_number("PW_BENCH_REPLICAS", 1)? {
+                1 => 1,
+                2 if std::env::var("PRICEWATCH__STORAGE__BACKEND").as_deref() == Ok("postgres") => {
+                    2
+                }
+                2 => bail!(
+                    "PW_BENCH_REPLICAS=2 shares one store: it needs \
+                     PRICEWATCH__STORAGE__BACKEND=postgres and its URL file and schema"
+                ),
+                n => bail!("PW_BENCH_REPLICAS={n}: only 1 or 2 replicas are measured"),
+            },
             auth: match std::env::var("PW_BENCH_AUTH").as_deref() {
                 Err(_) | Ok("off") => AuthMode::Off,
                 Ok("reused") => AuthMode::Reused,
@@ -203,8 +224,17 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     };
 
-    let mut daemon = Daemon::start(dir.path(), &daemon_config)?;
-    println!("daemon pid {} listening on {}", daemon.pid(), daemon.addr);
+    let mut daemons = Vec::new();
+    for r in 0..settings.replicas {
+        // Each replica its own directory (its config, and sled's path, unused on
+        // PostgreSQL); the store they share is the database schema.
+        let home = dir.path().join(format!("replica-{r}"));
+        std::fs::create_dir_all(&home).context("cannot create a replica's directory")?;
+        let daemon = Daemon::start(&home, &daemon_config)?;
+        println!("daemon pid {} listening on {}", daemon.pid(), daemon.addr);
+        daemons.push(daemon);
+    }
+    let addrs: Vec<SocketAddr> = daemons.iter().map(|d| d.addr).collect();
 
     // Warm-up, which is also the cold measurement: the first turn of each conversation.
     println!(
@@ -212,16 +242,25 @@ fn run() -> anyhow::Result<ExitCode> {
         settings.conversations, settings.warm_up_concurrency
     );
     let cold = warm_up(
-        daemon.addr,
+        &addrs,
         &body,
         settings.conversations,
         settings.warm_up_concurrency,
     )
     .map_err(|e| {
+        let states: Vec<String> = daemons
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}\ndaemon log:\n{}",
+                    thread_states(d.pid()),
+                    d.log_excerpt()
+                )
+            })
+            .collect();
         anyhow!(
-            "warm-up: {e:#}\ndaemon threads (name:kernel wait): {}\ndaemon log:\n{}",
-            thread_states(daemon.pid()),
-            daemon.log_excerpt()
+            "warm-up: {e:#}\ndaemon threads (name:kernel wait): {}",
+            states.join("\n")
         )
     })?;
     let after_warm_up = channel.replies();
@@ -230,68 +269,119 @@ fn run() -> anyhow::Result<ExitCode> {
             "the fake channel received {after_warm_up} replies for {} warm-up turns; \
              replies are being lost (daemon log below)\n{}",
             settings.conversations,
-            daemon.log_excerpt()
+            daemons[0].log_excerpt()
         );
     }
-    let hwm_after_warm_up = daemon.memory()?.hwm_kib;
+    let hwm_after_warm_up = daemons
+        .iter()
+        .map(|d| d.memory().map(|m| m.hwm_kib))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
 
     // The measured run.
     let script = dir.path().join("turns.lua");
     std::fs::write(&script, body.lua_script(settings.conversations))
         .context("cannot write the wrk script")?;
-    let url = format!("http://{}/api/messages", daemon.addr);
-    let wrk_args = [
-        "-t1".to_owned(),
-        format!("-c{}", settings.connections),
-        format!("-d{}", settings.duration),
-        "--latency".to_owned(),
-        "-s".to_owned(),
-        script.display().to_string(),
-        url.clone(),
-    ];
+    // One wrk per daemon, the connections split between them, all started together.
+    let per_daemon = (settings.connections / settings.replicas).max(1);
+    let urls: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("http://{a}/api/messages"))
+        .collect();
     // Shown with the script's base name: the temp dir changes every run.
-    let wrk_shown = format!(
-        "wrk -t1 -c{} -d{} --latency -s turns.lua {url}",
-        settings.connections, settings.duration
-    );
+    let wrk_shown = urls
+        .iter()
+        .map(|url| {
+            format!(
+                "wrk -t1 -c{per_daemon} -d{} --latency -s turns.lua {url}",
+                settings.duration
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" & ");
     println!("measuring: {wrk_shown}");
     let clk_tck = clock_ticks_per_second();
-    let daemon_threads_before = thread_ticks(daemon.pid());
+    let daemon_threads_before: Vec<_> = daemons.iter().map(|d| thread_ticks(d.pid())).collect();
     let self_before = process_ticks("self");
+    // The database server's processes (nothing on sled): the replicas share it.
+    let db_before = procstat::cpu_of_processes_named("postgres");
     let started = Instant::now();
-    let output = Command::new("wrk")
-        .args(&wrk_args)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run wrk")?;
+    let running = urls
+        .iter()
+        .map(|url| {
+            Command::new("wrk")
+                .args([
+                    "-t1".to_owned(),
+                    format!("-c{per_daemon}"),
+                    format!("-d{}", settings.duration),
+                    "--latency".to_owned(),
+                    "-s".to_owned(),
+                    script.display().to_string(),
+                    url.clone(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("cannot run wrk")
+        })
+        .collect::<anyhow::Result<Vec<Child>>>()?;
+    let outputs = running
+        .into_iter()
+        .map(|w| w.wait_with_output().context("cannot wait for wrk"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let wall = started.elapsed();
+    let db_cpu = procstat::cpu_of_processes_named("postgres") - db_before;
     let self_after = process_ticks("self");
-    let daemon_threads_after = thread_ticks(daemon.pid());
+    let daemon_threads_after: Vec<_> = daemons.iter().map(|d| thread_ticks(d.pid())).collect();
     let replies_during_run = channel.replies() - after_warm_up;
-    let wrk_out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let wrk_err = String::from_utf8_lossy(&output.stderr).into_owned();
-    println!(
-        "--- wrk output ---\n{}{}------------------",
-        wrk_out, wrk_err
-    );
-    if !output.status.success() {
-        bail!("wrk failed ({}): {}", output.status, wrk_err.trim());
-    }
-    let wrk = WrkResult::parse(&wrk_out)?;
-
-    if let Some(status) = daemon.child.try_wait().context("cannot poll the daemon")? {
-        bail!(
-            "the daemon died during the run ({status})\n{}",
-            daemon.log_excerpt()
+    let mut wrks = Vec::new();
+    for output in &outputs {
+        let wrk_out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let wrk_err = String::from_utf8_lossy(&output.stderr).into_owned();
+        println!(
+            "--- wrk output ---\n{}{}------------------",
+            wrk_out, wrk_err
         );
+        if !output.status.success() {
+            bail!("wrk failed ({}): {}", output.status, wrk_err.trim());
+        }
+        wrks.push(WrkResult::parse(&wrk_out)?);
+    }
+    let wrk = WrkResult::combine(&wrks);
+
+    for daemon in &mut daemons {
+        if let Some(status) = daemon.child.try_wait().context("cannot poll the daemon")? {
+            bail!(
+                "a daemon died during the run ({status})\n{}",
+                daemon.log_excerpt()
+            );
+        }
     }
     // Peak RSS just before stopping: after the run, nothing grows it any more.
-    let memory = daemon.memory()?;
+    let memories = daemons
+        .iter()
+        .map(Daemon::memory)
+        .collect::<anyhow::Result<Vec<Memory>>>()?;
     // A daemon that does not stop is a finding to report with the figures, not a reason
     // to lose them; `Daemon`'s drop kills it.
-    let (exit, stopped_cleanly) = match daemon.stop() {
-        Ok(status) => (status.to_string(), status.success()),
-        Err(e) => (format!("{e:#}"), false),
+    let mut exits = Vec::new();
+    let mut stopped_cleanly = true;
+    for daemon in &mut daemons {
+        match daemon.stop() {
+            Ok(status) => {
+                stopped_cleanly &= status.success();
+                exits.push(status.to_string());
+            }
+            Err(e) => {
+                stopped_cleanly = false;
+                exits.push(format!("{e:#}"));
+            }
+        }
+    }
+    let exit = exits.join(", ");
+    let memory = Memory {
+        hwm_kib: memories.iter().map(|m| m.hwm_kib).max().unwrap_or(0),
+        rss_kib: memories.iter().map(|m| m.rss_kib).max().unwrap_or(0),
     };
 
     // Everything needed for the verdict is collected; judge the run's soundness.
@@ -322,7 +412,7 @@ fn run() -> anyhow::Result<ExitCode> {
             "the daemon did not stop cleanly on SIGTERM: {exit}"
         ));
     }
-    let log = daemon.log.lock().map(|l| l.clone()).unwrap_or_default();
+    let log = DaemonLog::merged(&daemons);
     if log.cut_connections > u64::from(settings.connections) {
         broken.push(format!(
             "the daemon saw {} connections cut mid-request, more than wrk's {} connections",
@@ -341,7 +431,11 @@ fn run() -> anyhow::Result<ExitCode> {
     // whose main thread only waits for wrk).
     let secs = wall.as_secs_f64().max(1e-9);
     let cores = |ticks: u64| ticks as f64 / clk_tck / secs;
-    let mut threads = thread_deltas(&daemon_threads_before, &daemon_threads_after);
+    let mut threads: Vec<ThreadDelta> = daemon_threads_before
+        .iter()
+        .zip(&daemon_threads_after)
+        .flat_map(|(before, after)| thread_deltas(before, after))
+        .collect();
     threads.sort_by_key(|t| std::cmp::Reverse(t.user + t.system));
     let daemon_user: u64 = threads.iter().map(|t| t.user).sum();
     let daemon_system: u64 = threads.iter().map(|t| t.system).sum();
@@ -370,6 +464,27 @@ fn run() -> anyhow::Result<ExitCode> {
     }
     println!("- machine: {machine_cores} cores (available_parallelism), {cpu_model}");
     println!("- load: `{wrk_shown}` ({wrk_version})");
+    if settings.replicas > 1 {
+        println!(
+            "- replicas: {} daemons on one PostgreSQL schema, one wrk each; turns/s is the sum, \
+             p50 and p99 the worse wrk's (each: {}); peak RSS the larger daemon's (each: {})",
+            settings.replicas,
+            wrks.iter()
+                .map(|w| format!(
+                    "{} turns/s, p50 {:.2} ms, p99 {:.2} ms",
+                    thousands(w.requests_per_s),
+                    w.p50_ms,
+                    w.p99_ms
+                ))
+                .collect::<Vec<_>>()
+                .join("; "),
+            memories
+                .iter()
+                .map(|m| format!("{:.1} MB", kib_to_mb(m.hwm_kib)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "- authentication: {}",
         match settings.auth {
@@ -448,7 +563,7 @@ fn run() -> anyhow::Result<ExitCode> {
     println!(
         "- memory: VmHWM {:.1} MB after warm-up, {rss_mb:.1} MB at the end; VmRSS at the end \
          {:.1} MB",
-        kib_to_mb(hwm_after_warm_up),
+        kib_to_mb(hwm_after_warm_up.iter().copied().max().unwrap_or(0)),
         kib_to_mb(memory.rss_kib)
     );
     if let Some((d, w, f)) = cpu {
@@ -458,6 +573,13 @@ fn run() -> anyhow::Result<ExitCode> {
             cores(daemon_user),
             cores(daemon_system),
             (daemon_user + daemon_system) as f64 / clk_tck * 1e6 / wrk.requests.max(1) as f64
+        );
+    }
+    if db_cpu > 0.0 {
+        println!(
+            "- database server (its processes) during the run: {:.2} cores, {:.0} us per turn",
+            db_cpu / secs,
+            db_cpu * 1e6 / wrk.requests.max(1) as f64
         );
     }
     let busy: Vec<String> = threads
@@ -738,6 +860,14 @@ fn lua_string(s: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // The daemon
 
+/// The binary `cargo bench` built, or `PW_BENCH_DAEMON` (another build).
+fn daemon_binary() -> std::path::PathBuf {
+    std::env::var_os("PW_BENCH_DAEMON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_pricewatch")),
+        std::path::PathBuf::from,
+    )
+}
+
 /// The `pricewatch serve` child. Killed on drop, so no error path leaves it running.
 struct Daemon {
     child: Child,
@@ -766,7 +896,7 @@ impl Daemon {
             ),
         )
         .context("cannot write the daemon's config")?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pricewatch"))
+        let mut child = Command::new(daemon_binary())
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -921,6 +1051,20 @@ struct DaemonLog {
 impl DaemonLog {
     const KEEP: usize = 15;
 
+    /// The logs of several daemons as one: counts added, lines one daemon after another.
+    fn merged(daemons: &[Daemon]) -> DaemonLog {
+        let mut all = DaemonLog::default();
+        for d in daemons {
+            let log = d.log.lock().map(|l| l.clone()).unwrap_or_default();
+            all.total += log.total;
+            all.unexpected_warnings += log.unexpected_warnings;
+            all.cut_connections += log.cut_connections;
+            all.head.extend(log.head);
+            all.tail.extend(log.tail);
+        }
+        all
+    }
+
     fn push(&mut self, line: &str) {
         if line.contains(CUT_CONNECTION) {
             // Counted and reported once; up to 32 identical lines would drown the log.
@@ -988,7 +1132,7 @@ struct Cold {
 
 /// One `help` turn for every conversation, `concurrency` at a time, in order of id.
 fn warm_up(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     body: &BodyTemplate,
     conversations: u32,
     concurrency: u32,
@@ -1004,7 +1148,13 @@ fn warm_up(
         .timeout(WARM_UP_TURN_TIMEOUT)
         .build()
         .context("cannot build the HTTP client")?;
-    let url = Arc::new(format!("http://{addr}/api/messages"));
+    // Conversation `i` goes to daemon `i mod n`.
+    let urls: Arc<Vec<String>> = Arc::new(
+        addrs
+            .iter()
+            .map(|addr| format!("http://{addr}/api/messages"))
+            .collect(),
+    );
     let bodies: Arc<Vec<String>> = Arc::new((1..=conversations).map(|n| body.render(n)).collect());
     let next = Arc::new(AtomicU32::new(0));
     let authorizations: Arc<Vec<String>> = Arc::new(
@@ -1016,9 +1166,9 @@ fn warm_up(
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..concurrency.min(conversations) {
-            let (client, url, bodies, next, authorizations) = (
+            let (client, urls, bodies, next, authorizations) = (
                 client.clone(),
-                url.clone(),
+                urls.clone(),
                 bodies.clone(),
                 next.clone(),
                 authorizations.clone(),
@@ -1032,7 +1182,7 @@ fn warm_up(
                     };
                     let t = Instant::now();
                     let mut request = client
-                        .post(url.as_str())
+                        .post(urls[i % urls.len()].as_str())
                         .header(reqwest::header::CONTENT_TYPE, "application/json");
                     if let Some(value) = authorizations.get(i % authorizations.len().max(1)) {
                         request = request.header(reqwest::header::AUTHORIZATION, value);
@@ -1096,6 +1246,25 @@ struct WrkResult {
 }
 
 impl WrkResult {
+    /// Several wrks run at once as one load: counts and rates added, latencies the worse.
+    fn combine(all: &[WrkResult]) -> WrkResult {
+        let worst = |f: fn(&WrkResult) -> f64| all.iter().map(f).fold(0.0, f64::max);
+        WrkResult {
+            requests: all.iter().map(|w| w.requests).sum(),
+            requests_per_s: all.iter().map(|w| w.requests_per_s).sum(),
+            p50_ms: worst(|w| w.p50_ms),
+            p99_ms: worst(|w| w.p99_ms),
+            non_2xx: all.iter().map(|w| w.non_2xx).sum(),
+            socket_errors: all.iter().map(|w| w.socket_errors).sum(),
+            socket_errors_text: all
+                .iter()
+                .map(|w| w.socket_errors_text.as_str())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+
     /// Parses wrk 4's human report (run with `--latency`).
     fn parse(out: &str) -> anyhow::Result<WrkResult> {
         let mut requests = None;
