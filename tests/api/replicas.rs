@@ -19,7 +19,7 @@ use crate::process::LoggedDaemon;
 
 const PRODUCTS: usize = 200;
 /// `storage.postgres_lease`: the shortest allowed, so that a takeover is quick.
-const LEASE: Duration = Duration::from_secs(3);
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
 /// `schedule.tick`: every second.
 const TICK: Duration = Duration::from_secs(1);
 /// `schedule.interval`: the shortest allowed. The test makes products due itself, so a
@@ -42,14 +42,14 @@ const STAMP_JITTER_SENDS: usize = 3;
 const SLACK: Duration = Duration::from_secs(10);
 
 /// A `pricewatch serve` on the test's schema, telling the shop who it is by its user agent.
-struct Replica {
-    agent: String,
-    daemon: LoggedDaemon,
+pub(crate) struct Replica {
+    pub(crate) agent: String,
+    pub(crate) daemon: LoggedDaemon,
     _dir: tempfile::TempDir,
 }
 
 impl Replica {
-    async fn start(db: &TestDatabase, agent: &str) -> Replica {
+    pub(crate) async fn start(db: &TestDatabase, agent: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let url_file = dir.path().join("postgres-url");
         std::fs::write(&url_file, db.config.url.expose()).unwrap();
@@ -82,16 +82,16 @@ impl Replica {
     }
 }
 
-fn conversation(i: usize) -> String {
+pub(crate) fn conversation(i: usize) -> String {
     format!("c{i:03}")
 }
 
-fn path(i: usize) -> String {
+pub(crate) fn path(i: usize) -> String {
     format!("/p/{i}")
 }
 
 /// Product `i`'s page at `price` EUR, its title naming it ("Item 007") in what the bot says.
-fn page(i: usize, price: &str) -> Page {
+pub(crate) fn page(i: usize, price: &str) -> Page {
     Page::product(&format!("Item {i:03}"), price)
 }
 
@@ -101,7 +101,7 @@ fn put_prices(shop: &FakeShop, price: &str, delay: Duration) {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -110,7 +110,7 @@ fn now_ms() -> u64 {
 
 /// Polls `check` every 100 ms until it returns `Ok`, failing the test with its last `Err`
 /// once `deadline` has passed.
-async fn until<T, F, Fut>(deadline: Instant, mut check: F) -> T
+pub(crate) async fn until<T, F, Fut>(deadline: Instant, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -126,7 +126,7 @@ where
 
 /// The conversation a proactive message went to; `None` for a reply, whose path names
 /// the activity it answers.
-fn proactive_to(r: &Recorded) -> Option<&str> {
+pub(crate) fn proactive_to(r: &Recorded) -> Option<&str> {
     r.path
         .strip_prefix("/v3/conversations/")?
         .strip_suffix("/activities")
@@ -199,7 +199,7 @@ impl Drop for Background {
 }
 
 /// The test's own connection to the replicas' schema.
-struct Db(tokio_postgres::Client);
+pub(crate) struct Db(pub(crate) tokio_postgres::Client);
 
 impl Db {
     /// Starts a cycle now: the scheduler picks up products by this column.
@@ -217,7 +217,7 @@ impl Db {
     }
 
     /// Messages still queued (dead letters apart).
-    async fn queued(&self) -> i64 {
+    pub(crate) async fn queued(&self) -> i64 {
         self.count("SELECT count(*) FROM outbox WHERE dead_ms IS NULL")
             .await
     }
@@ -635,7 +635,7 @@ fn densest_second(received: &[Recorded]) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn post(client: &reqwest::Client, addr: &str, activity: &Value) -> u16 {
+pub(crate) async fn post(client: &reqwest::Client, addr: &str, activity: &Value) -> u16 {
     client
         .post(format!("http://{addr}/api/messages"))
         .json(activity)
