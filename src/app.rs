@@ -528,6 +528,8 @@ impl App {
         }
         watcher.report_to(liveness.clone());
         let ticks = tokio::spawn(watcher.clone().run(tick_signals, cancel.clone()));
+        // Ends with the cancel; the leases it renews are given back with the others.
+        tokio::spawn(watcher.clone().keep_polling_presence(cancel.clone()));
         let (reloader_watcher, reloader_delivery) = (watcher.clone(), delivery.clone());
         let delivering = tokio::spawn(crate::delivery::run::run(
             delivery.clone(),

@@ -197,6 +197,10 @@ pub const HOST_LEASE: &str = "host:";
 /// The lease of the channel whose messages the holder sends (`deliver:<channel id>`).
 pub const DELIVERY_LEASE: &str = "deliver:";
 
+/// The lease a replica holds while it polls (`poller:<holder>`): how replicas count each
+/// other to share the shops out.
+pub const POLLER_LEASE: &str = "poller:";
+
 /// A lease [`Replicas::hold`] holds for this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -221,6 +225,9 @@ pub trait Replicas: Send + Sync {
     /// for `ttl` from now (a renewal never shortens it); returns those this process holds
     /// now.
     fn hold(&self, names: Vec<String>, ttl: std::time::Duration) -> StoreFuture<'_, Vec<Held>>;
+
+    /// How many unexpired leases, whoever holds them, have names starting with `prefix`.
+    fn count_held<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, usize>;
 
     /// Gives back this process's leases among `names`, each free `tail` from now (a
     /// shop's gap spans the handover), and every claim it holds: it is stopping.

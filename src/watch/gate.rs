@@ -125,6 +125,11 @@ impl HostGate {
         self.cfg = cfg;
     }
 
+    /// The shortest time between two requests to one host, as configured now.
+    pub fn host_gap(&self) -> Duration {
+        self.cfg.host_gap
+    }
+
     pub fn new(cfg: GateConfig) -> Self {
         HostGate {
             cfg,

@@ -6,6 +6,7 @@ pub mod gate;
 pub mod plan;
 pub mod run;
 pub mod schedule;
+pub mod share;
 pub mod trigger;
 pub mod watcher;
 

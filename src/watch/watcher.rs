@@ -4,7 +4,7 @@
 //! (`schedule`, `trigger`, `plan`); this module only sequences the I/O, and when ticks
 //! run is [`crate::watch::run`]'s business.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
@@ -25,9 +25,10 @@ use crate::price::engine::{Check, EngineError, PriceEngine};
 use crate::price::fetch::{FetchError, Fetched, Page};
 use crate::random::SplitMix64;
 use crate::shown::Shown;
-use crate::store::{LeaseBook, Replicas, Store, StoreError, HOST_LEASE};
+use crate::store::{LeaseBook, Replicas, Store, StoreError, HOST_LEASE, POLLER_LEASE};
 use crate::watch::gate::{GateConfig, HostGate, Permit, Wait, WaitReason};
 use crate::watch::plan::{all_on_hold, plan, postpone, Outcome, PlanConfig};
+use crate::watch::share;
 use crate::watch::trigger::Observation;
 use crate::watch::FirstCheck;
 
@@ -171,21 +172,72 @@ impl Watcher {
         ))
     }
 
-    /// Of the due products, those this replica may check now: their host's lease is
-    /// this replica's (taken or renewed), and the product is claimed for it.
+    /// Of the due products, those this replica may check now: their shop's lease is
+    /// this replica's (kept, or taken within its fair share of the due shops, see
+    /// [`crate::watch::share`]), and the product is claimed for it.
     async fn claim(
         &self,
         (replicas, leases): Shared<'_>,
         due: Vec<Product>,
         now: u64,
     ) -> Result<Vec<Product>, StoreError> {
-        let hosts: BTreeSet<String> = due.iter().map(|p| host_lease(p.url.host())).collect();
-        let held: HashSet<String> = leases
-            .hold(replicas, hosts.into_iter().collect())
-            .await?
-            .into_iter()
-            .map(|h| h.name)
+        let mut since: BTreeMap<String, u64> = BTreeMap::new();
+        for p in &due {
+            let t = since.entry(p.url.host().to_owned()).or_insert(u64::MAX);
+            *t = (*t).min(p.next_due_ms);
+        }
+        let pollers = replicas.count_held(POLLER_LEASE).await?;
+        let ttl_ms = u64::try_from(leases.ttl().as_millis()).unwrap_or(u64::MAX);
+        let pick = {
+            let mut rng = lock(&self.inner.rng);
+            share::pick(
+                &since,
+                |host| leases.holds(&host_lease(host)),
+                pollers,
+                now,
+                ttl_ms,
+                &mut *rng,
+            )
+        };
+        let mut held: HashSet<String> = HashSet::new();
+        let asked: Vec<String> = pick
+            .keep
+            .iter()
+            .chain(&pick.overdue)
+            .map(|h| host_lease(h))
             .collect();
+        held.extend(
+            leases
+                .hold(replicas, asked)
+                .await?
+                .into_iter()
+                .map(|h| h.name),
+        );
+        let mut free = pick.free.iter();
+        loop {
+            let need = pick.share.saturating_sub(held.len());
+            let batch: Vec<String> = free.by_ref().take(need).map(|h| host_lease(h)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            held.extend(
+                leases
+                    .hold(replicas, batch)
+                    .await?
+                    .into_iter()
+                    .map(|h| h.name),
+            );
+        }
+        // Another tick of this replica may still fetch a shop it holds: given back only
+        // when none is running.
+        if !pick.give_back.is_empty()
+            && self.inner.ticks.load(std::sync::atomic::Ordering::SeqCst) <= 1
+        {
+            let names: Vec<String> = pick.give_back.iter().map(|h| host_lease(h)).collect();
+            leases.forget(&names);
+            let gap = lock(&self.inner.gate).host_gap();
+            replicas.release(names, gap).await?;
+        }
         let mine: Vec<Product> = due
             .into_iter()
             .filter(|p| held.contains(&host_lease(p.url.host())))
@@ -200,6 +252,33 @@ impl Watcher {
             .into_iter()
             .filter(|p| claimed.contains(p.url.as_str()))
             .collect())
+    }
+
+    /// Keeps this replica counted among those polling (`poller:<holder>`) while checks
+    /// are enabled, so that the others leave it its share of the shops; returns when
+    /// `cancel` fires. A store that is not shared has nothing to keep.
+    pub async fn keep_polling_presence(self, cancel: CancellationToken) {
+        let Some((replicas, leases)) = self.shared() else {
+            return;
+        };
+        let name = format!("{POLLER_LEASE}{}", replicas.holder());
+        loop {
+            let result = if self.plan().schedule.enabled {
+                leases.hold(replicas, vec![name.clone()]).await.map(|_| ())
+            } else {
+                leases.forget(std::slice::from_ref(&name));
+                replicas
+                    .release(vec![name.clone()], std::time::Duration::ZERO)
+                    .await
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %Chain(&e), "renewing this replica's polling presence failed");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(leases.ttl() / 3) => {}
+            }
+        }
     }
 
     /// Renews, each third of the lease time, the host leases and product claims a tick

@@ -132,6 +132,14 @@ async fn a_lease_has_one_holder_until_it_runs_out_or_is_given_back() {
         hold(&a, &["deliver:c"], LONG).await,
         vec![held("deliver:c", true)]
     );
+    // Leases are counted by prefix, whoever holds them, while they last.
+    hold(&a, &["poller:a"], LONG).await;
+    hold(&b, &["poller:b"], Duration::from_millis(300)).await;
+    let ra = a.replicas().unwrap();
+    assert_eq!(ra.count_held("poller:").await.unwrap(), 2);
+    assert_eq!(ra.count_held("deliver:").await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ra.count_held("poller:").await.unwrap(), 1);
     // A renewal never shortens a lease held longer on purpose (a shop's Retry-After).
     assert_eq!(hold(&a, &["host:y"], LONG).await.len(), 1);
     assert_eq!(

@@ -71,6 +71,22 @@ impl Replicas for PgStore {
         })
     }
 
+    fn count_held<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT count(*) FROM leases WHERE starts_with(name, $1) AND until_ms >= {NOW_MS}"
+            );
+            let client = self.client().await?;
+            let n: i64 = client
+                .query_one(&client.prepare_cached(&sql).await.map_err(io)?, &[&prefix])
+                .await
+                .map_err(io)?
+                .try_get(0)
+                .map_err(io)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn release(&self, names: Vec<String>, tail: Duration) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let client = self.client().await?;
