@@ -72,6 +72,15 @@ impl LeaseBook {
             .is_some_and(|h| Instant::now() < h.valid_until)
     }
 
+    /// How many leases whose names start with `prefix` may be used now.
+    pub fn count(&self, prefix: &str) -> usize {
+        let now = Instant::now();
+        lock(&self.held)
+            .iter()
+            .filter(|(n, h)| n.starts_with(prefix) && now < h.valid_until)
+            .count()
+    }
+
     /// Those of `names` held and due for renewal; each is reported once per third of
     /// `ttl`, so that callers side by side do not all renew it.
     pub fn to_renew<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -172,6 +181,7 @@ mod tests {
         assert!(!book.holds("host:a"));
         book.hold(&store, vec!["host:a".into()]).await.unwrap();
         assert!(book.holds("host:a"));
+        assert_eq!((book.count("host:"), book.count("deliver:")), (1, 0));
         assert!(book.to_renew(["host:a", "host:b"]).is_empty());
         tokio::time::sleep(Duration::from_millis(250)).await;
         // Due once: a second caller at the same time leaves it to the first.

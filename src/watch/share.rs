@@ -32,17 +32,20 @@ pub struct Pick {
 /// A due shop and its most overdue product's due time.
 type Due<'a> = (&'a String, u64);
 
-/// `due`: each due shop with its most overdue product's due time; `held`: whether this
-/// replica holds a shop's lease now; `pollers`: the replicas polling, this one included.
+/// `due`: each due shop this replica may take (with its most overdue product's due time);
+/// `held`: whether this replica holds a shop's lease now; `elsewhere`: the shops other
+/// replicas hold (their due products are not in `due`, but they count in the shares);
+/// `pollers`: the replicas polling, this one included.
 pub fn pick(
     due: &BTreeMap<String, u64>,
     held: impl Fn(&str) -> bool,
+    elsewhere: usize,
     pollers: usize,
     now_ms: u64,
     overdue_after_ms: u64,
     rng: &mut impl RandomSource,
 ) -> Pick {
-    let share = due.len().div_ceil(pollers.max(1));
+    let share = (due.len() + elsewhere).div_ceil(pollers.max(1));
     let (mut mine, others): (Vec<Due<'_>>, Vec<Due<'_>>) = due
         .iter()
         .map(|(host, &since)| (host, since))
@@ -83,7 +86,7 @@ mod tests {
     #[test]
     fn alone_a_replica_asks_for_every_due_shop() {
         let d = due(&[("a", 10), ("b", 20), ("c", 30)]);
-        let p = pick(&d, |_| false, 1, 40, 1_000, &mut SplitMix64::new(1));
+        let p = pick(&d, |_| false, 0, 1, 40, 1_000, &mut SplitMix64::new(1));
         assert_eq!(p.share, 3);
         assert!(p.keep.is_empty() && p.give_back.is_empty() && p.overdue.is_empty());
         let mut free = p.free.clone();
@@ -91,7 +94,7 @@ mod tests {
         assert_eq!(free, ["a", "b", "c"]);
         // Counted as none (its own presence not seen yet): still all of them.
         assert_eq!(
-            pick(&d, |_| false, 0, 40, 1_000, &mut SplitMix64::new(1)).share,
+            pick(&d, |_| false, 0, 0, 40, 1_000, &mut SplitMix64::new(1)).share,
             3
         );
     }
@@ -102,22 +105,40 @@ mod tests {
         // Holding four of five with two replicas polling: keeps the three most overdue,
         // gives the fourth back, asks for nothing more.
         let held = |h: &str| h != "e";
-        let p = pick(&d, held, 2, 60, 1_000, &mut SplitMix64::new(1));
+        let p = pick(&d, held, 0, 2, 60, 1_000, &mut SplitMix64::new(1));
         assert_eq!(p.share, 3);
         assert_eq!(p.keep, ["a", "b", "c"]);
         assert_eq!(p.give_back, ["d"]);
         assert_eq!(p.free, ["e"]);
         // The other replica holds nothing: it asks for the free shops, in an order of its
         // own, until it holds its share.
-        let p = pick(&d, |_| false, 2, 60, 1_000, &mut SplitMix64::new(2));
+        let p = pick(&d, |_| false, 0, 2, 60, 1_000, &mut SplitMix64::new(2));
         assert_eq!(p.share, 3);
         assert_eq!(p.free.len(), 5);
     }
 
     #[test]
+    fn shops_another_replica_holds_count_in_the_share() {
+        // Four shops due, two taken by the other replica before this one ticked: this
+        // one's share is two of the four, so it asks for both that are left.
+        let d = due(&[("c", 10), ("d", 10)]);
+        let p = pick(&d, |_| false, 2, 2, 60, 1_000, &mut SplitMix64::new(1));
+        assert_eq!(p.share, 2);
+        assert_eq!(p.free.len(), 2);
+    }
+
+    #[test]
     fn a_shop_overdue_past_a_lease_time_is_asked_for_whatever_the_share() {
         let d = due(&[("a", 0), ("b", 9_000), ("c", 9_500)]);
-        let p = pick(&d, |h| h == "b", 3, 10_000, 5_000, &mut SplitMix64::new(1));
+        let p = pick(
+            &d,
+            |h| h == "b",
+            0,
+            3,
+            10_000,
+            5_000,
+            &mut SplitMix64::new(1),
+        );
         assert_eq!(p.share, 1);
         assert_eq!(p.keep, ["b"]);
         assert_eq!(p.overdue, ["a"]);
@@ -128,8 +149,8 @@ mod tests {
     #[test]
     fn replicas_order_the_free_shops_differently() {
         let d: BTreeMap<String, u64> = (0..20).map(|i| (format!("h{i:02}"), 0)).collect();
-        let one = pick(&d, |_| false, 2, 1, 1_000, &mut SplitMix64::new(1)).free;
-        let two = pick(&d, |_| false, 2, 1, 1_000, &mut SplitMix64::new(2)).free;
+        let one = pick(&d, |_| false, 0, 2, 1, 1_000, &mut SplitMix64::new(1)).free;
+        let two = pick(&d, |_| false, 0, 2, 1, 1_000, &mut SplitMix64::new(2)).free;
         assert_ne!(one, two);
         let mut sorted = one.clone();
         sorted.sort();

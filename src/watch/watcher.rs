@@ -187,12 +187,20 @@ impl Watcher {
             *t = (*t).min(p.next_due_ms);
         }
         let pollers = replicas.count_held(POLLER_LEASE).await?;
+        // The due products leave out the shops other replicas hold; they count in the
+        // shares all the same (an idle one held a moment longer too: a share a little
+        // larger than half is no harm).
+        let elsewhere = replicas
+            .count_held(HOST_LEASE)
+            .await?
+            .saturating_sub(leases.count(HOST_LEASE));
         let ttl_ms = u64::try_from(leases.ttl().as_millis()).unwrap_or(u64::MAX);
         let pick = {
             let mut rng = lock(&self.inner.rng);
             share::pick(
                 &since,
                 |host| leases.holds(&host_lease(host)),
+                elsewhere,
                 pollers,
                 now,
                 ttl_ms,
