@@ -6,9 +6,10 @@
 //! asks for its fair share, `⌈due shops / replicas polling⌉`: first the shops it holds
 //! already (so a shop stays where it is, and its gap is known there), then free ones in an
 //! order of its own (so two replicas rarely ask for the same one at once), and gives back
-//! those it holds beyond its share. A shop due for longer than a lease time is asked for
-//! whatever the share: a replica counted as polling that does not take its share (stalled,
-//! or slower to tick) cannot leave a shop unchecked for longer than that.
+//! those it holds beyond its share. A shop this replica has seen due and fetched by no one
+//! for longer than a lease time is asked for whatever the share: a replica counted as
+//! polling that does not take its share (stalled) cannot leave a shop unchecked for
+//! longer than that.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use crate::random::RandomSource;
 pub struct Pick {
     /// Held already and within the share, most overdue first: renewed.
     pub keep: Vec<String>,
-    /// Not held and overdue by more than a lease time: asked for whatever the share.
+    /// Not held, and waiting for more than a lease time: asked for whatever the share.
     pub overdue: Vec<String>,
     /// The rest, in this replica's order: asked for until the share is held.
     pub free: Vec<String>,
@@ -32,7 +33,8 @@ pub struct Pick {
 /// A due shop and its most overdue product's due time.
 type Due<'a> = (&'a String, u64);
 
-/// `due`: each due shop this replica may take (with its most overdue product's due time);
+/// `due`: each due shop this replica may take, with since when it has seen it due and
+/// fetched by no one;
 /// `held`: whether this replica holds a shop's lease now; `elsewhere`: the shops other
 /// replicas hold (their due products are not in `due`, but they count in the shares);
 /// `pollers`: the replicas polling, this one included.

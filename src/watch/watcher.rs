@@ -80,6 +80,9 @@ struct Inner {
     /// before checking it only when either may have checked it since the tick read it.
     first_checks: std::sync::atomic::AtomicU64,
     ticks: std::sync::atomic::AtomicUsize,
+    /// Shops due that no replica fetched, by when this one first saw them so (a shared
+    /// store only): one left so for a lease time is taken whatever the share.
+    shops_waiting: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The store's replica side and this process's leases, when the store is shared.
@@ -115,6 +118,7 @@ impl Watcher {
                 leases: std::sync::OnceLock::new(),
                 first_checks: std::sync::atomic::AtomicU64::new(0),
                 ticks: std::sync::atomic::AtomicUsize::new(0),
+                shops_waiting: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -181,11 +185,21 @@ impl Watcher {
         due: Vec<Product>,
         now: u64,
     ) -> Result<Vec<Product>, StoreError> {
-        let mut since: BTreeMap<String, u64> = BTreeMap::new();
-        for p in &due {
-            let t = since.entry(p.url.host().to_owned()).or_insert(u64::MAX);
-            *t = (*t).min(p.next_due_ms);
-        }
+        // Since when this replica has seen each due shop go unfetched by anyone: the
+        // products' due times would not do, as after a pause every shop is overdue and
+        // the first replica to tick would take them all.
+        let since: BTreeMap<String, u64> = {
+            let mut waiting = lock(&self.inner.shops_waiting);
+            let due_hosts: HashSet<&str> = due.iter().map(|p| p.url.host()).collect();
+            waiting.retain(|host, _| due_hosts.contains(host.as_str()));
+            due_hosts
+                .into_iter()
+                .map(|host| {
+                    let t = *waiting.entry(host.to_owned()).or_insert(now);
+                    (host.to_owned(), t)
+                })
+                .collect()
+        };
         let pollers = replicas.count_held(POLLER_LEASE).await?;
         // The due products leave out the shops other replicas hold; they count in the
         // shares all the same (an idle one held a moment longer too: a share a little
@@ -246,6 +260,7 @@ impl Watcher {
             let gap = lock(&self.inner.gate).host_gap();
             replicas.release(names, gap).await?;
         }
+        lock(&self.inner.shops_waiting).retain(|host, _| !held.contains(&host_lease(host)));
         let mine: Vec<Product> = due
             .into_iter()
             .filter(|p| held.contains(&host_lease(p.url.host())))
