@@ -80,6 +80,8 @@ use rust_decimal::Decimal;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "common/daemon_log.rs"]
+mod daemon_log;
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
 #[path = "common/listening.rs"]
@@ -681,22 +683,7 @@ impl Daemon {
             .spawn()
             .context("cannot start pricewatch serve")?;
         let stderr = child.stderr.take().context("daemon stderr")?;
-        let (tx, rx) = mpsc::channel();
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let seen = warnings.clone();
-        // Drains stderr for the daemon's whole life, so the pipe never blocks it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if (line.contains(" WARN ") || line.contains("ERROR"))
-                    && !line.contains(EXPECTED_WARNING)
-                {
-                    if let Ok(mut w) = seen.lock() {
-                        w.push(line.clone());
-                    }
-                }
-                let _ = tx.send(line);
-            }
-        });
+        let (rx, warnings) = daemon_log::drain(stderr, EXPECTED_WARNING);
         let mut daemon = Daemon {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

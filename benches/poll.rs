@@ -67,6 +67,8 @@ use rust_decimal::Decimal;
 #[global_allocator]
 static GLOBAL: pricewatch::alloc::Allocator = mimalloc::MiMalloc;
 
+#[path = "common/daemon_log.rs"]
+mod daemon_log;
 #[path = "../tests/common/fakes.rs"]
 mod fakes;
 #[path = "../tests/common/fixtures.rs"]
@@ -813,7 +815,6 @@ mod daemon {
     };
     use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
-    use std::sync::mpsc;
 
     const LISTENING: &str = "pricewatch is listening";
     const EXPECTED_WARNING: &str = "LOCAL-DEVELOPMENT MODE";
@@ -879,22 +880,7 @@ mod daemon {
                 .spawn()
                 .map_err(|e| format!("cannot start pricewatch serve: {e}"))?;
             let stderr = child.stderr.take().ok_or("no daemon stderr")?;
-            let (tx, rx) = mpsc::channel();
-            let warnings = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let seen = warnings.clone();
-            // Drains stderr for the daemon's whole life, so the pipe never blocks it.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if (line.contains(" WARN ") || line.contains("ERROR"))
-                        && !line.contains(EXPECTED_WARNING)
-                    {
-                        if let Ok(mut w) = seen.lock() {
-                            w.push(line.clone());
-                        }
-                    }
-                    let _ = tx.send(line);
-                }
-            });
+            let (rx, warnings) = daemon_log::drain(stderr, EXPECTED_WARNING);
             let mut daemon = Daemon {
                 child,
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -12,7 +12,7 @@ use crate::daemon::activity;
 use crate::fakes::{FakeChannel, FakeShop, FaultProxy};
 use crate::postgres::TestDatabase;
 use crate::replicas::{
-    conversation, now_ms, page, path, post, proactive_to, until, Db, Replica, LEASE,
+    conversation, first_prices_sent, now_ms, page, path, post, until, Db, Replica, LEASE,
 };
 
 /// Shop hosts: 127.0.0.1 to 127.0.0.4 (Linux routes all of 127/8 to the loopback).
@@ -79,23 +79,7 @@ async fn replicas_share_the_shops_that_fall_due_together() {
         .collect()
         .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    until(Instant::now() + WAIT, || async {
-        let received = channel.received();
-        let first_prices: HashSet<&str> = received
-            .iter()
-            .filter(|r| r.text().contains("I will tell you when"))
-            .filter_map(proactive_to)
-            .collect();
-        if first_prices.len() == PRODUCTS && pg.queued().await == 0 {
-            Ok(())
-        } else {
-            Err(format!(
-                "first prices: {} of {PRODUCTS}",
-                first_prices.len()
-            ))
-        }
-    })
-    .await;
+    first_prices_sent(&channel, &pg, PRODUCTS, Instant::now() + WAIT).await;
 
     for cycle in 1..=CYCLES {
         // Cycle 1 starts while the first checks' host leases may still be held, cycle 2

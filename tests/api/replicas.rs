@@ -126,6 +126,33 @@ where
 
 /// The conversation a proactive message went to; `None` for a reply, whose path names
 /// the activity it answers.
+/// Waits until a first price reached each of `products` conversations and nothing is
+/// left queued.
+pub(crate) async fn first_prices_sent(
+    channel: &FakeChannel,
+    pg: &Db,
+    products: usize,
+    deadline: Instant,
+) {
+    until(deadline, || async {
+        let received = channel.received();
+        let first_prices: HashSet<&str> = received
+            .iter()
+            .filter(|r| r.text().contains("I will tell you when"))
+            .filter_map(proactive_to)
+            .collect();
+        if first_prices.len() == products && pg.queued().await == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "first prices: {} of {products}",
+                first_prices.len()
+            ))
+        }
+    })
+    .await;
+}
+
 pub(crate) fn proactive_to(r: &Recorded) -> Option<&str> {
     r.path
         .strip_prefix("/v3/conversations/")?
@@ -362,24 +389,7 @@ async fn two_replicas_split_the_work_and_take_over_from_a_killed_one() {
 
     // Each first check once, whichever replica got the watch: the one holding the shop's
     // lease checks it, the other leaves it to that one's next tick.
-    let deadline = Instant::now() + INTERVAL;
-    until(deadline, || async {
-        let received = channel.received();
-        let first_prices: HashSet<&str> = received
-            .iter()
-            .filter(|r| r.text().contains("I will tell you when"))
-            .filter_map(proactive_to)
-            .collect();
-        if first_prices.len() == PRODUCTS && pg.queued().await == 0 {
-            Ok(())
-        } else {
-            Err(format!(
-                "first prices: {} of {PRODUCTS}",
-                first_prices.len()
-            ))
-        }
-    })
-    .await;
+    first_prices_sent(&channel, &pg, PRODUCTS, Instant::now() + INTERVAL).await;
     assert_fetched_once(&shop, 0, "first checks");
 
     // A watch sent to one replica is in the other's list.
