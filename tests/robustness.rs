@@ -561,6 +561,37 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Deterministic cases (issue point 7).
 
+/// lol_html loses track of a tag when a raw-text element's start tag ends in an attribute with
+/// `=` and no value and a `<script` follows inside it, while a selector asks for the script's
+/// attributes (found by `the_fast_path_changes_no_report`). A release build reports that as a
+/// parser error; the page must get that error, by either path, and never a panic.
+#[test]
+fn raw_text_with_an_empty_attribute_value_is_an_error() {
+    for opening in [
+        "<noscript 0=>",
+        "<style a=>",
+        "<textarea a=>",
+        "<iframe a=>",
+    ] {
+        let html = page("", &format!("{}{opening}<script </script>", product_ld()));
+        for (on, off) in extractors()
+            .into_iter()
+            .zip(extractors().into_iter().map(|e| e.with_fast_path(false)))
+        {
+            let got = on.extract(&url(), html.as_bytes(), Some("text/html"));
+            check(&got, html.len());
+            let want = off.extract(&url(), html.as_bytes(), Some("text/html"));
+            assert_eq!(got, want, "{html}");
+        }
+        let report = extract(html.as_bytes());
+        assert_eq!(report.amount, None, "{report:?}");
+        assert!(
+            matches!(report.error, Some(ExtractError::Unreadable(_))),
+            "{opening}: {report:?}"
+        );
+    }
+}
+
 #[test]
 fn garbage_bytes_are_no_price() {
     for (len, seed) in [(1, 1), (17, 2), (4096, 3), (256 << 10, 4)] {
