@@ -475,6 +475,7 @@ impl App {
         });
         let auth = inbound_auth(config, mode, clock_for_auth, &cancel).await?;
         let liveness = Arc::new(Liveness::new(clock_for_service.clone()));
+        let sizes = Arc::new(crate::ops::sizes::StoreSizes::new(store.clone()));
         let endpoint = Arc::new(Endpoint {
             auth: auth.clone(),
             bot,
@@ -484,6 +485,7 @@ impl App {
             announcements,
             health: Health {
                 store: store.clone(),
+                sizes: sizes.clone(),
                 liveness: liveness.clone(),
                 clock: clock_for_service.clone(),
                 stale_after: service.stale_after,
@@ -538,15 +540,14 @@ impl App {
             liveness.clone(),
             cancel.clone(),
         ));
-        let status_store = store.clone();
         tokio::spawn(crate::ops::service::watchdog(
             service.manager.clone(),
             liveness,
             service.manager.watchdog_interval(),
             service.stale_after,
             move || {
-                let store = status_store.clone();
-                async move { store.stats().await.ok().map(|s| status_line(&s)) }
+                let sizes = sizes.clone();
+                async move { sizes.get().await.ok().map(|s| status_line(&s)) }
             },
             cancel.clone(),
         ));

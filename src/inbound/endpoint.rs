@@ -68,6 +68,8 @@ pub struct LateReplies {
 /// What `GET /readyz` looks at.
 pub struct Health {
     pub store: Arc<dyn Store>,
+    /// The store's sizes for `/metrics`, counted sparingly.
+    pub sizes: Arc<crate::ops::sizes::StoreSizes>,
     pub liveness: Arc<Liveness>,
     /// The daemon's clock, for the age of the oldest queued message.
     pub clock: Arc<dyn Clock>,
@@ -310,7 +312,7 @@ async fn health(endpoint: &Endpoint, name: &str, method: Method) -> Response {
     }
     let health = &endpoint.health;
     let mut failing = Vec::new();
-    if let Err(e) = health.store.stats().await {
+    if let Err(e) = health.store.ping().await {
         failing.push(format!("store: {}", Chain(&e)));
     } else if let Err(e) = health.store.writable() {
         failing.push(format!("store: {}", Chain(&e)));
@@ -353,14 +355,14 @@ fn get_only() -> Response {
     r
 }
 
-/// `GET /metrics`: every series in the Prometheus text format, with the store's sizes
-/// read now (left at their last values when the store does not answer; `/readyz` says
-/// so).
+/// `GET /metrics`: every series in the Prometheus text format, with the store's sizes as
+/// `ops::sizes` last counted them (left at their last values when the store does not
+/// answer; `/readyz` says so).
 async fn metrics(endpoint: &Endpoint, method: Method) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return get_only();
     }
-    match endpoint.health.store.stats().await {
+    match endpoint.health.sizes.get().await {
         Ok(s) => endpoint.metrics.set_stored(Stored {
             watches: s.watches as u64,
             products: s.products as u64,

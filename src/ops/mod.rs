@@ -8,6 +8,7 @@ pub mod probe;
 pub mod reload;
 pub mod service;
 pub mod shutdown;
+pub mod sizes;
 pub mod telemetry;
 pub mod transfer;
 pub mod verify;

@@ -333,6 +333,12 @@ impl<S: Store + ?Sized> Store for GuardedStore<S> {
         })
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.run("ping", Room::None, |s| {
+            Box::pin(async move { s.ping().await })
+        })
+    }
+
     fn due_products(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Product>> {
         self.run("due_products", Room::None, move |s| {
             Box::pin(async move { s.due_products(now_ms, limit).await })

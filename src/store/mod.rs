@@ -310,7 +310,16 @@ pub trait Store: Send + Sync + 'static {
         on_hold: bool,
     ) -> StoreFuture<'a, Vec<Watch>>;
 
+    /// How much the store holds. Exact, so it may cost a walk of the data (PostgreSQL
+    /// counts rows); callers that ask often go through `ops::sizes::StoreSizes`.
     fn stats(&self) -> StoreFuture<'_, StoreStats>;
+
+    /// Whether the store answers now, at a cost that does not grow with what it holds:
+    /// `/readyz` asks it every few seconds. sled's counts are kept as it writes, so its
+    /// `stats` is that check.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.stats().await.map(|_| ()) })
+    }
 
     /// Products whose check is due at `now_ms`, most overdue first, at most `limit`. A
     /// shared backend leaves out those another process has claimed or whose shop it holds.

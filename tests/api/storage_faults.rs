@@ -616,3 +616,45 @@ async fn the_binary_on_a_full_tmpfs_answers_recovers_and_stops() {
     assert_eq!(code, Some(0), "{log}");
     assert!(started.elapsed() < Duration::from_secs(4), "{log}");
 }
+
+/// On PostgreSQL `/readyz` asks whether the database answers, not how much it holds:
+/// counting (what `/metrics` shows) grows with the data and waits on a table another session
+/// holds locked, the readiness check does neither. Before, `/readyz` counted, and a slow
+/// count made every replica unready at once.
+#[tokio::test]
+async fn readyz_on_postgres_does_not_count() {
+    let Some(db) = crate::postgres::TestDatabase::new("readyz_on_postgres_does_not_count") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    let url_file = dir.path().join("postgres-url");
+    std::fs::write(&url_file, db.config.url.expose()).unwrap();
+    config.storage.backend = pricewatch::ops::config::Backend::Postgres;
+    config.storage.postgres_url_file = Some(url_file);
+    config.storage.postgres_schema = db.config.schema.clone();
+    // The server cancels the waiting count: a statement timeout, not the store's own time
+    // limit (which would mark the store stuck, a different failure).
+    config.storage.postgres_statement_timeout = Duration::from_secs(1);
+    let t = TestApp::spawn_with(config).await;
+    assert_eq!(readyz(&t).await.0, 200);
+
+    let locker = db.config.connect().await.unwrap();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{}\".watches IN ACCESS EXCLUSIVE MODE",
+            db.schema()
+        ))
+        .await
+        .unwrap();
+    // Counting waits for the lock until the server gives up.
+    let counted = t.app().store().stats().await;
+    assert!(counted.is_err(), "{counted:?}");
+    let (status, body) = readyz(&t).await;
+    assert_eq!(status, 200, "{body}");
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let counted = t.app().store().stats().await.unwrap();
+    assert_eq!(counted.watches, 0);
+    assert_eq!(readyz(&t).await.0, 200);
+}
