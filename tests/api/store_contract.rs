@@ -93,6 +93,14 @@ async fn a_snapshot_restored_into_an_empty_store_reads_back_the_same() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_keeps_the_last_of_what_is_given_twice() {
+    on_each_backend_pair("a_restore_keeps_the_last_of_what_is_given_twice", |a, b| {
+        Box::pin(behaviours::restore_keeps_the_last_given(a, b))
+    })
+    .await;
+}
+
 fn key(conv: &str) -> ConversationKey {
     ConversationKey {
         channel_id: "msteams".into(),
@@ -1084,6 +1092,33 @@ mod behaviours {
         )
         .await
         .unwrap();
+    }
+
+    /// A snapshot that names a conversation, an unreachable mark, a product and a history
+    /// point twice restores each as its last mention says (as sled's batches write it, and
+    /// whatever order PostgreSQL's pipelined inserts are sent in).
+    pub async fn restore_keeps_the_last_given(source: Arc<dyn Store>, target: Arc<dyn Store>) {
+        populate(&source).await;
+        let mut taken = source.snapshot().await.unwrap();
+        let mut twice = taken.clone();
+        let mut conversation = taken.conversations[0].clone();
+        conversation.reference.service_url = "https://later.example/".into();
+        conversation.unreachable = Some(Unreachable {
+            since_ms: 77,
+            reason: "404".into(),
+        });
+        let mut product = taken.products[0].clone();
+        product.product.next_due_ms = 5_555;
+        product.history = vec![point(10, 123)];
+        twice.conversations.push(conversation.clone());
+        twice.products.push(product);
+        target.restore_snapshot(twice).await.unwrap();
+
+        let restored = target.snapshot().await.unwrap();
+        taken.conversations[0] = conversation;
+        taken.products[0].product.next_due_ms = 5_555;
+        taken.products[0].history[0] = point(10, 123);
+        assert_eq!(without_ids(restored), without_ids(taken));
     }
 
     pub async fn snapshot_round_trip(source: Arc<dyn Store>, target: Arc<dyn Store>) {

@@ -119,6 +119,41 @@ struct Record<'a, T> {
     body: &'a T,
 }
 
+/// Runs `statement` once per row, with `params` of each, several calls in flight at once:
+/// tokio-postgres pipelines the calls of one connection that are polled together, so a
+/// restore of a million rows does not wait a round trip for each. The order in which calls
+/// in flight together are sent is the futures library's, so the rows must not depend on one
+/// another (`last_per_key`).
+async fn execute_each<R: Sync>(
+    tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    rows: &[R],
+    params: impl Fn(&R) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)>,
+) -> Result<(), StoreError> {
+    /// Calls in flight at once: enough to keep the server busy, few enough that the
+    /// parameters of one batch stay small.
+    const IN_FLIGHT: usize = 256;
+    for batch in rows.chunks(IN_FLIGHT) {
+        let params: Vec<_> = batch.iter().map(&params).collect();
+        futures_util::future::try_join_all(params.iter().map(|p| tx.execute(statement, p)))
+            .await
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The last row of each key, in the order of those last rows.
+fn last_per_key<R, K: std::hash::Hash + Eq>(rows: Vec<R>, key: impl Fn(&R) -> K) -> Vec<R> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<R> = rows
+        .into_iter()
+        .rev()
+        .filter(|r| seen.insert(key(r)))
+        .collect();
+    kept.reverse();
+    kept
+}
+
 fn record<T: Serialize + Debug>(body: &T) -> Json<Record<'_, T>> {
     Json(Record {
         v: RECORD_VERSION,
@@ -1029,7 +1064,8 @@ impl PgStore {
                 path: self.place.clone(),
             });
         }
-        // Something given twice is written once, the last one, as sled's batches do.
+        // Something given twice is written once, the last one, as sled's batches do
+        // (`last_per_key`, since the rows are sent several at a time).
         let conversation = tx
             .prepare(
                 "INSERT INTO conversations (channel_id, conversation_id, reference) \
@@ -1045,20 +1081,26 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        for c in &snapshot.conversations {
-            let key = c.reference.key();
-            tx.execute(
-                &conversation,
-                &[&key.channel_id, &key.conversation_id, &record(&c.reference)],
-            )
-            .await
-            .map_err(io)?;
-            if let Some(m) = &c.unreachable {
-                tx.execute(&mark, &[&key.channel_id, &key.conversation_id, &record(m)])
-                    .await
-                    .map_err(io)?;
-            }
-        }
+        let rows: Vec<_> = snapshot
+            .conversations
+            .iter()
+            .map(|c| (c.reference.key(), record(&c.reference)))
+            .collect();
+        let rows = last_per_key(rows, |(key, _)| key.clone());
+        execute_each(&tx, &conversation, &rows, |(key, reference)| {
+            vec![&key.channel_id, &key.conversation_id, reference]
+        })
+        .await?;
+        let rows: Vec<_> = snapshot
+            .conversations
+            .iter()
+            .filter_map(|c| Some((c.reference.key(), record(c.unreachable.as_ref()?))))
+            .collect();
+        let rows = last_per_key(rows, |(key, _)| key.clone());
+        execute_each(&tx, &mark, &rows, |(key, m)| {
+            vec![&key.channel_id, &key.conversation_id, m]
+        })
+        .await?;
         let product = tx
             .prepare(
                 "INSERT INTO products (url, next_due_ms, product) VALUES ($1, $2, $3) \
@@ -1074,20 +1116,31 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        for p in &snapshot.products {
-            let url = p.product.url.as_str();
-            tx.execute(
-                &product,
-                &[&url, &big(p.product.next_due_ms), &record(&p.product)],
-            )
-            .await
-            .map_err(io)?;
-            for h in &p.history {
-                tx.execute(&point, &[&url, &big(h.at_ms), &record(h)])
-                    .await
-                    .map_err(io)?;
-            }
-        }
+        let rows: Vec<_> = snapshot
+            .products
+            .iter()
+            .map(|p| {
+                let p = &p.product;
+                (p.url.as_str(), big(p.next_due_ms), record(p))
+            })
+            .collect();
+        let rows = last_per_key(rows, |(url, _, _)| *url);
+        execute_each(&tx, &product, &rows, |(url, due, product)| {
+            vec![url, due, product]
+        })
+        .await?;
+        let rows: Vec<_> = snapshot
+            .products
+            .iter()
+            .flat_map(|p| {
+                let url = p.product.url.as_str();
+                p.history
+                    .iter()
+                    .map(move |h| (url, big(h.at_ms), record(h)))
+            })
+            .collect();
+        let rows = last_per_key(rows, |(url, at, _)| (*url, *at));
+        execute_each(&tx, &point, &rows, |(url, at, point)| vec![url, at, point]).await?;
 
         // Renumbered in the store's sequences, keeping their order.
         let mut old_watches: Vec<&Watch> = snapshot.watches.iter().collect();
@@ -1101,22 +1154,28 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        for (old, &id) in old_watches.into_iter().zip(&watch_ids) {
-            new_ids.insert(old.id, id);
-            let watch = Watch { id, ..old.clone() };
-            tx.execute(
-                &insert_watch,
-                &[
-                    &big(id),
-                    &watch.conversation.channel_id,
-                    &watch.conversation.conversation_id,
-                    &watch.url.as_str(),
-                    &record(&watch),
-                ],
-            )
-            .await
-            .map_err(io)?;
-        }
+        let watches: Vec<Watch> = old_watches
+            .into_iter()
+            .zip(&watch_ids)
+            .map(|(old, &id)| {
+                new_ids.insert(old.id, id);
+                Watch { id, ..old.clone() }
+            })
+            .collect();
+        let rows: Vec<_> = watches
+            .iter()
+            .map(|w| (big(w.id), w, w.url.as_str(), record(w)))
+            .collect();
+        execute_each(&tx, &insert_watch, &rows, |(id, w, url, watch)| {
+            vec![
+                id,
+                &w.conversation.channel_id,
+                &w.conversation.conversation_id,
+                url,
+                watch,
+            ]
+        })
+        .await?;
 
         let mut messages: Vec<&OutboxEntry> = snapshot
             .queued
@@ -1149,27 +1208,42 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        for (old, &id) in messages.into_iter().zip(&outbox_ids) {
-            let entry = OutboxEntry {
+        let entries: Vec<OutboxEntry> = messages
+            .into_iter()
+            .zip(&outbox_ids)
+            .map(|(old, &id)| OutboxEntry {
                 id,
                 watch_id: old.watch_id.and_then(|w| new_ids.get(&w).copied()),
                 ..old.clone()
-            };
-            tx.execute(
-                &insert_entry,
-                &[
-                    &big(id),
-                    &entry.alert_id,
-                    &entry.conversation.channel_id,
-                    &entry.conversation.conversation_id,
-                    &big(entry.next_attempt_ms),
-                    &entry.dead_ms.map(big),
-                    &record(&entry),
-                ],
-            )
-            .await
-            .map_err(io)?;
-        }
+            })
+            .collect();
+        // The first of a queued alert id, as `ON CONFLICT DO NOTHING` one row after another.
+        let mut queued_ids = HashSet::new();
+        let rows: Vec<_> = entries
+            .iter()
+            .filter(|e| e.dead_ms.is_some() || queued_ids.insert(e.alert_id.as_str()))
+            .map(|e| {
+                (
+                    big(e.id),
+                    e,
+                    big(e.next_attempt_ms),
+                    e.dead_ms.map(big),
+                    record(e),
+                )
+            })
+            .collect();
+        execute_each(&tx, &insert_entry, &rows, |(id, e, next, dead, entry)| {
+            vec![
+                id,
+                &e.alert_id,
+                &e.conversation.channel_id,
+                &e.conversation.conversation_id,
+                next,
+                dead,
+                entry,
+            ]
+        })
+        .await?;
         tx.commit().await.map_err(io)
     }
 }
@@ -1653,5 +1727,20 @@ impl Store for PgStore {
 
     fn replicas(&self) -> Option<&dyn Replicas> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_per_key;
+
+    #[test]
+    fn the_last_row_of_a_key_is_kept_in_the_order_of_the_last_rows() {
+        let rows = vec![("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        assert_eq!(
+            last_per_key(rows, |(k, _)| *k),
+            vec![("a", 3), ("c", 4), ("b", 5)]
+        );
+        assert_eq!(last_per_key(Vec::<(u8, u8)>::new(), |r| r.0), vec![]);
     }
 }
