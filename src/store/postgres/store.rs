@@ -119,6 +119,10 @@ struct Record<'a, T> {
     body: &'a T,
 }
 
+/// Calls in flight at once in a restore: enough to keep the server busy, few enough that
+/// the parameters of one batch stay small.
+const IN_FLIGHT: usize = 256;
+
 /// Runs `statement` once per row, with `params` of each, several calls in flight at once:
 /// tokio-postgres pipelines the calls of one connection that are polled together, so a
 /// restore of a million rows does not wait a round trip for each. The order in which calls
@@ -130,9 +134,6 @@ async fn execute_each<R: Sync>(
     rows: &[R],
     params: impl Fn(&R) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)>,
 ) -> Result<(), StoreError> {
-    /// Calls in flight at once: enough to keep the server busy, few enough that the
-    /// parameters of one batch stay small.
-    const IN_FLIGHT: usize = 256;
     for batch in rows.chunks(IN_FLIGHT) {
         let params: Vec<_> = batch.iter().map(&params).collect();
         futures_util::future::try_join_all(params.iter().map(|p| tx.execute(statement, p)))
@@ -1084,23 +1085,27 @@ impl PgStore {
         let rows: Vec<_> = snapshot
             .conversations
             .iter()
-            .map(|c| (c.reference.key(), record(&c.reference)))
+            .map(|c| {
+                let r = &c.reference;
+                (r.channel_id.as_str(), r.conversation.id.as_str(), record(r))
+            })
             .collect();
-        let rows = last_per_key(rows, |(key, _)| key.clone());
-        execute_each(&tx, &conversation, &rows, |(key, reference)| {
-            vec![&key.channel_id, &key.conversation_id, reference]
+        let rows = last_per_key(rows, |(channel, id, _)| (*channel, *id));
+        execute_each(&tx, &conversation, &rows, |(channel, id, reference)| {
+            vec![channel, id, reference]
         })
         .await?;
         let rows: Vec<_> = snapshot
             .conversations
             .iter()
-            .filter_map(|c| Some((c.reference.key(), record(c.unreachable.as_ref()?))))
+            .filter_map(|c| {
+                let r = &c.reference;
+                let mark = record(c.unreachable.as_ref()?);
+                Some((r.channel_id.as_str(), r.conversation.id.as_str(), mark))
+            })
             .collect();
-        let rows = last_per_key(rows, |(key, _)| key.clone());
-        execute_each(&tx, &mark, &rows, |(key, m)| {
-            vec![&key.channel_id, &key.conversation_id, m]
-        })
-        .await?;
+        let rows = last_per_key(rows, |(channel, id, _)| (*channel, *id));
+        execute_each(&tx, &mark, &rows, |(channel, id, m)| vec![channel, id, m]).await?;
         let product = tx
             .prepare(
                 "INSERT INTO products (url, next_due_ms, product) VALUES ($1, $2, $3) \
@@ -1154,28 +1159,37 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        let watches: Vec<Watch> = old_watches
-            .into_iter()
-            .zip(&watch_ids)
-            .map(|(old, &id)| {
-                new_ids.insert(old.id, id);
-                Watch { id, ..old.clone() }
+        // Renumbered copies a batch at a time: a million watches are not held twice.
+        for (old, ids) in old_watches
+            .chunks(IN_FLIGHT)
+            .zip(watch_ids.chunks(IN_FLIGHT))
+        {
+            let watches: Vec<Watch> = old
+                .iter()
+                .zip(ids)
+                .map(|(old, &id)| {
+                    new_ids.insert(old.id, id);
+                    Watch {
+                        id,
+                        ..(*old).clone()
+                    }
+                })
+                .collect();
+            let rows: Vec<_> = watches
+                .iter()
+                .map(|w| (big(w.id), w, w.url.as_str(), record(w)))
+                .collect();
+            execute_each(&tx, &insert_watch, &rows, |(id, w, url, watch)| {
+                vec![
+                    id,
+                    &w.conversation.channel_id,
+                    &w.conversation.conversation_id,
+                    url,
+                    watch,
+                ]
             })
-            .collect();
-        let rows: Vec<_> = watches
-            .iter()
-            .map(|w| (big(w.id), w, w.url.as_str(), record(w)))
-            .collect();
-        execute_each(&tx, &insert_watch, &rows, |(id, w, url, watch)| {
-            vec![
-                id,
-                &w.conversation.channel_id,
-                &w.conversation.conversation_id,
-                url,
-                watch,
-            ]
-        })
-        .await?;
+            .await?;
+        }
 
         let mut messages: Vec<&OutboxEntry> = snapshot
             .queued
@@ -1208,42 +1222,47 @@ impl PgStore {
             )
             .await
             .map_err(io)?;
-        let entries: Vec<OutboxEntry> = messages
-            .into_iter()
-            .zip(&outbox_ids)
-            .map(|(old, &id)| OutboxEntry {
-                id,
-                watch_id: old.watch_id.and_then(|w| new_ids.get(&w).copied()),
-                ..old.clone()
-            })
-            .collect();
         // The first of a queued alert id, as `ON CONFLICT DO NOTHING` one row after another.
         let mut queued_ids = HashSet::new();
-        let rows: Vec<_> = entries
-            .iter()
-            .filter(|e| e.dead_ms.is_some() || queued_ids.insert(e.alert_id.as_str()))
-            .map(|e| {
-                (
-                    big(e.id),
-                    e,
-                    big(e.next_attempt_ms),
-                    e.dead_ms.map(big),
-                    record(e),
-                )
-            })
+        let messages: Vec<(&OutboxEntry, u64)> = messages
+            .into_iter()
+            .zip(outbox_ids)
+            .filter(|(e, _)| e.dead_ms.is_some() || queued_ids.insert(e.alert_id.as_str()))
             .collect();
-        execute_each(&tx, &insert_entry, &rows, |(id, e, next, dead, entry)| {
-            vec![
-                id,
-                &e.alert_id,
-                &e.conversation.channel_id,
-                &e.conversation.conversation_id,
-                next,
-                dead,
-                entry,
-            ]
-        })
-        .await?;
+        for batch in messages.chunks(IN_FLIGHT) {
+            let entries: Vec<OutboxEntry> = batch
+                .iter()
+                .map(|&(old, id)| OutboxEntry {
+                    id,
+                    watch_id: old.watch_id.and_then(|w| new_ids.get(&w).copied()),
+                    ..old.clone()
+                })
+                .collect();
+            let rows: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    (
+                        big(e.id),
+                        e,
+                        big(e.next_attempt_ms),
+                        e.dead_ms.map(big),
+                        record(e),
+                    )
+                })
+                .collect();
+            execute_each(&tx, &insert_entry, &rows, |(id, e, next, dead, entry)| {
+                vec![
+                    id,
+                    &e.alert_id,
+                    &e.conversation.channel_id,
+                    &e.conversation.conversation_id,
+                    next,
+                    dead,
+                    entry,
+                ]
+            })
+            .await?;
+        }
         tx.commit().await.map_err(io)
     }
 }
