@@ -1370,9 +1370,9 @@ impl Store for PgStore {
         Box::pin(async move {
             // Counted: there is no count record to keep in step with every write (one row
             // every replica's every write would update). Counting grows with the data: with a
-            // million conversations and watches, 0.2 s after a VACUUM and 0.7-1.9 s once a
-            // third of the watches were rewritten (BENCHMARKS.md), so `/readyz` pings instead
-            // and `/metrics` recounts sparingly (`ops::sizes`).
+            // million conversations and watches, 0.1-0.15 s after a VACUUM, 0.4-0.5 s once a
+            // third of the watches were rewritten, up to 1.9 s on a busy server (BENCHMARKS.md),
+            // so `/readyz` pings instead and `/metrics` recounts sparingly (`ops::sizes`).
             let row = self
                 .client()
                 .await?
