@@ -164,6 +164,9 @@ mod tests {
         fn make_due(&self, _: String, _: u64) -> StoreFuture<'_, ()> {
             Box::pin(async { Ok(()) })
         }
+        fn claimed_elsewhere(&self, _: String) -> StoreFuture<'_, bool> {
+            Box::pin(async { Ok(false) })
+        }
         fn claim_messages(
             &self,
             _: Vec<u64>,

@@ -249,6 +249,9 @@ pub trait Replicas: Send + Sync {
     /// check, left to the process that fetches its shop.
     fn make_due(&self, url: String, now_ms: u64) -> StoreFuture<'_, ()>;
 
+    /// Whether another process has the product claimed now: its check is in flight.
+    fn claimed_elsewhere(&self, url: String) -> StoreFuture<'_, bool>;
+
     /// The same for queued messages: returns the entries claimed (as stored now), in queue
     /// order. A message leaves its claim with the outbox, or when it is no longer due.
     fn claim_messages(

@@ -486,40 +486,85 @@ impl Watcher {
         Ok(())
     }
 
+    /// Among replicas: whether this one is to make the first check of `url` (it holds the
+    /// shop and has claimed the product), or has left it to the replica that fetches the
+    /// shop (made due now, for that replica's next tick).
+    ///
+    /// A check of the product already in flight elsewhere may have read its watches before
+    /// the new one was stored, and its record would then set the due time a whole interval
+    /// away, over a "due now". So while another replica has the product claimed, this one
+    /// waits for that check to be recorded and looks again: the first price is known, or
+    /// the product is made due (or claimed) anew. At most [`FIRST_CHECK_WAITS`] times, so that a shop that
+    /// keeps failing is not asked again and again for one new watch.
+    async fn first_check_is_ours(
+        &self,
+        replicas: &dyn Replicas,
+        leases: &LeaseBook,
+        url: &ProductUrl,
+    ) -> Result<bool, StoreError> {
+        let text = url.as_str().to_owned();
+        let mut waits = 0;
+        loop {
+            let held = !leases
+                .hold(replicas, vec![host_lease(url.host())])
+                .await?
+                .is_empty();
+            if held {
+                // Whenever it is due, as with one process: a new watch of a product
+                // others watch gets its first price now too.
+                let claimed = replicas
+                    .claim_products(vec![text.clone()], u64::MAX, leases.ttl())
+                    .await?;
+                if !claimed.is_empty() {
+                    return Ok(true);
+                }
+            } else if !replicas.claimed_elsewhere(text.clone()).await? {
+                // No check of it in flight: any check from now on reads the new watch,
+                // stored before this began. (Asked before making it due: a check recorded
+                // in between would push the due time away again.)
+                let now = self.inner.clock.now_ms();
+                replicas.make_due(text.clone(), now).await?;
+                tracing::debug!(
+                    url = %Shown::text(url.as_str()),
+                    "first check left to the replica fetching this shop"
+                );
+                return Ok(false);
+            }
+            if waits == FIRST_CHECK_WAITS {
+                return Ok(false);
+            }
+            waits += 1;
+            // Claims run out after a lease time, so the wait is bounded by one.
+            let until = tokio::time::Instant::now() + leases.ttl();
+            while replicas.claimed_elsewhere(text.clone()).await?
+                && tokio::time::Instant::now() < until
+            {
+                tokio::time::sleep(CLAIM_POLL).await;
+            }
+            let watches = self.inner.store.product_watches(url).await?;
+            if !watches.iter().any(crate::domain::Watch::is_pending) {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Checks one product now (a new watch's first price), waiting for the gate if the
     /// shop was asked a moment ago. Returns the messages queued.
     pub async fn first_check(&self, url: &ProductUrl) -> Result<usize, StoreError> {
-        let Some(product) = self.inner.store.product(url).await? else {
+        let Some(mut product) = self.inner.store.product(url).await? else {
             return Ok(0);
         };
         if let Some((replicas, leases)) = self.shared() {
-            let host = host_lease(product.url.host());
-            let held = !leases.hold(replicas, vec![host]).await?.is_empty();
-            if !held {
-                // Another replica fetches this shop: made due now, its next tick checks it.
-                let now = self.inner.clock.now_ms();
-                replicas
-                    .make_due(product.url.as_str().to_owned(), now)
-                    .await?;
-                tracing::debug!(
-                    url = %Shown::text(product.url.as_str()),
-                    "first check left to the replica fetching this shop"
-                );
+            if !self.first_check_is_ours(replicas, leases, url).await? {
                 return Ok(0);
             }
-            // Whenever it is due, as with one process: a new watch of a product others
-            // watch gets its first price now too.
-            let url = product.url.as_str().to_owned();
-            let claimed = replicas
-                .claim_products(vec![url], u64::MAX, leases.ttl())
-                .await?;
-            if claimed.is_empty() {
-                // Another replica is checking it this moment (it held the shop until
-                // just now); that check is this one.
+            // Read again: a check recorded while this one waited for the shop or the claim
+            // changed the product (validators, health, due time).
+            let Some(now) = self.inner.store.product(url).await? else {
                 return Ok(0);
-            }
+            };
+            product = now;
         }
-        let mut product = product;
         loop {
             // A tick may have checked the product since (its own due check, or a check
             // this one waited for): when that check read the new watch, its first price
@@ -782,6 +827,11 @@ impl Drop for Running<'_> {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// How many times a first check waits for another replica's check of the same product.
+const FIRST_CHECK_WAITS: usize = 2;
+/// How often a first check asks whether that check is recorded.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn host_lease(host: &str) -> String {
     format!("{HOST_LEASE}{host}")

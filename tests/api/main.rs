@@ -25,6 +25,7 @@ mod postgres;
 mod postgres_migrate;
 mod process;
 mod replica_claims;
+mod replica_first_check;
 mod replica_shops;
 mod replicas;
 mod restock;

@@ -209,6 +209,14 @@ async fn due_products_are_claimed_by_one_replica_until_checked_or_the_claim_runs
             .unwrap(),
         Vec::<String>::new()
     );
+    // The other replica sees the claim (a check in flight); the claimer does not count
+    // its own, and a product nobody claimed is claimed by nobody else.
+    assert!(rb.claimed_elsewhere(shop[0].clone()).await.unwrap());
+    assert!(!ra.claimed_elsewhere(shop[0].clone()).await.unwrap());
+    assert!(!rb
+        .claimed_elsewhere("https://unknown.example/p/1".into())
+        .await
+        .unwrap());
     // A product's claim ends with its check, which also makes it not due: nobody claims it.
     let product = a.product(&url(&shop[0])).await.unwrap().unwrap();
     let mut next = product.clone();
@@ -228,6 +236,7 @@ async fn due_products_are_claimed_by_one_replica_until_checked_or_the_claim_runs
             .unwrap(),
         Vec::<String>::new()
     );
+    assert!(!rb.claimed_elsewhere(shop[0].clone()).await.unwrap());
     // A new watch's first check claims it whenever it is due; one left to the replica
     // fetching the shop makes it due now, never later than it was.
     let is_due = |s: Arc<dyn Store>, u: String| async move {

@@ -159,6 +159,24 @@ impl Replicas for PgStore {
         })
     }
 
+    fn claimed_elsewhere(&self, url: String) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM products WHERE url = $1 \
+                 AND claimed_by <> $2 AND claimed_until_ms >= {NOW_MS})"
+            );
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    &client.prepare_cached(&sql).await.map_err(io)?,
+                    &[&url, &self.holder()],
+                )
+                .await
+                .map_err(io)?;
+            row.try_get(0).map_err(io)
+        })
+    }
+
     fn claim_messages(
         &self,
         wanted: Vec<u64>,
