@@ -23,11 +23,7 @@ async fn replica(db: &TestDatabase, dir: &std::path::Path, clock: Arc<ManualCloc
     config.schedule.tick = NO_SCHEDULED_TICK.into();
     config.fetch.allow_networks = vec!["127.0.0.0/8".into()];
     config.fetch.host_gap = Duration::ZERO;
-    let url_file = dir.join("postgres-url");
-    std::fs::write(&url_file, db.config.url.expose()).unwrap();
-    config.storage.backend = pricewatch::ops::config::Backend::Postgres;
-    config.storage.postgres_url_file = Some(url_file);
-    config.storage.postgres_schema = db.config.schema.clone();
+    db.configure(&mut config, dir);
     TestApp::spawn_with_clock(config, clock).await
 }
 

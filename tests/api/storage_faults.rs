@@ -628,11 +628,7 @@ async fn readyz_on_postgres_does_not_count() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir.path().join("data"));
-    let url_file = dir.path().join("postgres-url");
-    std::fs::write(&url_file, db.config.url.expose()).unwrap();
-    config.storage.backend = pricewatch::ops::config::Backend::Postgres;
-    config.storage.postgres_url_file = Some(url_file);
-    config.storage.postgres_schema = db.config.schema.clone();
+    db.configure(&mut config, dir.path());
     // The server cancels the waiting count: a statement timeout, not the store's own time
     // limit (which would mark the store stuck, a different failure).
     config.storage.postgres_statement_timeout = Duration::from_secs(1);

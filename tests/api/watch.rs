@@ -363,14 +363,7 @@ async fn end_to_end_on_postgres_as_on_sled() {
     let Some(db) = crate::postgres::TestDatabase::new("end_to_end_on_postgres_as_on_sled") else {
         return;
     };
-    first_price_then_one_alert(|config, dir| {
-        let url_file = dir.join("postgres-url");
-        std::fs::write(&url_file, db.config.url.expose()).unwrap();
-        config.storage.backend = pricewatch::ops::config::Backend::Postgres;
-        config.storage.postgres_url_file = Some(url_file);
-        config.storage.postgres_schema = db.config.schema.clone();
-    })
-    .await;
+    first_price_then_one_alert(|config, dir| db.configure(config, dir)).await;
 }
 
 /// A watch's first price, then one alert for a 25 % drop and none while it stays low,

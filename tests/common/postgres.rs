@@ -46,6 +46,15 @@ impl TestDatabase {
     pub fn schema(&self) -> &str {
         self.config.schema.as_deref().unwrap_or("public")
     }
+
+    /// Points a daemon's `config` at this schema, the connection string in a file under `dir`.
+    pub fn configure(&self, config: &mut pricewatch::ops::config::Config, dir: &std::path::Path) {
+        let url_file = dir.join("postgres-url");
+        std::fs::write(&url_file, self.config.url.expose()).unwrap();
+        config.storage.backend = pricewatch::ops::config::Backend::Postgres;
+        config.storage.postgres_url_file = Some(url_file);
+        config.storage.postgres_schema = self.config.schema.clone();
+    }
 }
 
 impl Drop for TestDatabase {
